@@ -1,0 +1,222 @@
+//! Orders and catalog products as the use cases see them. Amounts are always recomputed
+//! from catalog prices captured on the order's lines, never taken from a client.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Money, Openid, OrderStatus, OutTradeNo, SkuId};
+
+/// Units of one sku on one order line: 1..=999 (DESIGN.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u32")]
+pub struct Quantity(u32);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("quantity must be between 1 and {max} (got {got})", max = Quantity::MAX)]
+pub struct QuantityError {
+    pub got: i64,
+}
+
+impl Quantity {
+    pub const MAX: u32 = 999;
+
+    pub fn new(n: i64) -> Result<Self, QuantityError> {
+        if (1..=i64::from(Self::MAX)).contains(&n) {
+            Ok(Quantity(n as u32))
+        } else {
+            Err(QuantityError { got: n })
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Quantity {
+    type Error = QuantityError;
+    fn try_from(n: i64) -> Result<Self, QuantityError> {
+        Quantity::new(n)
+    }
+}
+
+impl From<Quantity> for u32 {
+    fn from(q: Quantity) -> u32 {
+        q.0
+    }
+}
+
+/// One line of an order, priced from the catalog when the order was placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku_id: SkuId,
+    pub name: String,
+    pub unit_price: Money,
+    pub quantity: Quantity,
+}
+
+impl OrderLine {
+    pub fn line_total(&self) -> Result<Money, super::MoneyError> {
+        self.unit_price.checked_mul(self.quantity.get())
+    }
+}
+
+/// One entry of an order's audit trail, appended by the same write as the transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub from: Option<OrderStatus>,
+    pub to: OrderStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub cause: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub out_trade_no: OutTradeNo,
+    pub openid: Openid,
+    pub status: OrderStatus,
+    pub lines: Vec<OrderLine>,
+    pub amount_total: Money,
+    pub currency: String,
+    pub description: String,
+    pub attach: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expire_at: OffsetDateTime,
+    pub prepay_id: Option<String>,
+    pub transaction_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub paid_at: Option<OffsetDateTime>,
+    /// Bumped by every write, so a conditional write can insist on the version it read.
+    pub version: u64,
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Order {
+    /// A new PENDING order; `amount_total` is computed from the lines, not passed in.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_pending(
+        out_trade_no: OutTradeNo,
+        openid: Openid,
+        lines: Vec<OrderLine>,
+        description: String,
+        attach: Option<String>,
+        created_at: OffsetDateTime,
+        expire_at: OffsetDateTime,
+    ) -> Result<Order, super::MoneyError> {
+        let amount_total = Money::total(lines.iter().map(|l| (l.unit_price, l.quantity.get())))?;
+        Ok(Order {
+            out_trade_no,
+            openid,
+            status: OrderStatus::Pending,
+            lines,
+            amount_total,
+            currency: "CNY".to_owned(),
+            description,
+            attach,
+            created_at,
+            expire_at,
+            prepay_id: None,
+            transaction_id: None,
+            paid_at: None,
+            version: 1,
+            history: vec![HistoryEntry {
+                from: None,
+                to: OrderStatus::Pending,
+                at: created_at,
+                cause: "order placed".to_owned(),
+            }],
+        })
+    }
+
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        now >= self.expire_at
+    }
+}
+
+/// A catalog entry. `stock: None` means unlimited; `reserved` is held by PENDING orders and
+/// `sold` by PAID ones, so `available = stock - reserved - sold`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    pub sku_id: SkuId,
+    pub name: String,
+    pub price: Money,
+    #[serde(default)]
+    pub stock: Option<i64>,
+    #[serde(default)]
+    pub reserved: i64,
+    #[serde(default)]
+    pub sold: i64,
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Product {
+    pub fn available(&self) -> Option<i64> {
+        self.stock.map(|s| s - self.reserved - self.sold)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn line(sku: &str, price: i64, q: i64) -> OrderLine {
+        OrderLine {
+            sku_id: SkuId::parse(sku).unwrap(),
+            name: sku.to_uppercase(),
+            unit_price: Money::from_fen(price).unwrap(),
+            quantity: Quantity::new(q).unwrap(),
+        }
+    }
+
+    #[test]
+    fn quantity_bounds() {
+        assert!(Quantity::new(0).is_err());
+        assert!(Quantity::new(1).is_ok());
+        assert!(Quantity::new(999).is_ok());
+        assert_eq!(Quantity::new(1000), Err(QuantityError { got: 1000 }));
+        assert!(serde_json::from_str::<Quantity>("-1").is_err());
+        assert!(serde_json::from_str::<Quantity>("2.5").is_err());
+    }
+
+    #[test]
+    fn new_order_totals_its_lines_and_starts_pending() {
+        let t = datetime!(2026-11-24 04:00:00 UTC);
+        let o = Order::new_pending(
+            OutTradeNo::generate(t),
+            Openid::parse("o_alice").unwrap(),
+            vec![line("a", 990, 2), line("b", 1, 3)],
+            "Demo".into(),
+            None,
+            t,
+            t + time::Duration::minutes(30),
+        )
+        .unwrap();
+        assert_eq!(o.amount_total.fen(), 1983);
+        assert_eq!(o.status, OrderStatus::Pending);
+        assert_eq!(o.history.len(), 1);
+        assert!(!o.is_expired(t));
+        assert!(o.is_expired(t + time::Duration::minutes(30)));
+    }
+
+    #[test]
+    fn product_availability() {
+        let p: Product = serde_json::from_str(
+            r#"{"sku_id":"s","name":"S","price":100,"stock":10,"reserved":3,"sold":2}"#,
+        )
+        .unwrap();
+        assert_eq!(p.available(), Some(5));
+        assert!(p.active);
+        let unlimited: Product =
+            serde_json::from_str(r#"{"sku_id":"u","name":"U","price":1}"#).unwrap();
+        assert_eq!(unlimited.available(), None);
+    }
+}
