@@ -1,0 +1,132 @@
+//! The crypto backend: the only file that names `ring`.
+//!
+//! Everything above this module speaks in DER bytes and plain slices, so switching to
+//! aws-lc-rs (whose API mirrors ring's, DESIGN.md section 8) means editing this file and
+//! `Cargo.toml`, nothing else. Keep the surface small and free of ring types.
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{self, RsaKeyPair, UnparsedPublicKey};
+
+/// Length of the AES-GCM authentication tag appended to every ciphertext.
+pub(crate) const GCM_TAG_LEN: usize = 16;
+/// Length of the AES-GCM nonce (the standard 96-bit IV).
+pub(crate) const GCM_NONCE_LEN: usize = 12;
+
+/// An RSA private key that signs with PKCS#1 v1.5 / SHA-256.
+pub(crate) struct RsaSigningKey(RsaKeyPair);
+
+impl RsaSigningKey {
+    /// Parses an unencrypted PKCS#8 `PrivateKeyInfo` holding an RSA key (2048 to 4096 bits).
+    /// The error is the backend's fixed description (e.g. `InvalidEncoding`), never key bytes.
+    pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<Self, String> {
+        RsaKeyPair::from_pkcs8(der)
+            .map(Self)
+            .map_err(|rejected| rejected.to_string())
+    }
+
+    /// Signs `message`; the signature is as long as the modulus.
+    ///
+    /// # Panics
+    /// Only if the operating system's random generator fails (ring uses it for blinding).
+    /// Nothing a caller passes in can trigger that.
+    pub(crate) fn sign_pkcs1_sha256(&self, message: &[u8]) -> Vec<u8> {
+        let mut signature = vec![0u8; self.0.public().modulus_len()];
+        self.0
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                message,
+                &mut signature,
+            )
+            // The buffer is sized from the key itself, so the only failure left is the OS RNG.
+            .expect("RSA signing failed: the system random number generator is unavailable");
+        signature
+    }
+
+    /// The matching public key as a PKCS#1 `RSAPublicKey` DER.
+    pub(crate) fn public_key_pkcs1_der(&self) -> Vec<u8> {
+        self.0.public().as_ref().to_vec()
+    }
+}
+
+/// Verifies an RSA PKCS#1 v1.5 / SHA-256 signature with a PKCS#1 `RSAPublicKey` DER.
+/// Any malformed input (key or signature) is simply "does not verify".
+pub(crate) fn rsa_pkcs1_sha256_verify(
+    public_key_pkcs1_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, public_key_pkcs1_der)
+        .verify(message, signature)
+        .is_ok()
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+///
+/// # Panics
+/// Only if the operating system's random generator fails; there is no sensible fallback
+/// for nonces and a silent one would be worse.
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    SystemRandom::new()
+        .fill(buf)
+        .expect("the system random number generator is unavailable");
+}
+
+/// AES-256-GCM seal; returns `ciphertext || tag`, or `None` when the plaintext exceeds
+/// GCM's per-message limit (about 64 GiB).
+pub(crate) fn aes256gcm_seal(
+    key: &[u8; 32],
+    nonce: [u8; GCM_NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Option<Vec<u8>> {
+    let key = less_safe_key(key)?;
+    let mut in_out = Vec::with_capacity(plaintext.len() + GCM_TAG_LEN);
+    in_out.extend_from_slice(plaintext);
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut in_out,
+    )
+    .ok()?;
+    Some(in_out)
+}
+
+/// AES-256-GCM open of `ciphertext || tag`; `None` when the tag does not authenticate
+/// (wrong key, nonce or associated data, or tampered or truncated data).
+pub(crate) fn aes256gcm_open(
+    key: &[u8; 32],
+    nonce: [u8; GCM_NONCE_LEN],
+    aad: &[u8],
+    ciphertext_and_tag: &[u8],
+) -> Option<Vec<u8>> {
+    let key = less_safe_key(key)?;
+    let mut in_out = ciphertext_and_tag.to_vec();
+    let plaintext_len = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut in_out,
+        )
+        .ok()?
+        .len();
+    in_out.truncate(plaintext_len);
+    Some(in_out)
+}
+
+fn less_safe_key(key: &[u8; 32]) -> Option<LessSafeKey> {
+    // A 32-byte key is always accepted for AES-256; the Option only mirrors ring's signature.
+    UnboundKey::new(&AES_256_GCM, key)
+        .ok()
+        .map(LessSafeKey::new)
+}
+
+/// SHA-256 of `data`, lower-case hex: request fingerprints for idempotency records.
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
