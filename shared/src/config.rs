@@ -1,0 +1,411 @@
+//! Configuration from the environment (DESIGN.md section 2), parsed once at start-up.
+//!
+//! A missing or malformed variable stops start-up with one line naming it; values are parsed
+//! into the types the rest of the crate uses, so a bad key fails here and not on the first
+//! payment. Secrets are kept in `Secret`, whose `Debug` and `Display` never show them.
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use crate::wechatpay::{
+    aead::ApiV3Key,
+    keys::{RsaPrivateKey, RsaPublicKey},
+};
+
+/// One line naming the variable and what is wrong with it; never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+fn bad(variable: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+/// A value that must never reach a log, an error or a response.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where variables come from: the process environment, or a map in tests (setting process
+/// environment variables from tests is racy, and `unsafe` in edition 2024).
+type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+pub struct Env {
+    lookup: Lookup,
+}
+
+impl Env {
+    pub fn process() -> Self {
+        Env {
+            lookup: Box::new(|k| std::env::var(k).ok()),
+        }
+    }
+
+    pub fn from_map(map: HashMap<String, String>) -> Self {
+        Env {
+            lookup: Box::new(move |k| map.get(k).cloned()),
+        }
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self::from_map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// The value, with an empty string treated as unset (a common template mistake).
+    pub fn get(&self, key: &str) -> Option<String> {
+        (self.lookup)(key).filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn required(&self, key: &'static str) -> Result<String, ConfigError> {
+        self.get(key)
+            .ok_or_else(|| bad(key, "is required but not set"))
+    }
+
+    /// `NAME` inline, or `NAME_FILE` as a path to read it from; `name_file` is the second.
+    fn inline_or_file(
+        &self,
+        name: &'static str,
+        name_file: &'static str,
+    ) -> Result<Option<(String, &'static str)>, ConfigError> {
+        match (self.get(name), self.get(name_file)) {
+            (Some(_), Some(_)) => Err(bad(
+                name,
+                format!("set either {name} or {name_file}, not both"),
+            )),
+            (Some(v), None) => Ok(Some((v, name))),
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map(|v| Some((v, name_file)))
+                .map_err(|e| bad(name_file, format!("cannot read {path}: {e}"))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn parse_or<T: std::str::FromStr>(
+        &self,
+        key: &'static str,
+        default: T,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| bad(key, format!("must be {what} (got {v:?})"))),
+        }
+    }
+}
+
+/// The merchant's WeChat Pay settings and keys.
+#[derive(Debug, Clone)]
+pub struct WechatPayConfig {
+    pub appid: String,
+    pub mchid: String,
+    pub mch_serial_no: String,
+    pub mch_private_key: Secret<RsaPrivateKey>,
+    pub apiv3_key: Secret<ApiV3Key>,
+    /// `(PUB_KEY_ID_..., key)`; absent means platform-certificate mode.
+    pub public_key: Option<(String, RsaPublicKey)>,
+    pub notify_url: Option<String>,
+    pub api_base: String,
+}
+
+impl WechatPayConfig {
+    /// `need_notify_url`: place-order sends it with every prepay, so it must be set there.
+    pub fn from_env(env: &Env, need_notify_url: bool) -> Result<Self, ConfigError> {
+        let appid = env.required("WXPAY_APPID")?;
+        if appid.len() > 32 || !appid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(bad(
+                "WXPAY_APPID",
+                "must be up to 32 letters and digits (wx...)",
+            ));
+        }
+        let mchid = env.required("WXPAY_MCHID")?;
+        if mchid.len() > 32 || !mchid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("WXPAY_MCHID", "must be the merchant id: digits only"));
+        }
+        let mch_serial_no = env.required("WXPAY_MCH_SERIAL_NO")?.trim().to_uppercase();
+        if mch_serial_no.len() > 64 || !mch_serial_no.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(
+                "WXPAY_MCH_SERIAL_NO",
+                "must be the merchant certificate serial in hex",
+            ));
+        }
+        let (pem, from) = env
+            .inline_or_file("WXPAY_MCH_PRIVATE_KEY", "WXPAY_MCH_PRIVATE_KEY_FILE")?
+            .ok_or_else(|| {
+                bad(
+                    "WXPAY_MCH_PRIVATE_KEY",
+                    "is required (or WXPAY_MCH_PRIVATE_KEY_FILE)",
+                )
+            })?;
+        let mch_private_key = RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| {
+            bad(
+                from,
+                format!("not a PKCS#8 RSA private key (apiclient_key.pem): {e}"),
+            )
+        })?;
+        let apiv3_key = ApiV3Key::new(&env.required("WXPAY_APIV3_KEY")?)
+            .map_err(|e| bad("WXPAY_APIV3_KEY", e.to_string()))?;
+        let public_key = match (
+            env.inline_or_file("WXPAY_PUBLIC_KEY", "WXPAY_PUBLIC_KEY_FILE")?,
+            env.get("WXPAY_PUBLIC_KEY_ID"),
+        ) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(bad(
+                    "WXPAY_PUBLIC_KEY_ID",
+                    "is required when WXPAY_PUBLIC_KEY is set",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "WXPAY_PUBLIC_KEY",
+                    "is required when WXPAY_PUBLIC_KEY_ID is set (or WXPAY_PUBLIC_KEY_FILE)",
+                ));
+            }
+            (Some((pem, from)), Some(id)) => {
+                if !id.starts_with("PUB_KEY_ID_") {
+                    return Err(bad("WXPAY_PUBLIC_KEY_ID", "must start with PUB_KEY_ID_"));
+                }
+                let key = RsaPublicKey::from_spki_pem(&pem)
+                    .map_err(|e| bad(from, format!("not a PEM public key (pub_key.pem): {e}")))?;
+                Some((id, key))
+            }
+        };
+        let notify_url = env.get("WXPAY_NOTIFY_URL");
+        match &notify_url {
+            Some(u) => check_notify_url(u)?,
+            None if need_notify_url => return Err(bad("WXPAY_NOTIFY_URL", "is required")),
+            None => {}
+        }
+        let api_base = env
+            .get("WXPAY_API_BASE")
+            .unwrap_or_else(|| "https://api.mch.weixin.qq.com".to_owned());
+        check_base_url("WXPAY_API_BASE", &api_base)?;
+        Ok(WechatPayConfig {
+            appid,
+            mchid,
+            mch_serial_no,
+            mch_private_key: Secret::new(mch_private_key),
+            apiv3_key: Secret::new(apiv3_key),
+            public_key,
+            notify_url,
+            api_base: api_base.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+}
+
+/// WeChat Pay calls only public https URLs without a query string; plain http is allowed
+/// for loopback so the sandbox's simulator can deliver.
+fn check_notify_url(u: &str) -> Result<(), ConfigError> {
+    let url =
+        reqwest::Url::parse(u).map_err(|e| bad("WXPAY_NOTIFY_URL", format!("not a URL: {e}")))?;
+    if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)) {
+        return Err(bad("WXPAY_NOTIFY_URL", "must be an https URL"));
+    }
+    if url.query().is_some() {
+        return Err(bad(
+            "WXPAY_NOTIFY_URL",
+            "must not have a query string (WeChat Pay drops it)",
+        ));
+    }
+    if u.len() > 255 {
+        return Err(bad("WXPAY_NOTIFY_URL", "must be at most 255 characters"));
+    }
+    Ok(())
+}
+
+fn check_base_url(variable: &'static str, u: &str) -> Result<(), ConfigError> {
+    let url = reqwest::Url::parse(u).map_err(|e| bad(variable, format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(bad(variable, "must be an http(s) URL with a host"));
+    }
+    Ok(())
+}
+
+/// The DynamoDB table and how orders use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub table: String,
+    pub endpoint: Option<String>,
+    pub sweeper_shards: u32,
+    pub order_ttl: Duration,
+}
+
+impl StoreConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let table = env.required("ORDERS_TABLE")?;
+        if table.len() < 3
+            || table.len() > 255
+            || !table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(bad(
+                "ORDERS_TABLE",
+                "must be a DynamoDB table name: 3-255 of [A-Za-z0-9_.-]",
+            ));
+        }
+        let endpoint = env.get("DYNAMODB_ENDPOINT");
+        if let Some(e) = &endpoint {
+            check_base_url("DYNAMODB_ENDPOINT", e)?;
+        }
+        let sweeper_shards: u32 =
+            env.parse_or("SWEEPER_SHARDS", 4, "a whole number from 1 to 64")?;
+        if !(1..=64).contains(&sweeper_shards) {
+            return Err(bad("SWEEPER_SHARDS", "must be a whole number from 1 to 64"));
+        }
+        let ttl: u64 = env.parse_or("ORDER_TTL_SECONDS", 1800, "a number of seconds")?;
+        // WeChat Pay keeps a prepay_id for 2 h; the sandbox may go lower than WeChat's 60 s.
+        if !(1..=7200).contains(&ttl) {
+            return Err(bad("ORDER_TTL_SECONDS", "must be from 1 to 7200 seconds"));
+        }
+        Ok(StoreConfig {
+            table,
+            endpoint,
+            sweeper_shards,
+            order_ttl: Duration::from_secs(ttl),
+        })
+    }
+}
+
+/// How place-order and query-order learn who is calling (DESIGN.md section 3, Identity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Verify our own session token in the function (works on both clouds).
+    Token,
+    /// Trust the API Gateway authorizer's claims.
+    Authorizer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    pub openid_claim: String,
+    pub session_issuer: Option<String>,
+    /// PEM text of the key(s) that verify session tokens; parsed by the token verifier.
+    pub session_public_keys: Option<String>,
+    pub session_ttl: Duration,
+    pub allow_debug_identity: bool,
+}
+
+impl AuthConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mode = match env.get("AUTH_MODE").as_deref() {
+            None | Some("token") => AuthMode::Token,
+            Some("authorizer") => AuthMode::Authorizer,
+            Some(other) => {
+                return Err(bad(
+                    "AUTH_MODE",
+                    format!("must be `token` or `authorizer` (got {other:?})"),
+                ));
+            }
+        };
+        let allow_debug_identity = match env.get("ALLOW_DEBUG_IDENTITY").as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(bad(
+                    "ALLOW_DEBUG_IDENTITY",
+                    format!("must be 1 or unset (got {other:?})"),
+                ));
+            }
+        };
+        let session_public_keys = env
+            .inline_or_file("SESSION_PUBLIC_KEYS", "SESSION_PUBLIC_KEYS_FILE")?
+            .map(|(v, _)| v);
+        let session_issuer = env.get("SESSION_ISSUER");
+        if mode == AuthMode::Token && !allow_debug_identity {
+            if session_public_keys.is_none() {
+                return Err(bad(
+                    "SESSION_PUBLIC_KEYS",
+                    "is required with AUTH_MODE=token (or SESSION_PUBLIC_KEYS_FILE)",
+                ));
+            }
+            if session_issuer.is_none() {
+                return Err(bad("SESSION_ISSUER", "is required with AUTH_MODE=token"));
+            }
+        }
+        if let Some(iss) = &session_issuer {
+            check_base_url("SESSION_ISSUER", iss)?;
+        }
+        let ttl: u64 = env.parse_or("SESSION_TTL_SECONDS", 7200, "a number of seconds")?;
+        if !(60..=30 * 86400).contains(&ttl) {
+            return Err(bad(
+                "SESSION_TTL_SECONDS",
+                "must be from 60 seconds to 30 days",
+            ));
+        }
+        Ok(AuthConfig {
+            mode,
+            openid_claim: env
+                .get("AUTH_OPENID_CLAIM")
+                .unwrap_or_else(|| "openid".to_owned()),
+            session_issuer,
+            session_public_keys,
+            session_ttl: Duration::from_secs(ttl),
+            allow_debug_identity,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    /// JSON on Lambda and SCF (their consoles index it), text on a developer's terminal.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.get("LOG_FORMAT").as_deref() {
+            Some("json") => Ok(LogFormat::Json),
+            Some("text") => Ok(LogFormat::Text),
+            Some(other) => Err(bad(
+                "LOG_FORMAT",
+                format!("must be `json` or `text` (got {other:?})"),
+            )),
+            None if env.get("AWS_LAMBDA_RUNTIME_API").is_some()
+                || env.get("SCF_RUNTIME_API").is_some() =>
+            {
+                Ok(LogFormat::Json)
+            }
+            None => Ok(LogFormat::Text),
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The HTTP implementation of `PayGateway`: every request signed with the merchant key, every
+//! 2xx response's signature verified (204s too), WeChat Pay's error bodies typed, and bounded
+//! retries with backoff and jitter on the failures a retry can fix (network, 5xx, 429).
+//!
+//! It also owns the key map that verifies WeChat Pay's signatures. With a configured WeChat Pay
+//! public key that map is fixed; otherwise platform certificates are downloaded from
+//! `/v3/certificates` on first need and again (rate-limited) when an unknown serial shows up.
+
+use std::{
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use http::{HeaderMap, Method};
+use serde::Deserialize;
+
+use super::{
+    aead::ApiV3Key,
+    certificates::decrypt_certificates,
+    gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse},
+    keys::{RsaPrivateKey, RsaPublicKey},
+    notification::{NotificationError, Transaction, VerifiedNotification, open_verified},
+    sign::{MerchantSigner, PayParams},
+    verify::{SignatureInfo, Verifier, VerifyError},
+};
+
+pub const DEFAULT_API_BASE: &str = "https://api.mch.weixin.qq.com";
+const USER_AGENT: &str = concat!("wxpay-orders/", env!("CARGO_PKG_VERSION"), " (rust)");
+
+/// How hard to try. The defaults keep a call, retries included, inside a few seconds so a
+/// Lambda invocation can still answer; the notify path may pass a tighter budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// No attempt starts, and no attempt runs, past this much time since the first one.
+    pub total_budget: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            total_budget: Duration::from_secs(8),
+            request_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter (AWS architecture blog): a random delay up to the exponential cap, so
+    /// many instances retrying after one outage do not arrive together.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::random_range(0..=ms))
+    }
+}
+
+/// Everything the client needs besides the network.
+pub struct GatewaySettings {
+    pub api_base: String,
+    pub appid: String,
+    pub mchid: String,
+    pub mch_serial_no: String,
+    pub mch_private_key: RsaPrivateKey,
+    pub apiv3_key: ApiV3Key,
+    /// `(PUB_KEY_ID_..., key)`: public-key mode. `None`: platform-certificate mode.
+    pub public_key: Option<(String, RsaPublicKey)>,
+    pub notify_url: Option<String>,
+    pub retry: RetryPolicy,
+    /// Least time between two downloads of `/v3/certificates`.
+    pub certificate_refresh_interval: Duration,
+}
+
+impl GatewaySettings {
+    pub fn from_config(config: &crate::config::WechatPayConfig) -> Self {
+        GatewaySettings {
+            api_base: config.api_base.clone(),
+            appid: config.appid.clone(),
+            mchid: config.mchid.clone(),
+            mch_serial_no: config.mch_serial_no.clone(),
+            mch_private_key: config.mch_private_key.expose().clone(),
+            apiv3_key: config.apiv3_key.expose().clone(),
+            public_key: config.public_key.clone(),
+            notify_url: config.notify_url.clone(),
+            retry: RetryPolicy::default(),
+            certificate_refresh_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The WeChat Pay keys we verify with, shared by responses and notifications.
+struct PlatformKeys {
+    verifier: RwLock<Verifier>,
+    /// Sent as `Wechatpay-Serial` so WeChat Pay signs with the key we hold (key migration).
+    public_key_id: Option<String>,
+    certificate_mode: bool,
+    last_download: Mutex<Option<Instant>>,
+    refresh_interval: Duration,
+    /// One download at a time; latecomers wait and then use its result.
+    download: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+pub struct HttpPayGateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    api_base: String,
+    appid: String,
+    notify_url: Option<String>,
+    signer: MerchantSigner,
+    apiv3_key: ApiV3Key,
+    keys: PlatformKeys,
+    retry: RetryPolicy,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    detail: Option<serde_json::Value>,
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// WeChat Pay ids travel in URL paths; anything outside their documented charset is refused
+/// before it can change the path we sign.
+fn path_segment(what: &str, id: &str) -> Result<String, PayError> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'|' | b'*' | b'-'));
+    if !ok {
+        return Err(PayError::InvalidRequest(format!(
+            "{what} must be 1-64 of [0-9A-Za-z_|*-]"
+        )));
+    }
+    // `|` is not allowed raw in a URL path; the signed path must be the bytes on the wire.
+    Ok(id.replace('|', "%7C"))
+}
+
+impl HttpPayGateway {
+    /// Builds the client; makes no network call (certificates are fetched on first need).
+    pub fn new(settings: GatewaySettings) -> Result<Self, PayError> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(settings.retry.request_timeout)
+            .build()
+            .map_err(|e| PayError::Config(format!("HTTP client: {e}")))?;
+        let mut verifier = Verifier::new();
+        let public_key_id = settings.public_key.as_ref().map(|(id, _)| id.clone());
+        let certificate_mode = settings.public_key.is_none();
+        if let Some((id, key)) = settings.public_key {
+            verifier.add_public_key(id, key);
+        }
+        Ok(HttpPayGateway {
+            inner: Arc::new(Inner {
+                http,
+                api_base: settings.api_base.trim_end_matches('/').to_owned(),
+                appid: settings.appid,
+                notify_url: settings.notify_url,
+                signer: MerchantSigner::new(
+                    settings.mchid,
+                    settings.mch_serial_no,
+                    settings.mch_private_key,
+                ),
+                apiv3_key: settings.apiv3_key,
+                keys: PlatformKeys {
+                    verifier: RwLock::new(verifier),
+                    public_key_id,
+                    certificate_mode,
+                    last_download: Mutex::new(None),
+                    refresh_interval: settings.certificate_refresh_interval,
+                    download: tokio::sync::Mutex::new(()),
+                },
+                retry: settings.retry,
+            }),
+        })
+    }
+
+    pub fn signer(&self) -> &MerchantSigner {
+        &self.inner.signer
+    }
+
+    pub fn appid(&self) -> &str {
+        &self.inner.appid
+    }
+
+    /// Verifies a signature made by WeChat Pay (a notification or a response). In certificate
+    /// mode an unknown serial triggers one rate-limited download of `/v3/certificates`.
+    pub async fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<SignatureInfo, VerifyError> {
+        let first = self.verify_now(headers, body, now);
+        match first {
+            Err(VerifyError::UnknownSerial(_)) if self.inner.keys.certificate_mode => {
+                if let Err(e) = self.refresh_certificates().await {
+                    tracing::warn!(error = %e, "platform certificate refresh failed");
+                }
+                self.verify_now(headers, body, now)
+            }
+            other => other,
+        }
+    }
+
+    fn verify_now(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<SignatureInfo, VerifyError> {
+        match self.inner.keys.verifier.read() {
+            Ok(v) => v.verify(headers, body, now),
+            Err(poisoned) => poisoned.into_inner().verify(headers, body, now),
+        }
+    }
+
+    /// Serials of the keys we currently trust.
+    pub fn known_serials(&self) -> Vec<String> {
+        match self.inner.keys.verifier.read() {
+            Ok(v) => v.serials(),
+            Err(poisoned) => poisoned.into_inner().serials(),
+        }
+    }
+
+    /// Downloads, decrypts and installs the platform certificates, unless another download
+    /// finished within the refresh interval.
+    pub async fn refresh_certificates(&self) -> Result<(), PayError> {
+        let keys = &self.inner.keys;
+        let _one_at_a_time = keys.download.lock().await;
+        let recent = keys
+            .last_download
+            .lock()
+            .map(|t| t.is_some_and(|t| t.elapsed() < keys.refresh_interval))
+            .unwrap_or(false);
+        if recent {
+            return Ok(());
+        }
+        if let Ok(mut t) = keys.last_download.lock() {
+            *t = Some(Instant::now());
+        }
+        let (status, headers, body) = self.call_raw(Method::GET, "/v3/certificates", None).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        let certificates = decrypt_certificates(&body, &self.inner.apiv3_key)
+            .map_err(|e| PayError::Certificates(e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(PayError::Certificates(
+                "the response held no certificate".into(),
+            ));
+        }
+        // The download is authenticated by the APIv3 key (AEAD) and then must verify its own
+        // signature with one of the certificates it carries.
+        let mut fresh = match keys.verifier.read() {
+            Ok(v) => v.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        for c in certificates {
+            fresh.add_certificate(c);
+        }
+        if headers.get("Wechatpay-Signature").is_none() {
+            return Err(PayError::UnsignedResponse);
+        }
+        fresh.verify(&headers, &body, now_unix())?;
+        let serials = fresh.serials();
+        match keys.verifier.write() {
+            Ok(mut v) => *v = fresh,
+            Err(p) => *p.into_inner() = fresh,
+        }
+        tracing::info!(serials = ?serials, "platform certificates loaded");
+        Ok(())
+    }
+
+    /// One signed request, retried per policy, with a verified 2xx response.
+    async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(http::StatusCode, Vec<u8>), PayError> {
+        if self.inner.keys.certificate_mode && self.known_serials().is_empty() {
+            self.refresh_certificates().await?;
+        }
+        let (status, headers, bytes) = self.call_raw(method, path_and_query, body).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        if headers.get("Wechatpay-Signature").is_none() {
+            return Err(PayError::UnsignedResponse);
+        }
+        self.verify(&headers, &bytes, now_unix()).await?;
+        Ok((status, bytes))
+    }
+
+    /// The retry loop over single attempts; answers with the last response (2xx or not) or
+    /// the last error once a non-retryable outcome, the attempt count or the budget is reached.
+    async fn call_raw(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(http::StatusCode, HeaderMap, Vec<u8>), PayError> {
+        let policy = self.inner.retry;
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let left = policy.total_budget.saturating_sub(started.elapsed());
+            let timeout = policy.request_timeout.min(left);
+            let outcome = self
+                .attempt(method.clone(), path_and_query, body.as_deref(), timeout)
+                .await;
+            let retryable = match &outcome {
+                Ok((status, _, bytes)) => {
+                    !status.is_success() && api_error(*status, bytes).retryable()
+                }
+                Err(e) => e.retryable(),
+            };
+            if !retryable || attempt >= policy.max_attempts {
+                return outcome;
+            }
+            let delay = policy.backoff(attempt);
+            if started.elapsed() + delay >= policy.total_budget {
+                return outcome;
+            }
+            tracing::warn!(
+                path = path_and_query,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error = %match &outcome { Ok((s, _, b)) => api_error(*s, b).to_string(), Err(e) => e.to_string() },
+                "WeChat Pay call failed, retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, HeaderMap, Vec<u8>), PayError> {
+        if timeout.is_zero() {
+            return Err(PayError::Timeout(timeout));
+        }
+        let payload = body.unwrap_or_default();
+        let authorization = self.inner.signer.authorization_at(
+            method.as_str(),
+            path_and_query,
+            payload,
+            now_unix(),
+        );
+        let url = format!("{}{}", self.inner.api_base, path_and_query);
+        let mut request = self
+            .inner
+            .http
+            .request(method, &url)
+            .timeout(timeout)
+            .header(http::header::AUTHORIZATION, authorization)
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(id) = &self.inner.keys.public_key_id {
+            request = request.header("Wechatpay-Serial", id);
+        }
+        if let Some(b) = body {
+            request = request
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(b.to_vec());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(e, timeout))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(e, timeout))?;
+        Ok((status, headers, bytes.to_vec()))
+    }
+}
+
+fn transport_error(e: reqwest::Error, timeout: Duration) -> PayError {
+    if e.is_timeout() {
+        PayError::Timeout(timeout)
+    } else {
+        // `without_url`: the URL is ours and harmless, but keep messages short and stable.
+        PayError::Network(e.without_url().to_string())
+    }
+}
+
+/// WeChat Pay's `{code, message, detail}`, or a synthetic code when the body is not that.
+fn api_error(status: http::StatusCode, body: &[u8]) -> PayError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => PayError::Api {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.message,
+            detail: e.detail,
+        },
+        Err(_) => PayError::Api {
+            status: status.as_u16(),
+            code: format!("HTTP_{}", status.as_u16()),
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            detail: None,
+        },
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, PayError> {
+    serde_json::from_slice(body).map_err(|e| PayError::MalformedResponse(format!("{what}: {e}")))
+}
+
+#[async_trait]
+impl PayGateway for HttpPayGateway {
+    async fn jsapi_prepay(&self, request: &PrepayRequest) -> Result<PrepayResponse, PayError> {
+        let notify_url = self.inner.notify_url.as_deref().ok_or_else(|| {
+            PayError::Config("WXPAY_NOTIFY_URL is needed to create orders".into())
+        })?;
+        let mut body = serde_json::json!({
+            "appid": self.inner.appid,
+            "mchid": self.inner.signer.mchid(),
+            "description": request.description,
+            "out_trade_no": request.out_trade_no,
+            "time_expire": request.time_expire,
+            "notify_url": notify_url,
+            "amount": {"total": request.amount_total, "currency": "CNY"},
+            "payer": {"openid": request.payer_openid},
+        });
+        // WeChat Pay refuses nulls: an absent attach is left out, not sent as null.
+        if let (Some(attach), Some(map)) = (&request.attach, body.as_object_mut()) {
+            map.insert("attach".into(), attach.clone().into());
+        }
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| PayError::InvalidRequest(format!("prepay body: {e}")))?;
+        let (_, response) = self
+            .call(Method::POST, "/v3/pay/transactions/jsapi", Some(bytes))
+            .await?;
+        parse("prepay response", &response)
+    }
+
+    async fn query_by_out_trade_no(&self, out_trade_no: &str) -> Result<Transaction, PayError> {
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{}?mchid={}",
+            path_segment("out_trade_no", out_trade_no)?,
+            self.inner.signer.mchid()
+        );
+        let (_, response) = self.call(Method::GET, &path, None).await?;
+        parse("transaction", &response)
+    }
+
+    async fn query_by_transaction_id(&self, transaction_id: &str) -> Result<Transaction, PayError> {
+        let path = format!(
+            "/v3/pay/transactions/id/{}?mchid={}",
+            path_segment("transaction_id", transaction_id)?,
+            self.inner.signer.mchid()
+        );
+        let (_, response) = self.call(Method::GET, &path, None).await?;
+        parse("transaction", &response)
+    }
+
+    async fn close(&self, out_trade_no: &str) -> Result<(), PayError> {
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{}/close",
+            path_segment("out_trade_no", out_trade_no)?
+        );
+        let body = serde_json::to_vec(&serde_json::json!({"mchid": self.inner.signer.mchid()}))
+            .map_err(|e| PayError::InvalidRequest(format!("close body: {e}")))?;
+        let (status, _) = self.call(Method::POST, &path, Some(body)).await?;
+        if status != http::StatusCode::NO_CONTENT && status != http::StatusCode::OK {
+            return Err(PayError::MalformedResponse(format!(
+                "close answered HTTP {status}, expected 204"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn verify_notification(
+        &self,
+        headers: &HeaderMap,
+        raw_body: &[u8],
+        now: i64,
+    ) -> Result<VerifiedNotification, NotificationError> {
+        let signature = self.verify(headers, raw_body, now).await?;
+        open_verified(signature, &self.inner.apiv3_key, raw_body)
+    }
+
+    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> PayParams {
+        self.inner
+            .signer
+            .pay_params_at(&self.inner.appid, prepay_id, timestamp)
+    }
+}

@@ -1,0 +1,108 @@
+//! The `PayGateway` port: the four WeChat Pay calls the use cases make, in WeChat Pay's own
+//! terms. The HTTP implementation lives in `client`; tests and the sandbox may plug in others.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    notification::{NotificationError, Transaction, VerifiedNotification},
+    sign::PayParams,
+    verify::VerifyError,
+};
+
+/// What a JSAPI order needs from us; `appid`, `mchid` and `notify_url` come from the client's
+/// configuration so a use case cannot send the wrong ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrepayRequest {
+    pub out_trade_no: String,
+    pub description: String,
+    /// RFC 3339 at `+08:00`, whole seconds (see `domain::time::to_wechat`).
+    pub time_expire: String,
+    pub attach: Option<String>,
+    pub amount_total: i64,
+    pub payer_openid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepayResponse {
+    pub prepay_id: String,
+}
+
+/// Every way a WeChat Pay call can fail, each saying whether repeating it can help.
+#[derive(Debug, thiserror::Error)]
+pub enum PayError {
+    /// WeChat Pay answered with its error body `{code, message, detail}`.
+    #[error("WeChat Pay refused with HTTP {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        detail: Option<serde_json::Value>,
+    },
+    #[error("could not reach WeChat Pay: {0}")]
+    Network(String),
+    #[error("WeChat Pay did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("WeChat Pay's 2xx response carried no signature: treated as forged")]
+    UnsignedResponse,
+    #[error("WeChat Pay's response signature did not verify: {0}")]
+    BadResponseSignature(#[from] VerifyError),
+    #[error("WeChat Pay's response was not what its API documents: {0}")]
+    MalformedResponse(String),
+    #[error("platform certificates could not be loaded: {0}")]
+    Certificates(String),
+    #[error("WeChat Pay client is misconfigured: {0}")]
+    Config(String),
+    #[error("request not sent: {0}")]
+    InvalidRequest(String),
+}
+
+impl PayError {
+    /// Whether the same request, sent again unchanged, may succeed: network errors, timeouts,
+    /// 5xx and 429 (DESIGN.md section 8). Other 4xx never change on a retry.
+    pub fn retryable(&self) -> bool {
+        match self {
+            PayError::Api { status, .. } => *status >= 500 || *status == 429 || *status == 202,
+            PayError::Network(_) | PayError::Timeout(_) => true,
+            _ => false,
+        }
+    }
+
+    /// WeChat Pay's error code, when it sent one (`ORDER_NOT_EXIST`, `OUT_TRADE_NO_USED`...).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            PayError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+pub trait PayGateway: Send + Sync {
+    /// `POST /v3/pay/transactions/jsapi`. Repeating it with identical parameters is safe:
+    /// WeChat Pay answers with the order's current prepay_id.
+    async fn jsapi_prepay(&self, request: &PrepayRequest) -> Result<PrepayResponse, PayError>;
+
+    /// `GET /v3/pay/transactions/out-trade-no/{out_trade_no}?mchid=...`
+    async fn query_by_out_trade_no(&self, out_trade_no: &str) -> Result<Transaction, PayError>;
+
+    /// `GET /v3/pay/transactions/id/{transaction_id}?mchid=...`
+    async fn query_by_transaction_id(&self, transaction_id: &str) -> Result<Transaction, PayError>;
+
+    /// `POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close` (204 on success).
+    async fn close(&self, out_trade_no: &str) -> Result<(), PayError>;
+
+    /// Verifies a notification's signature over the raw body with the same key map that
+    /// verifies responses (so certificate refresh on an unknown serial serves both), then
+    /// decrypts its resource with the APIv3 key.
+    async fn verify_notification(
+        &self,
+        headers: &http::HeaderMap,
+        raw_body: &[u8],
+        now: i64,
+    ) -> Result<VerifiedNotification, NotificationError>;
+
+    /// The mini-program's `wx.requestPayment` parameters for a prepay_id, signed with the
+    /// merchant key at `timestamp`.
+    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> PayParams;
+}
