@@ -1,0 +1,734 @@
+//! The table's item layout (DESIGN 4), in one place: keys, attribute names, and the mapping of
+//! every domain type to and from `AttributeValue` maps. Written by hand so the stored shape is
+//! explicit; parsing reports a malformed item as `StoreError::Malformed` and never panics.
+//!
+//! Money is stored as N (fen), timestamps as `to_utc_string` (fixed width, so index sort keys
+//! order by time), `ttl` as epoch seconds (what DynamoDB TTL reads).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use time::OffsetDateTime;
+
+use super::{Anomaly, AnomalyKind, Payment, StoreError};
+use crate::domain::time::{parse_rfc3339, to_utc_string};
+use crate::domain::{
+    HistoryEntry, Money, Openid, Order, OrderLine, OrderStatus, OutTradeNo, Product, Quantity,
+    SkuId,
+};
+use crate::idempotency::{IdempotencyRecord, IdempotencyScope, IdempotencyState, StoredResponse};
+
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+/// Attribute names, shared by the mapping and the expressions in `dynamo.rs`.
+pub(crate) mod attr {
+    pub const PK: &str = "pk";
+    pub const SK: &str = "sk";
+    pub const GSI1PK: &str = "gsi1pk";
+    pub const GSI1SK: &str = "gsi1sk";
+    pub const GSI2PK: &str = "gsi2pk";
+    pub const GSI2SK: &str = "gsi2sk";
+    pub const ENTITY: &str = "entity";
+    pub const TTL: &str = "ttl";
+    // order
+    pub const OUT_TRADE_NO: &str = "out_trade_no";
+    pub const OPENID: &str = "openid";
+    pub const STATUS: &str = "status";
+    pub const LINES: &str = "lines";
+    pub const AMOUNT_TOTAL: &str = "amount_total";
+    pub const CURRENCY: &str = "currency";
+    pub const DESCRIPTION: &str = "description";
+    pub const ATTACH: &str = "attach";
+    pub const CREATED_AT: &str = "created_at";
+    pub const EXPIRE_AT: &str = "expire_at";
+    pub const PREPAY_ID: &str = "prepay_id";
+    pub const TRANSACTION_ID: &str = "transaction_id";
+    pub const PAID_AT: &str = "paid_at";
+    pub const VERSION: &str = "version";
+    pub const HISTORY: &str = "history";
+    // product
+    pub const SKU_ID: &str = "sku_id";
+    pub const NAME: &str = "name";
+    pub const PRICE: &str = "price";
+    pub const STOCK: &str = "stock";
+    pub const RESERVED: &str = "reserved";
+    pub const SOLD: &str = "sold";
+    /// `stock - reserved - sold`, kept by every stock write because condition expressions
+    /// cannot do arithmetic. Meaningless (and ignored) on unlimited products.
+    pub const AVAILABLE: &str = "available";
+    pub const ACTIVE: &str = "active";
+    // idempotency
+    pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
+    pub const REQUEST_HASH: &str = "request_hash";
+    pub const OWNER: &str = "owner";
+    pub const RESPONSE_STATUS: &str = "response_status";
+    pub const RESPONSE_BODY: &str = "response_body";
+    pub const LOCKED_UNTIL: &str = "locked_until";
+    // payment
+    pub const AMOUNT: &str = "amount";
+    pub const PAYER_TOTAL: &str = "payer_total";
+    pub const SUCCESS_TIME: &str = "success_time";
+    pub const NOTIFICATION_ID: &str = "notification_id";
+    // anomaly
+    pub const KIND: &str = "kind";
+    pub const AT: &str = "at";
+    pub const DETAIL: &str = "detail";
+}
+
+use attr::*;
+
+pub(crate) const GSI1: &str = "gsi1";
+pub(crate) const GSI2: &str = "gsi2";
+
+pub(crate) const IN_PROGRESS: &str = "IN_PROGRESS";
+pub(crate) const COMPLETED: &str = "COMPLETED";
+
+// ---- keys ----------------------------------------------------------------------------------
+
+pub(crate) fn order_pk(out_trade_no: &OutTradeNo) -> String {
+    format!("ORDER#{out_trade_no}")
+}
+
+pub(crate) fn product_pk(sku_id: &SkuId) -> String {
+    format!("PRODUCT#{sku_id}")
+}
+
+/// Neither an openid nor a key contains `#`, so the pk is unambiguous.
+pub(crate) fn idempotency_pk(scope: &IdempotencyScope) -> String {
+    format!("IDEM#{}#{}", scope.openid, scope.key)
+}
+
+pub(crate) fn payment_pk(transaction_id: &str) -> String {
+    format!("PAYMENT#{transaction_id}")
+}
+
+pub(crate) fn anomaly_pk(out_trade_no: &OutTradeNo) -> String {
+    format!("ANOMALY#{out_trade_no}")
+}
+
+pub(crate) fn user_gsi1pk(openid: &Openid) -> String {
+    format!("USER#{openid}")
+}
+
+pub(crate) fn pending_gsi2pk(shard: u32) -> String {
+    format!("PENDING#{shard}")
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([
+        (PK.to_owned(), AttributeValue::S(pk)),
+        (SK.to_owned(), AttributeValue::S(sk.to_owned())),
+    ])
+}
+
+pub(crate) fn order_key(out_trade_no: &OutTradeNo) -> Item {
+    key(order_pk(out_trade_no), "ORDER")
+}
+
+pub(crate) fn product_key(sku_id: &SkuId) -> Item {
+    key(product_pk(sku_id), "PRODUCT")
+}
+
+pub(crate) fn idempotency_key(scope: &IdempotencyScope) -> Item {
+    key(idempotency_pk(scope), "IDEM")
+}
+
+pub(crate) fn payment_key(transaction_id: &str) -> Item {
+    key(payment_pk(transaction_id), "PAYMENT")
+}
+
+pub(crate) fn anomaly_sk(kind: AnomalyKind, at: OffsetDateTime) -> String {
+    format!("{kind}#{}", to_utc_string(at))
+}
+
+// ---- value helpers -------------------------------------------------------------------------
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(crate) fn t(v: OffsetDateTime) -> AttributeValue {
+    AttributeValue::S(to_utc_string(v))
+}
+
+pub(crate) fn money(m: Money) -> AttributeValue {
+    n(m.fen())
+}
+
+fn put_opt(item: &mut Item, name: &str, v: Option<AttributeValue>) {
+    if let Some(v) = v {
+        item.insert(name.to_owned(), v);
+    }
+}
+
+/// Reads typed attributes off one item, naming the item in every error.
+struct Fields<'a> {
+    item: &'a Item,
+    entity: &'static str,
+    key: String,
+}
+
+impl<'a> Fields<'a> {
+    fn new(item: &'a Item, entity: &'static str) -> Self {
+        let key = item
+            .get(PK)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_else(|| "<no pk>".to_owned());
+        Fields { item, entity, key }
+    }
+
+    fn nested(&self, item: &'a Item, what: &str) -> Fields<'a> {
+        Fields {
+            item,
+            entity: self.entity,
+            key: format!("{} ({what})", self.key),
+        }
+    }
+
+    fn err(&self, reason: impl Into<String>) -> StoreError {
+        StoreError::malformed(self.entity, self.key.clone(), reason)
+    }
+
+    /// Absent and NULL are both "no value".
+    fn get(&self, name: &str) -> Option<&'a AttributeValue> {
+        match self.item.get(name) {
+            None | Some(AttributeValue::Null(_)) => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    fn opt_s(&self, name: &str) -> Result<Option<&'a str>, StoreError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v.as_str())),
+            Some(_) => Err(self.err(format!("{name} is not a string"))),
+        }
+    }
+
+    fn s(&self, name: &str) -> Result<&'a str, StoreError> {
+        self.opt_s(name)?
+            .ok_or_else(|| self.err(format!("{name} is missing")))
+    }
+
+    fn opt_i64(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::N(v)) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| self.err(format!("{name} is not an integer: {v:?}"))),
+            Some(_) => Err(self.err(format!("{name} is not a number"))),
+        }
+    }
+
+    fn i64(&self, name: &str) -> Result<i64, StoreError> {
+        self.opt_i64(name)?
+            .ok_or_else(|| self.err(format!("{name} is missing")))
+    }
+
+    fn money(&self, name: &str) -> Result<Money, StoreError> {
+        Money::from_fen(self.i64(name)?).map_err(|e| self.err(format!("{name}: {e}")))
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, StoreError> {
+        match self.get(name) {
+            Some(AttributeValue::Bool(b)) => Ok(*b),
+            Some(_) => Err(self.err(format!("{name} is not a boolean"))),
+            None => Err(self.err(format!("{name} is missing"))),
+        }
+    }
+
+    fn time(&self, name: &str) -> Result<OffsetDateTime, StoreError> {
+        let v = self.s(name)?;
+        parse_rfc3339(v).map_err(|e| self.err(format!("{name}: {e}")))
+    }
+
+    fn opt_time(&self, name: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.opt_s(name)?
+            .map(|v| parse_rfc3339(v).map_err(|e| self.err(format!("{name}: {e}"))))
+            .transpose()
+    }
+
+    fn list(&self, name: &str) -> Result<&'a [AttributeValue], StoreError> {
+        match self.get(name) {
+            Some(AttributeValue::L(v)) => Ok(v.as_slice()),
+            Some(_) => Err(self.err(format!("{name} is not a list"))),
+            None => Err(self.err(format!("{name} is missing"))),
+        }
+    }
+
+    fn maps(&self, name: &str) -> Result<Vec<Fields<'a>>, StoreError> {
+        self.list(name)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                AttributeValue::M(m) => Ok(self.nested(m, &format!("{name}[{i}]"))),
+                _ => Err(self.err(format!("{name}[{i}] is not a map"))),
+            })
+            .collect()
+    }
+
+    fn parse<T, E: std::fmt::Display>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<T, StoreError> {
+        let v = self.s(name)?;
+        f(v).map_err(|e| self.err(format!("{name}: {e}")))
+    }
+
+    fn status(&self, name: &str) -> Result<OrderStatus, StoreError> {
+        self.parse(name, str::parse::<OrderStatus>)
+    }
+}
+
+// ---- orders --------------------------------------------------------------------------------
+
+pub(crate) fn history_value(h: &HistoryEntry) -> AttributeValue {
+    let mut m = HashMap::from([
+        ("to".to_owned(), s(h.to.as_str())),
+        (AT.to_owned(), t(h.at)),
+        ("cause".to_owned(), s(h.cause.clone())),
+    ]);
+    put_opt(&mut m, "from", h.from.map(|f| s(f.as_str())));
+    AttributeValue::M(m)
+}
+
+fn line_value(l: &OrderLine) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        (SKU_ID.to_owned(), s(l.sku_id.as_str())),
+        (NAME.to_owned(), s(l.name.clone())),
+        ("unit_price".to_owned(), money(l.unit_price)),
+        ("quantity".to_owned(), n(l.quantity.get())),
+    ]))
+}
+
+/// gsi1 sort key: newest first when read backwards; the out_trade_no breaks ties.
+pub(crate) fn order_gsi1sk(order: &Order) -> String {
+    format!("{}#{}", to_utc_string(order.created_at), order.out_trade_no)
+}
+
+/// The full item of an order; a PENDING order also carries the sparse pending-index keys.
+pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
+    let mut item = order_key(&order.out_trade_no);
+    item.extend([
+        (ENTITY.to_owned(), s("ORDER")),
+        (OUT_TRADE_NO.to_owned(), s(order.out_trade_no.as_str())),
+        (OPENID.to_owned(), s(order.openid.as_str())),
+        (STATUS.to_owned(), s(order.status.as_str())),
+        (
+            LINES.to_owned(),
+            AttributeValue::L(order.lines.iter().map(line_value).collect()),
+        ),
+        (AMOUNT_TOTAL.to_owned(), money(order.amount_total)),
+        (CURRENCY.to_owned(), s(order.currency.clone())),
+        (DESCRIPTION.to_owned(), s(order.description.clone())),
+        (CREATED_AT.to_owned(), t(order.created_at)),
+        (EXPIRE_AT.to_owned(), t(order.expire_at)),
+        (VERSION.to_owned(), n(order.version)),
+        (
+            HISTORY.to_owned(),
+            AttributeValue::L(order.history.iter().map(history_value).collect()),
+        ),
+        (GSI1PK.to_owned(), s(user_gsi1pk(&order.openid))),
+        (GSI1SK.to_owned(), s(order_gsi1sk(order))),
+    ]);
+    put_opt(&mut item, ATTACH, order.attach.clone().map(s));
+    put_opt(&mut item, PREPAY_ID, order.prepay_id.clone().map(s));
+    put_opt(
+        &mut item,
+        TRANSACTION_ID,
+        order.transaction_id.clone().map(s),
+    );
+    put_opt(&mut item, PAID_AT, order.paid_at.map(t));
+    if order.status == OrderStatus::Pending {
+        item.insert(
+            GSI2PK.to_owned(),
+            s(pending_gsi2pk(order.out_trade_no.shard(shards))),
+        );
+        item.insert(GSI2SK.to_owned(), t(order.expire_at));
+    }
+    item
+}
+
+pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
+    let f = Fields::new(item, "order");
+    let lines = f
+        .maps(LINES)?
+        .into_iter()
+        .map(|l| {
+            Ok(OrderLine {
+                sku_id: l.parse(SKU_ID, SkuId::parse)?,
+                name: l.s(NAME)?.to_owned(),
+                unit_price: l.money("unit_price")?,
+                quantity: Quantity::new(l.i64("quantity")?)
+                    .map_err(|e| l.err(format!("quantity: {e}")))?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let history = f
+        .maps(HISTORY)?
+        .into_iter()
+        .map(|h| {
+            Ok(HistoryEntry {
+                from: h
+                    .opt_s("from")?
+                    .map(|v| v.parse::<OrderStatus>().map_err(|e| h.err(e)))
+                    .transpose()?,
+                to: h.status("to")?,
+                at: h.time(AT)?,
+                cause: h.s("cause")?.to_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let version = f.i64(VERSION)?;
+    Ok(Order {
+        out_trade_no: f.parse(OUT_TRADE_NO, OutTradeNo::parse)?,
+        openid: f.parse(OPENID, Openid::parse)?,
+        status: f.status(STATUS)?,
+        lines,
+        amount_total: f.money(AMOUNT_TOTAL)?,
+        currency: f.s(CURRENCY)?.to_owned(),
+        description: f.opt_s(DESCRIPTION)?.unwrap_or_default().to_owned(),
+        attach: f.opt_s(ATTACH)?.map(str::to_owned),
+        created_at: f.time(CREATED_AT)?,
+        expire_at: f.time(EXPIRE_AT)?,
+        prepay_id: f.opt_s(PREPAY_ID)?.map(str::to_owned),
+        transaction_id: f.opt_s(TRANSACTION_ID)?.map(str::to_owned),
+        paid_at: f.opt_time(PAID_AT)?,
+        version: u64::try_from(version).map_err(|_| f.err("version is negative"))?,
+        history,
+    })
+}
+
+// ---- products ------------------------------------------------------------------------------
+
+pub(crate) fn product_item(p: &Product) -> Item {
+    let mut item = product_key(&p.sku_id);
+    item.extend([
+        (ENTITY.to_owned(), s("PRODUCT")),
+        (SKU_ID.to_owned(), s(p.sku_id.as_str())),
+        (NAME.to_owned(), s(p.name.clone())),
+        (PRICE.to_owned(), money(p.price)),
+        (RESERVED.to_owned(), n(p.reserved)),
+        (SOLD.to_owned(), n(p.sold)),
+        (
+            AVAILABLE.to_owned(),
+            n(p.stock.unwrap_or(0) - p.reserved - p.sold),
+        ),
+        (ACTIVE.to_owned(), AttributeValue::Bool(p.active)),
+    ]);
+    put_opt(&mut item, STOCK, p.stock.map(n));
+    item
+}
+
+pub(crate) fn product_from_item(item: &Item) -> Result<Product, StoreError> {
+    let f = Fields::new(item, "product");
+    Ok(Product {
+        sku_id: f.parse(SKU_ID, SkuId::parse)?,
+        name: f.s(NAME)?.to_owned(),
+        price: f.money(PRICE)?,
+        stock: f.opt_i64(STOCK)?,
+        reserved: f.opt_i64(RESERVED)?.unwrap_or(0),
+        sold: f.opt_i64(SOLD)?.unwrap_or(0),
+        active: f.bool(ACTIVE)?,
+    })
+}
+
+/// The stored `available` counter, for tests that check it tracks stock - reserved - sold.
+pub(crate) fn product_available_attr(item: &Item) -> Result<Option<i64>, StoreError> {
+    Fields::new(item, "product").opt_i64(AVAILABLE)
+}
+
+// ---- idempotency ---------------------------------------------------------------------------
+
+pub(crate) fn idempotency_item(r: &IdempotencyRecord) -> Item {
+    let mut item = idempotency_key(&r.scope);
+    item.extend([
+        (ENTITY.to_owned(), s("IDEMPOTENCY")),
+        (OPENID.to_owned(), s(r.scope.openid.as_str())),
+        (IDEMPOTENCY_KEY.to_owned(), s(r.scope.key.as_str())),
+        (STATUS.to_owned(), s(r.state.as_str())),
+        (REQUEST_HASH.to_owned(), s(r.request_hash.clone())),
+        (OWNER.to_owned(), s(r.owner.clone())),
+        (OUT_TRADE_NO.to_owned(), s(r.out_trade_no.as_str())),
+        (LOCKED_UNTIL.to_owned(), t(r.locked_until)),
+        (CREATED_AT.to_owned(), t(r.created_at)),
+        (TTL.to_owned(), n(r.expires_at.unix_timestamp())),
+    ]);
+    if let IdempotencyState::Completed(resp) = &r.state {
+        item.insert(RESPONSE_STATUS.to_owned(), n(resp.status_code));
+        item.insert(RESPONSE_BODY.to_owned(), s(resp.body.clone()));
+    }
+    item
+}
+
+pub(crate) fn idempotency_from_item(item: &Item) -> Result<IdempotencyRecord, StoreError> {
+    let f = Fields::new(item, "idempotency");
+    let state = match f.s(STATUS)? {
+        IN_PROGRESS => IdempotencyState::InProgress,
+        COMPLETED => {
+            let code = f.i64(RESPONSE_STATUS)?;
+            IdempotencyState::Completed(StoredResponse {
+                status_code: u16::try_from(code)
+                    .map_err(|_| f.err(format!("response_status out of range: {code}")))?,
+                body: f.s(RESPONSE_BODY)?.to_owned(),
+            })
+        }
+        other => return Err(f.err(format!("unknown status {other:?}"))),
+    };
+    let ttl = f.i64(TTL)?;
+    Ok(IdempotencyRecord {
+        scope: IdempotencyScope {
+            openid: f.parse(OPENID, Openid::parse)?,
+            key: f.parse(IDEMPOTENCY_KEY, crate::domain::IdempotencyKey::parse)?,
+        },
+        state,
+        request_hash: f.s(REQUEST_HASH)?.to_owned(),
+        owner: f.s(OWNER)?.to_owned(),
+        out_trade_no: f.parse(OUT_TRADE_NO, OutTradeNo::parse)?,
+        locked_until: f.time(LOCKED_UNTIL)?,
+        created_at: f.time(CREATED_AT)?,
+        expires_at: OffsetDateTime::from_unix_timestamp(ttl)
+            .map_err(|_| f.err(format!("ttl out of range: {ttl}")))?,
+    })
+}
+
+// ---- payments ------------------------------------------------------------------------------
+
+pub(crate) fn payment_item(p: &Payment) -> Item {
+    let mut item = payment_key(&p.transaction_id);
+    item.extend([
+        (ENTITY.to_owned(), s("PAYMENT")),
+        (TRANSACTION_ID.to_owned(), s(p.transaction_id.clone())),
+        (OUT_TRADE_NO.to_owned(), s(p.out_trade_no.as_str())),
+        (AMOUNT.to_owned(), money(p.amount)),
+        (PAYER_TOTAL.to_owned(), money(p.payer_total)),
+        (SUCCESS_TIME.to_owned(), t(p.success_time)),
+    ]);
+    put_opt(&mut item, NOTIFICATION_ID, p.notification_id.clone().map(s));
+    item
+}
+
+pub(crate) fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
+    let f = Fields::new(item, "payment");
+    Ok(Payment {
+        transaction_id: f.s(TRANSACTION_ID)?.to_owned(),
+        out_trade_no: f.parse(OUT_TRADE_NO, OutTradeNo::parse)?,
+        amount: f.money(AMOUNT)?,
+        payer_total: f.money(PAYER_TOTAL)?,
+        success_time: f.time(SUCCESS_TIME)?,
+        notification_id: f.opt_s(NOTIFICATION_ID)?.map(str::to_owned),
+    })
+}
+
+/// Only the out_trade_no of a payment item, for a losing `mark_paid` (tolerates the rest).
+pub(crate) fn payment_out_trade_no(item: &Item) -> Result<OutTradeNo, StoreError> {
+    Fields::new(item, "payment").parse(OUT_TRADE_NO, OutTradeNo::parse)
+}
+
+// ---- anomalies -----------------------------------------------------------------------------
+
+pub(crate) fn anomaly_item(a: &Anomaly) -> Item {
+    let mut item = HashMap::from([
+        (PK.to_owned(), s(anomaly_pk(&a.out_trade_no))),
+        (SK.to_owned(), s(anomaly_sk(a.kind, a.at))),
+        (ENTITY.to_owned(), s("ANOMALY")),
+        (OUT_TRADE_NO.to_owned(), s(a.out_trade_no.as_str())),
+        (KIND.to_owned(), s(a.kind.as_str())),
+        (AT.to_owned(), t(a.at)),
+        (DETAIL.to_owned(), s(a.detail.clone())),
+    ]);
+    put_opt(&mut item, TRANSACTION_ID, a.transaction_id.clone().map(s));
+    put_opt(&mut item, NOTIFICATION_ID, a.notification_id.clone().map(s));
+    item
+}
+
+pub(crate) fn anomaly_from_item(item: &Item) -> Result<Anomaly, StoreError> {
+    let f = Fields::new(item, "anomaly");
+    Ok(Anomaly {
+        out_trade_no: f.parse(OUT_TRADE_NO, OutTradeNo::parse)?,
+        kind: f.parse(KIND, |k| {
+            AnomalyKind::parse(k).ok_or_else(|| format!("unknown kind {k:?}"))
+        })?,
+        at: f.time(AT)?,
+        transaction_id: f.opt_s(TRANSACTION_ID)?.map(str::to_owned),
+        notification_id: f.opt_s(NOTIFICATION_ID)?.map(str::to_owned),
+        detail: f.opt_s(DETAIL)?.unwrap_or_default().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::IdempotencyKey;
+    use crate::idempotency::NewIdempotencyClaim;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-11-24 04:00:00.123 UTC);
+
+    fn order() -> Order {
+        let mut o = Order::new_pending(
+            OutTradeNo::parse("01JDQ8ZP5V9X8Y7W6T5S4R3Q2P").unwrap(),
+            Openid::parse("o_alice").unwrap(),
+            vec![OrderLine {
+                sku_id: SkuId::parse("sku-1").unwrap(),
+                name: "Tea".into(),
+                unit_price: Money::from_fen(990).unwrap(),
+                quantity: Quantity::new(2).unwrap(),
+            }],
+            String::new(),
+            Some("attach".into()),
+            T0,
+            T0 + time::Duration::minutes(30),
+        )
+        .unwrap();
+        o.prepay_id = Some("wx123".into());
+        o
+    }
+
+    #[test]
+    fn order_round_trips_and_pending_carries_gsi2() {
+        let o = order();
+        let item = order_item(&o, 4);
+        assert_eq!(order_from_item(&item).unwrap(), o);
+        assert_eq!(
+            item[GSI2PK].as_s().unwrap(),
+            &format!("PENDING#{}", o.out_trade_no.shard(4))
+        );
+        assert_eq!(item[GSI2SK].as_s().unwrap(), "2026-11-24T04:30:00.123Z");
+        assert_eq!(
+            item[GSI1SK].as_s().unwrap(),
+            "2026-11-24T04:00:00.123Z#01JDQ8ZP5V9X8Y7W6T5S4R3Q2P"
+        );
+        assert_eq!(item[AMOUNT_TOTAL].as_n().unwrap(), "1980");
+
+        let mut paid = o.clone();
+        paid.status = OrderStatus::Paid;
+        paid.paid_at = Some(T0);
+        paid.transaction_id = Some("4200".into());
+        let item = order_item(&paid, 4);
+        assert!(!item.contains_key(GSI2PK) && !item.contains_key(GSI2SK));
+        assert_eq!(order_from_item(&item).unwrap(), paid);
+    }
+
+    #[test]
+    fn malformed_items_are_errors_not_panics() {
+        let good = order_item(&order(), 4);
+        let breakages: Vec<(&str, Option<AttributeValue>)> = vec![
+            (STATUS, Some(s("SHIPPED"))),
+            (STATUS, None),
+            (AMOUNT_TOTAL, Some(s("12"))),
+            (AMOUNT_TOTAL, Some(n("-1"))),
+            (VERSION, Some(n("1.5"))),
+            (LINES, Some(AttributeValue::L(vec![s("x")]))),
+            (
+                LINES,
+                Some(AttributeValue::L(vec![AttributeValue::M(HashMap::new())])),
+            ),
+            (CREATED_AT, Some(s("yesterday"))),
+            (OUT_TRADE_NO, Some(s("no spaces allowed"))),
+            (HISTORY, Some(AttributeValue::Bool(true))),
+        ];
+        for (name, v) in breakages {
+            let mut item = good.clone();
+            match v.clone() {
+                Some(v) => item.insert(name.to_owned(), v),
+                None => item.remove(name),
+            };
+            let err = order_from_item(&item).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::Malformed {
+                        entity: "order",
+                        ..
+                    }
+                ),
+                "{name} {v:?}: {err}"
+            );
+        }
+        assert!(product_from_item(&HashMap::new()).is_err());
+        assert!(idempotency_from_item(&good).is_err());
+    }
+
+    #[test]
+    fn product_and_available_counter() {
+        let p = Product {
+            sku_id: SkuId::parse("sku-1").unwrap(),
+            name: "Tea".into(),
+            price: Money::from_fen(990).unwrap(),
+            stock: Some(10),
+            reserved: 3,
+            sold: 2,
+            active: true,
+        };
+        let item = product_item(&p);
+        assert_eq!(product_from_item(&item).unwrap(), p);
+        assert_eq!(product_available_attr(&item).unwrap(), Some(5));
+        let unlimited = Product { stock: None, ..p };
+        assert_eq!(
+            product_from_item(&product_item(&unlimited)).unwrap(),
+            unlimited
+        );
+    }
+
+    #[test]
+    fn idempotency_round_trips_in_both_states() {
+        let claim = NewIdempotencyClaim::new(
+            IdempotencyScope::new(
+                Openid::parse("o_alice").unwrap(),
+                IdempotencyKey::parse("k-1").unwrap(),
+            ),
+            "h",
+            "owner",
+            datetime!(2026-11-24 04:00:00 UTC),
+            T0,
+        );
+        let mut r = claim.record(&order().out_trade_no);
+        let item = idempotency_item(&r);
+        assert_eq!(item[PK].as_s().unwrap(), "IDEM#o_alice#k-1");
+        assert_eq!(item[TTL].as_n().unwrap(), "1795579200");
+        assert_eq!(idempotency_from_item(&item).unwrap(), r);
+        r.state = IdempotencyState::Completed(StoredResponse {
+            status_code: 201,
+            body: "{}".into(),
+        });
+        assert_eq!(idempotency_from_item(&idempotency_item(&r)).unwrap(), r);
+        let mut no_body = idempotency_item(&r);
+        no_body.remove(RESPONSE_BODY);
+        assert!(idempotency_from_item(&no_body).is_err());
+    }
+
+    #[test]
+    fn payment_and_anomaly_round_trip() {
+        let p = Payment {
+            transaction_id: "4200001".into(),
+            out_trade_no: order().out_trade_no,
+            amount: Money::from_fen(1980).unwrap(),
+            payer_total: Money::from_fen(1900).unwrap(),
+            success_time: T0,
+            notification_id: None,
+        };
+        assert_eq!(payment_from_item(&payment_item(&p)).unwrap(), p);
+        let a = Anomaly {
+            out_trade_no: p.out_trade_no.clone(),
+            kind: AnomalyKind::PaidAfterClose,
+            at: T0,
+            transaction_id: Some("4200001".into()),
+            notification_id: Some("n-1".into()),
+            detail: "late".into(),
+        };
+        let item = anomaly_item(&a);
+        assert_eq!(
+            item[SK].as_s().unwrap(),
+            "PAID_AFTER_CLOSE#2026-11-24T04:00:00.123Z"
+        );
+        assert_eq!(anomaly_from_item(&item).unwrap(), a);
+    }
+}

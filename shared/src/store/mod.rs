@@ -1,0 +1,288 @@
+//! The `Store` port: every read and state change the use cases make on the system of record,
+//! in domain terms, and its one implementation on the DynamoDB API (`DynamoStore`).
+//!
+//! Each state change is one conditional write or one TransactWriteItems. A writer that loses
+//! its condition gets a typed outcome carrying the winner's item, taken from the failed
+//! condition's ALL_OLD return values, never from an extra read (DESIGN 5).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::{Money, Openid, Order, OutTradeNo, Product, SkuId};
+use crate::idempotency::{
+    IdempotencyRecord, IdempotencyScope, NewIdempotencyClaim, StoredResponse,
+};
+
+mod calls;
+mod cursor;
+mod dynamo;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+mod error;
+mod items;
+pub mod table;
+
+pub use calls::{CallCounter, CallCounts, with_interceptor};
+pub use cursor::Cursor;
+pub use dynamo::{ClientSettings, DynamoStore, connect, connect_static};
+pub use error::StoreError;
+pub use table::{TABLE_DEFINITION_JSON, TABLE_NAME_PLACEHOLDER, TableDefinition, create_table};
+
+/// A payment WeChat Pay confirmed (from a notification or an order query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    /// WeChat Pay's id of the transaction; one payment item per transaction_id.
+    pub transaction_id: String,
+    pub out_trade_no: OutTradeNo,
+    /// `amount.total`: what the order was charged.
+    pub amount: Money,
+    /// `amount.payer_total`: what the payer paid after coupons.
+    pub payer_total: Money,
+    pub success_time: OffsetDateTime,
+    /// The notification's `id`; absent when the payment was learned by querying.
+    pub notification_id: Option<String>,
+}
+
+/// A verified payment that could not be applied as is (DESIGN 6.5: never lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnomalyKind {
+    AmountMismatch,
+    PaidAfterClose,
+    DoublePayment,
+    UnknownOrder,
+}
+
+impl AnomalyKind {
+    pub const ALL: [AnomalyKind; 4] = [
+        AnomalyKind::AmountMismatch,
+        AnomalyKind::PaidAfterClose,
+        AnomalyKind::DoublePayment,
+        AnomalyKind::UnknownOrder,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyKind::AmountMismatch => "AMOUNT_MISMATCH",
+            AnomalyKind::PaidAfterClose => "PAID_AFTER_CLOSE",
+            AnomalyKind::DoublePayment => "DOUBLE_PAYMENT",
+            AnomalyKind::UnknownOrder => "UNKNOWN_ORDER",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AnomalyKind> {
+        AnomalyKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for AnomalyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    pub out_trade_no: OutTradeNo,
+    pub kind: AnomalyKind,
+    /// Part of the item key: pass a time that a re-delivery repeats (the payment's
+    /// success_time), so a duplicate notification lands on the same item.
+    pub at: OffsetDateTime,
+    pub transaction_id: Option<String>,
+    pub notification_id: Option<String>,
+    pub detail: String,
+}
+
+/// One page of a listing; `next` is set when more may follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOrderOutcome {
+    /// The key is claimed (IN_PROGRESS, naming this order), the order is PENDING and every
+    /// line's stock is reserved.
+    Created,
+    /// The key is held by a live record (returned as it is): decide with
+    /// [`crate::idempotency::decide`]. Nothing was written.
+    IdempotencyConflict(IdempotencyRecord),
+    /// Not enough available stock for this sku. Nothing was written.
+    OutOfStock { sku_id: SkuId },
+    /// This sku is not in the catalog or not active. Nothing was written.
+    UnknownSku { sku_id: SkuId },
+    /// An order with this out_trade_no already exists (a reused number). Nothing was written.
+    DuplicateOutTradeNo(Box<Order>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeOverOutcome {
+    /// The record is now ours (new owner and lock); resume its out_trade_no.
+    Claimed(IdempotencyRecord),
+    /// The record was not takeable (lock live, completed, other hash, past ttl): as it is.
+    Conflict(IdempotencyRecord),
+    /// No record under this key (deleted by release or TTL): claim anew.
+    Missing,
+}
+
+/// Outcome of a write fenced by the owner token (complete, release).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FencedOutcome {
+    Applied,
+    /// Someone else owns the record now, or it is in a state the write may not touch; the
+    /// record as it is, if there is one.
+    NotOwner(Option<IdempotencyRecord>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepayOutcome {
+    Recorded(Box<Order>),
+    NotPending(Box<Order>),
+    NotFound,
+}
+
+/// Outcome of recording the prepay_id and completing the idempotency record together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompleteOrderOutcome {
+    /// prepay_id stored on the PENDING order and the record COMPLETED with the response.
+    Completed,
+    /// Someone else owns the record now (it was taken over); nothing was written.
+    NotOwner,
+    /// The order left PENDING before its prepay_id could be recorded; nothing was written.
+    OrderNotPending(crate::domain::OrderStatus),
+    OrderNotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkPaidOutcome {
+    /// PENDING -> PAID, payment item written, reserved stock moved to sold.
+    Applied(Box<Order>),
+    /// Already PAID: same transaction_id is a duplicate, another one a double payment.
+    AlreadyPaid(Box<Order>),
+    /// The order was CLOSED first: paid after close.
+    Closed(Box<Order>),
+    /// PENDING, but the payment's amount differs from the order's amount_total.
+    AmountMismatch(Box<Order>),
+    /// The transaction_id is already recorded for this out_trade_no (another order when it
+    /// differs from ours).
+    PaymentExists {
+        out_trade_no: OutTradeNo,
+    },
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// PENDING -> CLOSED, reserved stock returned.
+    Closed(Box<Order>),
+    NotPending(Box<Order>),
+    NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalyOutcome {
+    Recorded,
+    /// The same anomaly (kind and time) was already there: a re-delivered notification.
+    AlreadyRecorded,
+}
+
+/// The system of record, in domain terms. Implementations must make every state change atomic
+/// and conditional; see each outcome type for what a losing writer learns.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Seeds or replaces catalog entries (whole items, counters included).
+    async fn put_products(&self, products: &[Product]) -> Result<(), StoreError>;
+    async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError>;
+    /// The catalog entries among `sku_ids` that exist (missing ones are simply absent).
+    async fn get_products(&self, sku_ids: &[SkuId]) -> Result<HashMap<SkuId, Product>, StoreError>;
+
+    /// Claims the key, creates the PENDING order and reserves stock, all or nothing.
+    async fn create_order(
+        &self,
+        claim: &NewIdempotencyClaim,
+        order: &Order,
+    ) -> Result<CreateOrderOutcome, StoreError>;
+
+    async fn get_idempotency(
+        &self,
+        scope: &IdempotencyScope,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Takes over an IN_PROGRESS record whose lock expired, if the request hash matches.
+    async fn take_over_idempotency(
+        &self,
+        scope: &IdempotencyScope,
+        request_hash: &str,
+        new_owner: &str,
+        new_locked_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<TakeOverOutcome, StoreError>;
+    /// IN_PROGRESS -> COMPLETED with the response, only while `owner` holds the record.
+    async fn complete_idempotency(
+        &self,
+        scope: &IdempotencyScope,
+        owner: &str,
+        response: &StoredResponse,
+    ) -> Result<FencedOutcome, StoreError>;
+    /// Deletes an IN_PROGRESS record, only while `owner` holds it.
+    async fn release_idempotency(
+        &self,
+        scope: &IdempotencyScope,
+        owner: &str,
+    ) -> Result<FencedOutcome, StoreError>;
+
+    async fn get_order(&self, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError>;
+    /// Stores the JSAPI prepay_id, only while the order is PENDING.
+    async fn record_prepay(
+        &self,
+        out_trade_no: &OutTradeNo,
+        prepay_id: &str,
+    ) -> Result<PrepayOutcome, StoreError>;
+    /// place-order's last step, one transaction: stores the prepay_id (only while PENDING)
+    /// and completes the idempotency record with the response (only while `owner` holds it).
+    async fn complete_order(
+        &self,
+        scope: &IdempotencyScope,
+        owner: &str,
+        out_trade_no: &OutTradeNo,
+        prepay_id: &str,
+        response: &StoredResponse,
+    ) -> Result<CompleteOrderOutcome, StoreError>;
+    /// PENDING -> PAID with its payment item and stock, in one transaction. `order` is the
+    /// caller's read (its lines say which stock to move); a stale read is fine.
+    async fn mark_paid(
+        &self,
+        order: &Order,
+        payment: &Payment,
+        now: OffsetDateTime,
+    ) -> Result<MarkPaidOutcome, StoreError>;
+    /// PENDING -> CLOSED, returning reserved stock, in one transaction.
+    async fn close(
+        &self,
+        order: &Order,
+        cause: &str,
+        now: OffsetDateTime,
+    ) -> Result<CloseOutcome, StoreError>;
+
+    async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;
+
+    async fn record_anomaly(&self, anomaly: &Anomaly) -> Result<AnomalyOutcome, StoreError>;
+    async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError>;
+
+    /// A user's orders, newest first.
+    async fn list_orders(
+        &self,
+        openid: &Openid,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Order>, StoreError>;
+    /// PENDING orders of one shard of the pending index with expire_at <= now, oldest first.
+    async fn due_pending(
+        &self,
+        shard: u32,
+        now: OffsetDateTime,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Order>, StoreError>;
+}
