@@ -1,0 +1,382 @@
+//! The sandbox's command line: `serve` (the default) and `demo`, their flags, per-command
+//! defaults and the usage text. Parsed by hand (no dependency): `--flag value` or
+//! `--flag=value`; anything unknown or malformed is a [`CliError`], which `main` turns into
+//! one line on stderr and exit status 2.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run the sandbox until Ctrl-C.
+    Serve(Options),
+    /// Run the whole story once against a fresh data dir, then exit.
+    Demo(Options),
+    /// Print [`usage`] and exit 0.
+    Help,
+}
+
+/// The flags, with the defaults of the command they were given to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// Where the functions listen (`--port`); 0 lets the OS pick.
+    pub port: u16,
+    /// Where the WeChat Pay simulator listens (`--wechat-port`); 0 lets the OS pick.
+    pub wechat_port: u16,
+    /// `--data-dir`: keys, the SQLite file, `sandbox.env` (serve) or the demo's fresh dirs.
+    pub data_dir: PathBuf,
+    /// `--order-ttl`: how long an order may stay unpaid (`ORDER_TTL_SECONDS`).
+    pub order_ttl: Duration,
+    /// `--sweep-every`: how often the timeout-sweeper runs (stored; the sweeper arrives with
+    /// the query-order/timeout-sweeper issue).
+    pub sweep_every: Duration,
+    /// `--retry-scale`: multiplies WeChat Pay's notification retry schedule.
+    pub retry_scale: f64,
+    /// `--products`: a catalog file instead of the built-in copy of
+    /// `infra/local/products.json`.
+    pub products: Option<PathBuf>,
+    /// `--keep` (demo): keep the demo's data dir.
+    pub keep: bool,
+}
+
+impl Options {
+    /// `serve`'s defaults: the README's ports, `.local/`, WeChat Pay's pace.
+    pub fn serve_defaults() -> Options {
+        Options {
+            port: 3000,
+            wechat_port: 3001,
+            data_dir: PathBuf::from(".local"),
+            order_ttl: Duration::from_secs(1800),
+            sweep_every: Duration::from_secs(60),
+            retry_scale: 1.0,
+            products: None,
+            keep: false,
+        }
+    }
+
+    /// `demo`'s defaults: free ports, orders that expire in seconds, fast retries.
+    pub fn demo_defaults() -> Options {
+        Options {
+            port: 0,
+            wechat_port: 0,
+            data_dir: PathBuf::from(".local"),
+            order_ttl: Duration::from_secs(4),
+            sweep_every: Duration::from_secs(1),
+            retry_scale: 0.01,
+            products: None,
+            keep: false,
+        }
+    }
+}
+
+/// A command line the sandbox cannot run; the message names the offending argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+fn err(message: impl Into<String>) -> CliError {
+    CliError(message.into())
+}
+
+/// Longest order TTL: WeChat Pay keeps a prepay_id for 2 hours (same bound as
+/// `ORDER_TTL_SECONDS`).
+const MAX_ORDER_TTL_SECS: u64 = 7200;
+const MAX_SWEEP_EVERY_SECS: u64 = 86_400;
+const MAX_RETRY_SCALE: f64 = 1000.0;
+
+/// Parses the arguments after the program name.
+pub fn parse<I>(args: I) -> Result<Command, CliError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let mut args = args
+        .into_iter()
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| err(format!("argument {a:?} is not valid UTF-8")))
+        })
+        .collect::<Result<Vec<String>, CliError>>()?
+        .into_iter();
+
+    let mut command: Option<&'static str> = None;
+    // Flags are collected first and applied to the command's defaults afterwards, so they may
+    // come before or after the command name.
+    let mut flags: Vec<(String, Option<String>)> = Vec::new();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Command::Help);
+        }
+        if let Some(flag) = arg.strip_prefix("--") {
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (flag.to_owned(), None),
+            };
+            let value = if takes_value(&name) {
+                match inline {
+                    Some(v) => Some(v),
+                    None => Some(
+                        args.next()
+                            .ok_or_else(|| err(format!("--{name} needs a value")))?,
+                    ),
+                }
+            } else if name == "keep" {
+                if inline.is_some() {
+                    return Err(err("--keep takes no value"));
+                }
+                None
+            } else {
+                return Err(err(format!("unknown option --{name}")));
+            };
+            flags.push((name, value));
+            continue;
+        }
+        if arg.starts_with('-') && arg != "-" {
+            return Err(err(format!("unknown option {arg}")));
+        }
+        if let Some(first) = command {
+            return Err(err(format!(
+                "unexpected argument {arg:?} (the command is already {first:?})"
+            )));
+        }
+        command = Some(match arg.as_str() {
+            "serve" => "serve",
+            "demo" => "demo",
+            "help" => return Ok(Command::Help),
+            other => {
+                return Err(err(format!(
+                    "unknown command {other:?} (expected serve or demo)"
+                )));
+            }
+        });
+    }
+
+    let demo = command == Some("demo");
+    let mut options = if demo {
+        Options::demo_defaults()
+    } else {
+        Options::serve_defaults()
+    };
+    for (name, value) in flags {
+        let value = value.unwrap_or_default();
+        match name.as_str() {
+            "port" => options.port = port(&name, &value)?,
+            "wechat-port" => options.wechat_port = port(&name, &value)?,
+            "data-dir" => {
+                if value.is_empty() {
+                    return Err(err("--data-dir must not be empty"));
+                }
+                options.data_dir = PathBuf::from(value);
+            }
+            "order-ttl" => {
+                options.order_ttl = seconds(&name, &value, 1, MAX_ORDER_TTL_SECS)?;
+            }
+            "sweep-every" => {
+                options.sweep_every = seconds(&name, &value, 1, MAX_SWEEP_EVERY_SECS)?;
+            }
+            "retry-scale" => options.retry_scale = retry_scale(&value)?,
+            "products" => {
+                if value.is_empty() {
+                    return Err(err("--products must not be empty"));
+                }
+                options.products = Some(PathBuf::from(value));
+            }
+            "keep" => {
+                if !demo {
+                    return Err(err("--keep only applies to `demo`"));
+                }
+                options.keep = true;
+            }
+            _ => return Err(err(format!("unknown option --{name}"))),
+        }
+    }
+    if options.port != 0 && options.port == options.wechat_port {
+        return Err(err(format!(
+            "--port and --wechat-port are both {}; they need different ports",
+            options.port
+        )));
+    }
+    Ok(if demo {
+        Command::Demo(options)
+    } else {
+        Command::Serve(options)
+    })
+}
+
+fn takes_value(name: &str) -> bool {
+    matches!(
+        name,
+        "port" | "wechat-port" | "data-dir" | "order-ttl" | "sweep-every" | "retry-scale"
+            | "products"
+    )
+}
+
+fn port(name: &str, value: &str) -> Result<u16, CliError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| err(format!("--{name} must be a TCP port, 0 to 65535 (got {value:?})")))
+}
+
+fn seconds(name: &str, value: &str, min: u64, max: u64) -> Result<Duration, CliError> {
+    match value.trim().parse::<u64>() {
+        Ok(s) if (min..=max).contains(&s) => Ok(Duration::from_secs(s)),
+        _ => Err(err(format!(
+            "--{name} must be a whole number of seconds from {min} to {max} (got {value:?})"
+        ))),
+    }
+}
+
+fn retry_scale(value: &str) -> Result<f64, CliError> {
+    match value.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=MAX_RETRY_SCALE).contains(&s) => Ok(s),
+        _ => Err(err(format!(
+            "--retry-scale must be a number from 0 to {MAX_RETRY_SCALE} (got {value:?}); \
+             1 is WeChat Pay's pace, 0.01 turns its 15 s first retry into 150 ms"
+        ))),
+    }
+}
+
+/// The `--help` text.
+pub fn usage() -> String {
+    let s = Options::serve_defaults();
+    let d = Options::demo_defaults();
+    format!(
+        "\
+wxpay-orders sandbox: every function, an embedded DynamoDB-compatible engine and a WeChat Pay
+v3 simulator on localhost, with no setup (DESIGN.md section 9).
+
+USAGE:
+    sandbox [serve] [OPTIONS]    run until Ctrl-C (the default command)
+    sandbox demo [OPTIONS]       run the whole story once against a fresh data dir, then exit
+    sandbox --help
+
+OPTIONS:                                          serve default   demo default
+    --port PORT            functions (0: any free port)      {sp:<15} {dp}
+    --wechat-port PORT     WeChat Pay simulator              {swp:<15} {dwp}
+    --data-dir DIR         keys, data, sandbox.env           {sdd:<15} {ddd} (a fresh demo-<time>/ inside)
+    --order-ttl SECONDS    how long an order may stay unpaid {sttl:<15} {dttl}
+    --sweep-every SECONDS  timeout-sweeper interval          {sse:<15} {dse}
+    --retry-scale FACTOR   multiplies WeChat Pay's notification retry schedule
+                           (15 s, 15 s, 30 s, 3 m, ... 6 h)  {srs:<15} {drs}
+    --products FILE        catalog to seed (default: the built-in copy of infra/local/products.json)
+    --keep                 demo: keep its data dir instead of deleting it
+
+serve:
+    Functions on http://127.0.0.1:PORT: POST /orders (place-order), POST /notify/wechatpay
+    (payment-callback); sandbox-only inspection: GET /sandbox/orders/{{out_trade_no}},
+    GET /sandbox/products. Query-order (GET /orders, GET /orders/{{out_trade_no}}), the
+    session function and the timeout-sweeper arrive with their own issues: --sweep-every is
+    accepted now and used once the sweeper exists.
+    Debug identity is on: send `X-Debug-Openid: <any openid>`.
+    First start writes DIR/keys/ (merchant and WeChat Pay keys, APIv3 key); every start
+    rewrites DIR/sandbox.env (mode 0600: it holds secrets) with the variables that point the
+    real function binaries at this sandbox:
+        set -a; . DIR/sandbox.env; set +a; PORT=9100 target/debug/place-order
+    Orders and stock live in DIR/orders.sqlite and survive restarts. On each start the
+    catalog inserts missing skus and refreshes name/price/stock/active of existing ones from
+    the catalog file, keeping their reserved and sold counters. The simulator keeps its
+    transactions in memory: orders from before a restart can no longer be paid.
+
+demo:
+    Places an order, pays it with duplicate notifications, shows it PAID exactly once,
+    replays the Idempotency-Key, reuses it with another body, runs out of stock and lets a
+    second order expire. Exits 0 when every step behaved, 1 naming the step that did not.
+",
+        sp = s.port,
+        dp = d.port,
+        swp = s.wechat_port,
+        dwp = d.wechat_port,
+        sdd = s.data_dir.display(),
+        ddd = d.data_dir.display(),
+        sttl = s.order_ttl.as_secs(),
+        dttl = d.order_ttl.as_secs(),
+        sse = s.sweep_every.as_secs(),
+        dse = d.sweep_every.as_secs(),
+        srs = s.retry_scale,
+        drs = d.retry_scale,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Command, CliError> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn no_arguments_is_serve_with_its_defaults() {
+        assert_eq!(
+            parse_strs(&[]).unwrap(),
+            Command::Serve(Options::serve_defaults())
+        );
+        assert_eq!(
+            parse_strs(&["serve"]).unwrap(),
+            Command::Serve(Options::serve_defaults())
+        );
+    }
+
+    #[test]
+    fn flags_in_both_spellings_and_either_side_of_the_command() {
+        let Command::Demo(o) = parse_strs(&[
+            "--port=0",
+            "demo",
+            "--wechat-port",
+            "4001",
+            "--data-dir",
+            "/tmp/x",
+            "--order-ttl=2",
+            "--sweep-every",
+            "5",
+            "--retry-scale",
+            "0.001",
+            "--keep",
+        ])
+        .unwrap() else {
+            panic!("expected demo");
+        };
+        assert_eq!(o.port, 0);
+        assert_eq!(o.wechat_port, 4001);
+        assert_eq!(o.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(o.order_ttl, Duration::from_secs(2));
+        assert_eq!(o.sweep_every, Duration::from_secs(5));
+        assert_eq!(o.retry_scale, 0.001);
+        assert!(o.keep);
+    }
+
+    #[test]
+    fn help_wins() {
+        assert_eq!(parse_strs(&["demo", "--help"]).unwrap(), Command::Help);
+        assert_eq!(parse_strs(&["-h"]).unwrap(), Command::Help);
+        assert_eq!(parse_strs(&["help"]).unwrap(), Command::Help);
+        assert!(usage().contains("--retry-scale"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = |args: &[&str]| parse_strs(args).unwrap_err().0;
+        assert!(e(&["--bogus"]).contains("--bogus"));
+        assert!(e(&["-x"]).contains("-x"));
+        assert!(e(&["frobnicate"]).contains("frobnicate"));
+        assert!(e(&["--port"]).contains("needs a value"));
+        assert!(e(&["--port", "70000"]).contains("--port"));
+        assert!(e(&["--order-ttl", "0"]).contains("--order-ttl"));
+        assert!(e(&["--order-ttl", "7201"]).contains("--order-ttl"));
+        assert!(e(&["--retry-scale", "-1"]).contains("--retry-scale"));
+        assert!(e(&["--retry-scale", "NaN"]).contains("--retry-scale"));
+        assert!(e(&["--keep"]).contains("demo"));
+        assert!(e(&["demo", "serve"]).contains("serve"));
+        assert!(e(&["--port", "3000", "--wechat-port", "3000"]).contains("different"));
+    }
+}

@@ -1,0 +1,549 @@
+//! `sandbox demo`: the whole story against a fresh sandbox (new data dir, free ports), driven
+//! over HTTP exactly as a client and WeChat Pay would, printing each step and asserting what
+//! it expects. Exit 0 when every step behaved; otherwise one line names the step and what was
+//! off, and the data dir is kept for inspection.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::catalog::{Catalog, CatalogEntry};
+use crate::cli::Options;
+use crate::serve::{settings, yuan};
+use crate::server::Sandbox;
+
+/// How long the demo waits for something asynchronous (a notification to be acknowledged).
+const WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+const OPENID: &str = "o_demo_alice";
+/// Copies of the payment notification WeChat Pay sends at once in step 2.
+const DELIVERIES: u32 = 3;
+
+/// `Ok` when the story completed; `Err` is the one line to print before exiting 1.
+pub async fn run(options: Options) -> Result<(), String> {
+    let catalog = Catalog::load(options.products.as_deref()).map_err(|e| e.to_string())?;
+    let limited = catalog.limited().cloned().ok_or_else(|| {
+        format!(
+            "{}: the demo needs an active sku with limited stock",
+            catalog.source_name
+        )
+    })?;
+    let inactive = catalog.inactive().cloned();
+
+    let dir = fresh_dir(&options.data_dir);
+    let mut settings = settings(&options, catalog);
+    settings.data_dir = dir.clone();
+    println!("demo: starting a fresh sandbox in {}", dir.display());
+    let sandbox = match Sandbox::start(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            remove_dir(&dir);
+            return Err(format!("demo: could not start the sandbox: {e}"));
+        }
+    };
+    println!(
+        "demo: functions on {}, wechat pay simulator on {}, orders expire after {} s",
+        sandbox.functions_url(),
+        sandbox.wechat_url(),
+        sandbox.order_ttl().as_secs()
+    );
+
+    let story = Story::new(&sandbox, limited, inactive)?;
+    let outcome = tokio::select! {
+        outcome = story.run() => outcome,
+        _ = tokio::signal::ctrl_c() => Err("interrupted (Ctrl-C)".to_owned()),
+    };
+    if let Err(e) = sandbox.shutdown().await {
+        println!("demo: warning: stopping the sandbox: {e}");
+    }
+    match outcome {
+        Ok(steps) => {
+            if options.keep {
+                println!("demo: data kept in {}", dir.display());
+            } else {
+                remove_dir(&dir);
+            }
+            println!(
+                "\ndemo: OK: the story completed ({steps} steps). The expiry sweep (CLOSED, stock \
+                 returned) arrives with the timeout-sweeper issue."
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("demo: data kept for inspection in {}", dir.display());
+            Err(format!("demo: FAILED: {e}"))
+        }
+    }
+}
+
+/// `<data-dir>/demo-<unix ms>-<pid>`: never an existing sandbox's data.
+fn fresh_dir(data_dir: &Path) -> PathBuf {
+    let ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    data_dir.join(format!("demo-{ms}-{}", std::process::id()))
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        println!("demo: warning: could not delete {}: {e}", dir.display());
+    }
+}
+
+/// An HTTP answer, body as text and (when it is JSON) parsed.
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    text: String,
+    json: Value,
+}
+
+impl Reply {
+    fn code(&self) -> &str {
+        self.json["code"].as_str().unwrap_or("")
+    }
+
+    fn short(&self) -> String {
+        let mut t = self.text.replace('\n', " ");
+        if t.len() > 200 {
+            let mut cut = 200;
+            while !t.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            t.truncate(cut);
+            t.push_str("...");
+        }
+        format!("HTTP {} {t}", self.status)
+    }
+}
+
+struct Story {
+    http: reqwest::Client,
+    functions: String,
+    wechat: String,
+    order_ttl: Duration,
+    sku: CatalogEntry,
+    inactive: Option<CatalogEntry>,
+    step: u32,
+    title: String,
+}
+
+type Step<T> = Result<T, String>;
+
+impl Story {
+    fn new(
+        sandbox: &Sandbox,
+        sku: CatalogEntry,
+        inactive: Option<CatalogEntry>,
+    ) -> Result<Story, String> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("demo: HTTP client: {e}"))?;
+        Ok(Story {
+            http,
+            functions: sandbox.functions_url().to_owned(),
+            wechat: sandbox.wechat_url(),
+            order_ttl: sandbox.order_ttl(),
+            sku,
+            inactive,
+            step: 0,
+            title: String::new(),
+        })
+    }
+
+    fn begin(&mut self, title: impl Into<String>) {
+        self.step += 1;
+        self.title = title.into();
+        println!("\n[{}] {}", self.step, self.title);
+    }
+
+    /// The failure of the current step.
+    fn fail(&self, what: impl std::fmt::Display) -> String {
+        format!("step [{}] {}: {what}", self.step, self.title)
+    }
+
+    fn check(&self, ok: bool, what: impl FnOnce() -> String) -> Step<()> {
+        if ok { Ok(()) } else { Err(self.fail(what())) }
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Step<Reply> {
+        let mut request = self.http.request(method.clone(), url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.fail(format!("{method} {url}: {e}")))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.fail(format!("{method} {url}: reading the answer: {e}")))?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Reply {
+            status,
+            headers,
+            text,
+            json,
+        })
+    }
+
+    async fn place(&self, key: &str, body: &Value) -> Step<Reply> {
+        self.send(
+            http::Method::POST,
+            &format!("{}/orders", self.functions),
+            &[("x-debug-openid", OPENID), ("idempotency-key", key)],
+            Some(body),
+        )
+        .await
+    }
+
+    async fn order(&self, no: &str) -> Step<Value> {
+        let r = self
+            .send(
+                http::Method::GET,
+                &format!("{}/sandbox/orders/{no}", self.functions),
+                &[],
+                None,
+            )
+            .await?;
+        self.check(r.status == 200, || {
+            format!("GET /sandbox/orders/{no}: {}", r.short())
+        })?;
+        Ok(r.json)
+    }
+
+    /// `(reserved, sold, available)` of the demo's sku.
+    async fn stock(&self) -> Step<(i64, i64, i64)> {
+        let r = self
+            .send(
+                http::Method::GET,
+                &format!("{}/sandbox/products", self.functions),
+                &[],
+                None,
+            )
+            .await?;
+        self.check(r.status == 200, || {
+            format!("GET /sandbox/products: {}", r.short())
+        })?;
+        let product = r.json["products"]
+            .as_array()
+            .and_then(|list| {
+                list.iter()
+                    .find(|p| p["sku_id"] == self.sku.sku_id.as_str())
+            })
+            .ok_or_else(|| self.fail(format!("{} is not in the store", self.sku.sku_id)))?;
+        let n = |field: &str| product[field].as_i64().unwrap_or(-1);
+        Ok((n("reserved"), n("sold"), n("available")))
+    }
+
+    fn items(&self, quantity: i64) -> Value {
+        json!({"items": [{"sku_id": self.sku.sku_id.as_str(), "quantity": quantity}]})
+    }
+
+    /// Runs every step; the number of steps on success.
+    async fn run(mut self) -> Step<u32> {
+        let sku = self.sku.sku_id.as_str().to_owned();
+        let price = self.sku.price.fen();
+        let stock = self.sku.stock.unwrap_or(0);
+
+        // 1. An order.
+        self.begin(format!(
+            "place an order: 2 x {sku} ({}, {} CNY each, {stock} in stock) as {OPENID}",
+            self.sku.name,
+            yuan(price)
+        ));
+        let (reserved0, sold0, _) = self.stock().await?;
+        let key = "demo-order-1";
+        let body = self.items(2);
+        println!("    POST /orders  Idempotency-Key: {key}  {body}");
+        let placed = self.place(key, &body).await?;
+        self.check(placed.status == 201, || {
+            format!("expected 201, got {}", placed.short())
+        })?;
+        let no = placed.json["out_trade_no"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let amount = placed.json["amount_total"].as_i64().unwrap_or(-1);
+        println!(
+            "    -> 201 out_trade_no {no}, status {}, amount_total {amount} fen, expire_at {}",
+            placed.json["status"], placed.json["expire_at"]
+        );
+        self.check(!no.is_empty(), || "no out_trade_no in the answer".into())?;
+        self.check(placed.json["status"] == "PENDING", || {
+            format!("expected status PENDING: {}", placed.short())
+        })?;
+        self.check(amount == 2 * price, || {
+            format!("amount_total {amount}, expected 2 x {price} from the catalog")
+        })?;
+        let package = placed.json["pay_params"]["package"].as_str().unwrap_or("");
+        self.check(
+            package.starts_with("prepay_id=") && placed.json["pay_params"]["paySign"].is_string(),
+            || format!("pay_params incomplete: {}", placed.json["pay_params"]),
+        )?;
+        println!("    ok: pay_params for wx.requestPayment ({package}, signType RSA, paySign)");
+        let (reserved, sold, available) = self.stock().await?;
+        self.check(reserved == reserved0 + 2 && sold == sold0, || {
+            format!("stock counters: reserved {reserved}, sold {sold}; expected 2 more reserved")
+        })?;
+        println!("    ok: stock reserved in the same transaction: reserved {reserved}, sold {sold}, available {available}");
+
+        // 2. The user pays; WeChat Pay notifies several times at once.
+        self.begin(format!(
+            "the user pays; WeChat Pay sends the notification {DELIVERIES} times, concurrently"
+        ));
+        let pay = self
+            .send(
+                http::Method::POST,
+                &format!("{}/sandbox/pay", self.wechat),
+                &[],
+                Some(&json!({"out_trade_no": no, "deliveries": DELIVERIES})),
+            )
+            .await?;
+        self.check(pay.status == 200 && pay.json["trade_state"] == "SUCCESS", || {
+            format!("POST /sandbox/pay: {}", pay.short())
+        })?;
+        let transaction_id = pay.json["transaction_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        println!("    POST {}/sandbox/pay -> SUCCESS, transaction_id {transaction_id}", self.wechat);
+
+        // 3. Acknowledged.
+        self.begin("wait until WeChat Pay's notification is acknowledged");
+        let attempts = self.acknowledged(&no).await?;
+        for a in &attempts {
+            let when = match a["round"].as_u64() {
+                Some(0) => "at once".to_owned(),
+                Some(n) => format!("retry {n}"),
+                None => "?".to_owned(),
+            };
+            let answer = match a["status"].as_u64() {
+                Some(s) => s.to_string(),
+                None => format!("no answer ({})", a["error"].as_str().unwrap_or("?")),
+            };
+            println!("    delivery {} ({when}): {answer}", a["attempt"]);
+        }
+        let refused: Vec<&Value> = attempts
+            .iter()
+            .filter(|a| a["status"].as_u64().is_some_and(|s| (400..500).contains(&s)))
+            .collect();
+        self.check(refused.is_empty(), || {
+            format!("payment-callback refused a genuine notification: {refused:?}")
+        })?;
+        println!("    ok: acknowledged (204); duplicates are acknowledged too, never applied twice");
+
+        // 4. PAID exactly once.
+        self.begin("the order is PAID exactly once");
+        let view = self.order(&no).await?;
+        let order = &view["order"];
+        self.check(order["status"] == "PAID", || {
+            format!("status {}, expected PAID", order["status"])
+        })?;
+        self.check(order["transaction_id"] == transaction_id.as_str(), || {
+            format!(
+                "transaction_id {}, expected {transaction_id}",
+                order["transaction_id"]
+            )
+        })?;
+        let paid_transitions = order["history"]
+            .as_array()
+            .map_or(0, |h| h.iter().filter(|e| e["to"] == "PAID").count());
+        self.check(paid_transitions == 1, || {
+            format!("{paid_transitions} transitions to PAID in the history, expected 1")
+        })?;
+        let payment = &view["payment"];
+        self.check(
+            payment["transaction_id"] == transaction_id.as_str() && payment["amount"] == amount,
+            || format!("payment item {payment}, expected {transaction_id} for {amount} fen"),
+        )?;
+        let anomalies = view["anomalies"].as_array().map_or(0, Vec::len);
+        self.check(anomalies == 0, || {
+            format!("anomalies recorded: {}", view["anomalies"])
+        })?;
+        let (reserved, sold, available) = self.stock().await?;
+        self.check(reserved == reserved0 && sold == sold0 + 2, || {
+            format!(
+                "stock counters: reserved {reserved}, sold {sold}; expected reserved {reserved0}, sold {}",
+                sold0 + 2
+            )
+        })?;
+        let sim = self
+            .send(
+                http::Method::GET,
+                &format!("{}/sandbox/transactions/{no}", self.wechat),
+                &[],
+                None,
+            )
+            .await?;
+        self.check(sim.json["trade_state"] == "SUCCESS", || {
+            format!("the simulator's transaction: {}", sim.short())
+        })?;
+        println!(
+            "    ok: PAID exactly once: one PENDING -> PAID transition, one payment item \
+             ({transaction_id}, {amount} fen), no anomalies, {} notifications",
+            attempts.len()
+        );
+        println!(
+            "    ok: sold raised once: {sold0} -> {sold}; reserved {reserved}; available {available} of {stock}"
+        );
+
+        // 5. Idempotent replay.
+        self.begin("the client retries with the same Idempotency-Key and body");
+        let again = self.place(key, &body).await?;
+        let replayed = again
+            .headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        self.check(again.status == 201, || {
+            format!("expected 201, got {}", again.short())
+        })?;
+        self.check(again.text == placed.text, || {
+            format!(
+                "a different answer: {} instead of {}",
+                again.short(),
+                placed.short()
+            )
+        })?;
+        self.check(replayed == "true", || {
+            format!("Idempotent-Replayed is {replayed:?}, expected \"true\"")
+        })?;
+        let (_, sold_after, _) = self.stock().await?;
+        self.check(sold_after == sold, || "the replay changed the stock".into())?;
+        println!("    ok: 201, the same answer (out_trade_no {no}), Idempotent-Replayed: true, no new order");
+
+        // 6. Same key, another body.
+        self.begin("the same Idempotency-Key with another body");
+        let reused = self.place(key, &self.items(1)).await?;
+        self.check(
+            reused.status == 422 && reused.code() == "IDEMPOTENCY_KEY_REUSED",
+            || format!("expected 422 IDEMPOTENCY_KEY_REUSED, got {}", reused.short()),
+        )?;
+        println!("    ok: 422 IDEMPOTENCY_KEY_REUSED: {}", reused.json["message"]);
+
+        // 7. Out of stock.
+        let too_many = available + 1;
+        self.begin(format!(
+            "more than what is left: {too_many} x {sku} ({available} available)"
+        ));
+        let oos = self.place("demo-order-2", &self.items(too_many)).await?;
+        self.check(oos.status == 409 && oos.code() == "OUT_OF_STOCK", || {
+            format!("expected 409 OUT_OF_STOCK, got {}", oos.short())
+        })?;
+        let (r, s, a) = self.stock().await?;
+        self.check((r, s, a) == (reserved, sold, available), || {
+            format!("stock changed: reserved {r}, sold {s}, available {a}")
+        })?;
+        println!(
+            "    ok: 409 OUT_OF_STOCK: {}; nothing reserved",
+            oos.json["message"]
+        );
+
+        // 8. Not for sale.
+        if let Some(inactive) = self.inactive.clone() {
+            self.begin(format!("a sku that is not for sale: {}", inactive.sku_id));
+            let body = json!({"items": [{"sku_id": inactive.sku_id.as_str(), "quantity": 1}]});
+            let unknown = self.place("demo-order-3", &body).await?;
+            self.check(unknown.status == 422 && unknown.code() == "UNKNOWN_SKU", || {
+                format!("expected 422 UNKNOWN_SKU, got {}", unknown.short())
+            })?;
+            println!("    ok: 422 UNKNOWN_SKU: {}", unknown.json["message"]);
+        }
+
+        // 9. An order left unpaid.
+        self.begin(format!(
+            "an order left unpaid: 1 x {sku}, expiring after {} s",
+            self.order_ttl.as_secs()
+        ));
+        let unpaid = self.place("demo-order-4", &self.items(1)).await?;
+        self.check(unpaid.status == 201, || {
+            format!("expected 201, got {}", unpaid.short())
+        })?;
+        let no2 = unpaid.json["out_trade_no"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let expire_at = unpaid.json["expire_at"].as_str().unwrap_or_default();
+        let expires = OffsetDateTime::parse(expire_at, &Rfc3339)
+            .map_err(|e| self.fail(format!("expire_at {expire_at:?}: {e}")))?;
+        let (reserved2, _, _) = self.stock().await?;
+        self.check(reserved2 == reserved + 1, || {
+            format!("reserved {reserved2}, expected {}", reserved + 1)
+        })?;
+        println!("    -> 201 out_trade_no {no2}, PENDING, expire_at {expire_at}; 1 more reserved");
+        let wait = expires - OffsetDateTime::now_utc() + time::Duration::milliseconds(200);
+        if wait.is_positive() {
+            println!("    waiting {:.1} s for expire_at ...", wait.as_seconds_f64());
+            tokio::time::sleep(wait.unsigned_abs()).await;
+        }
+        let late = self
+            .send(
+                http::Method::POST,
+                &format!("{}/sandbox/pay", self.wechat),
+                &[],
+                Some(&json!({"out_trade_no": no2, "deliveries": 1})),
+            )
+            .await?;
+        self.check(late.status == 400 && late.code() == "ORDER_EXPIRED", || {
+            format!(
+                "paying after expire_at: expected 400 ORDER_EXPIRED, got {}",
+                late.short()
+            )
+        })?;
+        println!("    ok: past expire_at WeChat Pay no longer takes the payment: 400 ORDER_EXPIRED");
+        let view = self.order(&no2).await?;
+        self.check(view["order"]["status"] == "PENDING", || {
+            format!("status {}, expected PENDING", view["order"]["status"])
+        })?;
+        println!(
+            "    not yet: the order is still PENDING with its stock reserved. Closing it at \
+             WeChat Pay (CLOSED, stock returned) is the timeout-sweeper's job, which arrives \
+             with the query-order/timeout-sweeper issue."
+        );
+        Ok(self.step)
+    }
+
+    /// Polls the simulator's delivery log until the round-0 copies have all been answered and
+    /// one of the attempts was acknowledged; returns the attempts.
+    async fn acknowledged(&self, no: &str) -> Step<Vec<Value>> {
+        let url = format!("{}/sandbox/notifications?out_trade_no={no}", self.wechat);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let r = self.send(http::Method::GET, &url, &[], None).await?;
+            let attempts = r.json.as_array().cloned().unwrap_or_default();
+            let first_round = attempts.iter().filter(|a| a["round"] == 0).count();
+            let acked = attempts
+                .iter()
+                .any(|a| matches!(a["status"].as_u64(), Some(200 | 204)));
+            if acked && first_round >= DELIVERIES as usize {
+                return Ok(attempts);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.fail(format!(
+                    "not acknowledged within {} s; deliveries so far: {}",
+                    WAIT.as_secs(),
+                    r.short()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! wxpay-orders' local sandbox (DESIGN.md section 9): a WeChat Pay v3 simulator (prepay,
+//! query and close with WeChat Pay's paths, signatures and error bodies; notifications signed,
+//! sealed and retried on its schedule), the sandbox's generated keys, and the all-in-one local
+//! server and demo the `sandbox` binary runs.
+//!
+//! - [`keys`]: merchant and "WeChat Pay" RSA keys and the APIv3 key under `<data-dir>/keys/`.
+//! - [`simulator`]: the simulator's HTTP server and its in-process handle for tests.
+//! - [`server`]: a whole sandbox (engine, catalog, simulator, functions on one port).
+//! - [`router`]: the one-port dispatcher and the sandbox-only inspection routes.
+//! - [`catalog`], [`envfile`]: the demo catalog and `sandbox.env`.
+//! - [`cli`], [`serve`], [`demo`]: the binary's command line and its two commands.
+
+pub mod catalog;
+pub mod cli;
+pub mod demo;
+pub mod envfile;
+pub mod keys;
+pub mod router;
+pub mod serve;
+pub mod server;
+pub mod simulator;
+
+pub use keys::{KeysError, SandboxKeys};
+pub use simulator::{
+    ApiError, DeliveryAttempt, Fault, NotificationStatus, PayOutcome, PayRequest, SimTransaction,
+    Simulator, SimulatorConfig, SimulatorError, SimulatorHandle,
+};

@@ -1,0 +1,264 @@
+//! One port for every function: a `Handler` that dispatches by path to the handlers
+//! `shared::app::build` made (as API Gateway does in front of the deployed functions), plus
+//! the sandbox-only inspection routes under `/sandbox/`, which read the store directly and
+//! are not part of the product API.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use shared::domain::{OutTradeNo, Product};
+use shared::http::{ApiError, Handler, Request, Response, json};
+use shared::store::{Anomaly, Payment, Store};
+
+use crate::catalog::Catalog;
+
+/// Says on every inspection answer what it is.
+pub const SANDBOX_ONLY: &str =
+    "sandbox-only inspection route: reads the store directly; not part of the product API";
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /orders` (other verbs on `/orders` except GET: place-order answers 405).
+    PlaceOrder,
+    /// `/notify/wechatpay`.
+    PaymentCallback,
+    /// `GET /orders`, `/orders/{out_trade_no}`: the query-order function, not built yet.
+    QueryOrder,
+    /// `/sessions`, `/.well-known/*`: the session function, not built yet.
+    Session,
+    /// `GET /sandbox/orders/{out_trade_no}`.
+    InspectOrder(String),
+    /// `GET /sandbox/products`.
+    InspectProducts,
+    /// `GET /` and `GET /sandbox`: what is served here.
+    Index,
+    NotFound,
+}
+
+/// The route of `method path` (trailing slashes ignored, as the handlers ignore them).
+pub fn route(method: &http::Method, path: &str) -> Route {
+    let path = match path.trim_end_matches('/') {
+        "" => "/",
+        p => p,
+    };
+    let get = method == http::Method::GET;
+    match path {
+        "/orders" if get => Route::QueryOrder,
+        "/orders" => Route::PlaceOrder,
+        "/notify/wechatpay" => Route::PaymentCallback,
+        "/sessions" => Route::Session,
+        p if p.starts_with("/.well-known/") => Route::Session,
+        p if p.starts_with("/orders/") => Route::QueryOrder,
+        "/sandbox/products" if get => Route::InspectProducts,
+        p if get && p.starts_with("/sandbox/orders/") => {
+            let no = &p["/sandbox/orders/".len()..];
+            if no.is_empty() || no.contains('/') {
+                Route::NotFound
+            } else {
+                Route::InspectOrder(no.to_owned())
+            }
+        }
+        "/" | "/sandbox" if get => Route::Index,
+        _ => Route::NotFound,
+    }
+}
+
+/// The sandbox's functions behind one port.
+pub struct SandboxRouter {
+    pub place_order: Arc<dyn Handler>,
+    pub payment_callback: Arc<dyn Handler>,
+    // Later issues add their handlers here (built with `shared::app::build` like the two
+    // above) and route to them instead of `not_yet`:
+    //   query_order: Route::QueryOrder; session: Route::Session. The timeout-sweeper has no
+    //   route: the sandbox runs it every `--sweep-every` (see `server.rs`).
+    /// The store the inspection routes read (the same table the functions use).
+    pub store: Arc<dyn Store>,
+    pub catalog: Catalog,
+}
+
+#[async_trait]
+impl Handler for SandboxRouter {
+    async fn handle(&self, request: Request) -> Response {
+        match route(request.method(), request.uri().path()) {
+            Route::PlaceOrder => self.place_order.handle(request).await,
+            Route::PaymentCallback => self.payment_callback.handle(request).await,
+            Route::QueryOrder => not_yet(
+                "query-order (GET /orders, GET /orders/{out_trade_no}) arrives with the \
+                 query-order issue; meanwhile the sandbox-only GET /sandbox/orders/{out_trade_no} \
+                 shows an order",
+            ),
+            Route::Session => not_yet(
+                "the session function (POST /sessions, /.well-known/*) arrives with its own \
+                 issue; meanwhile send X-Debug-Openid: <any openid>",
+            ),
+            Route::InspectOrder(no) => self.inspect_order(&no).await,
+            Route::InspectProducts => self.inspect_products().await,
+            Route::Index => index(),
+            Route::NotFound => ApiError::not_found().into_response(),
+        }
+    }
+}
+
+fn not_yet(message: &str) -> Response {
+    ApiError::new(501, "NOT_IMPLEMENTED", message).into_response()
+}
+
+fn store_unavailable(e: &shared::store::StoreError) -> Response {
+    tracing::warn!(error = %e, "sandbox inspection: store error");
+    ApiError::new(503, "STORE_UNAVAILABLE", format!("store error: {e}")).into_response()
+}
+
+fn index() -> Response {
+    json(
+        200,
+        &json!({
+            "service": "wxpay-orders sandbox",
+            "routes": {
+                "POST /orders": "place-order (X-Debug-Openid + Idempotency-Key)",
+                "POST /notify/wechatpay": "payment-callback (WeChat Pay's notifications)",
+                "GET /orders, GET /orders/{out_trade_no}": "query-order: arrives later (501)",
+                "POST /sessions": "session: arrives later (501)",
+                "GET /sandbox/orders/{out_trade_no}": SANDBOX_ONLY,
+                "GET /sandbox/products": SANDBOX_ONLY,
+            },
+        }),
+    )
+}
+
+impl SandboxRouter {
+    async fn inspect_order(&self, out_trade_no: &str) -> Response {
+        let not_found = || {
+            ApiError::new(
+                404,
+                "ORDER_NOT_FOUND",
+                format!("no order {out_trade_no} in the sandbox's store"),
+            )
+            .into_response()
+        };
+        let Ok(no) = OutTradeNo::parse(out_trade_no) else {
+            return not_found();
+        };
+        let order = match self.store.get_order(&no).await {
+            Ok(Some(order)) => order,
+            Ok(None) => return not_found(),
+            Err(e) => return store_unavailable(&e),
+        };
+        let payment = match &order.transaction_id {
+            Some(id) => match self.store.get_payment(id).await {
+                Ok(p) => p.map(|p| payment_json(&p)),
+                Err(e) => return store_unavailable(&e),
+            },
+            None => None,
+        };
+        let anomalies = match self.store.list_anomalies(&no).await {
+            Ok(list) => list.iter().map(anomaly_json).collect::<Vec<_>>(),
+            Err(e) => return store_unavailable(&e),
+        };
+        let order = serde_json::to_value(&order).unwrap_or(Value::Null);
+        json(
+            200,
+            &json!({
+                "sandbox_only": SANDBOX_ONLY,
+                "order": order,
+                "payment": payment,
+                "anomalies": anomalies,
+            }),
+        )
+    }
+
+    async fn inspect_products(&self) -> Response {
+        let products = match self.store.get_products(&self.catalog.sku_ids()).await {
+            Ok(p) => p,
+            Err(e) => return store_unavailable(&e),
+        };
+        let list: Vec<Value> = self
+            .catalog
+            .entries
+            .iter()
+            .filter_map(|e| products.get(&e.sku_id))
+            .map(product_json)
+            .collect();
+        json(
+            200,
+            &json!({ "sandbox_only": SANDBOX_ONLY, "products": list }),
+        )
+    }
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    shared::domain::time::to_wechat(t)
+}
+
+fn payment_json(p: &Payment) -> Value {
+    json!({
+        "transaction_id": p.transaction_id,
+        "out_trade_no": p.out_trade_no.as_str(),
+        "amount": p.amount.fen(),
+        "payer_total": p.payer_total.fen(),
+        "success_time": rfc3339(p.success_time),
+        "notification_id": p.notification_id,
+    })
+}
+
+fn anomaly_json(a: &Anomaly) -> Value {
+    json!({
+        "kind": a.kind.as_str(),
+        "at": rfc3339(a.at),
+        "transaction_id": a.transaction_id,
+        "notification_id": a.notification_id,
+        "detail": a.detail,
+    })
+}
+
+/// A product with its counters; `available` is absent for unlimited stock.
+pub fn product_json(p: &Product) -> Value {
+    json!({
+        "sku_id": p.sku_id.as_str(),
+        "name": p.name,
+        "price": p.price.fen(),
+        "stock": p.stock,
+        "reserved": p.reserved,
+        "sold": p.sold,
+        "available": p.available(),
+        "active": p.active,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(&Method::POST, "/orders"), Route::PlaceOrder);
+        assert_eq!(route(&Method::POST, "/orders/"), Route::PlaceOrder);
+        assert_eq!(route(&Method::PUT, "/orders"), Route::PlaceOrder);
+        assert_eq!(route(&Method::GET, "/orders"), Route::QueryOrder);
+        assert_eq!(route(&Method::GET, "/orders/01J"), Route::QueryOrder);
+        assert_eq!(
+            route(&Method::POST, "/notify/wechatpay"),
+            Route::PaymentCallback
+        );
+        assert_eq!(route(&Method::POST, "/sessions"), Route::Session);
+        assert_eq!(
+            route(&Method::GET, "/.well-known/jwks.json"),
+            Route::Session
+        );
+        assert_eq!(
+            route(&Method::GET, "/sandbox/orders/01J"),
+            Route::InspectOrder("01J".into())
+        );
+        assert_eq!(route(&Method::GET, "/sandbox/orders/"), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/sandbox/orders/a/b"), Route::NotFound);
+        assert_eq!(route(&Method::POST, "/sandbox/orders/01J"), Route::NotFound);
+        assert_eq!(
+            route(&Method::GET, "/sandbox/products"),
+            Route::InspectProducts
+        );
+        assert_eq!(route(&Method::GET, "/"), Route::Index);
+        assert_eq!(route(&Method::GET, "/ordersx"), Route::NotFound);
+    }
+}

@@ -1,0 +1,220 @@
+//! The simulator's control endpoints under `/sandbox/`: the user's side of a payment (pay,
+//! start paying), fault injection for the WeChat Pay API, and inspection of transactions and
+//! notification deliveries. Not part of WeChat Pay's API: no merchant signature, JSON in and
+//! out, refusals as `{code, message}` like WeChat Pay's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::StatusCode;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::wechat::json_response;
+use super::{ApiError, Fault, PayOutcome, PayRequest, Shared, notify};
+
+/// Copies of one notification sent at once; more is a load test, not a simulation.
+const MAX_DELIVERIES: u32 = 100;
+
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/sandbox/info", get(info))
+        .route("/sandbox/pay", post(pay_endpoint))
+        .route("/sandbox/userpaying", post(user_paying))
+        .route("/sandbox/notify", post(redeliver_endpoint))
+        .route(
+            "/sandbox/fail",
+            post(fail).get(list_faults).delete(clear_faults),
+        )
+        .route("/sandbox/notifications", get(notifications))
+        .route("/sandbox/transactions", get(transactions))
+        .route("/sandbox/transactions/{out_trade_no}", get(transaction))
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(400, "INVALID_REQUEST", message)
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| invalid(format!("malformed JSON body: {e}")))
+}
+
+fn reply<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The user pays the order: SUCCESS, then the notification goes out.
+pub(super) fn pay(shared: &Arc<Shared>, request: &PayRequest) -> Result<PayOutcome, ApiError> {
+    if request.deliveries > MAX_DELIVERIES {
+        return Err(invalid(format!(
+            "deliveries must be at most {MAX_DELIVERIES}"
+        )));
+    }
+    let (outcome, job) = shared.store().pay(request, OffsetDateTime::now_utc())?;
+    tracing::info!(
+        out_trade_no = %outcome.out_trade_no,
+        transaction_id = %outcome.transaction_id,
+        amount_total = outcome.amount_total,
+        deliveries = outcome.deliveries,
+        "user paid"
+    );
+    notify::start(shared, job, &outcome.transaction_id);
+    Ok(outcome)
+}
+
+/// Sends the latest payment notification of a paid order again.
+pub(super) fn redeliver(
+    shared: &Arc<Shared>,
+    out_trade_no: &str,
+    deliveries: u32,
+) -> Result<String, ApiError> {
+    if !(1..=MAX_DELIVERIES).contains(&deliveries) {
+        return Err(invalid(format!("deliveries must be 1 to {MAX_DELIVERIES}")));
+    }
+    let (job, transaction_id) = {
+        let store = shared.store();
+        let job = store.redelivery(out_trade_no, deliveries)?;
+        let transaction_id = store
+            .transaction(out_trade_no)
+            .and_then(|t| t.transaction_id)
+            .unwrap_or_default();
+        (job, transaction_id)
+    };
+    let notification_id = job.notification_id.clone();
+    notify::start(shared, job, &transaction_id);
+    Ok(notification_id)
+}
+
+pub(super) fn inject_fault(shared: &Shared, fault: Fault) -> Result<(), ApiError> {
+    if !(400..=599).contains(&fault.status) {
+        return Err(invalid("status must be an HTTP error status, 400 to 599"));
+    }
+    if !fault.path_prefix.starts_with("/v3/") {
+        return Err(invalid(
+            "path_prefix must name a WeChat Pay API path, e.g. /v3/pay/transactions/jsapi",
+        ));
+    }
+    if fault.times == 0 {
+        return Err(invalid("times must be at least 1"));
+    }
+    tracing::info!(path_prefix = %fault.path_prefix, status = fault.status, code = %fault.code, times = fault.times, "fault queued");
+    shared.store().faults.push(fault);
+    Ok(())
+}
+
+async fn info(State(s): State<Arc<Shared>>) -> Response {
+    let c = &s.config;
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "appid": c.appid,
+            "mchid": c.mchid,
+            "merchant_serial_no": c.merchant_serial_no,
+            "public_key_id": c.public_key_id,
+            "retry_scale": c.retry_scale,
+            "min_time_expire_ahead_secs": c.min_time_expire_ahead.as_secs_f64(),
+            "delivery_timeout_secs": c.delivery_timeout.as_secs_f64(),
+        }),
+    )
+}
+
+async fn pay_endpoint(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    reply(parse::<PayRequest>(&body).and_then(|request| pay(&s, &request)))
+}
+
+#[derive(Deserialize)]
+struct OutTradeNoBody {
+    out_trade_no: String,
+}
+
+async fn user_paying(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    reply(parse::<OutTradeNoBody>(&body).and_then(|b| {
+        let transaction = s.store().set_user_paying(&b.out_trade_no)?;
+        tracing::info!(out_trade_no = %b.out_trade_no, "user is paying");
+        Ok(json!({ "out_trade_no": transaction.out_trade_no, "trade_state": transaction.trade_state }))
+    }))
+}
+
+#[derive(Deserialize)]
+struct RedeliverBody {
+    out_trade_no: String,
+    #[serde(default = "one")]
+    deliveries: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn redeliver_endpoint(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    reply(parse::<RedeliverBody>(&body).and_then(|b| {
+        let notification_id = redeliver(&s, &b.out_trade_no, b.deliveries)?;
+        Ok(json!({
+            "out_trade_no": b.out_trade_no,
+            "notification_id": notification_id,
+            "deliveries": b.deliveries,
+        }))
+    }))
+}
+
+async fn fail(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    reply(parse::<Fault>(&body).and_then(|fault| {
+        inject_fault(&s, fault.clone())?;
+        Ok(fault)
+    }))
+}
+
+async fn list_faults(State(s): State<Arc<Shared>>) -> Response {
+    let faults = s.store().faults.clone();
+    json_response(StatusCode::OK, &faults)
+}
+
+async fn clear_faults(State(s): State<Arc<Shared>>) -> Response {
+    s.store().faults.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn notifications(
+    State(s): State<Arc<Shared>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = query else {
+        return invalid("malformed query string").into_response();
+    };
+    let Some(out_trade_no) = params.get("out_trade_no") else {
+        return invalid("out_trade_no is required: /sandbox/notifications?out_trade_no=...")
+            .into_response();
+    };
+    let attempts = s.store().deliveries(out_trade_no);
+    json_response(StatusCode::OK, &attempts)
+}
+
+async fn transactions(State(s): State<Arc<Shared>>) -> Response {
+    let all = s.store().transactions();
+    json_response(StatusCode::OK, &all)
+}
+
+async fn transaction(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(out_trade_no)) = path else {
+        return invalid("malformed out_trade_no").into_response();
+    };
+    reply(
+        s.store()
+            .transaction(&out_trade_no)
+            .ok_or_else(|| ApiError::new(404, "ORDER_NOT_EXIST", "订单不存在")),
+    )
+}

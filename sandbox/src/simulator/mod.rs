@@ -1,0 +1,485 @@
+//! The WeChat Pay v3 simulator: a local HTTP server that answers the four JSAPI calls the
+//! backend makes exactly as WeChat Pay does (paths, merchant-signature checks, signed
+//! responses, `{code, message}` errors), and plays the user's side through `/sandbox/*`.
+//!
+//! - `wechat`: the WeChat Pay API surface, request authentication and response signing.
+//! - `control`: the `/sandbox/*` endpoints (pay, user paying, fault injection, inspection).
+//! - `notify`: delivering `TRANSACTION.SUCCESS` notifications on WeChat Pay's retry schedule.
+//! - `state`: the simulated transactions and what happened to them.
+
+mod control;
+mod notify;
+mod state;
+mod wechat;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use shared::wechatpay::{ApiV3Key, RsaPrivateKey, RsaPublicKey, Transaction};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::keys::SandboxKeys;
+
+pub use state::{DeliveryAttempt, NotificationStatus, SimTransaction};
+
+/// WeChat Pay's retry intervals after a failed notification: 15s/15s/30s/3m/10m/20m/30m/
+/// 30m/30m/60m/3h/3h/3h/6h/6h, 24 h 4 min in all (reference section 3.6).
+pub const RETRY_SCHEDULE: [Duration; 15] = [
+    Duration::from_secs(15),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+    Duration::from_secs(3 * 60),
+    Duration::from_secs(10 * 60),
+    Duration::from_secs(20 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(60 * 60),
+    Duration::from_secs(3 * 3600),
+    Duration::from_secs(3 * 3600),
+    Duration::from_secs(3 * 3600),
+    Duration::from_secs(6 * 3600),
+    Duration::from_secs(6 * 3600),
+];
+
+/// WeChat Pay's minimum distance between the order and its `time_expire`.
+pub const WECHAT_MIN_TIME_EXPIRE_AHEAD: Duration = Duration::from_secs(60);
+
+/// How long WeChat Pay waits for the merchant to answer a notification.
+pub const WECHAT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything the simulator needs: who the merchant is, the key that verifies its requests,
+/// and the WeChat Pay side's signing key, public-key id and the APIv3 key.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    /// Where to listen: `127.0.0.1:3001` in the sandbox, `127.0.0.1:0` in tests.
+    pub addr: SocketAddr,
+    pub appid: String,
+    pub mchid: String,
+    /// The merchant API certificate serial requests must name in `serial_no`.
+    pub merchant_serial_no: String,
+    pub merchant_public_key: RsaPublicKey,
+    /// Signs every response and notification (the simulated WeChat Pay public key's pair).
+    pub platform_private_key: RsaPrivateKey,
+    /// `PUB_KEY_ID_...`, sent as `Wechatpay-Serial`.
+    pub public_key_id: String,
+    pub apiv3_key: ApiV3Key,
+    /// Multiplies [`RETRY_SCHEDULE`]: 1.0 is WeChat Pay's pace, 0.001 turns 15 s into 15 ms.
+    pub retry_scale: f64,
+    /// Least distance between now and a new order's `time_expire`: WeChat Pay's 60 s, or
+    /// less in a sandbox started with a short `--order-ttl` (the one rule it relaxes).
+    pub min_time_expire_ahead: Duration,
+    /// How long a notification delivery may take before it counts as failed (WeChat: 5 s).
+    pub delivery_timeout: Duration,
+}
+
+impl SimulatorConfig {
+    /// WeChat Pay's rules and pace, with the sandbox's keys.
+    pub fn new(
+        addr: SocketAddr,
+        appid: impl Into<String>,
+        mchid: impl Into<String>,
+        keys: &SandboxKeys,
+    ) -> Self {
+        SimulatorConfig {
+            addr,
+            appid: appid.into(),
+            mchid: mchid.into(),
+            merchant_serial_no: keys.merchant_serial_no().to_owned(),
+            merchant_public_key: keys.merchant_public_key(),
+            platform_private_key: keys.wechatpay_key().clone(),
+            public_key_id: keys.wechatpay_public_key_id().to_owned(),
+            apiv3_key: keys.apiv3_key().clone(),
+            retry_scale: 1.0,
+            min_time_expire_ahead: WECHAT_MIN_TIME_EXPIRE_AHEAD,
+            delivery_timeout: WECHAT_NOTIFY_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid simulator configuration: {0}")]
+    Config(String),
+}
+
+/// A WeChat-Pay-style error: `{code, message, detail?}` with its HTTP status. The simulator's
+/// control endpoints answer their refusals in the same shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The next matching WeChat Pay API requests answer this error instead (`POST /sandbox/fail`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Matches requests whose path starts with this, e.g. `/v3/pay/transactions/jsapi`.
+    pub path_prefix: String,
+    /// Only requests with this verb (any when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default = "Fault::default_status")]
+    pub status: u16,
+    #[serde(default = "Fault::default_code")]
+    pub code: String,
+    #[serde(default = "Fault::default_message")]
+    pub message: String,
+    /// How many requests it hits before it is used up.
+    #[serde(default = "Fault::default_times")]
+    pub times: u32,
+    /// Wait this long before answering (a slow WeChat Pay, to exercise client timeouts).
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Carry the request out before answering the error: the ambiguous outcome where
+    /// WeChat Pay did the work but the merchant never learnt it.
+    #[serde(default)]
+    pub process: bool,
+}
+
+impl Fault {
+    /// `times` answers of `status` / `code` for requests under `path_prefix`.
+    pub fn new(
+        path_prefix: impl Into<String>,
+        status: u16,
+        code: impl Into<String>,
+        times: u32,
+    ) -> Self {
+        Fault {
+            path_prefix: path_prefix.into(),
+            method: None,
+            status,
+            code: code.into(),
+            message: Self::default_message(),
+            times,
+            delay_ms: 0,
+            process: false,
+        }
+    }
+
+    fn default_status() -> u16 {
+        500
+    }
+
+    fn default_code() -> String {
+        "SYSTEM_ERROR".to_owned()
+    }
+
+    fn default_message() -> String {
+        "系统错误".to_owned()
+    }
+
+    fn default_times() -> u32 {
+        1
+    }
+}
+
+/// The user pays (`POST /sandbox/pay`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayRequest {
+    pub out_trade_no: String,
+    /// How many copies of the notification go out at once (0: none, a lost notification).
+    #[serde(default = "PayRequest::default_deliveries")]
+    pub deliveries: u32,
+    /// Charge this amount instead of the order's, to simulate a mismatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_total: Option<i64>,
+    /// Accept the payment even though the order is CLOSED, past `time_expire` or already
+    /// paid (then as a second transaction): the races the backend must record as anomalies.
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl PayRequest {
+    pub fn new(out_trade_no: impl Into<String>) -> Self {
+        PayRequest {
+            out_trade_no: out_trade_no.into(),
+            deliveries: 1,
+            amount_total: None,
+            force: false,
+        }
+    }
+
+    fn default_deliveries() -> u32 {
+        1
+    }
+}
+
+/// What `POST /sandbox/pay` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayOutcome {
+    pub out_trade_no: String,
+    pub transaction_id: String,
+    pub trade_state: String,
+    /// The amount charged (the override when one was given).
+    pub amount_total: i64,
+    pub notification_id: String,
+    pub deliveries: u32,
+}
+
+/// Namespace for [`Simulator::start`].
+pub struct Simulator;
+
+impl Simulator {
+    /// Binds `config.addr` and serves until [`SimulatorHandle::shutdown`] (or until the
+    /// handle is dropped).
+    pub async fn start(config: SimulatorConfig) -> Result<SimulatorHandle, SimulatorError> {
+        if !config.retry_scale.is_finite() || config.retry_scale < 0.0 {
+            return Err(SimulatorError::Config(
+                "retry_scale must be a finite number >= 0".into(),
+            ));
+        }
+        if config.appid.is_empty() || config.mchid.is_empty() || config.public_key_id.is_empty() {
+            return Err(SimulatorError::Config(
+                "appid, mchid and public_key_id must not be empty".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.delivery_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            // Notifications go straight to notify_url, as WeChat Pay's do, never via a proxy
+            // picked up from the environment.
+            .no_proxy()
+            .user_agent("Mozilla/4.0")
+            .build()
+            .map_err(|e| SimulatorError::Config(format!("HTTP client: {e}")))?;
+
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| SimulatorError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| SimulatorError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            http,
+            store: Mutex::new(state::Store::default()),
+            shutdown: shutdown_rx.clone(),
+            tasks: Mutex::new(JoinSet::new()),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let app = router(shared.clone());
+        let mut signal = shutdown_rx;
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = signal.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "WeChat Pay simulator listening");
+        Ok(SimulatorHandle {
+            addr,
+            shared,
+            shutdown_tx,
+            server: Some(server),
+        })
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    wechat::routes(shared.clone())
+        .merge(control::routes())
+        .fallback(wechat::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            wechat::sign_responses,
+        ))
+        .with_state(shared)
+}
+
+/// What the server's handlers and the delivery tasks share.
+pub(crate) struct Shared {
+    pub(crate) config: SimulatorConfig,
+    pub(crate) http: reqwest::Client,
+    pub(crate) store: Mutex<state::Store>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Notification deliveries in progress; aborted on shutdown.
+    pub(crate) tasks: Mutex<JoinSet<()>>,
+    /// Deliveries run here even when a payment is triggered from outside the runtime.
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    /// The store, even if a panicking thread poisoned its lock: every update is applied
+    /// whole under the lock, so the data stays consistent.
+    pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, state::Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Reap finished deliveries so the set does not grow with every payment.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn_on(task, &self.runtime);
+    }
+}
+
+/// A running simulator. Dropping it stops the server; [`shutdown`](Self::shutdown) also
+/// waits for it to finish.
+pub struct SimulatorHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl SimulatorHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`: the `WXPAY_API_BASE` of a backend using this simulator.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn config(&self) -> &SimulatorConfig {
+        &self.shared.config
+    }
+
+    /// The simulated transaction as the simulator keeps it.
+    pub fn transaction(&self, out_trade_no: &str) -> Option<SimTransaction> {
+        self.shared.store().transaction(out_trade_no)
+    }
+
+    /// Every simulated transaction, oldest first.
+    pub fn transactions(&self) -> Vec<SimTransaction> {
+        self.shared.store().transactions()
+    }
+
+    /// What query-order by out_trade_no would answer now.
+    pub fn wechat_transaction(&self, out_trade_no: &str) -> Option<Transaction> {
+        self.shared.store().wechat_view(out_trade_no)
+    }
+
+    /// Every notification delivery attempt for the order, in attempt order.
+    pub fn deliveries(&self, out_trade_no: &str) -> Vec<DeliveryAttempt> {
+        self.shared.store().deliveries(out_trade_no)
+    }
+
+    /// The order's notifications: acknowledged yet, and whether retrying has ended.
+    pub fn notifications(&self, out_trade_no: &str) -> Vec<NotificationStatus> {
+        self.shared.store().notifications(out_trade_no)
+    }
+
+    /// The user pays; same as `POST /sandbox/pay`.
+    pub fn pay(&self, request: &PayRequest) -> Result<PayOutcome, ApiError> {
+        control::pay(&self.shared, request)
+    }
+
+    /// The user is entering the password: NOTPAY -> USERPAYING (`POST /sandbox/userpaying`).
+    pub fn set_user_paying(&self, out_trade_no: &str) -> Result<SimTransaction, ApiError> {
+        self.shared.store().set_user_paying(out_trade_no)
+    }
+
+    /// Sends a paid order's notification again, `deliveries` copies at once, with retries
+    /// (`POST /sandbox/notify`).
+    pub fn redeliver(&self, out_trade_no: &str, deliveries: u32) -> Result<String, ApiError> {
+        control::redeliver(&self.shared, out_trade_no, deliveries)
+    }
+
+    /// Queues a fault (`POST /sandbox/fail`).
+    pub fn inject_fault(&self, fault: Fault) -> Result<(), ApiError> {
+        control::inject_fault(&self.shared, fault)
+    }
+
+    /// Faults not used up yet.
+    pub fn pending_faults(&self) -> Vec<Fault> {
+        self.shared.store().faults.clone()
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.store().faults.clear();
+    }
+
+    /// Stops accepting requests, aborts notification deliveries and waits for the server.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        if let Some(server) = self.server.take() {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "WeChat Pay simulator stopped with an error")
+                }
+                Err(e) => tracing::warn!(error = %e, "WeChat Pay simulator task failed"),
+            }
+        }
+        let mut tasks =
+            std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        tasks.shutdown().await;
+        tracing::info!(addr = %self.addr, "WeChat Pay simulator stopped");
+    }
+
+    fn stop(&self) {
+        let _ = self.shutdown_tx.send(true);
+        self.shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort_all();
+    }
+}
+
+impl Drop for SimulatorHandle {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            self.stop();
+        }
+    }
+}
+
+impl std::fmt::Debug for SimulatorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatorHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,602 @@
+//! The WeChat Pay API surface: JSAPI prepay, query by out_trade_no and by transaction_id,
+//! close, with WeChat Pay's request checks (headers, merchant signature, parameters) and
+//! `{code, message, detail}` errors. Every response, errors and 204s included, leaves through
+//! `sign_responses`, so the backend's "an unsigned 2xx is forged" rule is exercised.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+use shared::wechatpay::{VerifyError, nonce, parse_authorization, sign_response_headers};
+use time::OffsetDateTime;
+
+use super::state::NewOrder;
+use super::{ApiError, Shared, SimulatorConfig};
+
+/// Bodies of the JSAPI calls are a few hundred bytes; anything this large is not one.
+const MAX_BODY: usize = 64 * 1024;
+
+const MAX_OUT_TRADE_NO: usize = 32;
+const MIN_OUT_TRADE_NO: usize = 6;
+
+pub(super) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v3/pay/transactions/jsapi", post(prepay))
+        .route(
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}",
+            get(query_by_out_trade_no),
+        )
+        .route(
+            "/v3/pay/transactions/id/{transaction_id}",
+            get(query_by_transaction_id),
+        )
+        .route(
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+            post(close),
+        )
+        .route("/v3/certificates", get(certificates))
+        .method_not_allowed_fallback(method_not_allowed)
+        // Only matched WeChat Pay routes are authenticated; `/sandbox/*` is not WeChat Pay's.
+        .route_layer(axum::middleware::from_fn_with_state(shared, authenticate))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(status, &self)
+    }
+}
+
+pub(super) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Signs whatever the simulator answers with the platform key: `ts\nnonce\nbody\n`, the body
+/// empty for a 204, `Wechatpay-Serial` = the public-key id (reference section 2).
+pub(super) async fn sign_responses(
+    State(s): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let signed = sign_response_headers(
+        &s.config.platform_private_key,
+        &s.config.public_key_id,
+        now().unix_timestamp(),
+        &nonce(),
+        &bytes,
+    );
+    parts.headers.extend(signed);
+    if let Ok(id) = HeaderValue::from_str(&nonce()) {
+        parts.headers.insert("request-id", id);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// What WeChat Pay checks before it looks at a request: `Accept` and `User-Agent`, the body,
+/// then the merchant's `Authorization` (mchid, serial, 5-minute window, signature over the
+/// exact path, query and body bytes). Queued faults apply to authenticated requests only.
+async fn authenticate(State(s): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let present = |name| {
+        parts
+            .headers
+            .get(name)
+            .is_some_and(|v: &HeaderValue| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
+    };
+    if !present(header::ACCEPT) || !present(header::USER_AGENT) {
+        return ApiError::new(400, "INVALID_REQUEST", "Http头缺少Accept或User-Agent")
+            .into_response();
+    }
+    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+        return ApiError::new(400, "INVALID_REQUEST", "请求体过大或无法读取").into_response();
+    };
+    if parts.method == Method::POST && !bytes.is_empty() && !is_json(&parts.headers) {
+        return ApiError::new(400, "INVALID_REQUEST", "Content-Type必须为application/json")
+            .into_response();
+    }
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if let Err(e) = verify_merchant(
+        &s.config,
+        parts.method.as_str(),
+        path_and_query,
+        &parts.headers,
+        &bytes,
+    ) {
+        tracing::info!(path = parts.uri.path(), code = %e.code, message = %e.message, "merchant request refused");
+        return e.into_response();
+    }
+
+    let fault = s
+        .store()
+        .take_fault(parts.method.as_str(), parts.uri.path());
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let Some(fault) = fault else {
+        return next.run(request).await;
+    };
+    tracing::info!(path = request.uri().path(), status = fault.status, code = %fault.code, "injected fault");
+    if fault.delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+    }
+    if fault.process {
+        let _ = next.run(request).await;
+    }
+    ApiError::new(fault.status, fault.code, fault.message).into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
+}
+
+fn sign_error(message: impl Into<String>) -> ApiError {
+    ApiError::new(401, "SIGN_ERROR", message)
+}
+
+fn verify_merchant(
+    config: &SimulatorConfig,
+    method: &str,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| sign_error("Http头缺少Authorization"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| sign_error("Http头Authorization值格式错误: not ASCII"))?;
+    let auth = parse_authorization(value)
+        .map_err(|e| sign_error(format!("Http头Authorization值格式错误: {e}")))?;
+    if auth.mchid != config.mchid {
+        return Err(sign_error(format!(
+            "Http头Authorization中的mchid `{}` 不是本商户号",
+            bounded(&auth.mchid)
+        )));
+    }
+    if !auth
+        .serial_no
+        .eq_ignore_ascii_case(&config.merchant_serial_no)
+    {
+        return Err(sign_error(format!(
+            "商户证书序列号有误: serial_no `{}` is not the merchant API certificate's",
+            bounded(&auth.serial_no)
+        )));
+    }
+    match auth.verify(
+        &config.merchant_public_key,
+        method,
+        path_and_query,
+        body,
+        now().unix_timestamp(),
+    ) {
+        Ok(_) => Ok(()),
+        Err(VerifyError::Expired { .. } | VerifyError::MalformedTimestamp) => Err(sign_error(
+            "Http头Authorization中的timestamp与发起请求的时间不得超过5分钟",
+        )),
+        Err(_) => {
+            // WeChat Pay echoes what it reconstructed so merchants can diff it against what
+            // they signed (reference section 1.4).
+            let message = auth.message(method, path_and_query, body);
+            let truncated: String = String::from_utf8_lossy(&message)
+                .chars()
+                .take(256)
+                .collect();
+            Err(sign_error("错误的签名，验签失败").with_detail(json!({
+                "detail": {"issue": "sign not match"},
+                "field": "signature",
+                "location": "authorization",
+                "sign_information": {
+                    "method": method,
+                    "sign_message_length": message.len(),
+                    "truncated_sign_message": truncated,
+                    "url": path_and_query,
+                },
+            })))
+        }
+    }
+}
+
+/// Network-supplied values end up in messages and logs: keep them short.
+fn bounded(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+// -----------------------------------------------------------------------------------------
+// Handlers
+// -----------------------------------------------------------------------------------------
+
+async fn prepay(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let created = parse_prepay(&s.config, &body).and_then(|new| {
+        let out_trade_no = new.out_trade_no.clone();
+        let prepay_id = s
+            .store()
+            .prepay(new, now(), s.config.min_time_expire_ahead)?;
+        Ok((out_trade_no, prepay_id))
+    });
+    match created {
+        Ok((out_trade_no, prepay_id)) => {
+            tracing::info!(%out_trade_no, %prepay_id, "JSAPI prepay");
+            json_response(StatusCode::OK, &json!({ "prepay_id": prepay_id }))
+        }
+        Err(e) => {
+            tracing::info!(code = %e.code, message = %e.message, "JSAPI prepay refused");
+            e.into_response()
+        }
+    }
+}
+
+async fn query_by_out_trade_no(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let found = check_query_mchid(&s.config, query)
+        .and_then(|()| path_out_trade_no(path))
+        .and_then(|out_trade_no| {
+            s.store()
+                .wechat_view(&out_trade_no)
+                .ok_or_else(|| ApiError::new(404, "ORDER_NOT_EXIST", "订单不存在"))
+        });
+    match found {
+        Ok(transaction) => json_response(StatusCode::OK, &transaction),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Only paid orders have a transaction_id; anything else is "no such order".
+async fn query_by_transaction_id(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let found = check_query_mchid(&s.config, query)
+        .and_then(|()| {
+            let Path(transaction_id) = path.map_err(|_| {
+                param_error(
+                    "transaction_id",
+                    None,
+                    "must be a WeChat Pay transaction_id",
+                    "path",
+                )
+            })?;
+            if transaction_id.is_empty()
+                || transaction_id.len() > 32
+                || !transaction_id.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(param_error(
+                    "transaction_id",
+                    Some(&Value::String(bounded(&transaction_id))),
+                    "must be the digits of a WeChat Pay transaction_id",
+                    "path",
+                ));
+            }
+            Ok(transaction_id)
+        })
+        .and_then(|transaction_id| {
+            s.store()
+                .payment(&transaction_id)
+                .ok_or_else(|| ApiError::new(404, "ORDER_NOT_EXIST", "订单不存在"))
+        });
+    match found {
+        Ok(transaction) => json_response(StatusCode::OK, &transaction),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn close(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    let closed = path_out_trade_no(path).and_then(|out_trade_no| {
+        let value = parse_object(&body)?;
+        let mchid = required_str(&value, "/mchid", 32)?;
+        if mchid != s.config.mchid {
+            return Err(param_error(
+                "/mchid",
+                Some(&Value::String(bounded(mchid))),
+                "does not match the merchant of the Authorization header",
+                "body",
+            ));
+        }
+        s.store().close(&out_trade_no, now())?;
+        Ok(out_trade_no)
+    });
+    match closed {
+        Ok(out_trade_no) => {
+            tracing::info!(%out_trade_no, "order closed");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A merchant with a WeChat Pay public key has no platform certificates (reference 2.4).
+async fn certificates() -> Response {
+    ApiError::new(
+        404,
+        "RESOURCE_NOT_EXISTS",
+        "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。可查看指引https://pay.weixin.qq.com/docs/merchant/products/platform-certificate/wxp-pub-key-guide.html",
+    )
+    .into_response()
+}
+
+pub(super) async fn not_found() -> Response {
+    ApiError::new(404, "NOT_FOUND", "请求的资源不存在").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(405, "METHOD_NOT_ALLOWED", "请求方法不被允许").into_response()
+}
+
+// -----------------------------------------------------------------------------------------
+// Parameters
+// -----------------------------------------------------------------------------------------
+
+/// WeChat Pay's PARAM_ERROR, naming the field as a JSON pointer the way its `detail` does.
+fn param_error(field: &str, value: Option<&Value>, issue: &str, location: &str) -> ApiError {
+    let mut detail = json!({ "field": field, "issue": issue, "location": location });
+    if let (Some(value), Some(map)) = (value, detail.as_object_mut()) {
+        map.insert("value".into(), value.clone());
+    }
+    ApiError::new(400, "PARAM_ERROR", format!("参数错误: {field} {issue}")).with_detail(detail)
+}
+
+fn check_query_mchid(
+    config: &SimulatorConfig,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<(), ApiError> {
+    let Query(params) =
+        query.map_err(|_| param_error("mchid", None, "malformed query string", "query"))?;
+    match params.get("mchid") {
+        None => Err(param_error("mchid", None, "is required", "query")),
+        Some(mchid) if *mchid != config.mchid => Err(param_error(
+            "mchid",
+            Some(&Value::String(bounded(mchid))),
+            "does not match the merchant of the Authorization header",
+            "query",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn valid_out_trade_no(s: &str) -> bool {
+    (MIN_OUT_TRADE_NO..=MAX_OUT_TRADE_NO).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'|' | b'*' | b'-'))
+}
+
+fn path_out_trade_no(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(out_trade_no) =
+        path.map_err(|_| param_error("out_trade_no", None, "malformed path", "path"))?;
+    if !valid_out_trade_no(&out_trade_no) {
+        return Err(param_error(
+            "out_trade_no",
+            Some(&Value::String(bounded(&out_trade_no))),
+            "must be 6-32 characters of [0-9A-Za-z_|*-]",
+            "path",
+        ));
+    }
+    Ok(out_trade_no)
+}
+
+fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, "PARAM_ERROR", format!("请求体不是合法的JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::new(400, "PARAM_ERROR", "请求体必须是JSON对象"));
+    }
+    // WeChat Pay refuses nulls: absent fields are omitted, never sent as null.
+    if let Some(field) = find_null(&value, String::new()) {
+        return Err(param_error(
+            &field,
+            None,
+            "must not be null (omit absent fields)",
+            "body",
+        ));
+    }
+    Ok(value)
+}
+
+fn find_null(value: &Value, at: String) -> Option<String> {
+    match value {
+        Value::Null => Some(at),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(key, v)| find_null(v, format!("{at}/{key}"))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_null(v, format!("{at}/{i}"))),
+        _ => None,
+    }
+}
+
+fn optional_str<'a>(
+    value: &'a Value,
+    pointer: &str,
+    max_bytes: usize,
+) -> Result<Option<&'a str>, ApiError> {
+    match value.pointer(pointer) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.len() <= max_bytes => Ok(Some(s)),
+        Some(Value::String(s)) => Err(param_error(
+            pointer,
+            Some(&Value::String(bounded(s))),
+            &format!("must be at most {max_bytes} bytes"),
+            "body",
+        )),
+        Some(_) => Err(param_error(pointer, None, "must be a string", "body")),
+    }
+}
+
+fn required_str<'a>(
+    value: &'a Value,
+    pointer: &str,
+    max_bytes: usize,
+) -> Result<&'a str, ApiError> {
+    match optional_str(value, pointer, max_bytes)? {
+        Some(s) if !s.is_empty() => Ok(s),
+        Some(_) => Err(param_error(pointer, None, "must not be empty", "body")),
+        None => Err(param_error(pointer, None, "is required", "body")),
+    }
+}
+
+/// Checks a JSAPI prepay body the way WeChat Pay does (reference section 4.1). The
+/// `time_expire` minimum is checked by the store, only for new orders: a repeat keeps the
+/// original `time_expire`, which may by then be closer than the minimum.
+fn parse_prepay(config: &SimulatorConfig, body: &[u8]) -> Result<NewOrder, ApiError> {
+    let value = parse_object(body)?;
+    let appid = required_str(&value, "/appid", 32)?;
+    let mchid = required_str(&value, "/mchid", 32)?;
+    if appid != config.appid || mchid != config.mchid {
+        return Err(ApiError::new(
+            400,
+            "APPID_MCHID_NOT_MATCH",
+            "AppID和mch_id不匹配",
+        ));
+    }
+    let description = required_str(&value, "/description", 127)?;
+    let out_trade_no = required_str(&value, "/out_trade_no", MAX_OUT_TRADE_NO)?;
+    if !valid_out_trade_no(out_trade_no) {
+        return Err(param_error(
+            "/out_trade_no",
+            Some(&Value::String(bounded(out_trade_no))),
+            "must be 6-32 characters of [0-9A-Za-z_|*-]",
+            "body",
+        ));
+    }
+    let time_expire = match optional_str(&value, "/time_expire", 64)? {
+        None => None,
+        Some(raw) => {
+            let at = shared::domain::time::parse_rfc3339(raw).map_err(|_| {
+                param_error(
+                    "/time_expire",
+                    Some(&Value::String(bounded(raw))),
+                    "must be RFC 3339, e.g. 2018-06-08T10:34:56+08:00",
+                    "body",
+                )
+            })?;
+            Some((raw.to_owned(), at))
+        }
+    };
+    let attach = optional_str(&value, "/attach", 128)?;
+    let notify_url = required_str(&value, "/notify_url", 255)?;
+    check_notify_url(notify_url)?;
+
+    if !value.get("amount").is_some_and(Value::is_object) {
+        return Err(param_error(
+            "/amount",
+            None,
+            "is required and must be an object",
+            "body",
+        ));
+    }
+    let amount_total = match value.pointer("/amount/total") {
+        Some(total) => total
+            .as_i64()
+            .filter(|t| (1..=i64::from(i32::MAX)).contains(t))
+            .ok_or_else(|| {
+                param_error(
+                    "/amount/total",
+                    Some(total),
+                    "must be a whole number of fen, at least 1",
+                    "body",
+                )
+            })?,
+        None => return Err(param_error("/amount/total", None, "is required", "body")),
+    };
+    let currency = optional_str(&value, "/amount/currency", 16)?.unwrap_or("CNY");
+    if currency != "CNY" {
+        return Err(param_error(
+            "/amount/currency",
+            Some(&Value::String(bounded(currency))),
+            "Currency code is invalid (domestic merchants take CNY only)",
+            "body",
+        ));
+    }
+    if !value.get("payer").is_some_and(Value::is_object) {
+        return Err(param_error(
+            "/payer",
+            None,
+            "is required and must be an object",
+            "body",
+        ));
+    }
+    let payer_openid = required_str(&value, "/payer/openid", 128)?;
+
+    Ok(NewOrder {
+        appid: appid.to_owned(),
+        mchid: mchid.to_owned(),
+        description: description.to_owned(),
+        out_trade_no: out_trade_no.to_owned(),
+        time_expire,
+        attach: attach.map(str::to_owned),
+        notify_url: notify_url.to_owned(),
+        amount_total,
+        currency: currency.to_owned(),
+        payer_openid: payer_openid.to_owned(),
+        request: value.clone(),
+    })
+}
+
+/// WeChat Pay calls only https URLs without a query string; plain http is accepted for
+/// loopback so the sandbox can deliver to the local backend.
+fn check_notify_url(raw: &str) -> Result<(), ApiError> {
+    let invalid = |issue: &str| {
+        param_error(
+            "/notify_url",
+            Some(&Value::String(bounded(raw))),
+            issue,
+            "body",
+        )
+    };
+    let url = reqwest::Url::parse(raw).map_err(|_| invalid("must be an absolute URL"))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(invalid("must be an https URL (http only on loopback)")),
+    }
+    if url.query().is_some() {
+        return Err(invalid("must not carry a query string"));
+    }
+    Ok(())
+}

@@ -1,0 +1,1245 @@
+//! The WeChat Pay simulator driven through the backend's real client (`HttpPayGateway` in
+//! public-key mode), plus raw signed requests for what the client never sends, a local
+//! notify endpoint that verifies and decrypts every notification with `shared`, and the
+//! sandbox key generation.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sandbox::{Fault, SandboxKeys, Simulator, SimulatorConfig, SimulatorHandle};
+use shared::domain::time::to_wechat;
+use shared::wechatpay::{
+    ApiV3Key, GatewaySettings, HttpPayGateway, MerchantSigner, PayError, PayGateway, PrepayRequest,
+    RsaPrivateKey, RsaPublicKey, TradeState, Transaction, Verifier, nonce, verify_and_decrypt,
+};
+use time::OffsetDateTime;
+
+const APPID: &str = "wxd678efh567hg6787";
+const MCHID: &str = "1230000109";
+const MCH_SERIAL: &str = "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB";
+const PUB_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000012345678";
+const APIV3: &str = "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb";
+const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn pem(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../testdata/keys/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn merchant_key() -> RsaPrivateKey {
+    RsaPrivateKey::from_pkcs8_pem(&pem("test_merchant_key.pem")).unwrap()
+}
+
+fn platform_public() -> RsaPublicKey {
+    RsaPublicKey::from_spki_pem(&pem("test_platform_public.pem")).unwrap()
+}
+
+fn config() -> SimulatorConfig {
+    SimulatorConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        appid: APPID.into(),
+        mchid: MCHID.into(),
+        merchant_serial_no: MCH_SERIAL.into(),
+        merchant_public_key: merchant_key().public_key(),
+        platform_private_key: RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap(),
+        public_key_id: PUB_KEY_ID.into(),
+        apiv3_key: ApiV3Key::new(APIV3).unwrap(),
+        retry_scale: 0.001,
+        min_time_expire_ahead: Duration::from_secs(60),
+        delivery_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn simulator() -> SimulatorHandle {
+    Simulator::start(config()).await.unwrap()
+}
+
+fn gateway_with(sim: &SimulatorHandle, notify_url: &str, key: RsaPrivateKey) -> HttpPayGateway {
+    HttpPayGateway::new(GatewaySettings {
+        api_base: sim.base_url(),
+        appid: APPID.into(),
+        mchid: MCHID.into(),
+        mch_serial_no: MCH_SERIAL.into(),
+        mch_private_key: key,
+        apiv3_key: ApiV3Key::new(APIV3).unwrap(),
+        public_key: Some((PUB_KEY_ID.into(), platform_public())),
+        notify_url: Some(notify_url.into()),
+        retry: Default::default(),
+        certificate_refresh_interval: Duration::from_secs(60),
+    })
+    .unwrap()
+}
+
+fn gateway(sim: &SimulatorHandle, notify_url: &str) -> HttpPayGateway {
+    gateway_with(sim, notify_url, merchant_key())
+}
+
+fn order(out_trade_no: &str, amount_total: i64) -> PrepayRequest {
+    PrepayRequest {
+        out_trade_no: out_trade_no.into(),
+        description: "wxpay-orders test order".into(),
+        time_expire: to_wechat(OffsetDateTime::now_utc() + Duration::from_secs(1800)),
+        attach: Some("cart=42".into()),
+        amount_total,
+        payer_openid: OPENID.into(),
+    }
+}
+
+fn api_error(e: PayError) -> (u16, String) {
+    match e {
+        PayError::Api { status, code, .. } => (status, code),
+        other => panic!("expected a WeChat Pay error body, got {other:?}"),
+    }
+}
+
+/// Polls `f` until it yields, failing the test at the deadline.
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A control call (`/sandbox/*`): JSON in, (status, JSON) out.
+async fn control(
+    sim: &SimulatorHandle,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{}{path}", sim.base_url());
+    let mut request = client.request(method.parse().unwrap(), url);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    let json = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, json)
+}
+
+/// A request signed like the client signs, with knobs the client does not have.
+struct Raw<'a> {
+    method: &'a str,
+    path_and_query: &'a str,
+    body: &'a str,
+    key: RsaPrivateKey,
+    timestamp: i64,
+    user_agent: bool,
+}
+
+impl<'a> Raw<'a> {
+    fn new(method: &'a str, path_and_query: &'a str, body: &'a str) -> Self {
+        Raw {
+            method,
+            path_and_query,
+            body,
+            key: merchant_key(),
+            timestamp: OffsetDateTime::now_utc().unix_timestamp(),
+            user_agent: true,
+        }
+    }
+
+    async fn send(self, sim: &SimulatorHandle) -> (u16, HeaderMap, Bytes) {
+        let signer = MerchantSigner::new(MCHID, MCH_SERIAL, self.key);
+        let authorization = signer.authorization(
+            self.method,
+            self.path_and_query,
+            self.body.as_bytes(),
+            self.timestamp,
+            &nonce(),
+        );
+        let mut request = reqwest::Client::new()
+            .request(
+                self.method.parse().unwrap(),
+                format!("{}{}", sim.base_url(), self.path_and_query),
+            )
+            .header("authorization", authorization)
+            .header("accept", "application/json");
+        if self.user_agent {
+            request = request.header("user-agent", "sandbox-tests");
+        }
+        if !self.body.is_empty() {
+            request = request
+                .header("content-type", "application/json")
+                .body(self.body.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.bytes().await.unwrap())
+    }
+}
+
+fn code_of(body: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+    value["code"].as_str().unwrap().to_owned()
+}
+
+fn verifier() -> Verifier {
+    let mut verifier = Verifier::new();
+    verifier.add_public_key(PUB_KEY_ID, platform_public());
+    verifier
+}
+
+// -----------------------------------------------------------------------------------------
+// A notify endpoint that verifies every notification the way the backend must.
+// -----------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Received {
+    notification_id: String,
+    event_type: String,
+    signature_nonce: String,
+    transaction: Transaction,
+    /// The most deliveries in flight together, seen when this one was answered.
+    in_flight: usize,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    /// Statuses to answer, in order; 204 once used up.
+    plan: VecDeque<u16>,
+    received: Vec<Received>,
+    rejected: Vec<String>,
+    in_flight: usize,
+    /// The most deliveries ever in flight together.
+    peak: usize,
+    /// Hold each delivery until this many are in flight together (or a deadline passes).
+    hold_until_in_flight: usize,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    addr: SocketAddr,
+    state: Arc<Mutex<ReceiverState>>,
+}
+
+impl Receiver {
+    async fn start(plan: &[u16], hold_until_in_flight: usize) -> Receiver {
+        let state = Arc::new(Mutex::new(ReceiverState {
+            plan: plan.iter().copied().collect(),
+            hold_until_in_flight,
+            ..Default::default()
+        }));
+        let app = axum::Router::new()
+            .route("/notify/wechatpay", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/notify/wechatpay", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    fn rejected(&self) -> Vec<String> {
+        self.state.lock().unwrap().rejected.clone()
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let verified = verify_and_decrypt(
+        &verifier(),
+        &ApiV3Key::new(APIV3).unwrap(),
+        &headers,
+        &body,
+        now,
+    );
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            state.lock().unwrap().rejected.push(e.to_string());
+            return (
+                StatusCode::UNAUTHORIZED,
+                r#"{"code":"FAIL","message":"verification failed"}"#,
+            )
+                .into_response();
+        }
+    };
+
+    let hold = {
+        let mut s = state.lock().unwrap();
+        s.in_flight += 1;
+        s.peak = s.peak.max(s.in_flight);
+        s.hold_until_in_flight
+    };
+    let start = Instant::now();
+    while state.lock().unwrap().peak < hold && start.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let mut s = state.lock().unwrap();
+    s.in_flight -= 1;
+    let in_flight = s.peak;
+    s.received.push(Received {
+        notification_id: verified.notification.id.clone(),
+        event_type: verified.notification.event_type.clone(),
+        signature_nonce: verified.signature.nonce.clone(),
+        transaction: verified.transaction().unwrap(),
+        in_flight,
+    });
+    let status = s.plan.pop_front().unwrap_or(204);
+    drop(s);
+    if status == 204 {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::from_u16(status).unwrap(),
+            r#"{"code":"FAIL","message":"try again"}"#,
+        )
+            .into_response()
+    }
+}
+
+// -----------------------------------------------------------------------------------------
+// The WeChat Pay API through the real client
+// -----------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_order_goes_from_prepay_to_paid_through_the_real_client() {
+    let receiver = Receiver::start(&[], 0).await;
+    let sim = simulator().await;
+    let client = gateway(&sim, &receiver.url());
+    let no = "ORDER0000000000000000000001";
+
+    let prepay = client.jsapi_prepay(&order(no, 1980)).await.unwrap();
+    assert!(
+        prepay.prepay_id.starts_with("wx") && prepay.prepay_id.len() == 36,
+        "{}",
+        prepay.prepay_id
+    );
+
+    let unpaid = client.query_by_out_trade_no(no).await.unwrap();
+    assert_eq!(unpaid.trade_state, TradeState::NotPay);
+    assert_eq!(
+        (unpaid.appid.as_str(), unpaid.mchid.as_str()),
+        (APPID, MCHID)
+    );
+    assert_eq!(unpaid.amount.as_ref().unwrap().total, 1980);
+    assert!(
+        unpaid.payer.is_none() && unpaid.transaction_id.is_none() && unpaid.success_time.is_none()
+    );
+
+    let (status, paid) = control(
+        &sim,
+        "POST",
+        "/sandbox/pay",
+        Some(serde_json::json!({"out_trade_no": no, "deliveries": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["trade_state"], "SUCCESS");
+    let transaction_id = paid["transaction_id"].as_str().unwrap().to_owned();
+    assert!(
+        transaction_id.len() == 28
+            && transaction_id.starts_with("4200")
+            && transaction_id.bytes().all(|b| b.is_ascii_digit()),
+        "{transaction_id}"
+    );
+
+    let by_no = client.query_by_out_trade_no(no).await.unwrap();
+    assert_eq!(by_no.trade_state, TradeState::Success);
+    assert_eq!(
+        by_no.transaction_id.as_deref(),
+        Some(transaction_id.as_str())
+    );
+    assert_eq!(by_no.payer.as_ref().unwrap().openid, OPENID);
+    assert_eq!(by_no.amount.as_ref().unwrap().payer_total, Some(1980));
+    assert_eq!(by_no.attach.as_deref(), Some("cart=42"));
+    assert!(by_no.success_time.as_deref().unwrap().ends_with("+08:00"));
+    let by_id = client
+        .query_by_transaction_id(&transaction_id)
+        .await
+        .unwrap();
+    assert_eq!(by_id, by_no);
+
+    let refused = client.close(no).await.unwrap_err();
+    assert_eq!(api_error(refused), (400, "ORDERPAID".to_owned()));
+
+    let received = eventually("the notification", || receiver.received().pop()).await;
+    assert_eq!(received.event_type, "TRANSACTION.SUCCESS");
+    assert_eq!(
+        received.notification_id,
+        paid["notification_id"].as_str().unwrap()
+    );
+    assert_eq!(received.transaction, by_no);
+    assert!(receiver.rejected().is_empty());
+    let attempts = eventually("the delivery log", || {
+        let list = sim.deliveries(no);
+        (!list.is_empty()).then_some(list)
+    })
+    .await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, Some(204));
+
+    // Paying twice is refused.
+    let (status, again) = control(
+        &sim,
+        "POST",
+        "/sandbox/pay",
+        Some(serde_json::json!({"out_trade_no": no})),
+    )
+    .await;
+    assert_eq!((status, again["code"].as_str()), (400, Some("ORDERPAID")));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn out_trade_no_may_carry_every_character_wechat_pay_allows() {
+    let receiver = Receiver::start(&[], 0).await;
+    let sim = simulator().await;
+    let client = gateway(&sim, &receiver.url());
+    // The client sends `|` as %7C in paths and signs those bytes; the simulator must agree.
+    let no = "A_b-c|d*e0123";
+    client.jsapi_prepay(&order(no, 100)).await.unwrap();
+    assert_eq!(
+        client.query_by_out_trade_no(no).await.unwrap().out_trade_no,
+        no
+    );
+    let paid = sim.pay(&sandbox::PayRequest::new(no)).unwrap();
+    assert_eq!(paid.notification_id.len(), 36);
+    let received = eventually("the notification", || receiver.received().pop()).await;
+    assert_eq!(received.transaction.out_trade_no, no);
+    let e = client.close(no).await.unwrap_err();
+    assert_eq!(api_error(e), (400, "ORDERPAID".to_owned()));
+}
+
+#[tokio::test]
+async fn a_repeated_prepay_gets_the_same_prepay_id_and_changed_parameters_are_refused() {
+    let sim = simulator().await;
+    let client = gateway(&sim, "https://merchant.example.com/notify/wechatpay");
+    let request = order("ORDER0000000000000000000002", 1980);
+
+    let first = client.jsapi_prepay(&request).await.unwrap();
+    let again = client.jsapi_prepay(&request).await.unwrap();
+    assert_eq!(first, again);
+
+    let changed_amount = PrepayRequest {
+        amount_total: 1,
+        ..request.clone()
+    };
+    let refused = client.jsapi_prepay(&changed_amount).await.unwrap_err();
+    assert_eq!(api_error(refused), (403, "OUT_TRADE_NO_USED".to_owned()));
+
+    let changed_description = PrepayRequest {
+        description: "something else".into(),
+        ..request
+    };
+    let refused = client.jsapi_prepay(&changed_description).await.unwrap_err();
+    assert_eq!(api_error(refused), (403, "OUT_TRADE_NO_USED".to_owned()));
+}
+
+#[tokio::test]
+async fn a_closed_order_stays_closed() {
+    let sim = simulator().await;
+    let client = gateway(&sim, "https://merchant.example.com/notify/wechatpay");
+    let no = "ORDER0000000000000000000003";
+    let request = order(no, 500);
+    client.jsapi_prepay(&request).await.unwrap();
+
+    client.close(no).await.unwrap();
+    // Closing again answers 204 too: the sweeper may run twice.
+    client.close(no).await.unwrap();
+    let closed = client.query_by_out_trade_no(no).await.unwrap();
+    assert_eq!(closed.trade_state, TradeState::Closed);
+    assert!(closed.transaction_id.is_none());
+
+    let refused = client.jsapi_prepay(&request).await.unwrap_err();
+    assert_eq!(api_error(refused), (400, "ORDER_CLOSED".to_owned()));
+    let (status, body) = control(
+        &sim,
+        "POST",
+        "/sandbox/pay",
+        Some(serde_json::json!({"out_trade_no": no})),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("ORDER_CLOSED")));
+}
+
+#[tokio::test]
+async fn unknown_orders_do_not_exist() {
+    let sim = simulator().await;
+    let client = gateway(&sim, "https://merchant.example.com/notify/wechatpay");
+
+    let e = client
+        .query_by_out_trade_no("NO_SUCH_ORDER_1")
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(e), (404, "ORDER_NOT_EXIST".to_owned()));
+    let e = client.close("NO_SUCH_ORDER_1").await.unwrap_err();
+    assert_eq!(api_error(e), (404, "ORDER_NOT_EXIST".to_owned()));
+    let e = client
+        .query_by_transaction_id("4200000000202611240000000000")
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(e), (404, "ORDER_NOT_EXIST".to_owned()));
+
+    // Unpaid orders have no transaction_id to be found by.
+    client
+        .jsapi_prepay(&order("ORDER0000000000000000000004", 100))
+        .await
+        .unwrap();
+    let (status, body) = control(
+        &sim,
+        "POST",
+        "/sandbox/pay",
+        Some(serde_json::json!({"out_trade_no": "NO_SUCH_ORDER_1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("ORDER_NOT_EXIST"))
+    );
+}
+
+#[tokio::test]
+async fn a_request_signed_with_another_key_is_refused_with_sign_error() {
+    let sim = simulator().await;
+    let other = RsaPrivateKey::from_pkcs8_pem(&pem("test_other_key.pem")).unwrap();
+    let client = gateway_with(&sim, "https://merchant.example.com/notify/wechatpay", other);
+
+    let e = client
+        .jsapi_prepay(&order("ORDER0000000000000000000005", 100))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(e), (401, "SIGN_ERROR".to_owned()));
+    let e = client
+        .query_by_out_trade_no("ORDER0000000000000000000005")
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(e), (401, "SIGN_ERROR".to_owned()));
+    assert!(sim.transaction("ORDER0000000000000000000005").is_none());
+
+    // WeChat Pay echoes the message it rebuilt, for debugging.
+    let mut raw = Raw::new(
+        "GET",
+        "/v3/pay/transactions/out-trade-no/ORDER_X_1?mchid=1230000109",
+        "",
+    );
+    raw.key = RsaPrivateKey::from_pkcs8_pem(&pem("test_other_key.pem")).unwrap();
+    let (status, _, body) = raw.send(&sim).await;
+    assert_eq!(status, 401);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body["detail"]["sign_information"]["url"],
+        "/v3/pay/transactions/out-trade-no/ORDER_X_1?mchid=1230000109"
+    );
+}
+
+#[tokio::test]
+async fn an_old_timestamp_or_a_missing_user_agent_is_refused() {
+    let sim = simulator().await;
+    let path = "/v3/pay/transactions/out-trade-no/ORDER_X_2?mchid=1230000109";
+
+    let mut stale = Raw::new("GET", path, "");
+    stale.timestamp -= 600;
+    let (status, _, body) = stale.send(&sim).await;
+    assert_eq!((status, code_of(&body)), (401, "SIGN_ERROR".to_owned()));
+
+    let mut anonymous = Raw::new("GET", path, "");
+    anonymous.user_agent = false;
+    let (status, _, body) = anonymous.send(&sim).await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (400, "INVALID_REQUEST".to_owned())
+    );
+
+    let (status, _, body) = Raw::new("GET", "/v3/pay/transactions/out-trade-no/ORDER_X_2", "")
+        .send(&sim)
+        .await;
+    assert_eq!((status, code_of(&body)), (400, "PARAM_ERROR".to_owned()));
+}
+
+#[tokio::test]
+async fn time_expire_must_be_far_enough_ahead() {
+    let sim = simulator().await;
+    let client = gateway(&sim, "https://merchant.example.com/notify/wechatpay");
+    let soon = PrepayRequest {
+        time_expire: to_wechat(OffsetDateTime::now_utc() + Duration::from_secs(30)),
+        ..order("ORDER0000000000000000000006", 100)
+    };
+    let e = client.jsapi_prepay(&soon).await.unwrap_err();
+    assert_eq!(api_error(e), (400, "PARAM_ERROR".to_owned()));
+    sim.shutdown().await;
+
+    // The sandbox relaxes the minimum for a short --order-ttl.
+    let relaxed = Simulator::start(SimulatorConfig {
+        min_time_expire_ahead: Duration::from_secs(5),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let client = gateway(&relaxed, "https://merchant.example.com/notify/wechatpay");
+    client.jsapi_prepay(&soon).await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_prepay_bodies_get_wechat_pay_errors_not_panics() {
+    let sim = simulator().await;
+    let path = "/v3/pay/transactions/jsapi";
+    let valid = serde_json::json!({
+        "appid": APPID, "mchid": MCHID, "description": "d", "out_trade_no": "ORDER_MALFORMED_1",
+        "notify_url": "https://merchant.example.com/notify", "amount": {"total": 1, "currency": "CNY"},
+        "payer": {"openid": OPENID},
+        "time_expire": to_wechat(OffsetDateTime::now_utc() + Duration::from_secs(1800)),
+    });
+    let with = |pointer: &str, value: serde_json::Value| {
+        let mut body = valid.clone();
+        *body.pointer_mut(pointer).unwrap() = value;
+        body.to_string()
+    };
+    let without = |key: &str| {
+        let mut body = valid.clone();
+        body.as_object_mut().unwrap().remove(key);
+        body.to_string()
+    };
+    let cases = [
+        ("not JSON", "{\"appid\":".to_owned(), 400, "PARAM_ERROR"),
+        ("an array", "[]".to_owned(), 400, "PARAM_ERROR"),
+        (
+            "a null",
+            with("/description", serde_json::Value::Null),
+            400,
+            "PARAM_ERROR",
+        ),
+        ("no payer", without("payer"), 400, "PARAM_ERROR"),
+        (
+            "short out_trade_no",
+            with("/out_trade_no", "abc".into()),
+            400,
+            "PARAM_ERROR",
+        ),
+        (
+            "bad characters",
+            with("/out_trade_no", "ORDER 0001/x".into()),
+            400,
+            "PARAM_ERROR",
+        ),
+        (
+            "long description",
+            with("/description", "x".repeat(128).into()),
+            400,
+            "PARAM_ERROR",
+        ),
+        (
+            "zero amount",
+            with("/amount/total", 0.into()),
+            400,
+            "PARAM_ERROR",
+        ),
+        (
+            "fractional amount",
+            with("/amount/total", 1.5.into()),
+            400,
+            "PARAM_ERROR",
+        ),
+        (
+            "USD",
+            with("/amount/currency", "USD".into()),
+            400,
+            "PARAM_ERROR",
+        ),
+        (
+            "public http",
+            with("/notify_url", "http://merchant.example.com/n".into()),
+            400,
+            "PARAM_ERROR",
+        ),
+        (
+            "query string",
+            with("/notify_url", "https://merchant.example.com/n?a=1".into()),
+            400,
+            "PARAM_ERROR",
+        ),
+        (
+            "bad time",
+            with("/time_expire", "tomorrow".into()),
+            400,
+            "PARAM_ERROR",
+        ),
+        (
+            "other appid",
+            with("/appid", "wx0000000000000000".into()),
+            400,
+            "APPID_MCHID_NOT_MATCH",
+        ),
+        (
+            "other mchid",
+            with("/mchid", "1900000000".into()),
+            400,
+            "APPID_MCHID_NOT_MATCH",
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let (got, headers, answer) = Raw::new("POST", path, &body).send(&sim).await;
+        assert_eq!(
+            (got, code_of(&answer)),
+            (status, code.to_owned()),
+            "{what}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert!(
+            headers.contains_key("wechatpay-signature"),
+            "{what}: error responses are signed too"
+        );
+    }
+    // http on loopback is accepted: that is how the sandbox delivers locally.
+    let local = with(
+        "/notify_url",
+        "http://127.0.0.1:3000/notify/wechatpay".into(),
+    );
+    let (status, _, answer) = Raw::new("POST", path, &local).send(&sim).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+}
+
+#[tokio::test]
+async fn every_response_is_signed_errors_and_204s_included() {
+    let sim = simulator().await;
+    let now = || OffsetDateTime::now_utc().unix_timestamp();
+
+    let (status, headers, body) = Raw::new(
+        "GET",
+        "/v3/pay/transactions/out-trade-no/ORDER_X_3?mchid=1230000109",
+        "",
+    )
+    .send(&sim)
+    .await;
+    assert_eq!(status, 404);
+    let info = verifier().verify(&headers, &body, now()).unwrap();
+    assert_eq!(info.serial, PUB_KEY_ID);
+    assert_eq!(
+        headers["wechatpay-signature-type"],
+        "WECHATPAY2-SHA256-RSA2048"
+    );
+
+    let client = gateway(&sim, "https://merchant.example.com/notify/wechatpay");
+    client
+        .jsapi_prepay(&order("ORDER0000000000000000000007", 100))
+        .await
+        .unwrap();
+    let body = format!("{{\"mchid\":\"{MCHID}\"}}");
+    let (status, headers, answer) = Raw::new(
+        "POST",
+        "/v3/pay/transactions/out-trade-no/ORDER0000000000000000000007/close",
+        &body,
+    )
+    .send(&sim)
+    .await;
+    assert_eq!(status, 204);
+    assert!(answer.is_empty());
+    verifier().verify(&headers, b"", now()).unwrap();
+
+    // Public-key merchants have no platform certificates, as at WeChat Pay.
+    let (status, _, body) = Raw::new("GET", "/v3/certificates", "").send(&sim).await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (404, "RESOURCE_NOT_EXISTS".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn an_injected_server_error_is_retried_by_the_client() {
+    let sim = simulator().await;
+    let client = gateway(&sim, "https://merchant.example.com/notify/wechatpay");
+    let (status, _) = control(
+        &sim,
+        "POST",
+        "/sandbox/fail",
+        Some(serde_json::json!({
+            "path_prefix": "/v3/pay/transactions/jsapi", "status": 500, "code": "SYSTEM_ERROR",
+            "message": "系统错误", "times": 1,
+        })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.pending_faults().len(), 1);
+
+    let prepay = client
+        .jsapi_prepay(&order("ORDER0000000000000000000008", 100))
+        .await
+        .unwrap();
+    assert!(
+        sim.pending_faults().is_empty(),
+        "the fault was used by the first attempt"
+    );
+    assert_eq!(
+        sim.transaction("ORDER0000000000000000000008")
+            .unwrap()
+            .prepay_id,
+        prepay.prepay_id
+    );
+
+    // A 4xx is not retried: the client sees it.
+    sim.inject_fault(Fault::new(
+        "/v3/pay/transactions/out-trade-no/",
+        403,
+        "NO_AUTH",
+        1,
+    ))
+    .unwrap();
+    let e = client
+        .query_by_out_trade_no("ORDER0000000000000000000008")
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(e), (403, "NO_AUTH".to_owned()));
+    client
+        .query_by_out_trade_no("ORDER0000000000000000000008")
+        .await
+        .unwrap();
+
+    // `process`: WeChat Pay did the work but the merchant only saw the error.
+    let mut ambiguous = Fault::new("/v3/pay/transactions/out-trade-no/", 403, "SYSTEM_BUSY", 1);
+    ambiguous.process = true;
+    sim.inject_fault(ambiguous).unwrap();
+    client
+        .close("ORDER0000000000000000000008")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sim.transaction("ORDER0000000000000000000008")
+            .unwrap()
+            .trade_state,
+        TradeState::Closed
+    );
+}
+
+#[tokio::test]
+async fn user_paying_orders_cannot_be_closed_but_can_be_paid() {
+    let receiver = Receiver::start(&[], 0).await;
+    let sim = simulator().await;
+    let client = gateway(&sim, &receiver.url());
+    let no = "ORDER0000000000000000000009";
+    client.jsapi_prepay(&order(no, 100)).await.unwrap();
+
+    let (status, body) = control(
+        &sim,
+        "POST",
+        "/sandbox/userpaying",
+        Some(serde_json::json!({"out_trade_no": no})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["trade_state"].as_str()),
+        (200, Some("USERPAYING"))
+    );
+    let paying = client.query_by_out_trade_no(no).await.unwrap();
+    assert_eq!(paying.trade_state, TradeState::UserPaying);
+    assert!(paying.payer.is_none());
+    let e = client.close(no).await.unwrap_err();
+    assert_eq!(api_error(e), (429, "FREQUENCY_LIMITED".to_owned()));
+
+    sim.pay(&sandbox::PayRequest::new(no)).unwrap();
+    assert_eq!(
+        client.query_by_out_trade_no(no).await.unwrap().trade_state,
+        TradeState::Success
+    );
+}
+
+// -----------------------------------------------------------------------------------------
+// Notifications
+// -----------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_unacknowledged_notification_is_retried_until_acknowledged() {
+    let receiver = Receiver::start(&[500], 0).await;
+    let sim = simulator().await;
+    let client = gateway(&sim, &receiver.url());
+    let no = "ORDER0000000000000000000010";
+    client.jsapi_prepay(&order(no, 1980)).await.unwrap();
+    let paid = sim.pay(&sandbox::PayRequest::new(no)).unwrap();
+
+    let status = eventually("the retries to end", || {
+        sim.notifications(no).into_iter().find(|n| n.finished)
+    })
+    .await;
+    assert!(status.acknowledged);
+    assert_eq!(status.attempts, 2);
+
+    let (code, log) = control(
+        &sim,
+        "GET",
+        &format!("/sandbox/notifications?out_trade_no={no}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(
+        (log[0]["attempt"].as_u64(), log[0]["status"].as_u64()),
+        (Some(1), Some(500))
+    );
+    assert_eq!(
+        (log[1]["attempt"].as_u64(), log[1]["status"].as_u64()),
+        (Some(2), Some(204))
+    );
+    assert!(
+        log.iter()
+            .all(|a| a["notification_id"] == paid.notification_id.as_str() && a["error"].is_null())
+    );
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].notification_id, received[1].notification_id);
+    assert_ne!(
+        received[0].signature_nonce, received[1].signature_nonce,
+        "each delivery is signed afresh"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_notify_url_is_logged_with_its_error() {
+    // Nothing listens there: every attempt fails until the (tiny) schedule ends.
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let sim = Simulator::start(SimulatorConfig {
+        // The whole 24 h schedule in under a second.
+        retry_scale: 0.00001,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let client = gateway(&sim, &format!("http://127.0.0.1:{closed_port}/notify"));
+    let no = "ORDER0000000000000000000011";
+    client.jsapi_prepay(&order(no, 100)).await.unwrap();
+    sim.pay(&sandbox::PayRequest::new(no)).unwrap();
+
+    let status = eventually("the schedule to end", || {
+        sim.notifications(no).into_iter().find(|n| n.finished)
+    })
+    .await;
+    assert!(!status.acknowledged);
+    let attempts = sim.deliveries(no);
+    assert_eq!(attempts.len(), 16, "the first delivery and 15 retries");
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.status.is_none() && a.error.is_some())
+    );
+    assert_eq!(attempts.last().unwrap().round, 15);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_all_verify_and_share_one_notification_id() {
+    let receiver = Receiver::start(&[], 5).await;
+    let sim = simulator().await;
+    let client = gateway(&sim, &receiver.url());
+    let no = "ORDER0000000000000000000012";
+    client.jsapi_prepay(&order(no, 1980)).await.unwrap();
+
+    let (status, paid) = control(
+        &sim,
+        "POST",
+        "/sandbox/pay",
+        Some(serde_json::json!({"out_trade_no": no, "deliveries": 5})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let received = eventually("five deliveries", || {
+        let r = receiver.received();
+        (r.len() == 5).then_some(r)
+    })
+    .await;
+    assert!(receiver.rejected().is_empty(), "{:?}", receiver.rejected());
+    assert!(
+        received
+            .iter()
+            .all(|r| r.notification_id == paid["notification_id"].as_str().unwrap())
+    );
+    assert!(
+        received.iter().all(|r| r.in_flight == 5),
+        "all five were in flight at once: {received:?}"
+    );
+    let nonces: std::collections::HashSet<_> =
+        received.iter().map(|r| r.signature_nonce.clone()).collect();
+    assert_eq!(nonces.len(), 5);
+
+    let done = eventually("the deliveries to settle", || {
+        sim.notifications(no).into_iter().find(|n| n.finished)
+    })
+    .await;
+    assert!(done.acknowledged);
+    let log = sim.deliveries(no);
+    assert_eq!(log.len(), 5);
+    assert!(log.iter().all(|a| a.round == 0 && a.status == Some(204)));
+
+    // A redelivery is the same notification again.
+    let (status, again) = control(
+        &sim,
+        "POST",
+        "/sandbox/notify",
+        Some(serde_json::json!({"out_trade_no": no})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["notification_id"], paid["notification_id"]);
+    eventually("the redelivery", || {
+        (receiver.received().len() == 6).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_amount_override_reaches_the_decrypted_transaction() {
+    let receiver = Receiver::start(&[], 0).await;
+    let sim = simulator().await;
+    let client = gateway(&sim, &receiver.url());
+    let no = "ORDER0000000000000000000013";
+    client.jsapi_prepay(&order(no, 1980)).await.unwrap();
+
+    let (status, paid) = control(
+        &sim,
+        "POST",
+        "/sandbox/pay",
+        Some(serde_json::json!({"out_trade_no": no, "amount_total": 1})),
+    )
+    .await;
+    assert_eq!((status, paid["amount_total"].as_i64()), (200, Some(1)));
+
+    let received = eventually("the notification", || receiver.received().pop()).await;
+    let amount = received.transaction.amount.unwrap();
+    assert_eq!((amount.total, amount.payer_total), (1, Some(1)));
+    assert_eq!(
+        client
+            .query_by_out_trade_no(no)
+            .await
+            .unwrap()
+            .amount
+            .unwrap()
+            .total,
+        1
+    );
+    let raw = sim.transaction(no).unwrap();
+    assert_eq!((raw.amount_total, raw.paid_total), (1980, Some(1)));
+}
+
+#[tokio::test]
+async fn forced_payments_simulate_the_races_the_backend_must_record() {
+    let receiver = Receiver::start(&[], 0).await;
+    let sim = simulator().await;
+    let client = gateway(&sim, &receiver.url());
+    let no = "ORDER0000000000000000000014";
+    client.jsapi_prepay(&order(no, 100)).await.unwrap();
+    client.close(no).await.unwrap();
+
+    let mut late = sandbox::PayRequest::new(no);
+    late.force = true;
+    let first = sim.pay(&late).unwrap();
+    let second = sim.pay(&late).unwrap();
+    assert_ne!(first.transaction_id, second.transaction_id);
+    assert_eq!(
+        client
+            .query_by_transaction_id(&first.transaction_id)
+            .await
+            .unwrap()
+            .trade_state,
+        TradeState::Success
+    );
+    eventually("both notifications", || {
+        (receiver.received().len() == 2).then_some(())
+    })
+    .await;
+
+    let (status, raw) = control(&sim, "GET", &format!("/sandbox/transactions/{no}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(raw["transaction_ids"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_lost_notification_is_never_sent() {
+    let receiver = Receiver::start(&[], 0).await;
+    let sim = simulator().await;
+    let client = gateway(&sim, &receiver.url());
+    let no = "ORDER0000000000000000000015";
+    client.jsapi_prepay(&order(no, 100)).await.unwrap();
+    let mut lost = sandbox::PayRequest::new(no);
+    lost.deliveries = 0;
+    sim.pay(&lost).unwrap();
+
+    let status = sim.notifications(no);
+    assert_eq!(status.len(), 1);
+    assert!(status[0].finished && !status[0].acknowledged && status[0].attempts == 0);
+    assert!(sim.deliveries(no).is_empty());
+    assert_eq!(
+        client.query_by_out_trade_no(no).await.unwrap().trade_state,
+        TradeState::Success
+    );
+}
+
+// -----------------------------------------------------------------------------------------
+// Keys
+// -----------------------------------------------------------------------------------------
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("sandbox-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn sandbox_keys_are_generated_once_and_drive_the_simulator() {
+    let data = TempDir::new("keys");
+    let first = SandboxKeys::load_or_generate(&data.0).unwrap();
+    assert!(first.generated());
+    let second = SandboxKeys::load_or_generate(&data.0).unwrap();
+    assert!(!second.generated());
+
+    assert_eq!(first.merchant_key_pem(), second.merchant_key_pem());
+    assert_eq!(first.wechatpay_key_pem(), second.wechatpay_key_pem());
+    assert_eq!(first.merchant_public_pem(), second.merchant_public_pem());
+    assert_eq!(first.apiv3_key_text(), second.apiv3_key_text());
+    assert_eq!(first.merchant_serial_no(), second.merchant_serial_no());
+    assert_eq!(
+        first.wechatpay_public_key_id(),
+        second.wechatpay_public_key_id()
+    );
+    assert_ne!(first.merchant_key_pem(), first.wechatpay_key_pem());
+
+    let serial = first.merchant_serial_no();
+    assert!(
+        serial.len() == 40
+            && serial
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()),
+        "{serial}"
+    );
+    let id = first.wechatpay_public_key_id();
+    assert!(
+        id.starts_with("PUB_KEY_ID_")
+            && id.len() == 45
+            && id[11..].bytes().all(|b| b.is_ascii_digit()),
+        "{id}"
+    );
+    assert_eq!(first.apiv3_key_text().len(), 32);
+    assert!(
+        first
+            .merchant_key_pem()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    assert!(
+        first
+            .wechatpay_public_pem()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+
+    let keys_dir = data.0.join("keys");
+    for file in [
+        "merchant_key.pem",
+        "merchant_public.pem",
+        "wechatpay_key.pem",
+        "wechatpay_public.pem",
+        "apiv3_key.txt",
+    ] {
+        assert!(keys_dir.join(file).is_file(), "{file}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for secret in ["merchant_key.pem", "wechatpay_key.pem", "apiv3_key.txt"] {
+            let mode = std::fs::metadata(keys_dir.join(secret))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{secret} must be private");
+        }
+    }
+    let text = format!("{first:?}");
+    assert!(!text.contains(first.apiv3_key_text()) && !text.contains("PRIVATE KEY"));
+
+    // A deleted public key is rewritten from its private key.
+    std::fs::remove_file(keys_dir.join("wechatpay_public.pem")).unwrap();
+    let third = SandboxKeys::load_or_generate(&data.0).unwrap();
+    assert_eq!(third.wechatpay_public_pem(), first.wechatpay_public_pem());
+
+    // The generated keys work end to end: the client signs, the simulator verifies and signs back.
+    let sim = Simulator::start(SimulatorConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        APPID,
+        MCHID,
+        &first,
+    ))
+    .await
+    .unwrap();
+    let client = HttpPayGateway::new(GatewaySettings {
+        api_base: sim.base_url(),
+        appid: APPID.into(),
+        mchid: MCHID.into(),
+        mch_serial_no: first.merchant_serial_no().into(),
+        mch_private_key: first.merchant_key().clone(),
+        apiv3_key: first.apiv3_key().clone(),
+        public_key: Some((
+            first.wechatpay_public_key_id().into(),
+            first.wechatpay_public_key(),
+        )),
+        notify_url: Some("https://merchant.example.com/notify".into()),
+        retry: Default::default(),
+        certificate_refresh_interval: Duration::from_secs(60),
+    })
+    .unwrap();
+    client
+        .jsapi_prepay(&order("ORDER0000000000000000000016", 100))
+        .await
+        .unwrap();
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server() {
+    let sim = simulator().await;
+    let addr = sim.addr();
+    sim.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
