@@ -1,0 +1,16 @@
+//! wxpay-orders core: everything except process wiring.
+//!
+//! Dependencies point one way: `domain` imports nothing else; `wechatpay` and `store` are
+//! the ports (`PayGateway`, `Store`) with their one implementation each; the function
+//! binaries only wire configuration to these.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod idempotency;
+pub mod runtime;
+pub mod service;
+pub mod store;
+pub mod telemetry;
+pub mod wechatpay;

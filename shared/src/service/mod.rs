@@ -1,0 +1,50 @@
+//! The use cases, as plain async functions over the ports (`Store`, `PayGateway`) and a
+//! clock. Nothing here knows about HTTP, Lambda or DynamoDB: the edge parses requests into
+//! these inputs and maps these errors to responses, once, in `crate::http`.
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::{store::Store, wechatpay::gateway::PayGateway};
+
+mod notification;
+mod payment;
+mod place_order;
+
+pub use notification::{NotificationOutcome, NotifyError, handle_notification};
+pub use payment::{ApplyError, PaymentOutcome, apply_payment};
+pub use place_order::{
+    PlaceOrderError, PlaceOrderInput, PlaceOrderReply, PlaceOrderRequest, place_order,
+};
+
+/// Where "now" comes from; tests substitute a fixed or moving clock.
+pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(OffsetDateTime::now_utc)
+}
+
+/// Settings the use cases need beyond the ports.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub appid: String,
+    pub mchid: String,
+    /// How long an order may stay unpaid (`ORDER_TTL_SECONDS`).
+    pub order_ttl: time::Duration,
+}
+
+/// The ports and settings every use case runs over, built once per process.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub gateway: Arc<dyn PayGateway>,
+    pub clock: Clock,
+    pub settings: ServiceSettings,
+}
+
+impl Deps {
+    pub fn now(&self) -> OffsetDateTime {
+        (self.clock)()
+    }
+}

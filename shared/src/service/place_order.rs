@@ -1,0 +1,544 @@
+//! place-order: price the cart from the catalog, reserve stock, create the order and its
+//! JSAPI prepay, and answer with the mini-program's pay params, exactly once per
+//! `Idempotency-Key` however the client retries (DESIGN.md section 3).
+//!
+//! DynamoDB calls on the happy path: read the catalog, one transaction (key + order +
+//! stock), one transaction (prepay_id + completed key): three, plus one WeChat Pay call.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::Deps;
+use crate::{
+    domain::{
+        IdempotencyKey, Money, Openid, Order, OrderLine, OrderStatus, OutTradeNo, Quantity, SkuId,
+        time::to_wechat,
+    },
+    idempotency::{
+        self, Decision, IdempotencyScope, NewIdempotencyClaim, StoredResponse, lock_until,
+    },
+    store::{CompleteOrderOutcome, CreateOrderOutcome, StoreError, TakeOverOutcome},
+    wechatpay::{
+        PayParams,
+        gateway::{PayError, PrepayRequest},
+    },
+};
+
+pub const MAX_LINES: usize = 50;
+pub const MAX_DESCRIPTION_BYTES: usize = 127;
+pub const MAX_ATTACH_BYTES: usize = 128;
+
+/// A validated cart: what the client may decide (never the price).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlaceOrderInput {
+    pub items: Vec<(SkuId, Quantity)>,
+    pub description: Option<String>,
+    pub attach: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    items: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    attach: Option<String>,
+}
+
+impl PlaceOrderInput {
+    /// Parses the request body (DESIGN.md section 3's 400 rules). Unknown fields, such as a
+    /// client's `amount`, are ignored: the amount comes from the catalog.
+    pub fn parse(body: &[u8]) -> Result<Self, PlaceOrderError> {
+        let invalid = |m: String| PlaceOrderError::InvalidRequest(m);
+        let body: Body = serde_json::from_slice(body)
+            .map_err(|e| invalid(format!("body is not the expected JSON: {e}")))?;
+        let raw_items = body
+            .items
+            .ok_or_else(|| invalid("`items` is required".into()))?;
+        if raw_items.is_empty() {
+            return Err(invalid("`items` must hold at least one line".into()));
+        }
+        if raw_items.len() > MAX_LINES {
+            return Err(invalid(format!(
+                "at most {MAX_LINES} lines per order (got {})",
+                raw_items.len()
+            )));
+        }
+        let mut seen = HashSet::new();
+        let mut items = Vec::with_capacity(raw_items.len());
+        for (i, item) in raw_items.iter().enumerate() {
+            let sku = item
+                .get("sku_id")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| invalid(format!("items[{i}].sku_id must be a string")))?;
+            let sku_id =
+                SkuId::parse(sku).map_err(|e| invalid(format!("items[{i}].sku_id: {e}")))?;
+            let quantity = item
+                .get("quantity")
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| invalid(format!("items[{i}].quantity must be a whole number")))?;
+            let quantity =
+                Quantity::new(quantity).map_err(|e| invalid(format!("items[{i}].{e}")))?;
+            if !seen.insert(sku_id.clone()) {
+                return Err(invalid(format!(
+                    "sku {sku_id} appears on more than one line"
+                )));
+            }
+            items.push((sku_id, quantity));
+        }
+        if let Some(d) = &body.description
+            && (d.is_empty() || d.len() > MAX_DESCRIPTION_BYTES)
+        {
+            return Err(invalid(format!(
+                "description must be 1-{MAX_DESCRIPTION_BYTES} bytes (got {})",
+                d.len()
+            )));
+        }
+        if let Some(a) = &body.attach
+            && a.len() > MAX_ATTACH_BYTES
+        {
+            return Err(invalid(format!(
+                "attach must be at most {MAX_ATTACH_BYTES} bytes (got {})",
+                a.len()
+            )));
+        }
+        Ok(PlaceOrderInput {
+            items,
+            description: body.description,
+            attach: body.attach,
+        })
+    }
+
+    /// Fingerprint of the request's meaning (not its bytes): the same cart sent with other
+    /// whitespace or an ignored field is the same request.
+    pub fn request_hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        crate::wechatpay::sha256_hex(&canonical)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlaceOrderRequest {
+    pub openid: Openid,
+    pub idempotency_key: IdempotencyKey,
+    pub input: PlaceOrderInput,
+    /// The invocation deadline: the idempotency lock lasts until then.
+    pub deadline: Option<OffsetDateTime>,
+}
+
+/// The 201 body of DESIGN.md section 3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedOrder {
+    pub out_trade_no: String,
+    pub status: OrderStatus,
+    pub amount_total: i64,
+    pub currency: String,
+    pub expire_at: String,
+    pub pay_params: PayParams,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceOrderReply {
+    pub status_code: u16,
+    /// The JSON body, byte for byte what a replay returns.
+    pub body: String,
+    /// True when this is a stored answer to an earlier request with the same key.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceOrderError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("Idempotency-Key is still being processed by another request")]
+    KeyInUse { retry_after_secs: u64 },
+    #[error("Idempotency-Key was used with a different request")]
+    KeyReused,
+    #[error("sku {0} is not in the catalog or not on sale")]
+    UnknownSku(SkuId),
+    #[error("not enough stock for sku {0}")]
+    OutOfStock(SkuId),
+    #[error("WeChat Pay: {0}")]
+    PaymentProvider(#[from] PayError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Places the order, or resumes/replays the one this key already names.
+pub async fn place_order(
+    deps: &Deps,
+    request: PlaceOrderRequest,
+) -> Result<PlaceOrderReply, PlaceOrderError> {
+    let now = deps.now();
+    let scope = IdempotencyScope::new(request.openid.clone(), request.idempotency_key.clone());
+    let request_hash = request.input.request_hash();
+    let owner = ulid::Ulid::new().to_string();
+    let locked_until = lock_until(request.deadline, now);
+
+    let order = price(deps, &request, now).await?;
+    // Two rounds at most: a record that expired or vanished between our claim and our look
+    // at it frees the key, and the second claim settles it.
+    for _ in 0..2 {
+        let claim =
+            NewIdempotencyClaim::new(scope.clone(), &request_hash, &owner, now, locked_until);
+        let record = match deps.store.create_order(&claim, &order).await? {
+            CreateOrderOutcome::Created => {
+                return prepay_and_complete(deps, &scope, &owner, order).await;
+            }
+            CreateOrderOutcome::IdempotencyConflict(record) => record,
+            CreateOrderOutcome::OutOfStock { sku_id } => {
+                return Err(PlaceOrderError::OutOfStock(sku_id));
+            }
+            CreateOrderOutcome::UnknownSku { sku_id } => {
+                return Err(PlaceOrderError::UnknownSku(sku_id));
+            }
+            CreateOrderOutcome::DuplicateOutTradeNo(_) => {
+                return Err(PlaceOrderError::Internal(
+                    "generated out_trade_no already exists; retry".into(),
+                ));
+            }
+        };
+        match idempotency::decide(&record, &request_hash, now) {
+            Decision::Replay(stored) => return Ok(replay(stored)),
+            Decision::Reused => return Err(PlaceOrderError::KeyReused),
+            Decision::InProgress { retry_after_secs } => {
+                return Err(PlaceOrderError::KeyInUse { retry_after_secs });
+            }
+            Decision::Expired => continue,
+            Decision::TakeOver { out_trade_no } => {
+                match take_over(
+                    deps,
+                    &scope,
+                    &request_hash,
+                    &owner,
+                    locked_until,
+                    now,
+                    &out_trade_no,
+                )
+                .await?
+                {
+                    Resumed::Order(o) => return prepay_and_complete(deps, &scope, &owner, o).await,
+                    Resumed::Decided(reply) => return reply,
+                    Resumed::Gone => continue,
+                }
+            }
+        }
+    }
+    Err(PlaceOrderError::KeyInUse {
+        retry_after_secs: 1,
+    })
+}
+
+enum Resumed {
+    Order(Order),
+    Decided(Result<PlaceOrderReply, PlaceOrderError>),
+    /// The record disappeared (released or expired): claim the key anew.
+    Gone,
+}
+
+/// A request crashed or timed out after creating its order: take its record over and resume
+/// the same out_trade_no (a repeated prepay with identical parameters is accepted).
+#[allow(clippy::too_many_arguments)]
+async fn take_over(
+    deps: &Deps,
+    scope: &IdempotencyScope,
+    request_hash: &str,
+    owner: &str,
+    locked_until: OffsetDateTime,
+    now: OffsetDateTime,
+    out_trade_no: &OutTradeNo,
+) -> Result<Resumed, PlaceOrderError> {
+    match deps
+        .store
+        .take_over_idempotency(scope, request_hash, owner, locked_until, now)
+        .await?
+    {
+        TakeOverOutcome::Claimed(_) => {}
+        TakeOverOutcome::Conflict(record) => {
+            // Someone else moved first; their record now decides, never a second takeover.
+            let reply = match idempotency::decide(&record, request_hash, now) {
+                Decision::Replay(stored) => Ok(replay(stored)),
+                Decision::Reused => Err(PlaceOrderError::KeyReused),
+                Decision::InProgress { retry_after_secs } => {
+                    Err(PlaceOrderError::KeyInUse { retry_after_secs })
+                }
+                Decision::TakeOver { .. } => Err(PlaceOrderError::KeyInUse {
+                    retry_after_secs: 1,
+                }),
+                Decision::Expired => return Ok(Resumed::Gone),
+            };
+            return Ok(Resumed::Decided(reply));
+        }
+        TakeOverOutcome::Missing => return Ok(Resumed::Gone),
+    }
+    let order = deps.store.get_order(out_trade_no).await?.ok_or_else(|| {
+        PlaceOrderError::Internal(format!(
+            "idempotency record names missing order {out_trade_no}"
+        ))
+    })?;
+    tracing::info!(out_trade_no = %order.out_trade_no, outcome = "resumed", "resuming an interrupted order");
+    Ok(Resumed::Order(order))
+}
+
+/// Builds the PENDING order from catalog prices (never the client's).
+async fn price(
+    deps: &Deps,
+    request: &PlaceOrderRequest,
+    now: OffsetDateTime,
+) -> Result<Order, PlaceOrderError> {
+    let skus: Vec<SkuId> = request.input.items.iter().map(|(s, _)| s.clone()).collect();
+    let catalog = deps.store.get_products(&skus).await?;
+    let mut lines = Vec::with_capacity(skus.len());
+    for (sku_id, quantity) in &request.input.items {
+        let product = catalog
+            .get(sku_id)
+            .filter(|p| p.active)
+            .ok_or_else(|| PlaceOrderError::UnknownSku(sku_id.clone()))?;
+        lines.push(OrderLine {
+            sku_id: sku_id.clone(),
+            name: product.name.clone(),
+            unit_price: product.price,
+            quantity: *quantity,
+        });
+    }
+    let description = request
+        .input
+        .description
+        .clone()
+        .unwrap_or_else(|| default_description(&lines));
+    let order = Order::new_pending(
+        OutTradeNo::generate(now),
+        request.openid.clone(),
+        lines,
+        description,
+        request.input.attach.clone(),
+        now,
+        now + deps.settings.order_ttl,
+    )
+    .map_err(|e| PlaceOrderError::InvalidRequest(format!("order total: {e}")))?;
+    if order.amount_total == Money::ZERO {
+        return Err(PlaceOrderError::InvalidRequest(
+            "order total is 0 fen; WeChat Pay needs at least 1".into(),
+        ));
+    }
+    Ok(order)
+}
+
+/// "Name" or "Name 等3件" (WeChat Pay shows it to the payer), cut to 127 bytes on a char boundary.
+fn default_description(lines: &[OrderLine]) -> String {
+    let first = lines.first().map(|l| l.name.as_str()).unwrap_or("order");
+    let mut d = if lines.len() > 1 {
+        format!("{first} 等{}件", lines.len())
+    } else {
+        first.to_owned()
+    };
+    if d.len() > MAX_DESCRIPTION_BYTES {
+        let mut cut = MAX_DESCRIPTION_BYTES;
+        while !d.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        d.truncate(cut);
+    }
+    if d.is_empty() { "order".to_owned() } else { d }
+}
+
+fn replay(stored: StoredResponse) -> PlaceOrderReply {
+    PlaceOrderReply {
+        status_code: stored.status_code,
+        body: stored.body,
+        replayed: true,
+    }
+}
+
+async fn prepay_and_complete(
+    deps: &Deps,
+    scope: &IdempotencyScope,
+    owner: &str,
+    order: Order,
+) -> Result<PlaceOrderReply, PlaceOrderError> {
+    let prepay = deps
+        .gateway
+        .jsapi_prepay(&PrepayRequest {
+            out_trade_no: order.out_trade_no.to_string(),
+            description: order.description.clone(),
+            time_expire: to_wechat(order.expire_at),
+            attach: order.attach.clone(),
+            amount_total: order.amount_total.fen(),
+            payer_openid: order.openid.to_string(),
+        })
+        .await;
+    let prepay_id = match prepay {
+        Ok(p) => p.prepay_id,
+        Err(e) => {
+            // The client never got pay params, so nobody can pay this out_trade_no: close it,
+            // return its stock and free the key so the client can simply try again.
+            release_after_refusal(deps, scope, owner, &order, &e).await;
+            return Err(PlaceOrderError::PaymentProvider(e));
+        }
+    };
+    let now = deps.now();
+    let pay_params = deps.gateway.pay_params(&prepay_id, now.unix_timestamp());
+    let body = serde_json::to_string(&PlacedOrder {
+        out_trade_no: order.out_trade_no.to_string(),
+        status: OrderStatus::Pending,
+        amount_total: order.amount_total.fen(),
+        currency: order.currency.clone(),
+        expire_at: to_wechat(order.expire_at),
+        pay_params,
+    })
+    .map_err(|e| PlaceOrderError::Internal(format!("response: {e}")))?;
+    let response = StoredResponse {
+        status_code: 201,
+        body,
+    };
+    match deps
+        .store
+        .complete_order(scope, owner, &order.out_trade_no, &prepay_id, &response)
+        .await?
+    {
+        CompleteOrderOutcome::Completed => {}
+        // A slower twin took the key over meanwhile; it resumes the same order and prepay_id,
+        // so this answer is still right.
+        CompleteOrderOutcome::NotOwner => {
+            tracing::warn!(out_trade_no = %order.out_trade_no, "idempotency record taken over before completion");
+        }
+        CompleteOrderOutcome::OrderNotPending(status) => {
+            return Err(PlaceOrderError::Internal(format!(
+                "order {} is {status} before its prepay was recorded",
+                order.out_trade_no
+            )));
+        }
+        CompleteOrderOutcome::OrderNotFound => {
+            return Err(PlaceOrderError::Internal(format!(
+                "order {} vanished before its prepay was recorded",
+                order.out_trade_no
+            )));
+        }
+    }
+    tracing::info!(
+        out_trade_no = %order.out_trade_no,
+        amount_total = order.amount_total.fen(),
+        outcome = "created",
+        "order placed"
+    );
+    Ok(PlaceOrderReply {
+        status_code: response.status_code,
+        body: response.body,
+        replayed: false,
+    })
+}
+
+async fn release_after_refusal(
+    deps: &Deps,
+    scope: &IdempotencyScope,
+    owner: &str,
+    order: &Order,
+    error: &PayError,
+) {
+    tracing::warn!(out_trade_no = %order.out_trade_no, error = %error, outcome = "rejected:prepay", "WeChat Pay refused the prepay; releasing the order");
+    let now = deps.now();
+    if let Err(e) = deps
+        .store
+        .close(order, "prepay refused by WeChat Pay", now)
+        .await
+    {
+        // The sweeper closes it when it expires; nothing is lost, stock is held until then.
+        tracing::error!(out_trade_no = %order.out_trade_no, error = %e, "could not close order after prepay failure");
+        return;
+    }
+    if let Err(e) = deps.store.release_idempotency(scope, owner).await {
+        tracing::error!(out_trade_no = %order.out_trade_no, error = %e, "could not release idempotency key");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> String {
+        match PlaceOrderInput::parse(body.as_bytes()) {
+            Err(PlaceOrderError::InvalidRequest(m)) => m,
+            other => panic!("expected InvalidRequest for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_cart_and_ignores_a_client_amount() {
+        let i = PlaceOrderInput::parse(
+            br#"{"items":[{"sku_id":"sku-1","quantity":2}],"amount":1,"description":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(i.items.len(), 1);
+        assert_eq!(i.items[0].1.get(), 2);
+        assert_eq!(i.description.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn the_400_rules() {
+        assert!(err("not json").contains("JSON"));
+        assert!(err("{}").contains("items"));
+        assert!(err(r#"{"items":[]}"#).contains("at least one"));
+        assert!(err(r#"{"items":[{"sku_id":"a","quantity":0}]}"#).contains("quantity"));
+        assert!(err(r#"{"items":[{"sku_id":"a","quantity":1000}]}"#).contains("quantity"));
+        assert!(err(r#"{"items":[{"sku_id":"a","quantity":1.5}]}"#).contains("quantity"));
+        assert!(err(r#"{"items":[{"sku_id":"a","quantity":"2"}]}"#).contains("quantity"));
+        assert!(err(r#"{"items":[{"quantity":1}]}"#).contains("sku_id"));
+        assert!(err(r#"{"items":[{"sku_id":"a b","quantity":1}]}"#).contains("sku_id"));
+        assert!(
+            err(r#"{"items":[{"sku_id":"a","quantity":1},{"sku_id":"a","quantity":2}]}"#)
+                .contains("more than one line")
+        );
+        let many: Vec<String> = (0..51)
+            .map(|i| format!(r#"{{"sku_id":"s{i}","quantity":1}}"#))
+            .collect();
+        assert!(err(&format!(r#"{{"items":[{}]}}"#, many.join(","))).contains("at most 50"));
+        let long = "x".repeat(128);
+        assert!(
+            err(&format!(
+                r#"{{"items":[{{"sku_id":"a","quantity":1}}],"description":"{long}"}}"#
+            ))
+            .contains("description")
+        );
+        let long = "x".repeat(129);
+        assert!(
+            err(&format!(
+                r#"{{"items":[{{"sku_id":"a","quantity":1}}],"attach":"{long}"}}"#
+            ))
+            .contains("attach")
+        );
+    }
+
+    #[test]
+    fn request_hash_follows_meaning_not_bytes() {
+        let a = PlaceOrderInput::parse(br#"{"items":[{"sku_id":"a","quantity":1}]}"#).unwrap();
+        let b = PlaceOrderInput::parse(
+            br#"{ "items" : [ {"quantity":1, "sku_id":"a"} ], "amount": 99 }"#,
+        )
+        .unwrap();
+        let c = PlaceOrderInput::parse(br#"{"items":[{"sku_id":"a","quantity":2}]}"#).unwrap();
+        assert_eq!(a.request_hash(), b.request_hash());
+        assert_ne!(a.request_hash(), c.request_hash());
+        assert_eq!(a.request_hash().len(), 64);
+    }
+
+    #[test]
+    fn default_description_fits_wechat_limits() {
+        let line = |name: &str| OrderLine {
+            sku_id: SkuId::parse("a").unwrap(),
+            name: name.to_owned(),
+            unit_price: Money::from_fen(1).unwrap(),
+            quantity: Quantity::new(1).unwrap(),
+        };
+        assert_eq!(default_description(&[line("Tea")]), "Tea");
+        assert_eq!(
+            default_description(&[line("Tea"), line("Cup")]),
+            "Tea 等2件"
+        );
+        let long = default_description(&[line(&"茶".repeat(100))]);
+        assert!(long.len() <= 127 && long.starts_with('茶'));
+    }
+}
