@@ -231,9 +231,7 @@ mod tests {
         let e = |text: &str| Catalog::parse("x.json", text).unwrap_err().to_string();
         assert!(e(r#"{"products": []}"#).contains("no products"));
         assert!(e(r#"{"products": [{"sku_id": "a b", "name": "n", "price": 1}]}"#).contains("a b"));
-        assert!(
-            e(r#"{"products": [{"sku_id": "a", "name": "n", "price": 0}]}"#).contains("price")
-        );
+        assert!(e(r#"{"products": [{"sku_id": "a", "name": "n", "price": 0}]}"#).contains("price"));
         assert!(
             e(r#"{"products": [{"sku_id": "a", "name": "n", "price": 1, "stock": -1}]}"#)
                 .contains("stock")

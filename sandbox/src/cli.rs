@@ -215,16 +215,22 @@ where
 fn takes_value(name: &str) -> bool {
     matches!(
         name,
-        "port" | "wechat-port" | "data-dir" | "order-ttl" | "sweep-every" | "retry-scale"
+        "port"
+            | "wechat-port"
+            | "data-dir"
+            | "order-ttl"
+            | "sweep-every"
+            | "retry-scale"
             | "products"
     )
 }
 
 fn port(name: &str, value: &str) -> Result<u16, CliError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| err(format!("--{name} must be a TCP port, 0 to 65535 (got {value:?})")))
+    value.trim().parse().map_err(|_| {
+        err(format!(
+            "--{name} must be a TCP port, 0 to 65535 (got {value:?})"
+        ))
+    })
 }
 
 fn seconds(name: &str, value: &str, min: u64, max: u64) -> Result<Duration, CliError> {
@@ -260,14 +266,15 @@ USAGE:
     sandbox demo [OPTIONS]       run the whole story once against a fresh data dir, then exit
     sandbox --help
 
-OPTIONS:                                          serve default   demo default
-    --port PORT            functions (0: any free port)      {sp:<15} {dp}
-    --wechat-port PORT     WeChat Pay simulator              {swp:<15} {dwp}
-    --data-dir DIR         keys, data, sandbox.env           {sdd:<15} {ddd} (a fresh demo-<time>/ inside)
-    --order-ttl SECONDS    how long an order may stay unpaid {sttl:<15} {dttl}
-    --sweep-every SECONDS  timeout-sweeper interval          {sse:<15} {dse}
-    --retry-scale FACTOR   multiplies WeChat Pay's notification retry schedule
-                           (15 s, 15 s, 30 s, 3 m, ... 6 h)  {srs:<15} {drs}
+OPTIONS:                                                          [serve / demo default]
+    --port PORT            where the functions listen (0: any free port)   [{sp} / {dp}]
+    --wechat-port PORT     where the WeChat Pay simulator listens          [{swp} / {dwp}]
+    --data-dir DIR         keys, data and sandbox.env; demo: a fresh       [{sdd} / {ddd}]
+                           DIR/demo-<time>/, deleted at the end
+    --order-ttl SECONDS    how long an order may stay unpaid (1-7200)      [{sttl} / {dttl}]
+    --sweep-every SECONDS  timeout-sweeper interval                        [{sse} / {dse}]
+    --retry-scale FACTOR   multiplies WeChat Pay's notification retry      [{srs} / {drs}]
+                           schedule (15 s, 15 s, 30 s, 3 m, ... 6 h)
     --products FILE        catalog to seed (default: the built-in copy of infra/local/products.json)
     --keep                 demo: keep its data dir instead of deleting it
 

@@ -284,7 +284,8 @@ impl Story {
         let amount = placed.json["amount_total"].as_i64().unwrap_or(-1);
         println!(
             "    -> 201 out_trade_no {no}, status {}, amount_total {amount} fen, expire_at {}",
-            placed.json["status"], placed.json["expire_at"]
+            placed.json["status"].as_str().unwrap_or("?"),
+            placed.json["expire_at"].as_str().unwrap_or("?")
         );
         self.check(!no.is_empty(), || "no out_trade_no in the answer".into())?;
         self.check(placed.json["status"] == "PENDING", || {
@@ -303,7 +304,9 @@ impl Story {
         self.check(reserved == reserved0 + 2 && sold == sold0, || {
             format!("stock counters: reserved {reserved}, sold {sold}; expected 2 more reserved")
         })?;
-        println!("    ok: stock reserved in the same transaction: reserved {reserved}, sold {sold}, available {available}");
+        println!(
+            "    ok: stock reserved in the same transaction: reserved {reserved}, sold {sold}, available {available}"
+        );
 
         // 2. The user pays; WeChat Pay notifies several times at once.
         self.begin(format!(
@@ -317,14 +320,18 @@ impl Story {
                 Some(&json!({"out_trade_no": no, "deliveries": DELIVERIES})),
             )
             .await?;
-        self.check(pay.status == 200 && pay.json["trade_state"] == "SUCCESS", || {
-            format!("POST /sandbox/pay: {}", pay.short())
-        })?;
+        self.check(
+            pay.status == 200 && pay.json["trade_state"] == "SUCCESS",
+            || format!("POST /sandbox/pay: {}", pay.short()),
+        )?;
         let transaction_id = pay.json["transaction_id"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        println!("    POST {}/sandbox/pay -> SUCCESS, transaction_id {transaction_id}", self.wechat);
+        println!(
+            "    POST {}/sandbox/pay -> SUCCESS, transaction_id {transaction_id}",
+            self.wechat
+        );
 
         // 3. Acknowledged.
         self.begin("wait until WeChat Pay's notification is acknowledged");
@@ -343,12 +350,18 @@ impl Story {
         }
         let refused: Vec<&Value> = attempts
             .iter()
-            .filter(|a| a["status"].as_u64().is_some_and(|s| (400..500).contains(&s)))
+            .filter(|a| {
+                a["status"]
+                    .as_u64()
+                    .is_some_and(|s| (400..500).contains(&s))
+            })
             .collect();
         self.check(refused.is_empty(), || {
             format!("payment-callback refused a genuine notification: {refused:?}")
         })?;
-        println!("    ok: acknowledged (204); duplicates are acknowledged too, never applied twice");
+        println!(
+            "    ok: acknowledged (204); duplicates are acknowledged too, never applied twice"
+        );
 
         // 4. PAID exactly once.
         self.begin("the order is PAID exactly once");
@@ -428,16 +441,26 @@ impl Story {
         })?;
         let (_, sold_after, _) = self.stock().await?;
         self.check(sold_after == sold, || "the replay changed the stock".into())?;
-        println!("    ok: 201, the same answer (out_trade_no {no}), Idempotent-Replayed: true, no new order");
+        println!(
+            "    ok: 201, the same answer (out_trade_no {no}), Idempotent-Replayed: true, no new order"
+        );
 
         // 6. Same key, another body.
         self.begin("the same Idempotency-Key with another body");
         let reused = self.place(key, &self.items(1)).await?;
         self.check(
             reused.status == 422 && reused.code() == "IDEMPOTENCY_KEY_REUSED",
-            || format!("expected 422 IDEMPOTENCY_KEY_REUSED, got {}", reused.short()),
+            || {
+                format!(
+                    "expected 422 IDEMPOTENCY_KEY_REUSED, got {}",
+                    reused.short()
+                )
+            },
         )?;
-        println!("    ok: 422 IDEMPOTENCY_KEY_REUSED: {}", reused.json["message"]);
+        println!(
+            "    ok: 422 IDEMPOTENCY_KEY_REUSED: {}",
+            reused.json["message"]
+        );
 
         // 7. Out of stock.
         let too_many = available + 1;
@@ -462,9 +485,10 @@ impl Story {
             self.begin(format!("a sku that is not for sale: {}", inactive.sku_id));
             let body = json!({"items": [{"sku_id": inactive.sku_id.as_str(), "quantity": 1}]});
             let unknown = self.place("demo-order-3", &body).await?;
-            self.check(unknown.status == 422 && unknown.code() == "UNKNOWN_SKU", || {
-                format!("expected 422 UNKNOWN_SKU, got {}", unknown.short())
-            })?;
+            self.check(
+                unknown.status == 422 && unknown.code() == "UNKNOWN_SKU",
+                || format!("expected 422 UNKNOWN_SKU, got {}", unknown.short()),
+            )?;
             println!("    ok: 422 UNKNOWN_SKU: {}", unknown.json["message"]);
         }
 
@@ -491,7 +515,10 @@ impl Story {
         println!("    -> 201 out_trade_no {no2}, PENDING, expire_at {expire_at}; 1 more reserved");
         let wait = expires - OffsetDateTime::now_utc() + time::Duration::milliseconds(200);
         if wait.is_positive() {
-            println!("    waiting {:.1} s for expire_at ...", wait.as_seconds_f64());
+            println!(
+                "    waiting {:.1} s for expire_at ...",
+                wait.as_seconds_f64()
+            );
             tokio::time::sleep(wait.unsigned_abs()).await;
         }
         let late = self
@@ -508,7 +535,9 @@ impl Story {
                 late.short()
             )
         })?;
-        println!("    ok: past expire_at WeChat Pay no longer takes the payment: 400 ORDER_EXPIRED");
+        println!(
+            "    ok: past expire_at WeChat Pay no longer takes the payment: 400 ORDER_EXPIRED"
+        );
         let view = self.order(&no2).await?;
         self.check(view["order"]["status"] == "PENDING", || {
             format!("status {}, expected PENDING", view["order"]["status"])

@@ -35,13 +35,19 @@ pub fn variables(i: &EnvInputs<'_>) -> Vec<(&'static str, String)> {
     vec![
         ("WXPAY_APPID", i.appid.to_owned()),
         ("WXPAY_MCHID", i.mchid.to_owned()),
-        ("WXPAY_MCH_SERIAL_NO", i.keys.merchant_serial_no().to_owned()),
+        (
+            "WXPAY_MCH_SERIAL_NO",
+            i.keys.merchant_serial_no().to_owned(),
+        ),
         (
             "WXPAY_MCH_PRIVATE_KEY_FILE",
             path(i.keys.merchant_key_path()),
         ),
         ("WXPAY_APIV3_KEY", i.keys.apiv3_key_text().to_owned()),
-        ("WXPAY_PUBLIC_KEY_FILE", path(i.keys.wechatpay_public_path())),
+        (
+            "WXPAY_PUBLIC_KEY_FILE",
+            path(i.keys.wechatpay_public_path()),
+        ),
         (
             "WXPAY_PUBLIC_KEY_ID",
             i.keys.wechatpay_public_key_id().to_owned(),
@@ -133,7 +139,10 @@ mod tests {
 
     #[test]
     fn quoting_keeps_plain_values_and_survives_quotes() {
-        assert_eq!(shell_quote("http://127.0.0.1:3000"), "http://127.0.0.1:3000");
+        assert_eq!(
+            shell_quote("http://127.0.0.1:3000"),
+            "http://127.0.0.1:3000"
+        );
         assert_eq!(shell_quote("/a b/c"), "'/a b/c'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");

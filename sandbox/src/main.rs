@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use sandbox::cli::{self, Command};
-use sandbox::envfile;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -55,30 +54,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// The functions' DynamoDB clients take region and credentials from the process environment
-/// (`shared::store::connect`, as on Lambda). The sandbox only ever talks to its embedded
-/// engine, so it sets the same dummies `sandbox.env` carries, replacing any real credentials
-/// (they must never be sent anywhere, not even to localhost). The demo also quiets the logs
-/// to warnings unless `RUST_LOG` says otherwise, so its story stays readable.
+/// The demo quiets the logs to warnings, so its story stays readable. Without `RUST_LOG`, the
+/// embedded engine's own warning for every error answer it sends (a conditional write that
+/// lost, which the functions expect and log themselves) is left out. The functions' AWS
+/// region and dummy credentials come from the same variables as `sandbox.env` (passed to
+/// `shared::app::build`), never from this process's environment, so real credentials here
+/// are never used.
 fn prepare_environment(demo: bool) {
-    let set = [
-        ("AWS_REGION", envfile::AWS_REGION),
-        ("AWS_ACCESS_KEY_ID", envfile::AWS_ACCESS_KEY_ID),
-        ("AWS_SECRET_ACCESS_KEY", envfile::AWS_SECRET_ACCESS_KEY),
-    ];
-    let remove = ["AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"];
-    let quiet = demo && std::env::var_os("RUST_LOG").is_none();
+    let log_filter = std::env::var_os("RUST_LOG").is_none().then_some(if demo {
+        "warn,dynoxide::server=error"
+    } else {
+        "info,dynoxide::server=error"
+    });
     // SAFETY: called at the top of `main`, before the tokio runtime or any other thread
     // exists, so nothing can read the environment concurrently.
-    unsafe {
-        for (name, value) in set {
-            std::env::set_var(name, value);
-        }
-        for name in remove {
-            std::env::remove_var(name);
-        }
-        if quiet {
-            std::env::set_var("RUST_LOG", "warn");
+    if let Some(filter) = log_filter {
+        unsafe {
+            std::env::set_var("RUST_LOG", filter);
         }
     }
 }

@@ -24,7 +24,12 @@ pub async fn run(options: Options) -> Result<(), String> {
         () = shutdown_signal() => Ok(()),
         message = sandbox.server_stopped() => Err(message),
     };
-    println!("sandbox: stopping");
+    println!("sandbox: stopping (Ctrl-C again to stop at once)");
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("sandbox: stopped at once");
+        std::process::exit(130);
+    });
     sandbox.shutdown().await.map_err(|e| e.to_string())?;
     println!("sandbox: stopped");
     outcome
@@ -99,10 +104,9 @@ async fn print_started(s: &Sandbox) {
     for entry in &s.catalog().entries {
         let stock = match (entry.stock, counters.get(&entry.sku_id)) {
             (None, _) => "unlimited".to_owned(),
-            (Some(stock), Some(p)) => format!(
-                "stock {stock} ({} reserved, {} sold)",
-                p.reserved, p.sold
-            ),
+            (Some(stock), Some(p)) => {
+                format!("stock {stock} ({} reserved, {} sold)", p.reserved, p.sold)
+            }
             (Some(stock), None) => format!("stock {stock}"),
         };
         println!(
@@ -143,7 +147,7 @@ Walkthrough (copy-paste into a POSIX shell; needs curl):
   # 2. the user pays in the simulator; WeChat Pay notifies {f}/notify/wechatpay
   curl -s -X POST {w}/sandbox/pay -d \"{{\\\"out_trade_no\\\":\\\"$NO\\\",\\\"deliveries\\\":1}}\"; echo
   # 3. each notification delivery and the status it got (204 = acknowledged)
-  curl -s \"{w}/sandbox/notifications?out_trade_no=$NO\"; echo
+  sleep 1; curl -s \"{w}/sandbox/notifications?out_trade_no=$NO\"; echo
   # 4. the order is PAID (sandbox-only route; query-order GET /orders/$NO arrives later)
   curl -s {f}/sandbox/orders/$NO; echo
   #    WeChat Pay's side: trade_state SUCCESS

@@ -3,9 +3,8 @@
 //! functions, built by `shared::app::build` exactly as the binaries build them and served on
 //! one port. `serve` runs one until Ctrl-C; `demo` runs one against a fresh data dir.
 //!
-//! The functions' DynamoDB clients read region and credentials from the process environment
-//! (`shared::store::connect`), so the process must carry the dummies of
-//! [`crate::envfile`] before [`Sandbox::start`]; `main` sets them.
+//! The functions' DynamoDB region and dummy credentials come from the same variables as
+//! `sandbox.env` ([`crate::envfile`]), so the process environment is never consulted.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,13 +51,17 @@ pub enum SandboxError {
     Store(#[from] StoreError),
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
-    #[error("cannot listen on {addr} for the functions: {source} (another sandbox running? pick another --port)")]
+    #[error(
+        "cannot listen on {addr} for the functions: {source} (another sandbox running? pick another --port)"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
     #[error("WeChat Pay simulator: {0} (another sandbox running? pick another --wechat-port)")]
-    Simulator(#[from] SimulatorError),
+    SimulatorBind(SimulatorError),
+    #[error("WeChat Pay simulator: {0}")]
+    Simulator(SimulatorError),
     #[error("cannot write {path}: {source}")]
     EnvFile {
         path: PathBuf,
@@ -128,8 +131,7 @@ impl Sandbox {
             &ClientSettings::local(),
         )
         .await?;
-        let store: Arc<dyn Store> =
-            Arc::new(DynamoStore::new(engine.client().clone(), TABLE_NAME));
+        let store: Arc<dyn Store> = Arc::new(DynamoStore::new(engine.client().clone(), TABLE_NAME));
         let seed = settings.catalog.seed(store.as_ref()).await?;
 
         let listener = tokio::net::TcpListener::bind(settings.functions_addr)
@@ -138,19 +140,19 @@ impl Sandbox {
                 addr: settings.functions_addr,
                 source,
             })?;
-        let functions_addr = listener
-            .local_addr()
-            .map_err(|source| SandboxError::Bind {
-                addr: settings.functions_addr,
-                source,
-            })?;
+        let functions_addr = listener.local_addr().map_err(|source| SandboxError::Bind {
+            addr: settings.functions_addr,
+            source,
+        })?;
         let functions_url = format!("http://{functions_addr}");
 
-        let mut sim_config =
-            SimulatorConfig::new(settings.wechat_addr, APPID, MCHID, &keys);
+        let mut sim_config = SimulatorConfig::new(settings.wechat_addr, APPID, MCHID, &keys);
         sim_config.retry_scale = settings.retry_scale;
         sim_config.min_time_expire_ahead = min_time_expire_ahead(settings.order_ttl);
-        let simulator = Simulator::start(sim_config).await?;
+        let simulator = Simulator::start(sim_config).await.map_err(|e| match e {
+            SimulatorError::Bind { .. } => SandboxError::SimulatorBind(e),
+            SimulatorError::Config(_) => SandboxError::Simulator(e),
+        })?;
 
         let vars = envfile::variables(&EnvInputs {
             keys: &keys,

@@ -13,7 +13,7 @@ use crate::{
         place_order::PlaceOrderHandler,
     },
     service::{Deps, ServiceSettings, system_clock},
-    store::{self, ClientSettings, DynamoStore},
+    store::{self, AwsAccess, ClientSettings, DynamoStore},
     wechatpay::client::{GatewaySettings, HttpPayGateway, RetryPolicy},
 };
 
@@ -75,7 +75,20 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
         ),
         Function::PlaceOrder => (ClientSettings::default(), RetryPolicy::default()),
     };
-    let client = store::connect(store_config.endpoint.as_deref(), &store_settings).await;
+    let access = AwsAccess {
+        region: store_config.region.clone(),
+        credentials: store_config
+            .credentials
+            .as_ref()
+            .map(|(id, secret, token)| {
+                (
+                    id.clone(),
+                    secret.expose().clone(),
+                    token.as_ref().map(|t| t.expose().clone()),
+                )
+            }),
+    };
+    let client = store::connect(store_config.endpoint.as_deref(), &access, &store_settings).await;
     let store = DynamoStore::new(client, store_config.table.clone())
         .with_shards(store_config.sweeper_shards);
     let mut gateway_settings = GatewaySettings::from_config(&wechatpay);

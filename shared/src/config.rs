@@ -263,6 +263,12 @@ fn check_base_url(variable: &'static str, u: &str) -> Result<(), ConfigError> {
 pub struct StoreConfig {
     pub table: String,
     pub endpoint: Option<String>,
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`): Lambda sets it; elsewhere it names the region
+    /// of `DYNAMODB_ENDPOINT`'s tables.
+    pub region: Option<String>,
+    /// `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`): SCF and local
+    /// runs; on Lambda these are the role's, as the SDK would read them anyway.
+    pub credentials: Option<(String, Secret<String>, Option<Secret<String>>)>,
     pub sweeper_shards: u32,
     pub order_ttl: Duration,
 }
@@ -295,9 +301,25 @@ impl StoreConfig {
         if !(1..=7200).contains(&ttl) {
             return Err(bad("ORDER_TTL_SECONDS", "must be from 1 to 7200 seconds"));
         }
+        let region = env
+            .get("AWS_REGION")
+            .or_else(|| env.get("AWS_DEFAULT_REGION"));
+        let credentials = match (
+            env.get("AWS_ACCESS_KEY_ID"),
+            env.get("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Some(id), Some(secret)) => Some((
+                id,
+                Secret::new(secret),
+                env.get("AWS_SESSION_TOKEN").map(Secret::new),
+            )),
+            _ => None,
+        };
         Ok(StoreConfig {
             table,
             endpoint,
+            region,
+            credentials,
             sweeper_shards,
             order_ttl: Duration::from_secs(ttl),
         })

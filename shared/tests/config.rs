@@ -274,3 +274,30 @@ fn log_format_follows_the_platform() {
     );
     assert!(LogFormat::from_env(&with(&[("LOG_FORMAT", Some("xml"))])).is_err());
 }
+
+#[test]
+fn aws_region_and_credentials_come_from_configuration_and_stay_redacted() {
+    let s = StoreConfig::from_env(&with(&[
+        ("AWS_DEFAULT_REGION", Some("ap-guangzhou")),
+        ("AWS_ACCESS_KEY_ID", Some("AKIDEXAMPLE")),
+        ("AWS_SECRET_ACCESS_KEY", Some("very-secret-access-key")),
+    ]))
+    .unwrap();
+    assert_eq!(s.region.as_deref(), Some("ap-guangzhou"));
+    let (id, secret, token) = s.credentials.clone().unwrap();
+    assert_eq!(
+        (id.as_str(), secret.expose().as_str()),
+        ("AKIDEXAMPLE", "very-secret-access-key")
+    );
+    assert!(token.is_none());
+    assert!(!format!("{s:?}").contains("very-secret-access-key"));
+    // AWS_REGION wins over AWS_DEFAULT_REGION; a key id without its secret is no credential
+    let s = StoreConfig::from_env(&with(&[
+        ("AWS_REGION", Some("us-east-1")),
+        ("AWS_DEFAULT_REGION", Some("ap-guangzhou")),
+        ("AWS_ACCESS_KEY_ID", Some("AKIDEXAMPLE")),
+    ]))
+    .unwrap();
+    assert_eq!(s.region.as_deref(), Some("us-east-1"));
+    assert!(s.credentials.is_none());
+}

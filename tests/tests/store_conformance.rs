@@ -9,8 +9,8 @@ use shared::idempotency::{
     Decision, IdempotencyState, NewIdempotencyClaim, StoredResponse, decide,
 };
 use shared::store::{
-    Anomaly, AnomalyKind, AnomalyOutcome, CloseOutcome, CreateOrderOutcome, Cursor, FencedOutcome,
-    MarkPaidOutcome, PrepayOutcome, Store, StoreError, TakeOverOutcome,
+    Anomaly, AnomalyKind, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome,
+    Cursor, FencedOutcome, MarkPaidOutcome, PrepayOutcome, Store, StoreError, TakeOverOutcome,
 };
 use time::Duration;
 use wxpay_tests::aws_sdk_dynamodb::types::AttributeValue;
@@ -32,6 +32,7 @@ wxpay_tests::store_suite!(
     duplicate_out_trade_no_is_refused,
     invalid_orders_are_refused_before_writing,
     prepay_recorded_only_while_pending,
+    complete_order_records_prepay_and_response_together,
     mark_paid_applies_once_and_moves_stock,
     second_transaction_on_a_paid_order_is_already_paid,
     paid_after_close_is_reported_closed,
@@ -782,6 +783,84 @@ async fn prepay_recorded_only_while_pending(ctx: StoreCtx) {
     assert_eq!(order_of(&ctx, &ghost).await, None, "no item conjured up");
 }
 
+async fn complete_order_records_prepay_and_response_together(ctx: StoreCtx) {
+    let tea = product("tea", 990, Some(5));
+    seed(&ctx, std::slice::from_ref(&tea)).await;
+    let response = StoredResponse {
+        status_code: 201,
+        body: "{}".into(),
+    };
+
+    let o = order("o_alice", &[(&tea, 1)]);
+    let c = claim("o_alice", "k-1", "h");
+    ctx.store.create_order(&c, &o).await.unwrap();
+    let (out, calls) = ctx
+        .counter
+        .measure(
+            ctx.store
+                .complete_order(&c.scope, "owner-1", &o.out_trade_no, "wx-1", &response),
+        )
+        .await;
+    assert_eq!(out.unwrap(), CompleteOrderOutcome::Completed);
+    assert_eq!(calls.total_calls(), 1);
+    let stored = order_of(&ctx, &o).await.unwrap();
+    assert_eq!(
+        (stored.prepay_id.as_deref(), stored.version),
+        (Some("wx-1"), o.version + 1)
+    );
+    let record = ctx.store.get_idempotency(&c.scope).await.unwrap().unwrap();
+    assert_eq!(record.state, IdempotencyState::Completed(response.clone()));
+
+    // Taken over meanwhile: the late owner writes neither half.
+    let t0 = now_ms() - Duration::seconds(60);
+    let o2 = order_at("o_alice", &[(&tea, 1)], t0);
+    let c2 = NewIdempotencyClaim::new(scope("o_alice", "k-2"), "h", "owner-1", t0, t0);
+    ctx.store.create_order(&c2, &o2).await.unwrap();
+    let now = now_ms();
+    ctx.store
+        .take_over_idempotency(&c2.scope, "h", "owner-2", now + Duration::seconds(30), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.store
+            .complete_order(&c2.scope, "owner-1", &o2.out_trade_no, "wx-late", &response)
+            .await
+            .unwrap(),
+        CompleteOrderOutcome::NotOwner
+    );
+    assert_eq!(order_of(&ctx, &o2).await.unwrap().prepay_id, None);
+    let record = ctx.store.get_idempotency(&c2.scope).await.unwrap().unwrap();
+    assert_eq!(
+        (record.owner.as_str(), &record.state),
+        ("owner-2", &IdempotencyState::InProgress)
+    );
+
+    // The order left PENDING: the record is not completed either.
+    let o3 = order("o_alice", &[(&tea, 1)]);
+    let c3 = claim("o_alice", "k-3", "h");
+    ctx.store.create_order(&c3, &o3).await.unwrap();
+    ctx.store.close(&o3, "expired", now_ms()).await.unwrap();
+    assert_eq!(
+        ctx.store
+            .complete_order(&c3.scope, "owner-1", &o3.out_trade_no, "wx-3", &response)
+            .await
+            .unwrap(),
+        CompleteOrderOutcome::OrderNotPending(OrderStatus::Closed)
+    );
+    let record = ctx.store.get_idempotency(&c3.scope).await.unwrap().unwrap();
+    assert_eq!(record.state, IdempotencyState::InProgress);
+
+    let ghost = order("o_alice", &[(&tea, 1)]);
+    assert_eq!(
+        ctx.store
+            .complete_order(&c3.scope, "owner-1", &ghost.out_trade_no, "wx-g", &response)
+            .await
+            .unwrap(),
+        CompleteOrderOutcome::OrderNotFound
+    );
+    assert_eq!(order_of(&ctx, &ghost).await, None);
+}
+
 async fn mark_paid_applies_once_and_moves_stock(ctx: StoreCtx) {
     let tea = product("tea", 990, Some(10));
     let cup = product("cup", 150, None);
@@ -1478,4 +1557,36 @@ async fn missing_table_is_rejected_not_retryable() {
     assert!(!err.retryable());
     let err = store.create_order(&fresh_claim(&o), &o).await.unwrap_err();
     assert!(!err.retryable(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_ttl_sweep_deletes_expired_records_only() {
+    use shared::store::embedded::Embedded;
+    let engine = Embedded::memory("orders-ttl").await.unwrap();
+    let store = shared::store::DynamoStore::new(engine.client().clone(), "orders-ttl");
+    let tea = product("tea", 990, None);
+    store
+        .put_products(std::slice::from_ref(&tea))
+        .await
+        .unwrap();
+    let long_ago = now_ms() - Duration::hours(25);
+    let old = claim_at("o_alice", "old", "h", "owner-1", long_ago);
+    let fresh = claim("o_alice", "fresh", "h");
+    let old_order = order_at("o_alice", &[(&tea, 1)], long_ago);
+    store.create_order(&old, &old_order).await.unwrap();
+    store
+        .create_order(&fresh, &order("o_alice", &[(&tea, 1)]))
+        .await
+        .unwrap();
+    assert_eq!(engine.sweep_ttl().await.unwrap(), 1);
+    assert_eq!(store.get_idempotency(&old.scope).await.unwrap(), None);
+    assert!(store.get_idempotency(&fresh.scope).await.unwrap().is_some());
+    // Orders carry no ttl: only the key record went.
+    assert!(
+        store
+            .get_order(&old_order.out_trade_no)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

@@ -114,9 +114,9 @@ impl Handler for PlaceOrderHandler {
             Ok(r) => r,
             Err(e) => {
                 if e.status >= 500 {
-                    tracing::error!(code = e.code, message = %e.message, outcome = %format!("rejected:{}", e.code.to_ascii_lowercase()), "place-order failed");
+                    tracing::error!(code = e.code, error = %e.message, outcome = %format!("rejected:{}", e.code.to_ascii_lowercase()), "place-order failed");
                 } else {
-                    tracing::info!(code = e.code, message = %e.message, outcome = %format!("rejected:{}", e.code.to_ascii_lowercase()), "place-order refused");
+                    tracing::info!(code = e.code, error = %e.message, outcome = %format!("rejected:{}", e.code.to_ascii_lowercase()), "place-order refused");
                 }
                 e.into_response()
             }

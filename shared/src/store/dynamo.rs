@@ -90,14 +90,52 @@ impl ClientSettings {
     }
 }
 
-/// A client from the environment's configuration (region, credentials: the Lambda role, SCF
-/// keys), with `settings` applied and `endpoint` overriding AWS's (`DYNAMODB_ENDPOINT`).
-pub async fn connect(endpoint: Option<&str>, settings: &ClientSettings) -> Client {
+/// Region and credentials named by configuration rather than found by the SDK's default
+/// chain. Fields left `None` fall back to the chain (on Lambda: the function's role).
+#[derive(Clone, Default)]
+pub struct AwsAccess {
+    pub region: Option<String>,
+    /// `(access key id, secret access key, session token)`.
+    pub credentials: Option<(String, String, Option<String>)>,
+}
+
+impl std::fmt::Debug for AwsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsAccess")
+            .field("region", &self.region)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+/// A client with `settings` applied, `endpoint` overriding AWS's (`DYNAMODB_ENDPOINT`) and
+/// `access` overriding the default provider chain. A region given here also spares the
+/// start-up the SDK's region lookup (which may ask IMDS, a network call).
+pub async fn connect(
+    endpoint: Option<&str>,
+    access: &AwsAccess,
+    settings: &ClientSettings,
+) -> Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(settings.timeout_config())
         .retry_config(settings.retry_config());
     if let Some(endpoint) = endpoint {
         loader = loader.endpoint_url(endpoint);
+    }
+    if let Some(region) = &access.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some((id, secret, token)) = &access.credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            id.clone(),
+            secret.clone(),
+            token.clone(),
+            None,
+            "configuration",
+        ));
     }
     Client::new(&loader.load().await)
 }

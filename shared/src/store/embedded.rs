@@ -22,10 +22,10 @@ pub enum Storage<'a> {
 }
 
 /// A running engine. Dropping it stops the server (the background task ends).
-#[derive(Debug)]
 pub struct Embedded {
     endpoint: String,
     client: Client,
+    db: dynoxide::Database,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), String>>>,
 }
@@ -52,7 +52,7 @@ impl Embedded {
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(dynoxide::server::serve_with_shutdown(
             listener,
-            db,
+            db.clone(),
             async move {
                 // A dropped sender stops the server as well.
                 let _ = rx.await;
@@ -63,6 +63,7 @@ impl Embedded {
         let engine = Embedded {
             endpoint,
             client,
+            db,
             shutdown: Some(tx),
             task: Some(task),
         };
@@ -84,6 +85,16 @@ impl Embedded {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Deletes items whose `ttl` has passed, as DynamoDB's TTL eventually does (Dynoxide only
+    /// sweeps when asked; the sandbox calls this on a timer). Returns how many were deleted.
+    pub async fn sweep_ttl(&self) -> Result<usize, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.sweep_ttl())
+            .await
+            .map_err(|e| StoreError::Setup(format!("TTL sweep task: {e}")))?
+            .map_err(|e| StoreError::Setup(format!("TTL sweep: {e}")))
     }
 
     async fn table_exists(&self, table_name: &str) -> Result<bool, StoreError> {
@@ -117,6 +128,14 @@ impl Embedded {
                 .map_err(StoreError::Setup),
             None => Ok(()),
         }
+    }
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 

@@ -26,7 +26,7 @@ pub mod table;
 
 pub use calls::{CallCounter, CallCounts, with_interceptor};
 pub use cursor::Cursor;
-pub use dynamo::{ClientSettings, DynamoStore, connect, connect_static};
+pub use dynamo::{AwsAccess, ClientSettings, DynamoStore, connect, connect_static};
 pub use error::StoreError;
 pub use table::{TABLE_DEFINITION_JSON, TABLE_NAME_PLACEHOLDER, TableDefinition, create_table};
 

@@ -1,0 +1,107 @@
+//! `sandbox demo` end to end: the built binary runs the whole story against a fresh data dir
+//! on free ports, exits 0, prints every step's key line, and deletes its data afterwards.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the child if the test ends before it exits.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A directory under cargo's per-target temporary dir, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "sandbox-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn demo_runs_the_whole_story_and_exits_0() {
+    let dir = TempDir::new("demo");
+    let child = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(["demo", "--data-dir"])
+        .arg(&dir.0)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sandbox binary starts");
+    let mut child = ChildGuard(child);
+    let mut stdout = child.0.stdout.take().unwrap();
+    let mut stderr = child.0.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the demo did not finish in time");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = out.join().unwrap();
+    let stderr = err.join().unwrap();
+    assert!(
+        status.success(),
+        "demo failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    for expected in [
+        "[1] place an order: 2 x milk-tea",
+        "ok: stock reserved in the same transaction: reserved 2, sold 0, available 3",
+        "[2] the user pays; WeChat Pay sends the notification 3 times, concurrently",
+        "ok: acknowledged (204)",
+        "ok: PAID exactly once: one PENDING -> PAID transition, one payment item",
+        "ok: sold raised once: 0 -> 2; reserved 0; available 3 of 5",
+        "Idempotent-Replayed: true",
+        "ok: 422 IDEMPOTENCY_KEY_REUSED",
+        "ok: 409 OUT_OF_STOCK",
+        "ok: 422 UNKNOWN_SKU",
+        "400 ORDER_EXPIRED",
+        "timeout-sweeper",
+        "demo: OK: the story completed",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}\n--- stderr\n{stderr}"
+        );
+    }
+    let delivered = stdout
+        .lines()
+        .filter(|l| l.contains("delivery") && l.ends_with(": 204"))
+        .count();
+    assert!(delivered >= 1, "{stdout}");
+    // The demo's fresh dir is gone (no --keep); the data dir it was created in stays.
+    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

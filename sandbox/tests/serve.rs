@@ -1,0 +1,470 @@
+//! `sandbox serve` as a user runs it: the built binary on free ports and a temporary data dir,
+//! an order placed and paid over HTTP, `sandbox.env` checked, then Ctrl-C (SIGINT) and a
+//! restart on the same data dir to show the keys and the order survive. Also the command
+//! line's exit codes.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A directory under cargo's per-target temporary dir, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "sandbox-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `sandbox serve`; killed if the test ends before it stopped.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Everything it printed on stdout and stderr so far.
+    output: Arc<Mutex<String>>,
+    functions: String,
+    wechat: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn start(data_dir: &Path) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--wechat-port",
+                "0",
+                "--retry-scale",
+                "0.01",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the sandbox binary starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let sink = output.clone();
+        // Drain stdout for the whole life of the process, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = tx.send(line);
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            sink.lock().unwrap().push_str(&s);
+        });
+        let mut running = Running {
+            child,
+            lines,
+            output,
+            functions: String::new(),
+            wechat: String::new(),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while running.functions.is_empty() || running.wechat.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match running.lines.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => panic!(
+                    "the sandbox did not print its URLs in time:\n{}",
+                    running.output()
+                ),
+            };
+            if let Some(url) = line.strip_prefix("sandbox: functions on ") {
+                running.functions = url.trim().to_owned();
+            }
+            if let Some(url) = line.strip_prefix("sandbox: wechat pay simulator on ") {
+                running.wechat = url.trim().to_owned();
+            }
+        }
+        running.wait_for_line("sandbox: ready");
+        running
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn wait_for_line(&self, prefix: &str) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return,
+                Ok(_) => {}
+                Err(_) => panic!("no line {prefix:?} in time:\n{}", self.output()),
+            }
+        }
+    }
+
+    /// Ctrl-C, then waits for a clean exit.
+    fn interrupt(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sandbox did not stop after SIGINT:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> (u16, Value) {
+    let r = http.get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Value) {
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(json!({ "raw": text })),
+    )
+}
+
+/// `NAME=value` lines of sandbox.env (values are plain in a temporary dir without spaces).
+fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_places_and_pays_an_order_and_survives_a_restart() {
+    let dir = TempDir::new("serve");
+    let http = client();
+
+    let mut sandbox = Running::start(&dir.0);
+    let (status, info) = get_json(&http, &format!("{}/sandbox/info", sandbox.wechat)).await;
+    assert_eq!(status, 200, "{info}");
+    let serial = info["merchant_serial_no"].as_str().unwrap().to_owned();
+    let merchant_key = std::fs::read(dir.0.join("keys/merchant_key.pem")).unwrap();
+
+    // An order, placed as a client would.
+    let (status, placed) = post_json(
+        &http,
+        &format!("{}/orders", sandbox.functions),
+        &[
+            ("x-debug-openid", "o_serve_test"),
+            ("idempotency-key", "serve-1"),
+        ],
+        &json!({"items": [{"sku_id": "milk-tea", "quantity": 2}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{placed}\n{}", sandbox.output());
+    assert_eq!(placed["status"], "PENDING");
+    assert_eq!(placed["amount_total"], 3000);
+    let no = placed["out_trade_no"].as_str().unwrap().to_owned();
+
+    // The user pays; the notification comes back to the sandbox's payment-callback.
+    let (status, paid) = post_json(
+        &http,
+        &format!("{}/sandbox/pay", sandbox.wechat),
+        &[],
+        &json!({"out_trade_no": no, "deliveries": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{paid}");
+    let transaction_id = paid["transaction_id"].as_str().unwrap().to_owned();
+    let order_url = format!("{}/sandbox/orders/{no}", sandbox.functions);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let (status, view) = get_json(&http, &order_url).await;
+        assert_eq!(status, 200, "{view}");
+        if view["order"]["status"] == "PAID" {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not PAID in time: {view}\n{}",
+            sandbox.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(view["order"]["transaction_id"], transaction_id.as_str());
+    assert_eq!(view["payment"]["amount"], 3000);
+    assert_eq!(view["anomalies"], json!([]));
+    assert!(view["sandbox_only"].is_string());
+
+    // Query-order is not built yet: a clear 501, not a 404.
+    let (status, body) = get_json(&http, &format!("{}/orders/{no}", sandbox.functions)).await;
+    assert_eq!(status, 501, "{body}");
+    assert_eq!(body["code"], "NOT_IMPLEMENTED");
+
+    // sandbox.env: every variable, private, pointing at this sandbox.
+    let env_path = dir.0.join("sandbox.env");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&env_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "sandbox.env mode {mode:o}");
+    }
+    let vars = env_file(&env_path);
+    for name in [
+        "WXPAY_APPID",
+        "WXPAY_MCHID",
+        "WXPAY_MCH_SERIAL_NO",
+        "WXPAY_MCH_PRIVATE_KEY_FILE",
+        "WXPAY_APIV3_KEY",
+        "WXPAY_PUBLIC_KEY_FILE",
+        "WXPAY_PUBLIC_KEY_ID",
+        "WXPAY_NOTIFY_URL",
+        "WXPAY_API_BASE",
+        "ORDERS_TABLE",
+        "DYNAMODB_ENDPOINT",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "ORDER_TTL_SECONDS",
+        "ALLOW_DEBUG_IDENTITY",
+        "AUTH_MODE",
+    ] {
+        assert!(vars.contains_key(name), "{name} missing from sandbox.env");
+    }
+    assert_eq!(
+        vars["WXPAY_NOTIFY_URL"],
+        format!("{}/notify/wechatpay", sandbox.functions)
+    );
+    assert_eq!(vars["WXPAY_API_BASE"], sandbox.wechat);
+    assert_eq!(vars["WXPAY_MCH_SERIAL_NO"], serial);
+    assert_eq!(vars["ALLOW_DEBUG_IDENTITY"], "1");
+    assert_eq!(vars["AUTH_MODE"], "authorizer");
+    assert_eq!(vars["ORDER_TTL_SECONDS"], "1800");
+    assert!(Path::new(&vars["WXPAY_MCH_PRIVATE_KEY_FILE"]).is_file());
+    assert!(Path::new(&vars["WXPAY_PUBLIC_KEY_FILE"]).is_file());
+
+    // Ctrl-C stops everything cleanly.
+    let status = sandbox.interrupt();
+    assert!(status.success(), "{status}\n{}", sandbox.output());
+    let first_output = sandbox.output();
+    assert!(first_output.contains("sandbox: stopped"), "{first_output}");
+    // Secrets never reach the terminal.
+    let apiv3 = vars["WXPAY_APIV3_KEY"].clone();
+    assert!(!first_output.contains(&apiv3), "the APIv3 key was printed");
+    assert!(
+        !first_output.contains("PRIVATE KEY"),
+        "a private key was printed"
+    );
+    drop(sandbox);
+
+    // Restart on the same data dir: same keys, the order is still there.
+    let mut sandbox = Running::start(&dir.0);
+    assert!(
+        sandbox.output().contains("reusing keys"),
+        "{}",
+        sandbox.output()
+    );
+    assert_eq!(
+        std::fs::read(dir.0.join("keys/merchant_key.pem")).unwrap(),
+        merchant_key
+    );
+    let (_, info) = get_json(&http, &format!("{}/sandbox/info", sandbox.wechat)).await;
+    assert_eq!(info["merchant_serial_no"], serial.as_str());
+    let (status, view) =
+        get_json(&http, &format!("{}/sandbox/orders/{no}", sandbox.functions)).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["order"]["status"], "PAID");
+    assert_eq!(view["order"]["transaction_id"], transaction_id.as_str());
+    let (_, products) = get_json(&http, &format!("{}/sandbox/products", sandbox.functions)).await;
+    let tea = products["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["sku_id"] == "milk-tea")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (tea["sold"].clone(), tea["reserved"].clone()),
+        (json!(2), json!(0)),
+        "{tea}"
+    );
+
+    // The restarted sandbox still takes orders: the same key replays, a new one creates.
+    let (status, replay) = post_json(
+        &http,
+        &format!("{}/orders", sandbox.functions),
+        &[
+            ("x-debug-openid", "o_serve_test"),
+            ("idempotency-key", "serve-1"),
+        ],
+        &json!({"items": [{"sku_id": "milk-tea", "quantity": 2}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{replay}");
+    assert_eq!(replay["out_trade_no"], no.as_str());
+    let (status, second) = post_json(
+        &http,
+        &format!("{}/orders", sandbox.functions),
+        &[
+            ("x-debug-openid", "o_serve_test"),
+            ("idempotency-key", "serve-2"),
+        ],
+        &json!({"items": [{"sku_id": "latte", "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{second}\n{}", sandbox.output());
+
+    let status = sandbox.interrupt();
+    assert!(status.success(), "{status}\n{}", sandbox.output());
+}
+
+fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sandbox"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_exits_0_and_a_bad_command_line_exits_2_naming_the_problem() {
+    let (code, stdout, _) = run_cli(&["--help"]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--port",
+        "--wechat-port",
+        "--data-dir",
+        "--order-ttl",
+        "--sweep-every",
+        "--retry-scale",
+        "demo",
+    ] {
+        assert!(stdout.contains(flag), "{flag} not in the usage:\n{stdout}");
+    }
+    for (args, named) in [
+        (&["--bogus"][..], "--bogus"),
+        (&["serve", "--port", "x"][..], "--port"),
+        (&["--order-ttl"][..], "--order-ttl"),
+        (&["launch"][..], "launch"),
+    ] {
+        let (code, stdout, stderr) = run_cli(args);
+        assert_eq!(code, Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            2,
+            "one line plus the hint: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_taken_port_or_an_unusable_catalog_fails_with_one_line_and_exit_1() {
+    let dir = TempDir::new("fail");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let data_dir = dir.0.join("data");
+    let data_dir = data_dir.to_str().unwrap();
+    let (code, stdout, stderr) = run_cli(&[
+        "serve",
+        "--port",
+        &port,
+        "--wechat-port",
+        "0",
+        "--data-dir",
+        data_dir,
+    ]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")) && stderr.contains("--port"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let catalog = dir.0.join("products.json");
+    std::fs::write(
+        &catalog,
+        r#"{"products": [{"sku_id": "tea", "name": "茶", "price": 100}]}"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_cli(&[
+        "demo",
+        "--data-dir",
+        data_dir,
+        "--products",
+        catalog.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("limited stock"), "{stderr}");
+}
