@@ -127,7 +127,7 @@ async fn authenticate(State(s): State<Arc<Shared>>, request: Request, next: Next
         &parts.headers,
         &bytes,
     ) {
-        tracing::info!(path = parts.uri.path(), code = %e.code, message = %e.message, "merchant request refused");
+        tracing::info!(path = parts.uri.path(), code = %e.code, error = %e.message, "merchant request refused");
         return e.into_response();
     }
 
@@ -250,7 +250,7 @@ async fn prepay(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             json_response(StatusCode::OK, &json!({ "prepay_id": prepay_id }))
         }
         Err(e) => {
-            tracing::info!(code = %e.code, message = %e.message, "JSAPI prepay refused");
+            tracing::info!(code = %e.code, error = %e.message, "JSAPI prepay refused");
             e.into_response()
         }
     }
