@@ -9,6 +9,7 @@ use crate::catalog::Catalog;
 use crate::cli::Options;
 use crate::envfile::shell_quote;
 use crate::server::{Sandbox, SandboxSettings, TABLE_NAME};
+use shared::runtime::shutdown_signal;
 
 /// `Ok` after a clean stop; `Err` is the one line to print before exiting non-zero.
 pub async fn run(options: Options) -> Result<(), String> {
@@ -160,30 +161,6 @@ Run a real function binary against this sandbox (variables in the file, secrets 
 The whole story in one go: cargo run -p sandbox -- demo
 "
     );
-}
-
-/// Ctrl-C (SIGINT) or SIGTERM. A signal that cannot be installed never fires.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ async fn collect_limited(mut body: Incoming, limit: usize) -> Body {
 
 /// SIGTERM (what SCF, containers and `kill` send) or ctrl-c. A signal that cannot be
 /// installed never fires, rather than firing at once and stopping the server.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -40,7 +40,7 @@ use serde_json::Value;
 
 use crate::http::Handler;
 
-pub use http_server::{MAX_BODY_BYTES, serve_http, serve_http_until};
+pub use http_server::{MAX_BODY_BYTES, serve_http, serve_http_until, shutdown_signal};
 pub use lambda::serve_lambda;
 pub use scf::{serve_scf, serve_scf_events};
 
