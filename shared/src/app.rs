@@ -65,15 +65,13 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
     let store_config = StoreConfig::from_env(env)?;
     // WeChat Pay waits 5 s for a notification's answer: keep DynamoDB and WeChat Pay calls
     // well inside it and answer 500 rather than late (DESIGN.md section 8).
-    let (store_settings, retry) = match function {
-        Function::PaymentCallback => (
-            ClientSettings::default(),
-            RetryPolicy {
-                total_budget: std::time::Duration::from_secs(3),
-                ..RetryPolicy::default()
-            },
-        ),
-        Function::PlaceOrder => (ClientSettings::default(), RetryPolicy::default()),
+    let store_settings = ClientSettings::default();
+    let retry = match function {
+        Function::PaymentCallback => RetryPolicy {
+            total_budget: std::time::Duration::from_secs(3),
+            ..RetryPolicy::default()
+        },
+        Function::PlaceOrder => RetryPolicy::default(),
     };
     let access = AwsAccess {
         region: store_config.region.clone(),

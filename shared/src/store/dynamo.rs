@@ -818,23 +818,7 @@ impl Store for DynamoStore {
         owner: &str,
         response: &StoredResponse,
     ) -> Result<FencedOutcome, StoreError> {
-        let mut e = Expr::default();
-        let update = format!(
-            "SET {} = {}, {} = {}, {} = {}",
-            e.name(attr::STATUS),
-            e.value("completed", items::s(items::COMPLETED)),
-            e.name(attr::RESPONSE_STATUS),
-            e.value("response_status", items::n(response.status_code)),
-            e.name(attr::RESPONSE_BODY),
-            e.value("response_body", items::s(response.body.clone())),
-        );
-        // Owner only, not status: the owner repeating its own completion (an SDK retry after a
-        // lost answer) must succeed, and nobody else can match the token.
-        let condition = format!(
-            "{} = {}",
-            e.name(attr::OWNER),
-            e.value("owner", items::s(owner))
-        );
+        let (e, update, condition) = completion_expression(owner, response);
         let (names, values) = e.into_parts();
         let result = self
             .client
@@ -893,19 +877,7 @@ impl Store for DynamoStore {
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
     ) -> Result<PrepayOutcome, StoreError> {
-        let mut e = Expr::default();
-        let update = format!(
-            "SET {prepay} = {p} ADD {version} {one}",
-            prepay = e.name(attr::PREPAY_ID),
-            p = e.value("prepay_id", items::s(prepay_id)),
-            version = e.name(attr::VERSION),
-            one = e.value("one", items::n(1)),
-        );
-        let condition = format!(
-            "{} = {}",
-            e.name(attr::STATUS),
-            e.value("pending", items::s(OrderStatus::Pending.as_str()))
-        );
+        let (e, update, condition) = prepay_expression(prepay_id);
         let (names, values) = e.into_parts();
         let result = self
             .client
@@ -944,19 +916,7 @@ impl Store for DynamoStore {
         prepay_id: &str,
         response: &StoredResponse,
     ) -> Result<CompleteOrderOutcome, StoreError> {
-        let mut e = Expr::default();
-        let order_update = format!(
-            "SET {prepay} = {p} ADD {version} {one}",
-            prepay = e.name(attr::PREPAY_ID),
-            p = e.value("prepay_id", items::s(prepay_id)),
-            version = e.name(attr::VERSION),
-            one = e.value("one", items::n(1)),
-        );
-        let order_condition = format!(
-            "{} = {}",
-            e.name(attr::STATUS),
-            e.value("pending", items::s(OrderStatus::Pending.as_str()))
-        );
+        let (e, order_update, order_condition) = prepay_expression(prepay_id);
         let order_action = update_action(
             &self.table,
             items::order_key(out_trade_no),
@@ -964,22 +924,7 @@ impl Store for DynamoStore {
             order_condition,
             e,
         )?;
-        let mut e = Expr::default();
-        let idem_update = format!(
-            "SET {} = {}, {} = {}, {} = {}",
-            e.name(attr::STATUS),
-            e.value("completed", items::s(items::COMPLETED)),
-            e.name(attr::RESPONSE_STATUS),
-            e.value("response_status", items::n(response.status_code)),
-            e.name(attr::RESPONSE_BODY),
-            e.value("response_body", items::s(response.body.clone())),
-        );
-        // Owner only, as in complete_idempotency: the owner repeating itself must succeed.
-        let idem_condition = format!(
-            "{} = {}",
-            e.name(attr::OWNER),
-            e.value("owner", items::s(owner))
-        );
+        let (e, idem_update, idem_condition) = completion_expression(owner, response);
         let idem_action = update_action(
             &self.table,
             items::idempotency_key(scope),
@@ -1291,6 +1236,48 @@ impl Store for DynamoStore {
         self.query_page(items::GSI2, e, &condition, true, limit, start)
             .await
     }
+}
+
+/// The prepay_id stored and `version` bumped, only while the order is PENDING: shared by
+/// `record_prepay` and `complete_order`. Returns (names/values, update, condition).
+fn prepay_expression(prepay_id: &str) -> (Expr, String, String) {
+    let mut e = Expr::default();
+    let update = format!(
+        "SET {prepay} = {p} ADD {version} {one}",
+        prepay = e.name(attr::PREPAY_ID),
+        p = e.value("prepay_id", items::s(prepay_id)),
+        version = e.name(attr::VERSION),
+        one = e.value("one", items::n(1)),
+    );
+    let condition = format!(
+        "{} = {}",
+        e.name(attr::STATUS),
+        e.value("pending", items::s(OrderStatus::Pending.as_str()))
+    );
+    (e, update, condition)
+}
+
+/// An idempotency record COMPLETED with its response, only while `owner` holds it: shared by
+/// `complete_idempotency` and `complete_order`. Owner only, not status: the owner repeating
+/// its own completion (an SDK retry after a lost answer) must succeed, and nobody else can
+/// match the token.
+fn completion_expression(owner: &str, response: &StoredResponse) -> (Expr, String, String) {
+    let mut e = Expr::default();
+    let update = format!(
+        "SET {} = {}, {} = {}, {} = {}",
+        e.name(attr::STATUS),
+        e.value("completed", items::s(items::COMPLETED)),
+        e.name(attr::RESPONSE_STATUS),
+        e.value("response_status", items::n(response.status_code)),
+        e.name(attr::RESPONSE_BODY),
+        e.value("response_body", items::s(response.body.clone())),
+    );
+    let condition = format!(
+        "{} = {}",
+        e.name(attr::OWNER),
+        e.value("owner", items::s(owner))
+    );
+    (e, update, condition)
 }
 
 fn update_action(

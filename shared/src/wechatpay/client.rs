@@ -330,13 +330,19 @@ impl HttpPayGateway {
             let outcome = self
                 .attempt(method.clone(), path_and_query, body.as_deref(), timeout)
                 .await;
-            let retryable = match &outcome {
-                Ok((status, _, bytes)) => {
-                    !status.is_success() && api_error(*status, bytes).retryable()
+            // Why this attempt may be repeated; `None`: success, or a failure no retry fixes.
+            let retry_reason = match &outcome {
+                Ok((status, _, bytes)) if !status.is_success() => {
+                    let e = api_error(*status, bytes);
+                    e.retryable().then(|| e.to_string())
                 }
-                Err(e) => e.retryable(),
+                Ok(_) => None,
+                Err(e) => e.retryable().then(|| e.to_string()),
             };
-            if !retryable || attempt >= policy.max_attempts {
+            let Some(reason) = retry_reason else {
+                return outcome;
+            };
+            if attempt >= policy.max_attempts {
                 return outcome;
             }
             let delay = policy.backoff(attempt);
@@ -347,7 +353,7 @@ impl HttpPayGateway {
                 path = path_and_query,
                 attempt,
                 delay_ms = delay.as_millis() as u64,
-                error = %match &outcome { Ok((s, _, b)) => api_error(*s, b).to_string(), Err(e) => e.to_string() },
+                error = %reason,
                 "WeChat Pay call failed, retrying"
             );
             tokio::time::sleep(delay).await;
