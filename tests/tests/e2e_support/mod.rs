@@ -1,6 +1,6 @@
 //! The end-to-end harness (zero2prod's `spawn_app`): a fresh in-memory Dynoxide with the
 //! table from `infra/table.json` and a seeded catalog, the WeChat Pay simulator in-process
-//! with freshly generated sandbox keys, and the BUILT `place-order` and `payment-callback`
+//! with freshly generated sandbox keys, and the BUILT function
 //! binaries as child processes in plain HTTP mode (`PORT=0`), configured only through the
 //! environment variables of DESIGN.md section 2.
 //!
@@ -10,7 +10,7 @@
 //!
 //! The function binaries belong to other packages, so they are not `CARGO_BIN_EXE_*` here:
 //! they are looked up next to this test executable (`target/<profile>/`) and built (at most
-//! once per process) with `cargo build -p place-order -p payment-callback` when missing or
+//! once per process) with `cargo build -p <each function>` when missing or
 //! older than a source file their dep-info lists (set `WXPAY_E2E_NO_BUILD=1` to never build).
 
 #![allow(dead_code)] // not every test uses every helper
@@ -53,7 +53,7 @@ pub const SKU_INACTIVE: &str = "sku-inactive";
 /// Longest any single wait may take (a notification acknowledged, a process ready).
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// The two function binaries this suite drives.
+/// The function binaries this suite drives (each is the package `functions/<binary>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
     PlaceOrder,
@@ -61,6 +61,8 @@ pub enum Function {
 }
 
 impl Function {
+    pub const ALL: &[Function] = &[Function::PlaceOrder, Function::PaymentCallback];
+
     pub fn binary(self) -> &'static str {
         match self {
             Function::PlaceOrder => "place-order",
@@ -126,14 +128,8 @@ fn build_functions(profile: &Path) {
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "place-order",
-            "-p",
-            "payment-callback",
-        ])
+        .args(["build", "--quiet"])
+        .args(Function::ALL.iter().flat_map(|f| ["-p", f.binary()]))
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"));
     if let Some(target) = profile.parent() {
@@ -150,10 +146,7 @@ fn build_functions(profile: &Path) {
     }
     eprintln!("e2e: building the function binaries: {command:?}");
     let status = command.status().expect("cargo can be run");
-    assert!(
-        status.success(),
-        "cargo build -p place-order -p payment-callback failed"
-    );
+    assert!(status.success(), "{command:?} failed");
 }
 
 /// Path of a function binary, built first (once per process) when missing or stale.
@@ -161,8 +154,10 @@ pub fn binary(function: Function) -> PathBuf {
     static CHECKED: OnceLock<PathBuf> = OnceLock::new();
     let profile = CHECKED.get_or_init(|| {
         let profile = profile_dir();
-        let paths = [Function::PlaceOrder, Function::PaymentCallback]
-            .map(|f| profile.join(format!("{}{}", f.binary(), std::env::consts::EXE_SUFFIX)));
+        let paths: Vec<PathBuf> = Function::ALL
+            .iter()
+            .map(|f| profile.join(format!("{}{}", f.binary(), std::env::consts::EXE_SUFFIX)))
+            .collect();
         if std::env::var_os("WXPAY_E2E_NO_BUILD").is_none() && paths.iter().any(|p| needs_build(p))
         {
             build_functions(&profile);
@@ -170,7 +165,7 @@ pub fn binary(function: Function) -> PathBuf {
         for p in &paths {
             assert!(
                 p.is_file(),
-                "{} is missing: run `cargo build -p place-order -p payment-callback`",
+                "{} is missing: run `cargo build --workspace --bins`",
                 p.display()
             );
         }
