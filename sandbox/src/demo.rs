@@ -18,7 +18,8 @@ use crate::server::Sandbox;
 /// How long the demo waits for something asynchronous (a notification to be acknowledged).
 const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
-const OPENID: &str = "o_demo_alice";
+/// The demo user's `wx.login()` code: the simulator logs it in as `openid_for("alice")`.
+const LOGIN_CODE: &str = "alice";
 /// Copies of the payment notification WeChat Pay sends at once in step 2.
 const DELIVERIES: u32 = 3;
 
@@ -66,10 +67,7 @@ pub async fn run(options: Options) -> Result<(), String> {
             } else {
                 remove_dir(&dir);
             }
-            println!(
-                "\ndemo: OK: the story completed ({steps} steps). The expiry sweep (CLOSED, stock \
-                 returned) arrives with the timeout-sweeper issue."
-            );
+            println!("\ndemo: OK: the story completed ({steps} steps).");
             Ok(())
         }
         Err(e) => {
@@ -123,10 +121,14 @@ struct Story {
     functions: String,
     wechat: String,
     order_ttl: Duration,
+    sweep_every: Duration,
     sku: CatalogEntry,
     inactive: Option<CatalogEntry>,
     step: u32,
     title: String,
+    /// The demo user's session token and openid, from the first step's login.
+    token: String,
+    openid: String,
 }
 
 type Step<T> = Result<T, String>;
@@ -147,10 +149,13 @@ impl Story {
             functions: sandbox.functions_url().to_owned(),
             wechat: sandbox.wechat_url(),
             order_ttl: sandbox.order_ttl(),
+            sweep_every: sandbox.sweep_every(),
             sku,
             inactive,
             step: 0,
             title: String::new(),
+            token: String::new(),
+            openid: String::new(),
         })
     }
 
@@ -208,41 +213,73 @@ impl Story {
         self.send(
             http::Method::POST,
             &format!("{}/orders", self.functions),
-            &[("x-debug-openid", OPENID), ("idempotency-key", key)],
+            &[
+                ("authorization", &format!("Bearer {}", self.token)),
+                ("idempotency-key", key),
+            ],
             Some(body),
         )
         .await
     }
 
-    async fn order(&self, no: &str) -> Step<Value> {
-        let r = self
-            .send(
-                http::Method::GET,
-                &format!("{}/sandbox/orders/{no}", self.functions),
-                &[],
-                None,
-            )
-            .await?;
-        self.check(r.status == 200, || {
-            format!("GET /sandbox/orders/{no}: {}", r.short())
-        })?;
+    /// `GET url`, which must answer 200: its JSON.
+    async fn get_ok(&self, url: &str) -> Step<Value> {
+        let r = self.send(http::Method::GET, url, &[], None).await?;
+        self.check(r.status == 200, || format!("GET {url}: {}", r.short()))?;
         Ok(r.json)
+    }
+
+    async fn order(&self, no: &str) -> Step<Value> {
+        self.get_ok(&format!("{}/sandbox/orders/{no}", self.functions))
+            .await
+    }
+
+    /// `GET {path_and_query}` on query-order, as the demo user.
+    async fn query(&self, path_and_query: &str) -> Step<Reply> {
+        self.send(
+            http::Method::GET,
+            &format!("{}{path_and_query}", self.functions),
+            &[("authorization", &format!("Bearer {}", self.token))],
+            None,
+        )
+        .await
+    }
+
+    /// WeChat Pay's side of an order: the simulator's `trade_state`.
+    async fn trade_state(&self, no: &str) -> Step<String> {
+        let transaction = self
+            .get_ok(&format!("{}/sandbox/transactions/{no}", self.wechat))
+            .await?;
+        Ok(transaction["trade_state"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned())
+    }
+
+    /// Polls the stored order until it leaves PENDING (the timeout-sweeper's work).
+    async fn settled(&self, no: &str) -> Step<Value> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let view = self.order(no).await?;
+            if view["order"]["status"] != "PENDING" {
+                return Ok(view);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.fail(format!(
+                    "still PENDING {} s later: no sweep settled it",
+                    WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// `(reserved, sold, available)` of the demo's sku.
     async fn stock(&self) -> Step<(i64, i64, i64)> {
-        let r = self
-            .send(
-                http::Method::GET,
-                &format!("{}/sandbox/products", self.functions),
-                &[],
-                None,
-            )
+        let products = self
+            .get_ok(&format!("{}/sandbox/products", self.functions))
             .await?;
-        self.check(r.status == 200, || {
-            format!("GET /sandbox/products: {}", r.short())
-        })?;
-        let product = r.json["products"]
+        let product = products["products"]
             .as_array()
             .and_then(|list| {
                 list.iter()
@@ -257,17 +294,65 @@ impl Story {
         json!({"items": [{"sku_id": self.sku.sku_id.as_str(), "quantity": quantity}]})
     }
 
+    /// The mini-program's login: a `wx.login()` code for a session token, and a used-up code
+    /// refused.
+    async fn log_in(&mut self) -> Step<()> {
+        self.begin(format!(
+            "log in: wx.login() code {LOGIN_CODE:?} -> POST /sessions -> a session token"
+        ));
+        let url = format!("{}/sessions", self.functions);
+        let login = self
+            .send(
+                http::Method::POST,
+                &url,
+                &[],
+                Some(&json!({ "code": LOGIN_CODE })),
+            )
+            .await?;
+        self.check(login.status == 200, || {
+            format!("expected 200, got {}", login.short())
+        })?;
+        self.token = login.json["token"].as_str().unwrap_or_default().to_owned();
+        self.openid = login.json["openid"].as_str().unwrap_or_default().to_owned();
+        let expected = crate::simulator::login::openid_for(LOGIN_CODE);
+        self.check(!self.token.is_empty() && self.openid == expected, || {
+            format!("expected a token for {expected}: {}", login.short())
+        })?;
+        println!(
+            "    -> 200 openid {}, token expires_at {} (send it as Authorization: Bearer)",
+            self.openid,
+            login.json["expires_at"].as_str().unwrap_or("?")
+        );
+        let refused = self
+            .send(
+                http::Method::POST,
+                &url,
+                &[],
+                Some(&json!({"code": "invalid-code"})),
+            )
+            .await?;
+        self.check(
+            refused.status == 401 && refused.code() == "INVALID_CODE",
+            || format!("expected 401 INVALID_CODE, got {}", refused.short()),
+        )?;
+        println!("    ok: a bad or used code is refused: 401 INVALID_CODE");
+        Ok(())
+    }
+
     /// Runs every step; the number of steps on success.
     async fn run(mut self) -> Step<u32> {
         let sku = self.sku.sku_id.as_str().to_owned();
         let price = self.sku.price.fen();
         let stock = self.sku.stock.unwrap_or(0);
 
-        // 1. An order.
+        self.log_in().await?;
+
+        // An order.
         self.begin(format!(
-            "place an order: 2 x {sku} ({}, {} CNY each, {stock} in stock) as {OPENID}",
+            "place an order: 2 x {sku} ({}, {} CNY each, {stock} in stock) as {}",
             self.sku.name,
-            yuan(price)
+            yuan(price),
+            self.openid
         ));
         let (reserved0, sold0, _) = self.stock().await?;
         let key = "demo-order-1";
@@ -492,9 +577,122 @@ impl Story {
             println!("    ok: 422 UNKNOWN_SKU: {}", unknown.json["message"]);
         }
 
-        // 9. An order left unpaid.
+        // A payment whose notification never arrives.
         self.begin(format!(
-            "an order left unpaid: 1 x {sku}, expiring after {} s",
+            "a payment whose notification is lost: 1 x {sku}, paid with no notification; \
+             query-order asks WeChat Pay"
+        ));
+        let (reserved_l, sold_l, _) = self.stock().await?;
+        let lost = self.place("demo-order-5", &self.items(1)).await?;
+        self.check(lost.status == 201, || {
+            format!("expected 201, got {}", lost.short())
+        })?;
+        let no3 = lost.json["out_trade_no"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let pay = self
+            .send(
+                http::Method::POST,
+                &format!("{}/sandbox/pay", self.wechat),
+                &[],
+                Some(&json!({"out_trade_no": no3, "deliveries": 0})),
+            )
+            .await?;
+        self.check(
+            pay.status == 200 && pay.json["trade_state"] == "SUCCESS",
+            || format!("POST /sandbox/pay: {}", pay.short()),
+        )?;
+        let txn3 = pay.json["transaction_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let stored = self.order(&no3).await?;
+        self.check(stored["order"]["status"] == "PENDING", || {
+            format!(
+                "status {}, expected PENDING: no notification was sent",
+                stored["order"]["status"]
+            )
+        })?;
+        println!(
+            "    -> 201 out_trade_no {no3}; paid at WeChat Pay ({txn3}) with \"deliveries\": 0; \
+             the backend still has it PENDING"
+        );
+        let viewed = self.query(&format!("/orders/{no3}")).await?;
+        self.check(
+            viewed.status == 200
+                && viewed.json["status"] == "PAID"
+                && viewed.json["synced"] == true
+                && viewed.json["transaction_id"] == txn3.as_str(),
+            || {
+                format!(
+                    "GET /orders/{no3}: expected 200 PAID, synced, {txn3}; got {}",
+                    viewed.short()
+                )
+            },
+        )?;
+        println!("    GET /orders/{no3} -> 200 status PAID, synced true, transaction_id {txn3}");
+        let stored = self.order(&no3).await?;
+        let (r, s, _) = self.stock().await?;
+        self.check(
+            stored["order"]["status"] == "PAID"
+                && stored["payment"]["transaction_id"] == txn3.as_str()
+                && (r, s) == (reserved_l, sold_l + 1),
+            || {
+                format!(
+                    "stored {}, payment {}, reserved {r}, sold {s}; expected PAID with its \
+                     payment, reserved {reserved_l}, sold {}",
+                    stored["order"]["status"],
+                    stored["payment"],
+                    sold_l + 1
+                )
+            },
+        )?;
+        println!(
+            "    ok: PAID through query-order, the callback's own code path: payment item stored, \
+             sold {sold_l} -> {s}"
+        );
+        let listed = self.query("/orders?limit=2").await?;
+        let listed_nos: Vec<&str> = listed.json["orders"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|o| o["out_trade_no"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.check(
+            listed.status == 200 && listed_nos == [no3.as_str(), no.as_str()],
+            || {
+                format!(
+                    "GET /orders?limit=2: expected [{no3}, {no}], got {}",
+                    listed.short()
+                )
+            },
+        )?;
+        println!("    ok: GET /orders?limit=2 lists the user's orders newest first: {no3}, {no}");
+        let other = self
+            .send(
+                http::Method::GET,
+                &format!("{}/orders/{no3}", self.functions),
+                &[("x-debug-openid", "o_demo_mallory")],
+                None,
+            )
+            .await?;
+        self.check(
+            other.status == 404 && other.code() == "ORDER_NOT_FOUND",
+            || {
+                format!(
+                    "another user's GET /orders/{no3}: expected 404, got {}",
+                    other.short()
+                )
+            },
+        )?;
+        println!("    ok: anyone else gets 404 ORDER_NOT_FOUND, no hint that it exists");
+
+        // An order left unpaid.
+        self.begin(format!(
+            "an order left unpaid: 1 x {sku}, expiring after {} s; the timeout-sweeper closes it",
             self.order_ttl.as_secs()
         ));
         let unpaid = self.place("demo-order-4", &self.items(1)).await?;
@@ -529,23 +727,62 @@ impl Story {
                 Some(&json!({"out_trade_no": no2, "deliveries": 1})),
             )
             .await?;
-        self.check(late.status == 400 && late.code() == "ORDER_EXPIRED", || {
+        // ORDER_CLOSED only if a (very late) sweep got there first.
+        self.check(
+            late.status == 400 && matches!(late.code(), "ORDER_EXPIRED" | "ORDER_CLOSED"),
+            || {
+                format!(
+                    "paying after expire_at: expected 400 ORDER_EXPIRED, got {}",
+                    late.short()
+                )
+            },
+        )?;
+        println!(
+            "    ok: past expire_at WeChat Pay no longer takes the payment: 400 {}",
+            late.code()
+        );
+        println!(
+            "    waiting for the timeout-sweeper (every {} s, {} s after expire_at) ...",
+            self.sweep_every.as_secs(),
+            crate::envfile::SWEEP_GRACE_SECONDS
+        );
+        let view = self.settled(&no2).await?;
+        let order = &view["order"];
+        let closed_by = order["history"]
+            .as_array()
+            .and_then(|h| h.iter().rev().find(|e| e["to"] == "CLOSED"))
+            .map(|e| e["cause"].as_str().unwrap_or("?").to_owned());
+        self.check(order["status"] == "CLOSED" && closed_by.is_some(), || {
             format!(
-                "paying after expire_at: expected 400 ORDER_EXPIRED, got {}",
-                late.short()
+                "status {}, expected CLOSED with a transition to it: {order}",
+                order["status"]
             )
         })?;
-        println!(
-            "    ok: past expire_at WeChat Pay no longer takes the payment: 400 ORDER_EXPIRED"
-        );
-        let view = self.order(&no2).await?;
-        self.check(view["order"]["status"] == "PENDING", || {
-            format!("status {}, expected PENDING", view["order"]["status"])
+        let viewed = self.query(&format!("/orders/{no2}")).await?;
+        self.check(
+            viewed.status == 200 && viewed.json["status"] == "CLOSED",
+            || {
+                format!(
+                    "GET /orders/{no2}: expected 200 CLOSED, got {}",
+                    viewed.short()
+                )
+            },
+        )?;
+        let at_wechat = self.trade_state(&no2).await?;
+        self.check(at_wechat == "CLOSED", || {
+            format!("WeChat Pay's trade_state is {at_wechat}, expected CLOSED")
         })?;
         println!(
-            "    not yet: the order is still PENDING with its stock reserved. Closing it at \
-             WeChat Pay (CLOSED, stock returned) is the timeout-sweeper's job, which arrives \
-             with the query-order/timeout-sweeper issue."
+            "    ok: closed by the timeout-sweeper (\"{}\"): trade_state CLOSED at WeChat Pay, \
+             then CLOSED here (GET /orders/{no2}: CLOSED)",
+            closed_by.unwrap_or_default()
+        );
+        let (r, s, a) = self.stock().await?;
+        self.check(r == reserved2 - 1, || {
+            format!("reserved {r}, expected {} (the stock back)", reserved2 - 1)
+        })?;
+        println!(
+            "    ok: stock returned in the same transaction: reserved {reserved2} -> {r}; sold {s}, available {a}"
         );
         Ok(self.step)
     }

@@ -1,7 +1,8 @@
 //! The variables that configure a function against a running sandbox: one list, used both
 //! to build the in-process handlers (`shared::app::build`) and to write
 //! `<data-dir>/sandbox.env` for the real function binaries. The file names secrets (the
-//! APIv3 key, the key file paths), so it is written with mode 0600 and never printed.
+//! APIv3 key, the AppSecret, the key file paths), so it is written with mode 0600 and never
+//! printed.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
@@ -14,6 +15,8 @@ use crate::keys::SandboxKeys;
 pub const AWS_REGION: &str = shared::store::embedded::REGION;
 pub const AWS_ACCESS_KEY_ID: &str = "sandbox";
 pub const AWS_SECRET_ACCESS_KEY: &str = "sandbox";
+/// `SWEEP_GRACE_SECONDS` in the sandbox.
+pub const SWEEP_GRACE_SECONDS: u64 = 1;
 
 /// What the variables are computed from.
 pub struct EnvInputs<'a> {
@@ -63,8 +66,21 @@ pub fn variables(i: &EnvInputs<'_>) -> Vec<(&'static str, String)> {
         ("AWS_ACCESS_KEY_ID", AWS_ACCESS_KEY_ID.to_owned()),
         ("AWS_SECRET_ACCESS_KEY", AWS_SECRET_ACCESS_KEY.to_owned()),
         ("ORDER_TTL_SECONDS", i.order_ttl_secs.to_string()),
+        // The timeout-sweeper leaves an order alone this long past expire_at (30 s when
+        // deployed): short here, so `--order-ttl 60 --sweep-every 5` shows expiry at once.
+        ("SWEEP_GRACE_SECONDS", SWEEP_GRACE_SECONDS.to_string()),
+        // Identity: session tokens from POST /sessions (the simulator's jscode2session),
+        // and X-Debug-Openid as well, in the sandbox only.
+        ("WX_APP_SECRET", i.keys.app_secret().to_owned()),
+        ("WX_API_BASE", i.wechat_url.to_owned()),
+        ("SESSION_SIGNING_KEY_FILE", path(i.keys.session_key_path())),
+        (
+            "SESSION_PUBLIC_KEYS_FILE",
+            path(i.keys.session_public_path()),
+        ),
+        ("SESSION_ISSUER", i.functions_url.to_owned()),
+        ("AUTH_MODE", "token".to_owned()),
         ("ALLOW_DEBUG_IDENTITY", "1".to_owned()),
-        ("AUTH_MODE", "authorizer".to_owned()),
         ("LOG_FORMAT", "text".to_owned()),
     ]
 }

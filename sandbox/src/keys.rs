@@ -1,7 +1,8 @@
-//! The sandbox's credentials: a merchant key pair, a simulated WeChat Pay key pair and an
-//! APIv3 key, generated on first start under `<data-dir>/keys/` and reused afterwards, so a
-//! running sandbox and the real function binaries pointed at it agree (DESIGN.md section 9).
-//! Generation is the only use of the `rsa` crate; signing and verifying stay in `shared`.
+//! The sandbox's credentials: a merchant key pair, a simulated WeChat Pay key pair, an APIv3
+//! key, the mini-program's AppSecret and a session-token key pair (EC P-256), generated on
+//! first start under `<data-dir>/keys/` and reused afterwards, so a running sandbox and the
+//! real function binaries pointed at it agree (DESIGN.md section 9). RSA generation is the
+//! only use of the `rsa` crate; signing and verifying stay in `shared`.
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
 use rsa::sha2::{Digest as _, Sha256};
+use shared::session::{PublicKey, SessionKeyError, SigningKey};
 use shared::wechatpay::{ApiV3Key, KeyError, RsaPrivateKey, RsaPublicKey};
 
 pub const MERCHANT_KEY_FILE: &str = "merchant_key.pem";
@@ -17,6 +19,9 @@ pub const MERCHANT_PUBLIC_FILE: &str = "merchant_public.pem";
 pub const WECHATPAY_KEY_FILE: &str = "wechatpay_key.pem";
 pub const WECHATPAY_PUBLIC_FILE: &str = "wechatpay_public.pem";
 pub const APIV3_KEY_FILE: &str = "apiv3_key.txt";
+pub const APP_SECRET_FILE: &str = "app_secret.txt";
+pub const SESSION_KEY_FILE: &str = "session_key.pem";
+pub const SESSION_PUBLIC_FILE: &str = "session_public.pem";
 
 /// WeChat Pay's merchant and platform keys are RSA-2048.
 const RSA_BITS: usize = 2048;
@@ -27,6 +32,11 @@ pub enum KeysError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
     InvalidKey { path: PathBuf, source: KeyError },
+    #[error("{path}: {source}")]
+    InvalidSessionKey {
+        path: PathBuf,
+        source: SessionKeyError,
+    },
     #[error("{path}: the APIv3 key must be 32 characters of [0-9A-Za-z]")]
     InvalidApiV3Key { path: PathBuf },
     #[error("RSA key generation failed: {0}")]
@@ -51,6 +61,8 @@ pub struct SandboxKeys {
     wechatpay_public_key_id: String,
     apiv3_key_text: String,
     apiv3_key: ApiV3Key,
+    app_secret: String,
+    session_key: SigningKey,
 }
 
 impl SandboxKeys {
@@ -75,6 +87,8 @@ impl SandboxKeys {
         let wechatpay_public_pem =
             sync_public(&dir, WECHATPAY_PUBLIC_FILE, &wechatpay_key.public_key())?;
         let (apiv3_key_text, apiv3_key) = load_or_generate_apiv3(&dir, &mut generated)?;
+        let app_secret = load_or_generate_text(&dir.join(APP_SECRET_FILE), &mut generated)?;
+        let session_key = load_or_generate_session_key(&dir, &mut generated)?;
 
         Ok(SandboxKeys {
             merchant_serial_no: merchant_serial_no(&merchant_key.public_key()),
@@ -89,6 +103,8 @@ impl SandboxKeys {
             wechatpay_public_pem,
             apiv3_key_text,
             apiv3_key,
+            app_secret,
+            session_key,
         })
     }
 
@@ -178,6 +194,29 @@ impl SandboxKeys {
     pub fn apiv3_key_path(&self) -> PathBuf {
         self.dir.join(APIV3_KEY_FILE)
     }
+
+    /// The simulated mini-program's AppSecret (`WX_APP_SECRET`), 32 of `[0-9A-Za-z]`. Secret.
+    pub fn app_secret(&self) -> &str {
+        &self.app_secret
+    }
+
+    /// The EC P-256 key that signs session tokens (`SESSION_SIGNING_KEY_FILE`). Secret.
+    pub fn session_key(&self) -> &SigningKey {
+        &self.session_key
+    }
+
+    /// Its public half (`SESSION_PUBLIC_KEYS_FILE`), which verifies session tokens.
+    pub fn session_public_key(&self) -> &PublicKey {
+        self.session_key.public_key()
+    }
+
+    pub fn session_key_path(&self) -> PathBuf {
+        self.dir.join(SESSION_KEY_FILE)
+    }
+
+    pub fn session_public_path(&self) -> PathBuf {
+        self.dir.join(SESSION_PUBLIC_FILE)
+    }
 }
 
 impl fmt::Debug for SandboxKeys {
@@ -238,27 +277,70 @@ fn load_or_generate_apiv3(
     generated: &mut bool,
 ) -> Result<(String, ApiV3Key), KeysError> {
     let path = dir.join(APIV3_KEY_FILE);
-    let text = match read_optional(&path)? {
-        Some(text) => text.trim().to_owned(),
-        None => {
-            // 32 characters of [0-9A-Za-z] from the OS CSPRNG, the shape merchants pick.
-            let text = shared::wechatpay::nonce();
-            if write_new(&path, &format!("{text}\n"), 0o600)? {
-                *generated = true;
-                text
-            } else {
-                read_optional(&path)?
-                    .map(|t| t.trim().to_owned())
-                    .unwrap_or(text)
-            }
-        }
-    };
+    let text = load_or_generate_text(&path, generated)?;
     let valid = text.len() == 32 && text.bytes().all(|b| b.is_ascii_alphanumeric());
     let key = ApiV3Key::new(&text)
         .ok()
         .filter(|_| valid)
         .ok_or_else(|| KeysError::InvalidApiV3Key { path: path.clone() })?;
     Ok((text, key))
+}
+
+/// The one-line secret in `path`, or a new one written there: 32 characters of
+/// `[0-9A-Za-z]` from the OS CSPRNG (the shape of an APIv3 key, and of an AppSecret).
+fn load_or_generate_text(path: &Path, generated: &mut bool) -> Result<String, KeysError> {
+    Ok(match read_optional(path)? {
+        Some(text) => text.trim().to_owned(),
+        None => {
+            let text = shared::wechatpay::nonce();
+            if write_new(path, &format!("{text}\n"), 0o600)? {
+                *generated = true;
+                text
+            } else {
+                read_optional(path)?
+                    .map(|t| t.trim().to_owned())
+                    .unwrap_or(text)
+            }
+        }
+    })
+}
+
+/// The session signing key (PKCS#8, the first block of its file), generated by ring on first
+/// start; its public half is rewritten whenever it does not match.
+fn load_or_generate_session_key(dir: &Path, generated: &mut bool) -> Result<SigningKey, KeysError> {
+    let path = dir.join(SESSION_KEY_FILE);
+    let pem = match read_optional(&path)? {
+        Some(pem) => pem,
+        None => {
+            let pem = SigningKey::generate_pkcs8_pem();
+            if write_new(&path, &pem, 0o600)? {
+                tracing::info!(path = %path.display(), "generated a sandbox session key");
+                *generated = true;
+                pem
+            } else {
+                read_optional(&path)?.unwrap_or(pem)
+            }
+        }
+    };
+    let invalid = |source| KeysError::InvalidSessionKey {
+        path: path.clone(),
+        source,
+    };
+    let key = SigningKey::parse_all(&pem)
+        .map_err(invalid)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| invalid(SessionKeyError::Empty))?;
+    let public_path = dir.join(SESSION_PUBLIC_FILE);
+    let current = read_optional(&public_path)?;
+    let up_to_date = current
+        .as_deref()
+        .and_then(|existing| PublicKey::parse_all(existing).ok())
+        .is_some_and(|existing| existing == [key.public_key().clone()]);
+    if !up_to_date {
+        write_replace(&public_path, &key.public_key().to_spki_pem(), 0o644)?;
+    }
+    Ok(key)
 }
 
 fn generate_pkcs8_pem() -> Result<String, KeysError> {

@@ -3,7 +3,8 @@
 //! sealed and retried on its schedule), the sandbox's generated keys, and the all-in-one local
 //! server and demo the `sandbox` binary runs.
 //!
-//! - [`keys`]: merchant and "WeChat Pay" RSA keys and the APIv3 key under `<data-dir>/keys/`.
+//! - [`keys`]: merchant and "WeChat Pay" RSA keys, the APIv3 key, the AppSecret and the
+//!   session-token key under `<data-dir>/keys/`.
 //! - [`simulator`]: the simulator's HTTP server and its in-process handle for tests.
 //! - [`server`]: a whole sandbox (engine, catalog, simulator, functions on one port).
 //! - [`router`]: the one-port dispatcher and the sandbox-only inspection routes.

@@ -24,9 +24,9 @@ pub enum Route {
     PlaceOrder,
     /// `/notify/wechatpay`.
     PaymentCallback,
-    /// `GET /orders`, `/orders/{out_trade_no}`: the query-order function, not built yet.
+    /// `GET /orders`, `/orders/{out_trade_no}`: the query-order function.
     QueryOrder,
-    /// `/sessions`, `/.well-known/*`: the session function, not built yet.
+    /// `/sessions`, `/.well-known/*`: the session function.
     Session,
     /// `GET /sandbox/orders/{out_trade_no}`.
     InspectOrder(String),
@@ -69,10 +69,12 @@ pub fn route(method: &http::Method, path: &str) -> Route {
 pub struct SandboxRouter {
     pub place_order: Arc<dyn Handler>,
     pub payment_callback: Arc<dyn Handler>,
-    // Later issues add their handlers here (built with `shared::app::build` like the two
-    // above) and route to them instead of `not_yet`:
-    //   query_order: Route::QueryOrder; session: Route::Session. The timeout-sweeper has no
-    //   route: the sandbox runs it every `--sweep-every` (see `server.rs`).
+    /// `GET /orders`, `GET /orders/{out_trade_no}`.
+    pub query_order: Arc<dyn Handler>,
+    /// `POST /sessions` and the discovery documents.
+    pub session: Arc<dyn Handler>,
+    // The timeout-sweeper has no route: the sandbox runs it every `--sweep-every` (see
+    // `server.rs`).
     /// The store the inspection routes read (the same table the functions use).
     pub store: Arc<dyn Store>,
     pub catalog: Catalog,
@@ -84,25 +86,14 @@ impl Handler for SandboxRouter {
         match route(request.method(), request.uri().path()) {
             Route::PlaceOrder => self.place_order.handle(request).await,
             Route::PaymentCallback => self.payment_callback.handle(request).await,
-            Route::QueryOrder => not_yet(
-                "query-order (GET /orders, GET /orders/{out_trade_no}) arrives with the \
-                 query-order issue; meanwhile the sandbox-only GET /sandbox/orders/{out_trade_no} \
-                 shows an order",
-            ),
-            Route::Session => not_yet(
-                "the session function (POST /sessions, /.well-known/*) arrives with its own \
-                 issue; meanwhile send X-Debug-Openid: <any openid>",
-            ),
+            Route::QueryOrder => self.query_order.handle(request).await,
+            Route::Session => self.session.handle(request).await,
             Route::InspectOrder(no) => self.inspect_order(&no).await,
             Route::InspectProducts => self.inspect_products().await,
             Route::Index => index(),
             Route::NotFound => ApiError::not_found().into_response(),
         }
     }
-}
-
-fn not_yet(message: &str) -> Response {
-    ApiError::new(501, "NOT_IMPLEMENTED", message).into_response()
 }
 
 fn store_unavailable(e: &shared::store::StoreError) -> Response {
@@ -116,10 +107,12 @@ fn index() -> Response {
         &json!({
             "service": "wxpay-orders sandbox",
             "routes": {
-                "POST /orders": "place-order (X-Debug-Openid + Idempotency-Key)",
+                "POST /orders": "place-order (Authorization: Bearer <token> or X-Debug-Openid; Idempotency-Key)",
                 "POST /notify/wechatpay": "payment-callback (WeChat Pay's notifications)",
-                "GET /orders, GET /orders/{out_trade_no}": "query-order: arrives later (501)",
-                "POST /sessions": "session: arrives later (501)",
+                "GET /orders, GET /orders/{out_trade_no}": "query-order: the caller's orders (?limit=&cursor=), newest first; one order, checked with WeChat Pay while PENDING",
+                "timeout-sweeper": "no route: runs in-process every --sweep-every seconds, closing expired orders (stock returned) and applying payments whose notification was lost",
+                "POST /sessions": "session: {\"code\": \"alice\"} -> a session token (simulated wx.login)",
+                "GET /.well-known/jwks.json, GET /.well-known/openid-configuration": "session: token keys",
                 "GET /sandbox/orders/{out_trade_no}": SANDBOX_ONLY,
                 "GET /sandbox/products": SANDBOX_ONLY,
             },

@@ -91,8 +91,9 @@ async fn print_started(s: &Sandbox) {
         s.retry_scale()
     );
     println!(
-        "sandbox: timeout-sweeper: not built yet (it arrives with the query-order/timeout-sweeper issue; it will run every {} s)",
-        s.sweep_every().as_secs()
+        "sandbox: timeout-sweeper runs every {} s, closing orders {} s past expire_at (stock returned) and applying payments whose notification was lost; each sweep that finds work prints a line",
+        s.sweep_every().as_secs(),
+        crate::envfile::SWEEP_GRACE_SECONDS
     );
 
     println!();
@@ -133,33 +134,55 @@ fn print_walkthrough(s: &Sandbox) {
     println!(
         "
 Routes on {f}:
-  POST /orders                        place-order (X-Debug-Openid: <any openid>, Idempotency-Key)
+  POST /sessions                      session: {{\"code\": \"<any code>\"}} -> a session token (wx.login simulated)
+  GET  /.well-known/jwks.json         session: the keys that verify tokens (and /.well-known/openid-configuration)
+  POST /orders                        place-order (Authorization: Bearer <token>, or X-Debug-Openid here; Idempotency-Key)
   POST /notify/wechatpay              payment-callback (the simulator delivers here)
   GET  /sandbox/orders/{{out_trade_no}}  sandbox-only: the order as stored, its payment and anomalies
   GET  /sandbox/products              sandbox-only: the catalog with stock counters
-  GET  /orders[/{{out_trade_no}}]        query-order: arrives with its issue (501 until then)
+  GET  /orders[?limit=&cursor=]        query-order: the caller's orders, newest first
+  GET  /orders/{{out_trade_no}}          query-order: one order, checked with WeChat Pay while PENDING
+WeChat login on {w}: GET /sns/jscode2session (code `invalid-code` answers errcode 40029)
 Simulator control on {w}: POST /sandbox/pay, /sandbox/userpaying, /sandbox/notify,
   /sandbox/fail; GET /sandbox/notifications?out_trade_no=, /sandbox/transactions[/{{no}}], /sandbox/info
 
 Walkthrough (copy-paste into a POSIX shell; needs curl):
-  # 1. place an order for 2 x {sku} as o_alice (the amount comes from the catalog)
-  ORDER=$(curl -s -X POST {f}/orders -H 'X-Debug-Openid: o_alice' -H \"Idempotency-Key: try-$(date +%s)\" -H 'content-type: application/json' -d '{{\"items\":[{{\"sku_id\":\"{sku}\",\"quantity\":2}}]}}'); echo \"$ORDER\"
+  # 0. log in as the mini-program would after wx.login() (code \"alice\" is always the same user)
+  LOGIN=$(curl -s -X POST {f}/sessions -H 'content-type: application/json' -d '{{\"code\":\"alice\"}}'); echo \"$LOGIN\"
+  TOKEN=$(printf '%s' \"$LOGIN\" | sed -n 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/p')
+  # 1. place an order for 2 x {sku} as that user (the amount comes from the catalog)
+  ORDER=$(curl -s -X POST {f}/orders -H \"Authorization: Bearer $TOKEN\" -H \"Idempotency-Key: try-$(date +%s)\" -H 'content-type: application/json' -d '{{\"items\":[{{\"sku_id\":\"{sku}\",\"quantity\":2}}]}}'); echo \"$ORDER\"
   NO=$(printf '%s' \"$ORDER\" | sed -n 's/.*\"out_trade_no\":\"\\([^\"]*\\)\".*/\\1/p'); echo \"$NO\"
   # 2. the user pays in the simulator; WeChat Pay notifies {f}/notify/wechatpay
   curl -s -X POST {w}/sandbox/pay -d \"{{\\\"out_trade_no\\\":\\\"$NO\\\",\\\"deliveries\\\":1}}\"; echo
   # 3. each notification delivery and the status it got (204 = acknowledged)
   sleep 1; curl -s \"{w}/sandbox/notifications?out_trade_no=$NO\"; echo
-  # 4. the order is PAID (sandbox-only route; query-order GET /orders/$NO arrives later)
+  # 4. the order is PAID, as its owner sees it (query-order), and as stored (sandbox-only route)
+  curl -s {f}/orders/$NO -H \"Authorization: Bearer $TOKEN\"; echo
   curl -s {f}/sandbox/orders/$NO; echo
   #    WeChat Pay's side: trade_state SUCCESS
   curl -s {w}/sandbox/transactions/$NO; echo
   # 5. the same request again (same Idempotency-Key): the same answer, Idempotent-Replayed: true
   #    (repeat step 1 with a fixed key, e.g. -H 'Idempotency-Key: demo-1', twice, with curl -i)
+  # 6. no token, or a bad one: 401 UNAUTHENTICATED (the sandbox also accepts X-Debug-Openid: <openid>)
+  curl -s -X POST {f}/orders -H 'Authorization: Bearer nope' -H 'Idempotency-Key: x' -d '{{}}'; echo
+  # 7. a lost notification: pay with no delivery; query-order asks WeChat Pay and the order is PAID
+  NO2=$(curl -s -X POST {f}/orders -H \"Authorization: Bearer $TOKEN\" -H \"Idempotency-Key: lost-$(date +%s)\" -H 'content-type: application/json' -d '{{\"items\":[{{\"sku_id\":\"{sku}\",\"quantity\":1}}]}}' | sed -n 's/.*\"out_trade_no\":\"\\([^\"]*\\)\".*/\\1/p'); echo \"$NO2\"
+  curl -s -X POST {w}/sandbox/pay -d \"{{\\\"out_trade_no\\\":\\\"$NO2\\\",\\\"deliveries\\\":0}}\"; echo
+  curl -s {f}/orders/$NO2 -H \"Authorization: Bearer $TOKEN\"; echo
+  # 8. the caller's orders, newest first (next_cursor pages on: &cursor=...)
+  curl -s \"{f}/orders?limit=5\" -H \"Authorization: Bearer $TOKEN\"; echo
+  # 9. expiry: leave an order unpaid; the sweeper (every {sweep_every} s) closes it {grace} s after its
+  #    expire_at ({ttl} s after it was placed): CLOSED here and at WeChat Pay, stock back in
+  #    GET {f}/sandbox/products. To watch it within a minute: --order-ttl 60 --sweep-every 5
 
 Run a real function binary against this sandbox (variables in the file, secrets included):
   set -a; . {env_file}; set +a; PORT=9100 target/debug/place-order
 The whole story in one go: cargo run -p sandbox -- demo
-"
+",
+        sweep_every = s.sweep_every().as_secs(),
+        grace = crate::envfile::SWEEP_GRACE_SECONDS,
+        ttl = s.order_ttl().as_secs(),
     );
 }
 

@@ -14,9 +14,11 @@ use std::time::Duration;
 use shared::app::{self, Function};
 use shared::config::{ConfigError, Env};
 use shared::runtime::{RuntimeError, serve_http_until};
+use shared::service::{SweepSummary, sweep_expired};
 use shared::store::embedded::{Embedded, Storage};
 use shared::store::{ClientSettings, DynamoStore, Store, StoreError};
-use tokio::sync::oneshot;
+use shared::sweeper::SweeperJob;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::catalog::{Catalog, CatalogError, SeedReport};
@@ -80,8 +82,7 @@ pub struct SandboxSettings {
     pub wechat_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub order_ttl: Duration,
-    /// The timeout-sweeper's interval. Kept for the sweeper, which arrives with the
-    /// query-order/timeout-sweeper issue and is started in [`Sandbox::start`].
+    /// How often the in-process timeout-sweeper runs (`--sweep-every`).
     pub sweep_every: Duration,
     pub retry_scale: f64,
     pub catalog: Catalog,
@@ -112,6 +113,9 @@ pub struct Sandbox {
     engine: Option<Embedded>,
     server: Option<JoinHandle<Result<(), RuntimeError>>>,
     stop: Option<oneshot::Sender<()>>,
+    sweeper: Arc<SweeperJob>,
+    sweep_task: Option<JoinHandle<()>>,
+    sweep_stop: Option<watch::Sender<bool>>,
 }
 
 impl Sandbox {
@@ -183,12 +187,17 @@ impl Sandbox {
         };
         let place_order = app::build(Function::PlaceOrder, &env_map()).await?;
         let payment_callback = app::build(Function::PaymentCallback, &env_map()).await?;
-        // Later: query-order and session via `app::build`, and the timeout-sweeper spawned
-        // here every `settings.sweep_every`.
+        let session = app::build(Function::Session, &env_map()).await?;
+        let query_order = app::build(Function::QueryOrder, &env_map()).await?;
+        // The timeout-sweeper as its binary builds it, run here on an interval instead of a
+        // schedule event.
+        let sweeper = Arc::new(app::build_sweeper(&env_map()).await?);
 
         let router = Arc::new(SandboxRouter {
             place_order,
             payment_callback,
+            query_order,
+            session,
             store: store.clone(),
             catalog: settings.catalog.clone(),
         });
@@ -196,6 +205,8 @@ impl Sandbox {
         let server = tokio::spawn(serve_http_until(router, listener, async move {
             let _ = stopped.await;
         }));
+        let (sweep_stop, sweep_stopped) = watch::channel(false);
+        let sweep_task = spawn_sweeper(sweeper.clone(), settings.sweep_every, sweep_stopped);
 
         Ok(Sandbox {
             data_dir,
@@ -212,6 +223,9 @@ impl Sandbox {
             engine: Some(engine),
             server: Some(server),
             stop: Some(stop),
+            sweeper,
+            sweep_task: Some(sweep_task),
+            sweep_stop: Some(sweep_stop),
         })
     }
 
@@ -277,6 +291,16 @@ impl Sandbox {
         self.simulator.as_ref()
     }
 
+    /// Runs one sweep now, besides the interval's (two sweeps at once are safe), and prints
+    /// its summary line like the interval's when it did something.
+    pub async fn sweep_now(&self) -> SweepSummary {
+        let summary = sweep_once(&self.sweeper, self.sweep_every).await;
+        if let Some(line) = sweep_line(&summary) {
+            println!("{line}");
+        }
+        summary
+    }
+
     /// Resolves when the functions' server stopped on its own (it should not).
     pub async fn server_stopped(&mut self) -> String {
         match self.server.as_mut() {
@@ -293,9 +317,20 @@ impl Sandbox {
         }
     }
 
-    /// Stops the functions (letting requests in flight finish), then the simulator, then the
-    /// engine.
+    /// Stops the timeout-sweeper (letting a sweep in progress finish, for a while), the
+    /// functions (letting requests in flight finish), then the simulator, then the engine.
     pub async fn shutdown(mut self) -> Result<(), SandboxError> {
+        if let Some(stop) = self.sweep_stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(mut task) = self.sweep_task.take()
+            && tokio::time::timeout(SWEEP_STOP_WAIT, &mut task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("timeout-sweeper still busy at shutdown; abandoning its sweep");
+            task.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -321,7 +356,67 @@ impl Drop for Sandbox {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(task) = self.sweep_task.take() {
+            task.abort();
+        }
     }
+}
+
+/// How long shutdown waits for a sweep in progress.
+const SWEEP_STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Sweeps every `every` (the first at once, catching up after a restart) until `stop` says so
+/// or its sender is gone; a sweep that outlasts the interval delays the next one, so sweeps
+/// of this sandbox never overlap. Each one that did something prints its summary line.
+fn spawn_sweeper(
+    job: Arc<SweeperJob>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopped| *stopped) => break,
+                _ = ticks.tick() => {}
+            }
+            let summary = sweep_once(&job, every).await;
+            if let Some(line) = sweep_line(&summary) {
+                println!("{line}");
+            }
+        }
+    })
+}
+
+/// One sweep, as the deployed function runs it, with one interval to take up work (the
+/// deadline leaves the job's margin on top, so it still starts work with a short interval).
+async fn sweep_once(job: &SweeperJob, every: Duration) -> SweepSummary {
+    let window = time::Duration::try_from(every).unwrap_or(time::Duration::DAY);
+    let deadline = job.deps.now() + window + job.settings.deadline_margin;
+    sweep_expired(&job.deps, &job.settings, job.shards, Some(deadline)).await
+}
+
+/// The summary line of a sweep that did something (None for an idle one).
+pub fn sweep_line(s: &SweepSummary) -> Option<String> {
+    if s.scanned == 0 && s.failed == 0 && !s.stopped_early {
+        return None;
+    }
+    Some(format!(
+        "sandbox: timeout-sweeper: {} due: {} closed, {} paid, {} skipped, {} failed, {} anomalies{}",
+        s.scanned,
+        s.closed,
+        s.paid,
+        s.skipped,
+        s.failed,
+        s.anomalies,
+        if s.stopped_early {
+            " (stopped at its deadline; the next sweep continues)"
+        } else {
+            ""
+        }
+    ))
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<PathBuf, SandboxError> {

@@ -77,9 +77,11 @@ fn demo_runs_the_whole_story_and_exits_0() {
         "demo failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     for expected in [
-        "[1] place an order: 2 x milk-tea",
+        "[1] log in: wx.login() code \"alice\" -> POST /sessions -> a session token",
+        "ok: a bad or used code is refused: 401 INVALID_CODE",
+        "] place an order: 2 x milk-tea",
         "ok: stock reserved in the same transaction: reserved 2, sold 0, available 3",
-        "[2] the user pays; WeChat Pay sends the notification 3 times, concurrently",
+        "] the user pays; WeChat Pay sends the notification 3 times, concurrently",
         "ok: acknowledged (204)",
         "ok: PAID exactly once: one PENDING -> PAID transition, one payment item",
         "ok: sold raised once: 0 -> 2; reserved 0; available 3 of 5",
@@ -87,8 +89,18 @@ fn demo_runs_the_whole_story_and_exits_0() {
         "ok: 422 IDEMPOTENCY_KEY_REUSED",
         "ok: 409 OUT_OF_STOCK",
         "ok: 422 UNKNOWN_SKU",
-        "400 ORDER_EXPIRED",
-        "timeout-sweeper",
+        "no longer takes the payment: 400 ORDER_",
+        // a lost notification, recovered by query-order
+        "with \"deliveries\": 0; the backend still has it PENDING",
+        "-> 200 status PAID, synced true",
+        "ok: PAID through query-order, the callback's own code path: payment item stored, sold 2 -> 3",
+        "ok: GET /orders?limit=2 lists the user's orders newest first",
+        "ok: anyone else gets 404 ORDER_NOT_FOUND",
+        // expiry: the interval sweep closes it at WeChat Pay and here, and the stock comes back
+        "sandbox: timeout-sweeper: 1 due: 1 closed, 0 paid, 0 skipped, 0 failed",
+        "ok: closed by the timeout-sweeper",
+        "trade_state CLOSED at WeChat Pay, then CLOSED here",
+        "ok: stock returned in the same transaction: reserved 1 -> 0; sold 3, available 2",
         "demo: OK: the story completed",
     ] {
         assert!(

@@ -54,6 +54,11 @@ impl Drop for Running {
 
 impl Running {
     fn start(data_dir: &Path) -> Running {
+        Running::start_with(data_dir, &[])
+    }
+
+    /// [`Running::start`] with more flags (`--order-ttl`, `--sweep-every`, ...).
+    fn start_with(data_dir: &Path, flags: &[&str]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox"))
             .args([
                 "serve",
@@ -64,6 +69,7 @@ impl Running {
                 "--retry-scale",
                 "0.01",
             ])
+            .args(flags)
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("RUST_LOG")
@@ -172,6 +178,19 @@ async fn get_json(http: &reqwest::Client, url: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// `GET url` as `openid` (the sandbox's debug identity).
+async fn get_json_as(http: &reqwest::Client, url: &str, openid: &str) -> (u16, Value) {
+    let r = http
+        .get(url)
+        .header("x-debug-openid", openid)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 async fn post_json(
     http: &reqwest::Client,
     url: &str,
@@ -262,10 +281,99 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     assert_eq!(view["anomalies"], json!([]));
     assert!(view["sandbox_only"].is_string());
 
-    // Query-order is not built yet: a clear 501, not a 404.
-    let (status, body) = get_json(&http, &format!("{}/orders/{no}", sandbox.functions)).await;
-    assert_eq!(status, 501, "{body}");
-    assert_eq!(body["code"], "NOT_IMPLEMENTED");
+    // The mini-program's login: a code for a session token, which places orders as that user.
+    let (status, login) = post_json(
+        &http,
+        &format!("{}/sessions", sandbox.functions),
+        &[],
+        &json!({"code": "serve-user"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}\n{}", sandbox.output());
+    let token = login["token"].as_str().unwrap().to_owned();
+    let openid = sandbox::simulator::login::openid_for("serve-user");
+    assert_eq!(login["openid"], openid.as_str());
+    let bearer = format!("Bearer {token}");
+    let (_, jwks) = get_json(
+        &http,
+        &format!("{}/.well-known/jwks.json", sandbox.functions),
+    )
+    .await;
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let (status, by_token) = post_json(
+        &http,
+        &format!("{}/orders", sandbox.functions),
+        &[
+            ("authorization", &bearer),
+            ("idempotency-key", "serve-token-1"),
+        ],
+        &json!({"items": [{"sku_id": "latte", "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{by_token}");
+    let token_order = by_token["out_trade_no"].as_str().unwrap().to_owned();
+    let (_, view) = get_json(
+        &http,
+        &format!("{}/sandbox/orders/{token_order}", sandbox.functions),
+    )
+    .await;
+    assert_eq!(view["order"]["openid"], openid.as_str());
+    let (status, refused) = post_json(
+        &http,
+        &format!("{}/sessions", sandbox.functions),
+        &[],
+        &json!({"code": "invalid-code"}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (401, Some("INVALID_CODE"))
+    );
+    let (status, _) = post_json(
+        &http,
+        &format!("{}/orders", sandbox.functions),
+        &[
+            ("authorization", "Bearer forged"),
+            ("idempotency-key", "serve-forged"),
+        ],
+        &json!({"items": [{"sku_id": "latte", "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // Query-order: the owner sees the order PAID; anyone else gets 404; the listing has it.
+    let (status, body) = get_json_as(
+        &http,
+        &format!("{}/orders/{no}", sandbox.functions),
+        "o_serve_test",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", sandbox.output());
+    assert_eq!(body["status"], "PAID", "{body}");
+    assert_eq!(body["transaction_id"], transaction_id.as_str());
+    assert_eq!(body["synced"], true);
+    let (status, body) = get_json_as(
+        &http,
+        &format!("{}/orders/{no}", sandbox.functions),
+        "o_someone",
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, list) = get_json_as(
+        &http,
+        &format!("{}/orders?limit=5", sandbox.functions),
+        "o_serve_test",
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["orders"][0]["out_trade_no"], no.as_str(), "{list}");
+    assert!(
+        sandbox
+            .output()
+            .contains("sandbox: timeout-sweeper runs every 60 s"),
+        "{}",
+        sandbox.output()
+    );
 
     // sandbox.env: every variable, private, pointing at this sandbox.
     let env_path = dir.0.join("sandbox.env");
@@ -294,6 +402,11 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
         "ORDER_TTL_SECONDS",
         "ALLOW_DEBUG_IDENTITY",
         "AUTH_MODE",
+        "WX_APP_SECRET",
+        "WX_API_BASE",
+        "SESSION_SIGNING_KEY_FILE",
+        "SESSION_PUBLIC_KEYS_FILE",
+        "SESSION_ISSUER",
     ] {
         assert!(vars.contains_key(name), "{name} missing from sandbox.env");
     }
@@ -304,8 +417,11 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     assert_eq!(vars["WXPAY_API_BASE"], sandbox.wechat);
     assert_eq!(vars["WXPAY_MCH_SERIAL_NO"], serial);
     assert_eq!(vars["ALLOW_DEBUG_IDENTITY"], "1");
-    assert_eq!(vars["AUTH_MODE"], "authorizer");
+    assert_eq!(vars["AUTH_MODE"], "token");
+    assert_eq!(vars["SESSION_ISSUER"], sandbox.functions);
+    assert_eq!(vars["WX_API_BASE"], sandbox.wechat);
     assert_eq!(vars["ORDER_TTL_SECONDS"], "1800");
+    assert_eq!(vars["SWEEP_GRACE_SECONDS"], "1");
     assert!(Path::new(&vars["WXPAY_MCH_PRIVATE_KEY_FILE"]).is_file());
     assert!(Path::new(&vars["WXPAY_PUBLIC_KEY_FILE"]).is_file());
 
@@ -317,6 +433,11 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     // Secrets never reach the terminal.
     let apiv3 = vars["WXPAY_APIV3_KEY"].clone();
     assert!(!first_output.contains(&apiv3), "the APIv3 key was printed");
+    let app_secret = vars["WX_APP_SECRET"].clone();
+    assert!(
+        !first_output.contains(&app_secret),
+        "the AppSecret was printed"
+    );
     assert!(
         !first_output.contains("PRIVATE KEY"),
         "a private key was printed"
@@ -379,6 +500,135 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     )
     .await;
     assert_eq!(status, 201, "{second}\n{}", sandbox.output());
+    // The session key was reused (same kid); the issuer is the functions' URL, which moved
+    // to another port here, so the old token names another issuer and a new login is needed.
+    let (_, jwks_after) = get_json(
+        &http,
+        &format!("{}/.well-known/jwks.json", sandbox.functions),
+    )
+    .await;
+    assert_eq!(jwks_after["keys"][0]["kid"], kid);
+    let (status, login) = post_json(
+        &http,
+        &format!("{}/sessions", sandbox.functions),
+        &[],
+        &json!({"code": "serve-user"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    assert_eq!(
+        login["openid"],
+        openid.as_str(),
+        "the same code, the same user"
+    );
+    let bearer = format!("Bearer {}", login["token"].as_str().unwrap());
+    let (status, again) = post_json(
+        &http,
+        &format!("{}/orders", sandbox.functions),
+        &[
+            ("authorization", &bearer),
+            ("idempotency-key", "serve-token-2"),
+        ],
+        &json!({"items": [{"sku_id": "latte", "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{again}\n{}", sandbox.output());
+
+    let status = sandbox.interrupt();
+    assert!(status.success(), "{status}\n{}", sandbox.output());
+}
+
+/// `--order-ttl 2 --sweep-every 1`: an unpaid order is closed by the in-process sweeper at
+/// WeChat Pay and locally, its stock comes back, and the sweep prints its summary line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sweeps_expired_orders_on_its_interval() {
+    let dir = TempDir::new("sweep");
+    let http = client();
+    let mut sandbox = Running::start_with(&dir.0, &["--order-ttl", "2", "--sweep-every", "1"]);
+    assert!(
+        sandbox
+            .output()
+            .contains("sandbox: timeout-sweeper runs every 1 s"),
+        "{}",
+        sandbox.output()
+    );
+    let milk_tea = |products: &Value| {
+        let p = products["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["sku_id"] == "milk-tea")
+            .unwrap()
+            .clone();
+        (
+            p["reserved"].as_i64().unwrap(),
+            p["available"].as_i64().unwrap(),
+        )
+    };
+    let products_url = format!("{}/sandbox/products", sandbox.functions);
+    let (_, before) = get_json(&http, &products_url).await;
+    let (status, placed) = post_json(
+        &http,
+        &format!("{}/orders", sandbox.functions),
+        &[
+            ("x-debug-openid", "o_sweep_test"),
+            ("idempotency-key", "sweep-1"),
+        ],
+        &json!({"items": [{"sku_id": "milk-tea", "quantity": 2}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{placed}\n{}", sandbox.output());
+    let no = placed["out_trade_no"].as_str().unwrap().to_owned();
+    let (_, reserved) = get_json(&http, &products_url).await;
+    assert_eq!(milk_tea(&reserved).0, milk_tea(&before).0 + 2);
+
+    let order_url = format!("{}/sandbox/orders/{no}", sandbox.functions);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, view) = get_json(&http, &order_url).await;
+        if view["order"]["status"] == "CLOSED" {
+            break;
+        }
+        assert_eq!(view["order"]["status"], "PENDING", "{view}");
+        assert!(
+            Instant::now() < deadline,
+            "not closed in time: {view}\n{}",
+            sandbox.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, at_wechat) = get_json(
+        &http,
+        &format!("{}/sandbox/transactions/{no}", sandbox.wechat),
+    )
+    .await;
+    assert_eq!(at_wechat["trade_state"], "CLOSED", "{at_wechat}");
+    let (_, after) = get_json(&http, &products_url).await;
+    assert_eq!(milk_tea(&after), milk_tea(&before), "{after}");
+    let (status, viewed) = get_json_as(
+        &http,
+        &format!("{}/orders/{no}", sandbox.functions),
+        "o_sweep_test",
+    )
+    .await;
+    assert_eq!(
+        (status, &viewed["status"]),
+        (200, &json!("CLOSED")),
+        "{viewed}"
+    );
+    // The summary line comes right after the sweep's writes: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sandbox
+        .output()
+        .contains("sandbox: timeout-sweeper: 1 due: 1 closed, 0 paid, 0 skipped, 0 failed")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no sweep summary line:\n{}",
+            sandbox.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let status = sandbox.interrupt();
     assert!(status.success(), "{status}\n{}", sandbox.output());

@@ -55,6 +55,7 @@ fn config() -> SimulatorConfig {
         platform_private_key: RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap(),
         public_key_id: PUB_KEY_ID.into(),
         apiv3_key: ApiV3Key::new(APIV3).unwrap(),
+        app_secret: "sandboxappsecret".into(),
         retry_scale: 0.001,
         min_time_expire_ahead: Duration::from_secs(60),
         delivery_timeout: Duration::from_secs(5),

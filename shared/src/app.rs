@@ -7,13 +7,18 @@
 use std::{process::ExitCode, sync::Arc};
 
 use crate::{
-    config::{AuthConfig, ConfigError, Env, LogFormat, StoreConfig, WechatPayConfig},
+    config::{
+        AuthConfig, ConfigError, Env, LogFormat, SessionConfig, StoreConfig, SweeperConfig,
+        WechatPayConfig,
+    },
     http::{
         Handler, identity::IdentitySettings, payment_callback::PaymentCallbackHandler,
-        place_order::PlaceOrderHandler,
+        place_order::PlaceOrderHandler, query_order::QueryOrderHandler, session::SessionHandler,
     },
-    service::{Deps, ServiceSettings, system_clock},
+    service::{Deps, ServiceSettings, SweepSettings, system_clock},
+    session::{HttpWxLogin, LoginSettings, PublicKey, TokenSigner},
     store::{self, AwsAccess, ClientSettings, DynamoStore},
+    sweeper::SweeperJob,
     wechatpay::client::{GatewaySettings, HttpPayGateway, RetryPolicy},
 };
 
@@ -21,6 +26,9 @@ use crate::{
 pub enum Function {
     PlaceOrder,
     PaymentCallback,
+    QueryOrder,
+    TimeoutSweeper,
+    Session,
 }
 
 impl Function {
@@ -28,6 +36,9 @@ impl Function {
         match self {
             Function::PlaceOrder => "place-order",
             Function::PaymentCallback => "payment-callback",
+            Function::QueryOrder => "query-order",
+            Function::TimeoutSweeper => "timeout-sweeper",
+            Function::Session => "session",
         }
     }
 }
@@ -43,35 +54,129 @@ pub async fn run(function: Function) -> ExitCode {
         }
     };
     crate::telemetry::init(format);
-    let handler = match build(function, &env).await {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(function = function.name(), "{e}");
-            return ExitCode::FAILURE;
-        }
+    crate::telemetry::set_function_name(function.name());
+    let fail = |e: &dyn std::fmt::Display| {
+        tracing::error!(function = function.name(), "{e}");
+        ExitCode::FAILURE
     };
-    match crate::runtime::serve(handler).await {
+    // The secret variables from Secrets Manager when SECRETS_ID is set (one call, at start-up).
+    let env = match crate::secrets::resolve(env).await {
+        Ok(env) => env,
+        Err(e) => return fail(&e),
+    };
+    let served = match function {
+        Function::TimeoutSweeper => match build_sweeper(&env).await {
+            Ok(job) => crate::runtime::serve_schedule(Arc::new(job)).await,
+            Err(e) => return fail(&e),
+        },
+        _ => match build(function, &env).await {
+            Ok(handler) => crate::runtime::serve(handler).await,
+            Err(e) => return fail(&e),
+        },
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(function = function.name(), "{e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e),
     }
 }
 
-/// The handler of `function`, wired to DynamoDB and WeChat Pay from `env`.
+/// The handler of an HTTP `function`, wired to DynamoDB and WeChat Pay from `env`.
 pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, ConfigError> {
+    if function == Function::Session {
+        // No merchant keys and no table: the session function only talks to WeChat's login.
+        return build_session(env);
+    }
+    let (deps, _) = deps(function, env).await?;
+    let identity = || -> Result<IdentitySettings, ConfigError> {
+        Ok(IdentitySettings::from_config(&AuthConfig::from_env(env)?))
+    };
+    Ok(match function {
+        Function::PlaceOrder => Arc::new(PlaceOrderHandler {
+            deps,
+            identity: identity()?,
+        }),
+        Function::PaymentCallback => Arc::new(PaymentCallbackHandler { deps }),
+        Function::QueryOrder => Arc::new(QueryOrderHandler {
+            deps,
+            identity: identity()?,
+        }),
+        Function::Session => return build_session(env),
+        Function::TimeoutSweeper => {
+            return Err(ConfigError {
+                variable: "function",
+                problem: "the timeout-sweeper is a scheduled job, not an HTTP handler".into(),
+            });
+        }
+    })
+}
+
+/// The session function: `jscode2session` client and token signer from `env`.
+fn build_session(env: &Env) -> Result<Arc<dyn Handler>, ConfigError> {
+    let config = SessionConfig::from_env(env)?;
+    let keys = config.signing_keys.expose();
+    let first = keys.first().ok_or_else(|| ConfigError {
+        variable: "SESSION_SIGNING_KEY",
+        problem: "holds no key".into(),
+    })?;
+    let signer = TokenSigner::new(
+        first.clone(),
+        config.issuer.clone(),
+        config.appid.clone(),
+        config.ttl,
+    );
+    let published: Vec<PublicKey> = keys
+        .iter()
+        .map(|k| k.public_key().clone())
+        .chain(config.extra_public_keys.iter().cloned())
+        .collect();
+    let login = HttpWxLogin::new(LoginSettings {
+        api_base: config.wx_api_base.clone(),
+        appid: config.appid.clone(),
+        app_secret: config.app_secret.clone(),
+        retry: LoginSettings::default_retry(),
+    })
+    .map_err(|problem| ConfigError {
+        variable: "WX_API_BASE",
+        problem,
+    })?;
+    Ok(Arc::new(SessionHandler::new(
+        Arc::new(login),
+        signer,
+        &published,
+        &config.issuer,
+    )))
+}
+
+/// The timeout-sweeper's scheduled job, wired like [`build`]'s handlers.
+pub async fn build_sweeper(env: &Env) -> Result<SweeperJob, ConfigError> {
+    let (deps, store_config) = deps(Function::TimeoutSweeper, env).await?;
+    let pace = SweeperConfig::from_env(env)?;
+    Ok(SweeperJob {
+        deps,
+        settings: SweepSettings {
+            grace: time::Duration::seconds(pace.grace.as_secs() as i64),
+            concurrency: pace.concurrency,
+            ..SweepSettings::default()
+        },
+        shards: store_config.sweeper_shards,
+    })
+}
+
+/// The ports and settings of `function`: DynamoDB and WeChat Pay clients, built without a
+/// network call.
+async fn deps(function: Function, env: &Env) -> Result<(Deps, StoreConfig), ConfigError> {
     let wechatpay = WechatPayConfig::from_env(env, function == Function::PlaceOrder)?;
     let store_config = StoreConfig::from_env(env)?;
     // WeChat Pay waits 5 s for a notification's answer: keep DynamoDB and WeChat Pay calls
-    // well inside it and answer 500 rather than late (DESIGN.md section 8).
+    // well inside it and answer 500 rather than late (DESIGN.md section 8). A user waiting on
+    // query-order gets its local state rather than a long wait.
     let store_settings = ClientSettings::default();
     let retry = match function {
-        Function::PaymentCallback => RetryPolicy {
+        Function::PaymentCallback | Function::QueryOrder => RetryPolicy {
             total_budget: std::time::Duration::from_secs(3),
             ..RetryPolicy::default()
         },
-        Function::PlaceOrder => RetryPolicy::default(),
+        _ => RetryPolicy::default(),
     };
     let access = AwsAccess {
         region: store_config.region.clone(),
@@ -105,11 +210,5 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
             order_ttl: time::Duration::seconds(store_config.order_ttl.as_secs() as i64),
         },
     };
-    Ok(match function {
-        Function::PlaceOrder => Arc::new(PlaceOrderHandler {
-            deps,
-            identity: IdentitySettings::from_config(&AuthConfig::from_env(env)?),
-        }),
-        Function::PaymentCallback => Arc::new(PaymentCallbackHandler { deps }),
-    })
+    Ok((deps, store_config))
 }

@@ -6,6 +6,7 @@
 
 use std::{collections::HashMap, fmt, time::Duration};
 
+use crate::session::{PublicKey, SigningKey};
 use crate::wechatpay::{
     aead::ApiV3Key,
     keys::{RsaPrivateKey, RsaPublicKey},
@@ -81,6 +82,15 @@ impl Env {
         )
     }
 
+    /// `values` in front of this environment: a variable they name is theirs, any other is
+    /// looked up here (secrets fetched at start-up, `shared::secrets`).
+    pub fn overlay(self, values: HashMap<String, String>) -> Self {
+        let base = self.lookup;
+        Env {
+            lookup: Box::new(move |k| values.get(k).cloned().or_else(|| base(k))),
+        }
+    }
+
     /// The value, with an empty string treated as unset (a common template mistake).
     pub fn get(&self, key: &str) -> Option<String> {
         (self.lookup)(key).filter(|v| !v.trim().is_empty())
@@ -143,13 +153,7 @@ pub struct WechatPayConfig {
 impl WechatPayConfig {
     /// `need_notify_url`: place-order sends it with every prepay, so it must be set there.
     pub fn from_env(env: &Env, need_notify_url: bool) -> Result<Self, ConfigError> {
-        let appid = env.required("WXPAY_APPID")?;
-        if appid.len() > 32 || !appid.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(bad(
-                "WXPAY_APPID",
-                "must be up to 32 letters and digits (wx...)",
-            ));
-        }
+        let appid = appid(env)?;
         let mchid = env.required("WXPAY_MCHID")?;
         if mchid.len() > 32 || !mchid.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad("WXPAY_MCHID", "must be the merchant id: digits only"));
@@ -224,6 +228,18 @@ impl WechatPayConfig {
             api_base: api_base.trim_end_matches('/').to_owned(),
         })
     }
+}
+
+/// `WXPAY_APPID`: the mini-program's AppID (also the `aud` of session tokens).
+fn appid(env: &Env) -> Result<String, ConfigError> {
+    let appid = env.required("WXPAY_APPID")?;
+    if appid.len() > 32 || !appid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(bad(
+            "WXPAY_APPID",
+            "must be up to 32 letters and digits (wx...)",
+        ));
+    }
+    Ok(appid)
 }
 
 fn is_loopback(url: &reqwest::Url) -> bool {
@@ -301,28 +317,63 @@ impl StoreConfig {
         if !(1..=7200).contains(&ttl) {
             return Err(bad("ORDER_TTL_SECONDS", "must be from 1 to 7200 seconds"));
         }
-        let region = env
-            .get("AWS_REGION")
-            .or_else(|| env.get("AWS_DEFAULT_REGION"));
-        let credentials = match (
-            env.get("AWS_ACCESS_KEY_ID"),
-            env.get("AWS_SECRET_ACCESS_KEY"),
-        ) {
-            (Some(id), Some(secret)) => Some((
-                id,
-                Secret::new(secret),
-                env.get("AWS_SESSION_TOKEN").map(Secret::new),
-            )),
-            _ => None,
-        };
         Ok(StoreConfig {
             table,
             endpoint,
-            region,
-            credentials,
+            region: aws_region(env),
+            credentials: aws_credentials(env),
             sweeper_shards,
             order_ttl: Duration::from_secs(ttl),
         })
+    }
+}
+
+/// The timeout-sweeper's pace (beyond DESIGN.md section 2, which fixes only the shards).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweeperConfig {
+    /// `SWEEP_GRACE_SECONDS` (default 30): how long past `expire_at` an order is left alone,
+    /// so a payment made at the last moment is notified first.
+    pub grace: Duration,
+    /// `SWEEP_CONCURRENCY` (default 8): orders settled at once.
+    pub concurrency: usize,
+}
+
+impl SweeperConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let grace: u64 = env.parse_or("SWEEP_GRACE_SECONDS", 30, "a number of seconds")?;
+        if grace > 3600 {
+            return Err(bad("SWEEP_GRACE_SECONDS", "must be at most 3600"));
+        }
+        let concurrency: usize = env.parse_or("SWEEP_CONCURRENCY", 8, "a number")?;
+        if !(1..=64).contains(&concurrency) {
+            return Err(bad("SWEEP_CONCURRENCY", "must be from 1 to 64"));
+        }
+        Ok(SweeperConfig {
+            grace: Duration::from_secs(grace),
+            concurrency,
+        })
+    }
+}
+
+/// `AWS_REGION`, else `AWS_DEFAULT_REGION`: the region of every AWS client (DynamoDB,
+/// Secrets Manager); unset leaves it to the SDK.
+pub fn aws_region(env: &Env) -> Option<String> {
+    env.get("AWS_REGION")
+        .or_else(|| env.get("AWS_DEFAULT_REGION"))
+}
+
+/// `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`), when both are set.
+pub fn aws_credentials(env: &Env) -> Option<(String, Secret<String>, Option<Secret<String>>)> {
+    match (
+        env.get("AWS_ACCESS_KEY_ID"),
+        env.get("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(id), Some(secret)) => Some((
+            id,
+            Secret::new(secret),
+            env.get("AWS_SESSION_TOKEN").map(Secret::new),
+        )),
+        _ => None,
     }
 }
 
@@ -340,8 +391,10 @@ pub struct AuthConfig {
     pub mode: AuthMode,
     pub openid_claim: String,
     pub session_issuer: Option<String>,
-    /// PEM text of the key(s) that verify session tokens; parsed by the token verifier.
-    pub session_public_keys: Option<String>,
+    /// The keys that verify session tokens (`SESSION_PUBLIC_KEYS`), in the order listed.
+    pub session_public_keys: Vec<PublicKey>,
+    /// `aud` of session tokens: the AppID (`WXPAY_APPID`).
+    pub session_audience: Option<String>,
     pub session_ttl: Duration,
     pub allow_debug_identity: bool,
 }
@@ -368,12 +421,14 @@ impl AuthConfig {
                 ));
             }
         };
-        let session_public_keys = env
-            .inline_or_file("SESSION_PUBLIC_KEYS", "SESSION_PUBLIC_KEYS_FILE")?
-            .map(|(v, _)| v);
-        let session_issuer = env.get("SESSION_ISSUER");
-        if mode == AuthMode::Token && !allow_debug_identity {
-            if session_public_keys.is_none() {
+        let session_public_keys = public_keys(env)?;
+        let session_issuer = session_issuer(env)?;
+        let mut session_audience = None;
+        // Token mode verifies tokens, so it needs keys, issuer and audience; only a local run
+        // with debug identity and no keys at all may do without (then only X-Debug-Openid
+        // identifies a caller).
+        if mode == AuthMode::Token && (!allow_debug_identity || !session_public_keys.is_empty()) {
+            if session_public_keys.is_empty() {
                 return Err(bad(
                     "SESSION_PUBLIC_KEYS",
                     "is required with AUTH_MODE=token (or SESSION_PUBLIC_KEYS_FILE)",
@@ -382,16 +437,7 @@ impl AuthConfig {
             if session_issuer.is_none() {
                 return Err(bad("SESSION_ISSUER", "is required with AUTH_MODE=token"));
             }
-        }
-        if let Some(iss) = &session_issuer {
-            check_base_url("SESSION_ISSUER", iss)?;
-        }
-        let ttl: u64 = env.parse_or("SESSION_TTL_SECONDS", 7200, "a number of seconds")?;
-        if !(60..=30 * 86400).contains(&ttl) {
-            return Err(bad(
-                "SESSION_TTL_SECONDS",
-                "must be from 60 seconds to 30 days",
-            ));
+            session_audience = Some(appid(env)?);
         }
         Ok(AuthConfig {
             mode,
@@ -400,8 +446,123 @@ impl AuthConfig {
                 .unwrap_or_else(|| "openid".to_owned()),
             session_issuer,
             session_public_keys,
-            session_ttl: Duration::from_secs(ttl),
+            session_audience,
+            session_ttl: session_ttl(env)?,
             allow_debug_identity,
+        })
+    }
+}
+
+/// `SESSION_PUBLIC_KEYS` (or `_FILE`): one or more EC P-256 `BEGIN PUBLIC KEY` blocks.
+fn public_keys(env: &Env) -> Result<Vec<PublicKey>, ConfigError> {
+    match env.inline_or_file("SESSION_PUBLIC_KEYS", "SESSION_PUBLIC_KEYS_FILE")? {
+        None => Ok(Vec::new()),
+        Some((pem, from)) => PublicKey::parse_all(&pem).map_err(|e| {
+            bad(
+                from,
+                format!("{e} (expected EC P-256 `BEGIN PUBLIC KEY` PEM blocks)"),
+            )
+        }),
+    }
+}
+
+/// `SESSION_ISSUER`: the `iss` of session tokens and the base of their discovery documents.
+/// An https URL (plain http only on loopback, for the sandbox), no query or fragment; a
+/// trailing `/` is dropped so `iss` and `jwks_uri` are spelt one way everywhere.
+fn session_issuer(env: &Env) -> Result<Option<String>, ConfigError> {
+    let Some(issuer) = env.get("SESSION_ISSUER") else {
+        return Ok(None);
+    };
+    let issuer = issuer.trim().trim_end_matches('/').to_owned();
+    let url = reqwest::Url::parse(&issuer)
+        .map_err(|e| bad("SESSION_ISSUER", format!("not a URL: {e}")))?;
+    if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)) {
+        return Err(bad(
+            "SESSION_ISSUER",
+            "must be an https URL (http only for 127.0.0.1/localhost)",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(
+            "SESSION_ISSUER",
+            "must not have a query string or fragment",
+        ));
+    }
+    Ok(Some(issuer))
+}
+
+fn session_ttl(env: &Env) -> Result<Duration, ConfigError> {
+    let ttl: u64 = env.parse_or("SESSION_TTL_SECONDS", 7200, "a number of seconds")?;
+    if !(60..=30 * 86400).contains(&ttl) {
+        return Err(bad(
+            "SESSION_TTL_SECONDS",
+            "must be from 60 seconds to 30 days",
+        ));
+    }
+    Ok(Duration::from_secs(ttl))
+}
+
+/// The session function: WeChat login (`jscode2session`) and token signing. Needs no
+/// merchant key and no table.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// `WXPAY_APPID`: sent to WeChat and the `aud` of every token.
+    pub appid: String,
+    /// `WX_APP_SECRET`: the mini-program's AppSecret.
+    pub app_secret: Secret<String>,
+    /// `WX_API_BASE`, without a trailing `/`.
+    pub wx_api_base: String,
+    /// `SESSION_SIGNING_KEY` (or `_FILE`): the first signs; all are published.
+    pub signing_keys: Secret<Vec<SigningKey>>,
+    /// `SESSION_PUBLIC_KEYS` (or `_FILE`), optional here: also published in the JWKS (keys
+    /// retired from signing whose tokens are still valid).
+    pub extra_public_keys: Vec<PublicKey>,
+    pub issuer: String,
+    pub ttl: Duration,
+}
+
+impl SessionConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let appid = appid(env)?;
+        let app_secret = env.required("WX_APP_SECRET")?;
+        if app_secret.len() > 128 || !app_secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(bad(
+                "WX_APP_SECRET",
+                "must be the mini-program's AppSecret: letters and digits",
+            ));
+        }
+        let wx_api_base = env
+            .get("WX_API_BASE")
+            .unwrap_or_else(|| crate::session::login::DEFAULT_WX_API_BASE.to_owned());
+        check_base_url("WX_API_BASE", &wx_api_base)?;
+        let (pem, from) = env
+            .inline_or_file("SESSION_SIGNING_KEY", "SESSION_SIGNING_KEY_FILE")?
+            .ok_or_else(|| {
+                bad(
+                    "SESSION_SIGNING_KEY",
+                    "is required by the session function (or SESSION_SIGNING_KEY_FILE)",
+                )
+            })?;
+        let signing_keys = SigningKey::parse_all(&pem).map_err(|e| {
+            bad(
+                from,
+                format!("{e} (expected EC P-256 PKCS#8 `BEGIN PRIVATE KEY` PEM blocks)"),
+            )
+        })?;
+        let issuer = session_issuer(env)?.ok_or_else(|| {
+            bad(
+                "SESSION_ISSUER",
+                "is required by the session function (the tokens' iss)",
+            )
+        })?;
+        Ok(SessionConfig {
+            appid,
+            app_secret: Secret::new(app_secret),
+            wx_api_base: wx_api_base.trim_end_matches('/').to_owned(),
+            signing_keys: Secret::new(signing_keys),
+            extra_public_keys: public_keys(env)?,
+            issuer,
+            ttl: session_ttl(env)?,
         })
     }
 }

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use shared::config::{AuthConfig, AuthMode, Env, LogFormat, StoreConfig, WechatPayConfig};
+use shared::config::{
+    AuthConfig, AuthMode, Env, LogFormat, SessionConfig, StoreConfig, WechatPayConfig,
+};
+use shared::session::SigningKey;
 
 const APIV3_KEY: &str = "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb";
 
@@ -235,17 +238,57 @@ fn store_settings_are_bounded() {
 
 #[test]
 fn auth_mode_defaults_to_token_and_needs_its_keys() {
+    let public = SigningKey::generate().public_key().to_spki_pem();
     let e = AuthConfig::from_env(&with(&[])).unwrap_err();
     assert_eq!(e.variable, "SESSION_PUBLIC_KEYS");
     let e = AuthConfig::from_env(&with(&[("SESSION_PUBLIC_KEYS", Some("pem"))])).unwrap_err();
+    assert_eq!(e.variable, "SESSION_PUBLIC_KEYS", "not a key: {e}");
+    let rsa = key("test_platform_public.pem");
+    let e = AuthConfig::from_env(&with(&[("SESSION_PUBLIC_KEYS", Some(&rsa))])).unwrap_err();
+    assert!(e.problem.contains("not EC"), "{e}");
+    let e = AuthConfig::from_env(&with(&[("SESSION_PUBLIC_KEYS", Some(&public))])).unwrap_err();
     assert_eq!(e.variable, "SESSION_ISSUER");
-    let a = AuthConfig::from_env(&with(&[
-        ("SESSION_PUBLIC_KEYS", Some("pem")),
-        ("SESSION_ISSUER", Some("https://api.example.com")),
-    ]))
-    .unwrap();
+    let issuer = ("SESSION_ISSUER", Some("https://api.example.com/"));
+    let a = AuthConfig::from_env(&with(&[("SESSION_PUBLIC_KEYS", Some(&public)), issuer])).unwrap();
     assert_eq!(a.mode, AuthMode::Token);
     assert!(!a.allow_debug_identity);
+    assert_eq!(a.session_public_keys.len(), 1);
+    assert_eq!(
+        a.session_issuer.as_deref(),
+        Some("https://api.example.com"),
+        "one spelling: no trailing slash"
+    );
+    assert_eq!(a.session_audience.as_deref(), Some("wx2421b1c4370ec43b"));
+    let e = AuthConfig::from_env(&with(&[
+        ("SESSION_PUBLIC_KEYS", Some(&public)),
+        issuer,
+        ("WXPAY_APPID", None),
+    ]))
+    .unwrap_err();
+    assert_eq!(e.variable, "WXPAY_APPID", "the audience");
+    for bad in [
+        "http://api.example.com",
+        "https://api.example.com/?x=1",
+        "nope",
+    ] {
+        let e = AuthConfig::from_env(&with(&[
+            ("SESSION_PUBLIC_KEYS", Some(&public)),
+            ("SESSION_ISSUER", Some(bad)),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "SESSION_ISSUER", "{bad}");
+    }
+    // Loopback http is the sandbox's issuer.
+    assert!(
+        AuthConfig::from_env(&with(&[
+            ("SESSION_PUBLIC_KEYS", Some(&public)),
+            ("SESSION_ISSUER", Some("http://127.0.0.1:3000")),
+        ]))
+        .is_ok()
+    );
+    // Local debug identity may run without keys (then no bearer token is accepted).
+    let a = AuthConfig::from_env(&with(&[("ALLOW_DEBUG_IDENTITY", Some("1"))])).unwrap();
+    assert!(a.session_public_keys.is_empty() && a.allow_debug_identity);
     let a = AuthConfig::from_env(&with(&[("AUTH_MODE", Some("authorizer"))])).unwrap();
     assert_eq!(
         (a.mode, a.openid_claim.as_str()),
@@ -300,4 +343,78 @@ fn aws_region_and_credentials_come_from_configuration_and_stay_redacted() {
     .unwrap();
     assert_eq!(s.region.as_deref(), Some("us-east-1"));
     assert!(s.credentials.is_none());
+}
+
+#[test]
+fn session_config_names_each_bad_variable() {
+    let (first, second) = (SigningKey::generate(), SigningKey::generate());
+    let keys = format!(
+        "{}{}",
+        SigningKey::generate_pkcs8_pem(),
+        SigningKey::generate_pkcs8_pem()
+    );
+    let retired = format!(
+        "{}{}",
+        first.public_key().to_spki_pem(),
+        second.public_key().to_spki_pem()
+    );
+    let session = |changes: &[(&str, Option<&str>)]| {
+        let mut all = vec![
+            ("WX_APP_SECRET", Some("0123456789abcdef0123456789abcdef")),
+            ("SESSION_SIGNING_KEY", Some(keys.as_str())),
+            ("SESSION_ISSUER", Some("https://api.example.com")),
+        ];
+        all.extend_from_slice(changes);
+        SessionConfig::from_env(&with(&all))
+    };
+    let c = session(&[("SESSION_PUBLIC_KEYS", Some(&retired))]).unwrap();
+    assert_eq!(c.signing_keys.expose().len(), 2, "both blocks");
+    assert_eq!(c.extra_public_keys.len(), 2);
+    assert_eq!(c.wx_api_base, "https://api.weixin.qq.com");
+    assert_eq!(c.ttl.as_secs(), 7200);
+    assert_eq!(c.appid, "wx2421b1c4370ec43b");
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    for (changes, variable) in [
+        (vec![("WX_APP_SECRET", None)], "WX_APP_SECRET"),
+        (vec![("WX_APP_SECRET", Some("has space"))], "WX_APP_SECRET"),
+        (vec![("SESSION_SIGNING_KEY", None)], "SESSION_SIGNING_KEY"),
+        (
+            vec![("SESSION_SIGNING_KEY", Some("x"))],
+            "SESSION_SIGNING_KEY",
+        ),
+        (
+            vec![("SESSION_SIGNING_KEY", Some(retired.as_str()))],
+            "SESSION_SIGNING_KEY",
+        ),
+        (vec![("SESSION_ISSUER", None)], "SESSION_ISSUER"),
+        (vec![("WX_API_BASE", Some("ftp://x"))], "WX_API_BASE"),
+        (
+            vec![("SESSION_TTL_SECONDS", Some("5"))],
+            "SESSION_TTL_SECONDS",
+        ),
+        (
+            vec![("SESSION_PUBLIC_KEYS", Some("junk"))],
+            "SESSION_PUBLIC_KEYS",
+        ),
+        (vec![("WXPAY_APPID", None)], "WXPAY_APPID"),
+    ] {
+        let e = session(&changes).unwrap_err();
+        assert_eq!(e.variable, variable, "{changes:?}: {e}");
+        let body_line = |pem: &str| pem.lines().nth(1).unwrap().to_owned();
+        for secret in [body_line(&keys), body_line(&retired)] {
+            assert!(!e.to_string().contains(&secret), "no key text: {e}");
+        }
+    }
+    // The merchant's variables are not needed.
+    let mut only_session = HashMap::new();
+    for (k, v) in [
+        ("WXPAY_APPID", "wx2421b1c4370ec43b"),
+        ("WX_APP_SECRET", "secret1"),
+        ("SESSION_ISSUER", "https://api.example.com"),
+    ] {
+        only_session.insert(k.to_owned(), v.to_owned());
+    }
+    only_session.insert("SESSION_SIGNING_KEY".to_owned(), keys.clone());
+    assert!(SessionConfig::from_env(&Env::from_map(only_session)).is_ok());
 }

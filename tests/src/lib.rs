@@ -68,16 +68,7 @@ impl StoreCtx {
 
     /// A fresh table on moto at `MOTO_ENDPOINT`. Unset: fails under `CI`, otherwise skips.
     pub async fn moto(test: &str) -> Option<StoreCtx> {
-        let endpoint = match std::env::var("MOTO_ENDPOINT") {
-            Ok(e) if !e.is_empty() => e,
-            _ => {
-                if std::env::var_os("CI").is_some() {
-                    panic!("MOTO_ENDPOINT is not set but CI is: the moto suite must run in CI");
-                }
-                println!("moto not running; skipped");
-                return None;
-            }
-        };
+        let endpoint = moto_endpoint()?;
         let table = unique_table(test);
         let counter = CallCounter::new();
         let client = connect_static(&endpoint, "us-east-1", &ClientSettings::local());
@@ -96,6 +87,21 @@ impl StoreCtx {
 
     pub fn client(&self) -> &aws_sdk_dynamodb::Client {
         self.store.client()
+    }
+}
+
+/// moto's server at `MOTO_ENDPOINT` (the test command starts it). Unset: panics under `CI`
+/// (the moto suites must run there), otherwise `None` and the caller skips.
+pub fn moto_endpoint() -> Option<String> {
+    match std::env::var("MOTO_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ => {
+            if std::env::var_os("CI").is_some() {
+                panic!("MOTO_ENDPOINT is not set but CI is: the moto suite must run in CI");
+            }
+            println!("moto not running; skipped");
+            None
+        }
     }
 }
 

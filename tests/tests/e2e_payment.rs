@@ -743,33 +743,6 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn lambda_env(
-    backend: &Backend,
-    notify_url: Option<&str>,
-    runtime: &FakeRuntime,
-    name: &str,
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = backend
-        .function_env(notify_url)
-        .into_iter()
-        .filter(|(k, _)| k != "PORT" && k != "ALLOW_DEBUG_IDENTITY")
-        .collect();
-    for (k, v) in [
-        ("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string()),
-        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-        (
-            "AWS_LAMBDA_LOG_STREAM_NAME",
-            "2026/11/24/[$LATEST]e2e".to_owned(),
-        ),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-    ] {
-        env.push((k.to_owned(), v));
-    }
-    env
-}
-
 /// An API Gateway HTTP API (payload 2.0) event.
 fn v2_event(path: &str, headers: Value, authorizer: Value, body: &str, base64: bool) -> Value {
     json!({
@@ -809,13 +782,13 @@ async fn the_same_binaries_serve_the_lambda_runtime_api() {
         &lambda_env(
             &backend,
             Some("http://127.0.0.1:9/notify/wechatpay"),
-            &orders_api,
+            orders_api.addr,
             "place-order",
         ),
     );
     let mut callback = FunctionProcess::spawn(
         Function::PaymentCallback,
-        &lambda_env(&backend, None, &notify_api, "payment-callback"),
+        &lambda_env(&backend, None, notify_api.addr, "payment-callback"),
     );
     assert_eq!(place_order.wait_ready().await["mode"], "lambda");
     assert_eq!(callback.wait_ready().await["mode"], "lambda");

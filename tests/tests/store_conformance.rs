@@ -10,7 +10,8 @@ use shared::idempotency::{
 };
 use shared::store::{
     Anomaly, AnomalyKind, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome,
-    Cursor, FencedOutcome, MarkPaidOutcome, PrepayOutcome, Store, StoreError, TakeOverOutcome,
+    Cursor, FencedOutcome, MarkPaidOutcome, PrepayOutcome, Store, StoreError, SyncClaim,
+    TakeOverOutcome,
 };
 use time::Duration;
 use wxpay_tests::aws_sdk_dynamodb::types::AttributeValue;
@@ -41,6 +42,7 @@ wxpay_tests::store_suite!(
     mark_paid_of_a_missing_order_is_not_found,
     mark_paid_from_a_stale_read_still_applies,
     close_returns_stock_once,
+    sync_claims_once_per_interval_for_the_owner_only,
     anomalies_are_recorded_once_per_kind_and_time,
     list_orders_pages_newest_first,
     due_pending_pages_oldest_first_and_is_sparse,
@@ -1068,6 +1070,99 @@ async fn mark_paid_from_a_stale_read_still_applies(ctx: StoreCtx) {
     };
     assert_eq!(order_of(&ctx, &o2).await.as_ref(), Some(&*closed));
     assert_eq!(stock(&ctx, &tea).await, (0, 1, Some(9)));
+}
+
+async fn sync_claims_once_per_interval_for_the_owner_only(ctx: StoreCtx) {
+    let tea = product("tea", 990, Some(10));
+    seed(&ctx, std::slice::from_ref(&tea)).await;
+    let o = order("o_alice", &[(&tea, 1)]);
+    place(&ctx, &o).await;
+    let alice = openid("o_alice");
+    let interval = Duration::seconds(5);
+    let t0 = now_ms();
+
+    let (out, calls) = ctx
+        .counter
+        .measure(
+            ctx.store
+                .claim_sync(&o.out_trade_no, Some(&alice), t0, interval),
+        )
+        .await;
+    assert_eq!(calls.total_calls(), 1);
+    let SyncClaim::Claimed(claimed) = out.unwrap() else {
+        panic!("expected claimed");
+    };
+    assert_eq!(claimed.last_synced_at, Some(t0));
+    // Not a state change: the version a transition insists on is untouched.
+    assert_eq!(claimed.version, o.version);
+    assert_eq!(order_of(&ctx, &o).await.as_ref(), Some(&*claimed));
+
+    // Within the interval: refused, with the order as it stands, nothing written.
+    let inside = t0 + Duration::seconds(4);
+    let out = ctx
+        .store
+        .claim_sync(&o.out_trade_no, Some(&alice), inside, interval)
+        .await
+        .unwrap();
+    assert_eq!(out, SyncClaim::Refused(claimed.clone()));
+    // Another user never claims, whatever the time; the sweeper (no owner) may.
+    let later = t0 + Duration::seconds(6);
+    let out = ctx
+        .store
+        .claim_sync(&o.out_trade_no, Some(&openid("o_mallory")), later, interval)
+        .await
+        .unwrap();
+    assert_eq!(out, SyncClaim::Refused(claimed.clone()));
+    let SyncClaim::Claimed(again) = ctx
+        .store
+        .claim_sync(&o.out_trade_no, None, later, interval)
+        .await
+        .unwrap()
+    else {
+        panic!("expected claimed after the interval");
+    };
+    assert_eq!(again.last_synced_at, Some(later));
+
+    // A transition prepared from the read before the claims still applies.
+    let MarkPaidOutcome::Applied(paid) = ctx
+        .store
+        .mark_paid(&o, &payment(&o, "txn-sync"), now_ms())
+        .await
+        .unwrap()
+    else {
+        panic!("expected applied");
+    };
+    // Settled orders are never claimed.
+    let far = later + Duration::minutes(10);
+    let SyncClaim::Refused(seen) = ctx
+        .store
+        .claim_sync(&o.out_trade_no, None, far, interval)
+        .await
+        .unwrap()
+    else {
+        panic!("expected refused");
+    };
+    assert_eq!(seen.status, OrderStatus::Paid);
+    // mark_paid answered from the caller's read, which predates the claims.
+    assert_eq!(seen.last_synced_at, Some(later));
+    assert_eq!(
+        shared::domain::Order {
+            last_synced_at: None,
+            ..*seen
+        },
+        *paid
+    );
+
+    // An unknown out_trade_no is NotFound and creates no item.
+    let ghost = order("o_alice", &[(&tea, 1)]);
+    assert_eq!(
+        ctx.store
+            .claim_sync(&ghost.out_trade_no, None, far, interval)
+            .await
+            .unwrap(),
+        SyncClaim::NotFound
+    );
+    assert_eq!(order_of(&ctx, &ghost).await, None);
 }
 
 async fn close_returns_stock_once(ctx: StoreCtx) {

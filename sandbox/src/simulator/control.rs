@@ -97,8 +97,11 @@ pub(super) fn redeliver(
 }
 
 pub(super) fn inject_fault(shared: &Shared, fault: Fault) -> Result<(), ApiError> {
-    if !(400..=599).contains(&fault.status) {
-        return Err(invalid("status must be an HTTP error status, 400 to 599"));
+    let slow_only = (200..300).contains(&fault.status) && fault.delay_ms > 0;
+    if !(400..=599).contains(&fault.status) && !slow_only {
+        return Err(invalid(
+            "status must be an HTTP error status, 400 to 599 (or 2xx with delay_ms: slow answers)",
+        ));
     }
     if !fault.path_prefix.starts_with("/v3/") {
         return Err(invalid(

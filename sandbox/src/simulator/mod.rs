@@ -6,8 +6,10 @@
 //! - `control`: the `/sandbox/*` endpoints (pay, user paying, fault injection, inspection).
 //! - `notify`: delivering `TRANSACTION.SUCCESS` notifications on WeChat Pay's retry schedule.
 //! - `state`: the simulated transactions and what happened to them.
+//! - `login`: WeChat's mini-program login, `GET /sns/jscode2session` (not WeChat Pay's).
 
 mod control;
+pub mod login;
 mod notify;
 mod state;
 mod wechat;
@@ -68,6 +70,8 @@ pub struct SimulatorConfig {
     /// `PUB_KEY_ID_...`, sent as `Wechatpay-Serial`.
     pub public_key_id: String,
     pub apiv3_key: ApiV3Key,
+    /// The mini-program's AppSecret `/sns/jscode2session` insists on.
+    pub app_secret: String,
     /// Multiplies [`RETRY_SCHEDULE`]: 1.0 is WeChat Pay's pace, 0.001 turns 15 s into 15 ms.
     pub retry_scale: f64,
     /// Least distance between now and a new order's `time_expire`: WeChat Pay's 60 s, or
@@ -94,6 +98,7 @@ impl SimulatorConfig {
             platform_private_key: keys.wechatpay_key().clone(),
             public_key_id: keys.wechatpay_public_key_id().to_owned(),
             apiv3_key: keys.apiv3_key().clone(),
+            app_secret: keys.app_secret().to_owned(),
             retry_scale: 1.0,
             min_time_expire_ahead: WECHAT_MIN_TIME_EXPIRE_AHEAD,
             delivery_timeout: WECHAT_NOTIFY_TIMEOUT,
@@ -156,6 +161,8 @@ pub struct Fault {
     /// Only requests with this verb (any when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
+    /// The error status to answer; a 2xx status answers the real response instead, after
+    /// `delay_ms` (a slow but working WeChat Pay).
     #[serde(default = "Fault::default_status")]
     pub status: u16,
     #[serde(default = "Fault::default_code")]
@@ -330,6 +337,8 @@ fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             wechat::sign_responses,
         ))
+        // After the layer: WeChat's login API does not sign like WeChat Pay.
+        .merge(login::routes())
         .with_state(shared)
 }
 

@@ -142,6 +142,10 @@ async fn authenticate(State(s): State<Arc<Shared>>, request: Request, next: Next
     if fault.delay_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
     }
+    // A 2xx "fault" is only slowness: the real answer, late.
+    if (200..300).contains(&fault.status) {
+        return next.run(request).await;
+    }
     if fault.process {
         let _ = next.run(request).await;
     }

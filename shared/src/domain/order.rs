@@ -89,6 +89,10 @@ pub struct Order {
     pub transaction_id: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub paid_at: Option<OffsetDateTime>,
+    /// When query-order or the sweeper last claimed the right to ask WeChat Pay about this
+    /// PENDING order (`Store::claim_sync`); not a state change, so `version` is not bumped.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub last_synced_at: Option<OffsetDateTime>,
     /// Bumped by every write, so a conditional write can insist on the version it read.
     pub version: u64,
     pub history: Vec<HistoryEntry>,
@@ -121,6 +125,7 @@ impl Order {
             prepay_id: None,
             transaction_id: None,
             paid_at: None,
+            last_synced_at: None,
             version: 1,
             history: vec![HistoryEntry {
                 from: None,

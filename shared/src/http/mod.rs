@@ -12,6 +12,8 @@ use std::collections::HashMap;
 pub mod identity;
 pub mod payment_callback;
 pub mod place_order;
+pub mod query_order;
+pub mod session;
 
 use async_trait::async_trait;
 pub use bytes::Bytes;
@@ -84,6 +86,17 @@ impl ApiError {
             "METHOD_NOT_ALLOWED",
             "method not allowed on this route",
         )
+    }
+
+    /// Logs the refusal (`outcome = rejected:<code>`; error level for 5xx) and answers it.
+    pub fn logged(self, function: &'static str) -> Response {
+        let outcome = format!("rejected:{}", self.code.to_ascii_lowercase());
+        if self.status >= 500 {
+            tracing::error!(function, code = self.code, error = %self.message, %outcome, "request failed");
+        } else {
+            tracing::info!(function, code = self.code, error = %self.message, %outcome, "request refused");
+        }
+        self.into_response()
     }
 
     pub fn into_response(self) -> Response {

@@ -110,16 +110,8 @@ impl Handler for PlaceOrderHandler {
         if request.method() != http::Method::POST {
             return ApiError::method_not_allowed().into_response();
         }
-        match self.place(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                if e.status >= 500 {
-                    tracing::error!(code = e.code, error = %e.message, outcome = %format!("rejected:{}", e.code.to_ascii_lowercase()), "place-order failed");
-                } else {
-                    tracing::info!(code = e.code, error = %e.message, outcome = %format!("rejected:{}", e.code.to_ascii_lowercase()), "place-order refused");
-                }
-                e.into_response()
-            }
-        }
+        self.place(request)
+            .await
+            .unwrap_or_else(|e| e.logged("place-order"))
     }
 }

@@ -11,12 +11,19 @@ use crate::{store::Store, wechatpay::gateway::PayGateway};
 mod notification;
 mod payment;
 mod place_order;
+mod query_order;
+mod sweep;
 
 pub use notification::{NotificationOutcome, NotifyError, handle_notification};
 pub use payment::{ApplyError, PaymentOutcome, apply_payment};
 pub use place_order::{
     PlaceOrderError, PlaceOrderInput, PlaceOrderReply, PlaceOrderRequest, place_order,
 };
+pub use query_order::{
+    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, OrderView, QueryError, SYNC_INTERVAL, list_orders,
+    query_order,
+};
+pub use sweep::{SweepSettings, SweepSummary, sweep_expired};
 
 /// Where "now" comes from; tests substitute a fixed or moving clock.
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;

@@ -115,6 +115,7 @@ pub async fn apply_payment(
     };
     let label = outcome.label();
     if matches!(outcome, PaymentOutcome::Anomaly { .. }) {
+        crate::telemetry::emit_metrics(&[("PaymentAnomaly", 1)], now);
         tracing::error!(
             out_trade_no = %payment.out_trade_no,
             transaction_id = %payment.transaction_id,

@@ -221,7 +221,9 @@ pub async fn place_order(
                 )
                 .await?
                 {
-                    Resumed::Order(o) => return prepay_and_complete(deps, &scope, &owner, o).await,
+                    Resumed::Order(o) => {
+                        return prepay_and_complete(deps, &scope, &owner, *o).await;
+                    }
                     Resumed::Decided(reply) => return reply,
                     Resumed::Gone => continue,
                 }
@@ -234,7 +236,7 @@ pub async fn place_order(
 }
 
 enum Resumed {
-    Order(Order),
+    Order(Box<Order>),
     Decided(Result<PlaceOrderReply, PlaceOrderError>),
     /// The record disappeared (released or expired): claim the key anew.
     Gone,
@@ -281,7 +283,7 @@ async fn take_over(
         ))
     })?;
     tracing::info!(out_trade_no = %order.out_trade_no, outcome = "resumed", "resuming an interrupted order");
-    Ok(Resumed::Order(order))
+    Ok(Resumed::Order(Box::new(order)))
 }
 
 /// Builds the PENDING order from catalog prices (never the client's).

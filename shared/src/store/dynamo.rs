@@ -30,7 +30,7 @@ use super::error::{from_sdk, reason_is_transient};
 use super::items::{self, Item, attr};
 use super::{
     Anomaly, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome, Cursor,
-    FencedOutcome, MarkPaidOutcome, Page, Payment, PrepayOutcome, Store, StoreError,
+    FencedOutcome, MarkPaidOutcome, Page, Payment, PrepayOutcome, Store, StoreError, SyncClaim,
     TakeOverOutcome,
 };
 use crate::domain::time::to_utc_string;
@@ -119,6 +119,16 @@ pub async fn connect(
     access: &AwsAccess,
     settings: &ClientSettings,
 ) -> Client {
+    Client::new(&sdk_config(endpoint, access, settings).await)
+}
+
+/// The AWS configuration [`connect`] builds its client from, for other AWS clients that
+/// follow the same rules (Secrets Manager at start-up, `crate::secrets`).
+pub async fn sdk_config(
+    endpoint: Option<&str>,
+    access: &AwsAccess,
+    settings: &ClientSettings,
+) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(settings.timeout_config())
         .retry_config(settings.retry_config());
@@ -137,7 +147,7 @@ pub async fn connect(
             "configuration",
         ));
     }
-    Client::new(&loader.load().await)
+    loader.load().await
 }
 
 /// A client for a local engine (Dynoxide, moto): fixed region and dummy static credentials,
@@ -298,6 +308,58 @@ impl DynamoStore {
             .collect::<Result<Vec<_>, _>>()?;
         let next = out.last_evaluated_key().map(Cursor::encode).transpose()?;
         Ok(Page { items, next })
+    }
+
+    /// A conditional UpdateItem of an order: `Ok(new order)`, or `Err(old order)` when the
+    /// condition failed (`None`: no such order).
+    async fn update_order(
+        &self,
+        out_trade_no: &OutTradeNo,
+        e: Expr,
+        update: String,
+        condition: String,
+    ) -> Result<Result<Order, Option<Order>>, StoreError> {
+        Ok(
+            match self
+                .update_returning(items::order_key(out_trade_no), e, update, condition)
+                .await?
+            {
+                Ok(item) => Ok(items::order_from_item(&item)?),
+                Err(old) => Err(old.as_ref().map(items::order_from_item).transpose()?),
+            },
+        )
+    }
+
+    /// A conditional UpdateItem returning the item: `Ok(new item)`, or `Err(old item)` when
+    /// the condition failed (`None`: no such item).
+    async fn update_returning(
+        &self,
+        key: Item,
+        e: Expr,
+        update: String,
+        condition: String,
+    ) -> Result<Result<Item, Option<Item>>, StoreError> {
+        let (names, values) = e.into_parts();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match conditional("UpdateItem", result)? {
+            Ok(out) => out
+                .attributes
+                .map(Ok)
+                .ok_or_else(|| StoreError::Inconsistent("update returned no attributes".into())),
+            Err(old) => Ok(Err(old)),
+        }
     }
 
     fn stock_update(
@@ -782,34 +844,16 @@ impl Store for DynamoStore {
             ttl = e.name(attr::TTL),
             now_secs = e.value("now_secs", items::n(now.unix_timestamp())),
         );
-        let (names, values) = e.into_parts();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(items::idempotency_key(scope)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match conditional("UpdateItem", result)? {
-            Ok(out) => match out.attributes {
-                Some(item) => Ok(TakeOverOutcome::Claimed(items::idempotency_from_item(
-                    &item,
-                )?)),
-                None => Err(StoreError::Inconsistent(
-                    "take-over returned no attributes".into(),
-                )),
+        Ok(
+            match self
+                .update_returning(items::idempotency_key(scope), e, update, condition)
+                .await?
+            {
+                Ok(item) => TakeOverOutcome::Claimed(items::idempotency_from_item(&item)?),
+                Err(Some(old)) => TakeOverOutcome::Conflict(items::idempotency_from_item(&old)?),
+                Err(None) => TakeOverOutcome::Missing,
             },
-            Err(Some(old)) => Ok(TakeOverOutcome::Conflict(items::idempotency_from_item(
-                &old,
-            )?)),
-            Err(None) => Ok(TakeOverOutcome::Missing),
-        }
+        )
     }
 
     async fn complete_idempotency(
@@ -878,34 +922,16 @@ impl Store for DynamoStore {
         prepay_id: &str,
     ) -> Result<PrepayOutcome, StoreError> {
         let (e, update, condition) = prepay_expression(prepay_id);
-        let (names, values) = e.into_parts();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(items::order_key(out_trade_no)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match conditional("UpdateItem", result)? {
-            Ok(out) => match out.attributes {
-                Some(item) => Ok(PrepayOutcome::Recorded(Box::new(items::order_from_item(
-                    &item,
-                )?))),
-                None => Err(StoreError::Inconsistent(
-                    "prepay update returned no attributes".into(),
-                )),
+        Ok(
+            match self
+                .update_order(out_trade_no, e, update, condition)
+                .await?
+            {
+                Ok(order) => PrepayOutcome::Recorded(Box::new(order)),
+                Err(Some(old)) => PrepayOutcome::NotPending(Box::new(old)),
+                Err(None) => PrepayOutcome::NotFound,
             },
-            Err(Some(old)) => Ok(PrepayOutcome::NotPending(Box::new(items::order_from_item(
-                &old,
-            )?))),
-            Err(None) => Ok(PrepayOutcome::NotFound),
-        }
+        )
     }
 
     async fn complete_order(
@@ -1119,6 +1145,47 @@ impl Store for DynamoStore {
             op: "TransactWriteItems",
             message: format!("order {} kept changing", order.out_trade_no),
         })
+    }
+
+    async fn claim_sync(
+        &self,
+        out_trade_no: &OutTradeNo,
+        owner: Option<&Openid>,
+        now: OffsetDateTime,
+        interval: time::Duration,
+    ) -> Result<SyncClaim, StoreError> {
+        let mut e = Expr::default();
+        let update = format!(
+            "SET {} = {}",
+            e.name(attr::LAST_SYNCED_AT),
+            e.value("now", items::s(to_utc_string(now)))
+        );
+        let synced = e.name(attr::LAST_SYNCED_AT);
+        // attribute_exists: without it the update would create an item for an unknown key.
+        let mut condition = format!(
+            "attribute_exists({}) AND {} = {} AND (attribute_not_exists({synced}) OR {synced} <= {})",
+            e.name(attr::PK),
+            e.name(attr::STATUS),
+            e.value("pending", items::s(OrderStatus::Pending.as_str())),
+            e.value("cutoff", items::s(to_utc_string(now - interval))),
+        );
+        if let Some(owner) = owner {
+            condition.push_str(&format!(
+                " AND {} = {}",
+                e.name(attr::OPENID),
+                e.value("owner", items::s(owner.as_str()))
+            ));
+        }
+        Ok(
+            match self
+                .update_order(out_trade_no, e, update, condition)
+                .await?
+            {
+                Ok(order) => SyncClaim::Claimed(Box::new(order)),
+                Err(Some(old)) => SyncClaim::Refused(Box::new(old)),
+                Err(None) => SyncClaim::NotFound,
+            },
+        )
     }
 
     async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError> {

@@ -44,6 +44,7 @@ pub(crate) mod attr {
     pub const PREPAY_ID: &str = "prepay_id";
     pub const TRANSACTION_ID: &str = "transaction_id";
     pub const PAID_AT: &str = "paid_at";
+    pub const LAST_SYNCED_AT: &str = "last_synced_at";
     pub const VERSION: &str = "version";
     pub const HISTORY: &str = "history";
     // product
@@ -346,6 +347,7 @@ pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
         order.transaction_id.clone().map(s),
     );
     put_opt(&mut item, PAID_AT, order.paid_at.map(t));
+    put_opt(&mut item, LAST_SYNCED_AT, order.last_synced_at.map(t));
     if order.status == OrderStatus::Pending {
         item.insert(
             GSI2PK.to_owned(),
@@ -401,6 +403,7 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
         prepay_id: f.opt_s(PREPAY_ID)?.map(str::to_owned),
         transaction_id: f.opt_s(TRANSACTION_ID)?.map(str::to_owned),
         paid_at: f.opt_time(PAID_AT)?,
+        last_synced_at: f.opt_time(LAST_SYNCED_AT)?,
         version: u64::try_from(version).map_err(|_| f.err("version is negative"))?,
         history,
     })

@@ -26,7 +26,7 @@ pub mod table;
 
 pub use calls::{CallCounter, CallCounts, with_interceptor};
 pub use cursor::Cursor;
-pub use dynamo::{AwsAccess, ClientSettings, DynamoStore, connect, connect_static};
+pub use dynamo::{AwsAccess, ClientSettings, DynamoStore, connect, connect_static, sdk_config};
 pub use error::StoreError;
 pub use table::{TABLE_DEFINITION_JSON, TABLE_NAME_PLACEHOLDER, TableDefinition, create_table};
 
@@ -181,6 +181,17 @@ pub enum CloseOutcome {
     NotFound,
 }
 
+/// Outcome of claiming the right to ask WeChat Pay about an order (`Store::claim_sync`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncClaim {
+    /// `last_synced_at` is now ours: the order as it stands after the claim (PENDING).
+    Claimed(Box<Order>),
+    /// Not claimed: the order is not PENDING, belongs to someone else, or was claimed less
+    /// than the interval ago. The order as it stands; nothing was written.
+    Refused(Box<Order>),
+    NotFound,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnomalyOutcome {
     Recorded,
@@ -264,6 +275,18 @@ pub trait Store: Send + Sync {
         cause: &str,
         now: OffsetDateTime,
     ) -> Result<CloseOutcome, StoreError>;
+
+    /// Sets `last_synced_at = now` on a PENDING order not claimed since `now - interval`
+    /// (and owned by `owner`, when given), so concurrent callers ask WeChat Pay about one
+    /// order at most once per interval. One conditional write; `version` is not bumped, so a
+    /// transition prepared from an earlier read still applies.
+    async fn claim_sync(
+        &self,
+        out_trade_no: &OutTradeNo,
+        owner: Option<&Openid>,
+        now: OffsetDateTime,
+        interval: time::Duration,
+    ) -> Result<SyncClaim, StoreError>;
 
     async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;
 

@@ -55,7 +55,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Full jitter (AWS architecture blog): a random delay up to the exponential cap, so
     /// many instances retrying after one outage do not arrive together.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let cap = self
             .base_delay
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))

@@ -1,4 +1,5 @@
-//! The crypto backend: the only file that names `ring`.
+//! The crypto backend: the only file that names `ring`, for WeChat Pay (RSA, AES-GCM) and
+//! for the session tokens (`crate::session`: ECDSA P-256).
 //!
 //! Everything above this module speaks in DER bytes and plain slices, so switching to
 //! aws-lc-rs (whose API mirrors ring's, DESIGN.md section 8) means editing this file and
@@ -6,7 +7,7 @@
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{self, RsaKeyPair, UnparsedPublicKey};
+use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair, UnparsedPublicKey};
 
 /// Length of the AES-GCM authentication tag appended to every ciphertext.
 pub(crate) const GCM_TAG_LEN: usize = 16;
@@ -129,4 +130,82 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// SHA-256 of `data`: JWK thumbprints (RFC 7638).
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref());
+    out
+}
+
+// ---- ECDSA P-256 / SHA-256 (JWS `ES256`): session tokens ----------------------------------
+
+/// An uncompressed P-256 point: `04 || x || y`.
+pub(crate) const P256_POINT_LEN: usize = 65;
+/// An `ES256` signature: `r || s`, 32 bytes each (JWS's fixed-width form, not DER).
+pub(crate) const ES256_SIGNATURE_LEN: usize = 64;
+
+/// A P-256 private key that signs `ES256`.
+pub(crate) struct P256SigningKey(EcdsaKeyPair);
+
+impl P256SigningKey {
+    /// Parses an unencrypted PKCS#8 `PrivateKeyInfo` holding a P-256 key whose
+    /// `ECPrivateKey` includes the public key (as `openssl genpkey` writes it). The error is
+    /// the backend's fixed description, never key bytes.
+    pub(crate) fn from_pkcs8_der(der: &[u8]) -> Result<Self, String> {
+        EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            der,
+            &SystemRandom::new(),
+        )
+        .map(Self)
+        .map_err(|rejected| rejected.to_string())
+    }
+
+    /// The public key as an uncompressed point (`04 || x || y`).
+    pub(crate) fn public_point(&self) -> &[u8] {
+        self.0.public_key().as_ref()
+    }
+
+    /// Signs `message` (`r || s`, [`ES256_SIGNATURE_LEN`] bytes).
+    ///
+    /// # Panics
+    /// Only if the operating system's random generator fails (ECDSA needs a nonce).
+    pub(crate) fn sign_es256(&self, message: &[u8]) -> Vec<u8> {
+        self.0
+            .sign(&SystemRandom::new(), message)
+            .expect("ECDSA signing failed: the system random number generator is unavailable")
+            .as_ref()
+            .to_vec()
+    }
+}
+
+/// A new P-256 key as PKCS#8 DER (the sandbox's and the tests' session keys).
+///
+/// # Panics
+/// Only if the operating system's random generator fails.
+pub(crate) fn generate_p256_pkcs8() -> Vec<u8> {
+    EcdsaKeyPair::generate_pkcs8(
+        &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &SystemRandom::new(),
+    )
+    .expect("P-256 key generation failed: the system random number generator is unavailable")
+    .as_ref()
+    .to_vec()
+}
+
+/// Verifies an `ES256` signature (`r || s`) with an uncompressed P-256 point. Any malformed
+/// input (point or signature) is simply "does not verify".
+pub(crate) fn es256_verify(public_point: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, public_point)
+        .verify(message, signature)
+        .is_ok()
+}
+
+/// HMAC-SHA256, only for tests that forge `HS256` tokens to prove they are refused.
+#[cfg(test)]
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    ring::hmac::sign(&key, message).as_ref().to_vec()
 }

@@ -315,13 +315,7 @@ impl fmt::Debug for RsaPrivateKey {
 /// Environment variables often carry a PEM with its newlines written as `\n`; PEM bodies
 /// never contain a backslash, so those are turned back into newlines first.
 fn parse_pem(input: &str, expected: &'static str) -> Result<pem::Pem, KeyError> {
-    let unescaped;
-    let input = if !input.contains('\n') && input.contains("\\n") {
-        unescaped = input.replace("\\n", "\n");
-        unescaped.as_str()
-    } else {
-        input
-    };
+    let input = unescape_newlines(input);
     let block = pem::parse(input.trim()).map_err(|e| {
         KeyError::MalformedPem(match e {
             pem::PemError::MismatchedTags(..) => "BEGIN and END labels differ",
@@ -343,6 +337,16 @@ fn parse_pem(input: &str, expected: &'static str) -> Result<pem::Pem, KeyError> 
         });
     }
     Ok(block)
+}
+
+/// A PEM squeezed into one environment variable, its newlines written as `\n`, with real
+/// newlines again (PEM bodies never contain a backslash). Also used for session keys.
+pub(crate) fn unescape_newlines(input: &str) -> std::borrow::Cow<'_, str> {
+    if !input.contains('\n') && input.contains("\\n") {
+        std::borrow::Cow::Owned(input.replace("\\n", "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(input)
+    }
 }
 
 fn pem_hint(expected: &str, found: &str) -> &'static str {

@@ -18,7 +18,8 @@
 pub mod aead;
 pub mod certificates;
 pub mod client;
-mod crypto;
+/// Also the session tokens' backend (`crate::session`): one file names ring.
+pub(crate) mod crypto;
 pub mod gateway;
 pub mod keys;
 pub mod notification;

@@ -58,15 +58,27 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub enum Function {
     PlaceOrder,
     PaymentCallback,
+    QueryOrder,
+    TimeoutSweeper,
+    Session,
 }
 
 impl Function {
-    pub const ALL: &[Function] = &[Function::PlaceOrder, Function::PaymentCallback];
+    pub const ALL: &[Function] = &[
+        Function::PlaceOrder,
+        Function::PaymentCallback,
+        Function::QueryOrder,
+        Function::TimeoutSweeper,
+        Function::Session,
+    ];
 
     pub fn binary(self) -> &'static str {
         match self {
             Function::PlaceOrder => "place-order",
             Function::PaymentCallback => "payment-callback",
+            Function::QueryOrder => "query-order",
+            Function::TimeoutSweeper => "timeout-sweeper",
+            Function::Session => "session",
         }
     }
 }
@@ -358,6 +370,12 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start() -> Backend {
+        Backend::start_with(|_| {}).await
+    }
+
+    /// [`Backend::start`] with the simulator's configuration adjusted first (a sooner
+    /// `time_expire` accepted, say, for orders that must expire within a test).
+    pub async fn start_with(tweak: impl FnOnce(&mut SimulatorConfig)) -> Backend {
         let table = wxpay_tests::unique_table("e2e");
         let engine = Embedded::memory(&table)
             .await
@@ -373,6 +391,7 @@ impl Backend {
         let mut config = SimulatorConfig::new("127.0.0.1:0".parse().unwrap(), APPID, MCHID, &keys);
         // WeChat Pay's retry schedule shrunk a thousandfold: 15 s becomes 15 ms.
         config.retry_scale = 0.001;
+        tweak(&mut config);
         let sim = Simulator::start(config).await.expect("start the simulator");
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -755,6 +774,35 @@ impl Reply {
             "{body}"
         );
     }
+}
+
+/// A function's environment under a (fake) Lambda runtime API at `runtime_api`, as Lambda
+/// sets it; no debug identity.
+pub fn lambda_env(
+    backend: &Backend,
+    notify_url: Option<&str>,
+    runtime_api: std::net::SocketAddr,
+    name: &str,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = backend
+        .function_env(notify_url)
+        .into_iter()
+        .filter(|(k, _)| k != "PORT" && k != "ALLOW_DEBUG_IDENTITY")
+        .collect();
+    for (k, v) in [
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            "2026/11/24/[$LATEST]e2e".to_owned(),
+        ),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+    ] {
+        env.push((k.to_owned(), v));
+    }
+    env
 }
 
 // ---- the app ---------------------------------------------------------------------------------

@@ -1,0 +1,246 @@
+//! Scheduled functions (the timeout-sweeper): one [`ScheduledJob`], invoked by an EventBridge
+//! schedule on Lambda, a timer trigger on SCF, or once from the command line locally, each
+//! with the invocation's deadline so the job can stop taking work in time.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::{EventError, Platform, RuntimeError, scf};
+
+/// What started a run; logged with the run's summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// An EventBridge rule's `Scheduled Event` (SAM's `Schedule` event source).
+    EventBridge { id: String, time: String },
+    /// An SCF timer trigger (`{"Type": "Timer", "TriggerName", "Time", "Message"}`).
+    ScfTimer { trigger_name: String, time: String },
+    /// Any other invocation: `aws lambda invoke`, an SCF test event, or the command line.
+    Manual,
+}
+
+impl Trigger {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::EventBridge { .. } => "eventbridge",
+            Trigger::ScfTimer { .. } => "scf_timer",
+            Trigger::Manual => "manual",
+        }
+    }
+
+    /// Classifies an invocation event. A scheduled job runs whatever the event (an operator
+    /// may invoke it by hand), except an HTTP one, which means a route points at it by mistake.
+    pub fn from_event(event: &Value) -> Result<Trigger, EventError> {
+        let str_of = |key: &str| {
+            event
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        if event.get("httpMethod").is_some()
+            || event.get("routeKey").is_some()
+            || event.get("requestContext").is_some()
+        {
+            return Err(EventError::new(
+                "an HTTP event reached a scheduled function; give it a schedule or timer trigger",
+            ));
+        }
+        if str_of("detail-type") == "Scheduled Event" {
+            return Ok(Trigger::EventBridge {
+                id: str_of("id"),
+                time: str_of("time"),
+            });
+        }
+        let timer = event.as_object().is_some_and(|map| {
+            map.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("type")
+                    && v.as_str().is_some_and(|t| t.eq_ignore_ascii_case("timer"))
+            })
+        });
+        if timer {
+            return Ok(Trigger::ScfTimer {
+                trigger_name: str_of("TriggerName"),
+                time: str_of("Time"),
+            });
+        }
+        Ok(Trigger::Manual)
+    }
+}
+
+/// What every scheduled function implements: one run, returning its summary as JSON.
+#[async_trait]
+pub trait ScheduledJob: Send + Sync + 'static {
+    async fn run(&self, trigger: Trigger, deadline: Option<OffsetDateTime>) -> Value;
+}
+
+/// Serves `job` on the platform the environment names. Locally (no runtime API) it runs
+/// once, with the deadline `--deadline SECONDS` sets, prints the summary and returns.
+pub async fn serve_schedule(job: Arc<dyn ScheduledJob>) -> Result<(), RuntimeError> {
+    match Platform::from_env()? {
+        Platform::Lambda => serve_lambda_schedule(job).await,
+        Platform::Scf { runtime_api_base } => serve_scf_schedule(job, &runtime_api_base).await,
+        Platform::Http { .. } => {
+            let deadline = local_deadline(std::env::args().skip(1))?;
+            tracing::info!(mode = "local", "ready");
+            let summary = job.run(Trigger::Manual, deadline).await;
+            println!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+/// `--deadline SECONDS` (fractions allowed) from now; absent: no deadline.
+pub fn local_deadline(
+    mut args: impl Iterator<Item = String>,
+) -> Result<Option<OffsetDateTime>, RuntimeError> {
+    let invalid = |value: String, reason: &str| RuntimeError::InvalidEnv {
+        name: "--deadline",
+        value,
+        reason: reason.to_owned(),
+    };
+    let mut deadline = None;
+    while let Some(arg) = args.next() {
+        let value = match arg.strip_prefix("--deadline") {
+            Some("") => args.next().unwrap_or_default(),
+            Some(v) if v.starts_with('=') => v[1..].to_owned(),
+            _ => {
+                return Err(invalid(
+                    arg,
+                    "unknown argument; usage: [--deadline SECONDS]",
+                ));
+            }
+        };
+        let seconds: f64 = value
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s < 86_400.0)
+            .ok_or_else(|| invalid(value.clone(), "not a number of seconds (0-86400)"))?;
+        deadline = Some(OffsetDateTime::now_utc() + time::Duration::seconds_f64(seconds));
+    }
+    Ok(deadline)
+}
+
+async fn serve_lambda_schedule(job: Arc<dyn ScheduledJob>) -> Result<(), RuntimeError> {
+    tracing::info!(mode = "lambda", "ready");
+    let service = service_fn(move |event: LambdaEvent<Value>| {
+        let job = Arc::clone(&job);
+        async move {
+            let trigger = Trigger::from_event(&event.payload)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            let deadline = i64::try_from(event.context.deadline).ok().and_then(|ms| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+            });
+            Ok::<Value, Box<dyn std::error::Error + Send + Sync>>(job.run(trigger, deadline).await)
+        }
+    });
+    lambda_runtime::run(service)
+        .await
+        .map_err(|e| RuntimeError::Lambda(e.to_string()))
+}
+
+async fn serve_scf_schedule(
+    job: Arc<dyn ScheduledJob>,
+    runtime_api_base: &str,
+) -> Result<(), RuntimeError> {
+    scf::serve_scf_events(runtime_api_base, move |invocation| {
+        let job = Arc::clone(&job);
+        async move {
+            let event: Value = serde_json::from_slice(&invocation.event)
+                .map_err(|e| format!("event is not JSON: {e}"))?;
+            let trigger = Trigger::from_event(&event).map_err(|e| e.to_string())?;
+            let summary = job.run(trigger, invocation.deadline).await;
+            Ok::<Bytes, String>(Bytes::from(summary.to_string()))
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn eventbridge_scheduled_event() {
+        // The example event of the EventBridge docs ("Amazon EventBridge events", scheduled).
+        let event = json!({
+            "version": "0",
+            "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": "2015-10-08T16:53:06Z",
+            "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/my-scheduled-rule"],
+            "detail": {}
+        });
+        assert_eq!(
+            Trigger::from_event(&event).unwrap(),
+            Trigger::EventBridge {
+                id: "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa".into(),
+                time: "2015-10-08T16:53:06Z".into()
+            }
+        );
+    }
+
+    #[test]
+    fn scf_timer_events_in_both_spellings() {
+        for ty in ["Timer", "timer"] {
+            let event = json!({
+                "Type": ty,
+                "TriggerName": "EveryMinute",
+                "Time": "2026-11-24T04:01:00Z",
+                "Message": ""
+            });
+            assert_eq!(
+                Trigger::from_event(&event).unwrap(),
+                Trigger::ScfTimer {
+                    trigger_name: "EveryMinute".into(),
+                    time: "2026-11-24T04:01:00Z".into()
+                },
+                "{ty}"
+            );
+        }
+    }
+
+    #[test]
+    fn manual_and_http_events() {
+        assert_eq!(Trigger::from_event(&json!({})).unwrap(), Trigger::Manual);
+        assert_eq!(
+            Trigger::from_event(&json!({"detail-type": "Object Created"})).unwrap(),
+            Trigger::Manual
+        );
+        assert!(Trigger::from_event(&json!({"httpMethod": "GET", "path": "/"})).is_err());
+        assert!(Trigger::from_event(&json!({"version": "2.0", "routeKey": "$default"})).is_err());
+    }
+
+    #[test]
+    fn deadline_argument() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(local_deadline(args(&[]).into_iter()).unwrap(), None);
+        let before = OffsetDateTime::now_utc();
+        let d = local_deadline(args(&["--deadline", "2.5"]).into_iter())
+            .unwrap()
+            .unwrap();
+        assert!(d >= before + time::Duration::milliseconds(2500));
+        assert!(d <= OffsetDateTime::now_utc() + time::Duration::milliseconds(2500));
+        assert!(
+            local_deadline(args(&["--deadline=1"]).into_iter())
+                .unwrap()
+                .is_some()
+        );
+        for bad in [
+            &["--deadline", "soon"][..],
+            &["--deadline", "-1"],
+            &["--deadline"],
+            &["--every", "5"],
+        ] {
+            assert!(local_deadline(args(bad).into_iter()).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! query-order's use cases: the owner's view of one order, synced with WeChat Pay while it is
+//! PENDING so a lost notification never leaves a paid order unpaid, and the owner's listing.
+//! A payment found here goes through `apply_payment`, the callback's own code path.
+
+use time::Duration;
+
+use super::{ApplyError, Deps, PaymentOutcome, apply_payment};
+use crate::{
+    domain::{Openid, Order, OrderStatus, OutTradeNo},
+    store::{Cursor, Page, StoreError, SyncClaim},
+    wechatpay::{gateway::PayError, sign::PayParams},
+};
+
+/// Concurrent callers ask WeChat Pay about one order at most once per this interval.
+pub const SYNC_INTERVAL: Duration = Duration::seconds(5);
+
+/// Listing page sizes: `limit` defaults to 20 and may be 1..=100.
+pub const DEFAULT_LIST_LIMIT: u32 = 20;
+pub const MAX_LIST_LIMIT: u32 = 100;
+
+/// An order as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    pub order: Order,
+    /// Whether the status is known to match WeChat Pay: true for PAID and CLOSED (final), and
+    /// for a PENDING order this request checked; false when WeChat Pay could not be asked
+    /// (unreachable, or another caller asked it moments ago).
+    pub synced: bool,
+    /// Fresh `wx.requestPayment` parameters, while the order is PENDING, unexpired and has a
+    /// prepay_id.
+    pub pay_params: Option<PayParams>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// No such order, or not the caller's: the same answer, so nobody learns another user's
+    /// out_trade_no exists.
+    #[error("no such order")]
+    NotFound,
+    #[error("bad cursor: {0}")]
+    BadCursor(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for QueryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadCursor(why) => QueryError::BadCursor(why),
+            e => QueryError::Store(e),
+        }
+    }
+}
+
+/// `GET /orders/{out_trade_no}`: one conditional write claims the sync (and checks the
+/// owner); only the claimant asks WeChat Pay.
+pub async fn query_order(
+    deps: &Deps,
+    caller: &Openid,
+    out_trade_no: &OutTradeNo,
+) -> Result<OrderView, QueryError> {
+    let now = deps.now();
+    let (order, synced) = match deps
+        .store
+        .claim_sync(out_trade_no, Some(caller), now, SYNC_INTERVAL)
+        .await?
+    {
+        SyncClaim::NotFound => return Err(QueryError::NotFound),
+        SyncClaim::Refused(order) if order.openid != *caller => return Err(QueryError::NotFound),
+        SyncClaim::Refused(order) => {
+            let synced = order.status != OrderStatus::Pending;
+            (*order, synced)
+        }
+        SyncClaim::Claimed(order) => sync(deps, *order).await?,
+    };
+    let pay_params = match (&order.status, &order.prepay_id) {
+        (OrderStatus::Pending, Some(prepay_id)) if !order.is_expired(now) => {
+            Some(deps.gateway.pay_params(prepay_id, now.unix_timestamp()))
+        }
+        _ => None,
+    };
+    Ok(OrderView {
+        order,
+        synced,
+        pay_params,
+    })
+}
+
+/// Asks WeChat Pay about a PENDING order and applies a payment it reports. Returns the order
+/// as it now stands and whether WeChat Pay answered.
+async fn sync(deps: &Deps, order: Order) -> Result<(Order, bool), QueryError> {
+    let out_trade_no = order.out_trade_no.clone();
+    let txn = match deps
+        .gateway
+        .query_by_out_trade_no(out_trade_no.as_str())
+        .await
+    {
+        Ok(txn) => txn,
+        // WeChat Pay never saw the order (its prepay failed): nothing can have been paid.
+        Err(e) if order_not_exist(&e) => return Ok((order, true)),
+        Err(e) => {
+            tracing::warn!(%out_trade_no, error = %e, outcome = "unsynced", "order query failed; answering the local state");
+            return Ok((order, false));
+        }
+    };
+    if !txn.trade_state.is_paid() {
+        tracing::debug!(%out_trade_no, trade_state = %txn.trade_state, "order still unpaid at WeChat Pay");
+        return Ok((order, true));
+    }
+    // Query answers carry no notification id.
+    match apply_payment(deps, Some(order.clone()), &txn, None).await {
+        Ok(outcome) => Ok((settled_order(outcome, order), true)),
+        Err(ApplyError::Store(e)) => Err(QueryError::Store(e)),
+        Err(ApplyError::Malformed(m)) => {
+            tracing::error!(%out_trade_no, error = %m, outcome = "rejected:malformed", "WeChat Pay's transaction could not be applied");
+            Ok((order, false))
+        }
+    }
+}
+
+/// The order after a payment outcome: the store's version when it returned one.
+fn settled_order(outcome: PaymentOutcome, before: Order) -> Order {
+    match outcome {
+        PaymentOutcome::Applied(o) | PaymentOutcome::Duplicate(o) => *o,
+        PaymentOutcome::Anomaly { order, .. } => order.map(|o| *o).unwrap_or(before),
+    }
+}
+
+/// `GET /orders?limit=&cursor=`: the caller's orders, newest first. Never syncs: a listing
+/// is a summary; opening one order syncs it.
+pub async fn list_orders(
+    deps: &Deps,
+    caller: &Openid,
+    limit: u32,
+    cursor: Option<&Cursor>,
+) -> Result<Page<Order>, QueryError> {
+    Ok(deps
+        .store
+        .list_orders(caller, limit.clamp(1, MAX_LIST_LIMIT), cursor)
+        .await?)
+}
+
+/// Whether a WeChat Pay error means "that out_trade_no does not exist there".
+pub(crate) fn order_not_exist(e: &PayError) -> bool {
+    e.code() == Some("ORDER_NOT_EXIST")
+}

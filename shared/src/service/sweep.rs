@@ -1,0 +1,292 @@
+//! The timeout-sweeper's use case: every PENDING order past `expire_at` is settled with
+//! WeChat Pay's word: paid ones are applied (one code path with the callback), unpaid ones
+//! closed there and then locally (stock returned), USERPAYING ones left for the next run.
+//!
+//! It reads the sparse pending index shard by shard (a Query, never a Scan), works on a
+//! bounded number of orders at once, and stops taking work before the invocation deadline.
+//! Two sweeps at once are safe: each order is claimed with the same conditional
+//! `last_synced_at` write query-order uses, and every transition is conditional anyway.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use super::{ApplyError, Deps, PaymentOutcome, apply_payment, query_order::order_not_exist};
+use crate::{
+    domain::{Order, OrderStatus},
+    store::{CloseOutcome, Cursor, SyncClaim},
+    wechatpay::{
+        gateway::PayError,
+        notification::{TradeState, Transaction},
+    },
+};
+
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    /// How long past `expire_at` an order is left alone, so a payment made in the last
+    /// second (and its notification) can land first.
+    pub grace: Duration,
+    /// Orders worked on at once.
+    pub concurrency: usize,
+    /// Orders read from the index per Query.
+    pub page_size: u32,
+    /// An order claimed by a sweep is not touched by another for this long.
+    pub lease: Duration,
+    /// No new order is started later than this before the deadline: one order's worst case
+    /// (a query, a close, a query again, each inside the client's retry budget).
+    pub deadline_margin: Duration,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        SweepSettings {
+            grace: Duration::seconds(30),
+            concurrency: 8,
+            page_size: 100,
+            lease: Duration::seconds(30),
+            deadline_margin: Duration::seconds(5),
+        }
+    }
+}
+
+/// What one sweep did; logged, returned to the platform and emitted as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SweepSummary {
+    /// Due orders taken up (claimed or found settled by someone else).
+    pub scanned: u64,
+    /// Found paid at WeChat Pay and applied now.
+    pub paid: u64,
+    /// Closed at WeChat Pay and locally, stock returned.
+    pub closed: u64,
+    /// Left alone: USERPAYING, settled or claimed by someone else meanwhile.
+    pub skipped: u64,
+    /// Could not be settled this run (WeChat Pay or the store failed); the next run retries.
+    pub failed: u64,
+    /// Paid at WeChat Pay but recorded as an anomaly (e.g. amount mismatch).
+    pub anomalies: u64,
+    /// The deadline stopped the sweep before every due order was taken up.
+    pub stopped_early: bool,
+}
+
+impl SweepSummary {
+    fn count(&mut self, action: &Action) {
+        self.scanned += 1;
+        match action {
+            Action::Paid => self.paid += 1,
+            Action::Closed => self.closed += 1,
+            Action::Skipped(_) => self.skipped += 1,
+            Action::Failed(_) => self.failed += 1,
+            Action::Anomaly => self.anomalies += 1,
+        }
+    }
+
+    /// The EMF counts (`SweepFailed` is what the template alarms on).
+    pub fn metrics(&self) -> [(&'static str, u64); 6] {
+        [
+            ("SweepScanned", self.scanned),
+            ("SweepPaid", self.paid),
+            ("SweepClosed", self.closed),
+            ("SweepSkipped", self.skipped),
+            ("SweepFailed", self.failed),
+            ("SweepAnomalies", self.anomalies),
+        ]
+    }
+}
+
+/// What became of one due order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Paid,
+    Closed,
+    Skipped(&'static str),
+    Failed(String),
+    Anomaly,
+}
+
+impl Action {
+    fn label(&self) -> String {
+        match self {
+            Action::Paid => "paid".into(),
+            Action::Closed => "closed".into(),
+            Action::Skipped(why) => format!("skipped:{why}"),
+            Action::Failed(_) => "failed".into(),
+            Action::Anomaly => "anomaly".into(),
+        }
+    }
+}
+
+/// Sweeps every shard once. `deadline` is the invocation's (None: no limit).
+pub async fn sweep_expired(
+    deps: &Deps,
+    settings: &SweepSettings,
+    shards: u32,
+    deadline: Option<OffsetDateTime>,
+) -> SweepSummary {
+    let mut summary = SweepSummary::default();
+    let limit = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let mut tasks: JoinSet<Action> = JoinSet::new();
+    'shards: for shard in 0..shards.max(1) {
+        let mut cursor: Option<Cursor> = None;
+        loop {
+            if !before_deadline(deps.now(), deadline, settings.deadline_margin) {
+                summary.stopped_early = true;
+                break 'shards;
+            }
+            let due_before = deps.now() - settings.grace;
+            let page = match deps
+                .store
+                .due_pending(shard, due_before, settings.page_size, cursor.as_ref())
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(shard, error = %e, outcome = "failed", "pending index query failed; shard left for the next run");
+                    summary.failed += 1;
+                    continue 'shards;
+                }
+            };
+            for order in page.items {
+                // Wait for a slot first, so the deadline is checked when the work would start.
+                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+                    break 'shards;
+                };
+                if !before_deadline(deps.now(), deadline, settings.deadline_margin) {
+                    summary.stopped_early = true;
+                    break 'shards;
+                }
+                let deps = deps.clone();
+                let lease = settings.lease;
+                tasks.spawn(async move {
+                    let action = sweep_one(&deps, order, lease).await;
+                    drop(permit);
+                    action
+                });
+                while let Some(done) = tasks.try_join_next() {
+                    summary.count(&joined(done));
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        summary.count(&joined(done));
+    }
+    summary
+}
+
+fn joined(result: Result<Action, tokio::task::JoinError>) -> Action {
+    result.unwrap_or_else(|e| Action::Failed(format!("task failed: {e}")))
+}
+
+/// Whether `now` leaves time to start work that needs `margin` before `deadline`.
+fn before_deadline(
+    now: OffsetDateTime,
+    deadline: Option<OffsetDateTime>,
+    margin: Duration,
+) -> bool {
+    deadline.is_none_or(|d| now + margin < d)
+}
+
+async fn sweep_one(deps: &Deps, due: Order, lease: Duration) -> Action {
+    let out_trade_no = due.out_trade_no.clone();
+    let action = match deps
+        .store
+        .claim_sync(&out_trade_no, None, deps.now(), lease)
+        .await
+    {
+        Ok(SyncClaim::Claimed(order)) => settle(deps, *order).await,
+        Ok(SyncClaim::Refused(order)) if order.status == OrderStatus::Pending => {
+            Action::Skipped("claimed_elsewhere")
+        }
+        Ok(SyncClaim::Refused(_)) | Ok(SyncClaim::NotFound) => Action::Skipped("already_settled"),
+        Err(e) => Action::Failed(format!("claim: {e}")),
+    };
+    match &action {
+        Action::Failed(why) => {
+            tracing::warn!(%out_trade_no, error = %why, outcome = %action.label(), "expired order not settled")
+        }
+        _ => tracing::info!(%out_trade_no, outcome = %action.label(), "expired order swept"),
+    }
+    action
+}
+
+/// Settles a claimed, expired PENDING order with WeChat Pay's word.
+async fn settle(deps: &Deps, order: Order) -> Action {
+    let txn = match query(deps, &order).await {
+        Ok(Some(txn)) => txn,
+        // WeChat Pay never saw the order (its prepay failed): nobody can pay it.
+        Ok(None) => return close_locally(deps, &order, "expired; unknown to WeChat Pay").await,
+        Err(e) => return Action::Failed(format!("query: {e}")),
+    };
+    match &txn.trade_state {
+        s if s.is_paid() => apply(deps, order, &txn).await,
+        TradeState::Closed => close_locally(deps, &order, "expired; closed at WeChat Pay").await,
+        TradeState::UserPaying => Action::Skipped("userpaying"),
+        TradeState::NotPay | TradeState::PayError | TradeState::Revoked => close(deps, order).await,
+        TradeState::Other(s) => Action::Failed(format!("unknown trade_state {s}")),
+        // `is_paid` took SUCCESS and REFUND above.
+        TradeState::Success | TradeState::Refund => Action::Failed("unreachable".into()),
+    }
+}
+
+/// Closes at WeChat Pay first (so nobody can pay any more), then locally. A refused or
+/// ambiguous close is followed by a query, and that answer decides.
+async fn close(deps: &Deps, order: Order) -> Action {
+    let close_error = match deps.gateway.close(order.out_trade_no.as_str()).await {
+        Ok(()) => return close_locally(deps, &order, "expired; closed at WeChat Pay").await,
+        Err(e) => e,
+    };
+    tracing::info!(out_trade_no = %order.out_trade_no, error = %close_error, "close refused or ambiguous; querying again");
+    match query(deps, &order).await {
+        Ok(None) => close_locally(deps, &order, "expired; unknown to WeChat Pay").await,
+        Ok(Some(txn)) if txn.trade_state.is_paid() => apply(deps, order, &txn).await,
+        Ok(Some(txn)) if txn.trade_state == TradeState::Closed => {
+            close_locally(deps, &order, "expired; closed at WeChat Pay").await
+        }
+        Ok(Some(txn)) if txn.trade_state == TradeState::UserPaying => Action::Skipped("userpaying"),
+        Ok(Some(txn)) => Action::Failed(format!(
+            "close failed ({close_error}) and the order is still {}",
+            txn.trade_state
+        )),
+        Err(e) => Action::Failed(format!("close failed ({close_error}), then query: {e}")),
+    }
+}
+
+/// WeChat Pay's transaction for the order; `None` when it has no such order.
+async fn query(deps: &Deps, order: &Order) -> Result<Option<Transaction>, PayError> {
+    match deps
+        .gateway
+        .query_by_out_trade_no(order.out_trade_no.as_str())
+        .await
+    {
+        Ok(txn) => Ok(Some(txn)),
+        Err(e) if order_not_exist(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn apply(deps: &Deps, order: Order, txn: &Transaction) -> Action {
+    // Query answers carry no notification id.
+    match apply_payment(deps, Some(order), txn, None).await {
+        Ok(PaymentOutcome::Applied(_)) => Action::Paid,
+        Ok(PaymentOutcome::Duplicate(_)) => Action::Skipped("already_paid"),
+        Ok(PaymentOutcome::Anomaly { .. }) => Action::Anomaly,
+        Err(ApplyError::Store(e)) => Action::Failed(format!("store: {e}")),
+        Err(ApplyError::Malformed(m)) => Action::Failed(format!("WeChat Pay's transaction: {m}")),
+    }
+}
+
+async fn close_locally(deps: &Deps, order: &Order, cause: &str) -> Action {
+    match deps.store.close(order, cause, deps.now()).await {
+        Ok(CloseOutcome::Closed(_)) => Action::Closed,
+        Ok(CloseOutcome::NotPending(_)) | Ok(CloseOutcome::NotFound) => {
+            Action::Skipped("already_settled")
+        }
+        Err(e) => Action::Failed(format!("store: {e}")),
+    }
+}

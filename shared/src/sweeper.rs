@@ -1,0 +1,44 @@
+//! The timeout-sweeper at the edge: one scheduled run of `service::sweep_expired`, its summary
+//! logged (one line), emitted as CloudWatch EMF counts (the template alarms on `SweepFailed`)
+//! and returned to the platform as the invocation's result.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::{
+    runtime::{ScheduledJob, Trigger},
+    service::{Deps, SweepSettings, sweep_expired},
+};
+
+pub struct SweeperJob {
+    pub deps: Deps,
+    pub settings: SweepSettings,
+    /// `SWEEPER_SHARDS`: the pending index's shard count.
+    pub shards: u32,
+}
+
+#[async_trait]
+impl ScheduledJob for SweeperJob {
+    async fn run(&self, trigger: Trigger, deadline: Option<OffsetDateTime>) -> Value {
+        let started = self.deps.now();
+        let summary = sweep_expired(&self.deps, &self.settings, self.shards, deadline).await;
+        let elapsed_ms = (self.deps.now() - started).whole_milliseconds();
+        crate::telemetry::emit_metrics(&summary.metrics(), self.deps.now());
+        let outcome = if summary.failed > 0 { "failed" } else { "ok" };
+        tracing::info!(
+            trigger = trigger.kind(),
+            scanned = summary.scanned,
+            paid = summary.paid,
+            closed = summary.closed,
+            skipped = summary.skipped,
+            failed = summary.failed,
+            anomalies = summary.anomalies,
+            stopped_early = summary.stopped_early,
+            elapsed_ms = elapsed_ms as i64,
+            outcome,
+            "sweep finished"
+        );
+        serde_json::to_value(summary).unwrap_or(Value::Null)
+    }
+}

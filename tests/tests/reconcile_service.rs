@@ -1,0 +1,324 @@
+//! The reconciliation use cases (`sweep_expired`, `query_order`) on a real store (embedded
+//! Dynoxide) with a scripted `PayGateway` at the edge: the WeChat Pay answers the simulator
+//! cannot be made to give on cue (a close refused because the order was paid meanwhile, an
+//! ambiguous close, REFUND, an order WeChat Pay never saw) and a count of the calls made.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde_json::json;
+use shared::domain::{Order, OrderStatus, Product};
+use shared::service::{
+    Deps, ServiceSettings, SweepSettings, SweepSummary, query_order, sweep_expired, system_clock,
+};
+use shared::store::Store;
+use shared::wechatpay::gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse};
+use shared::wechatpay::notification::{NotificationError, Transaction, VerifiedNotification};
+use shared::wechatpay::sign::PayParams;
+use time::Duration;
+use wxpay_tests::*;
+
+const APPID: &str = "wx-recon";
+const MCHID: &str = "1900000001";
+
+/// Answers queued per call kind, in order; every call is recorded.
+#[derive(Default)]
+struct Scripted {
+    queries: Mutex<VecDeque<Result<Transaction, PayError>>>,
+    closes: Mutex<VecDeque<Result<(), PayError>>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl Scripted {
+    fn query(&self, answer: Result<Transaction, PayError>) -> &Self {
+        self.queries.lock().unwrap().push_back(answer);
+        self
+    }
+    fn close(&self, answer: Result<(), PayError>) -> &Self {
+        self.closes.lock().unwrap().push_back(answer);
+        self
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl PayGateway for Scripted {
+    async fn jsapi_prepay(&self, _: &PrepayRequest) -> Result<PrepayResponse, PayError> {
+        Err(PayError::InvalidRequest("not scripted".into()))
+    }
+    async fn query_by_out_trade_no(&self, out_trade_no: &str) -> Result<Transaction, PayError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("query {out_trade_no}"));
+        // A little latency, so concurrent callers really overlap.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.queries
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
+    }
+    async fn query_by_transaction_id(&self, _: &str) -> Result<Transaction, PayError> {
+        Err(PayError::InvalidRequest("not scripted".into()))
+    }
+    async fn close(&self, out_trade_no: &str) -> Result<(), PayError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("close {out_trade_no}"));
+        self.closes
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
+    }
+    async fn verify_notification(
+        &self,
+        _: &http::HeaderMap,
+        _: &[u8],
+        _: i64,
+    ) -> Result<VerifiedNotification, NotificationError> {
+        unreachable!("no notifications here")
+    }
+    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> PayParams {
+        PayParams {
+            app_id: APPID.into(),
+            time_stamp: timestamp.to_string(),
+            nonce_str: "n".into(),
+            package: format!("prepay_id={prepay_id}"),
+            sign_type: "RSA".into(),
+            pay_sign: "scripted".into(),
+        }
+    }
+}
+
+fn txn(order: &Order, trade_state: &str) -> Transaction {
+    let mut v = json!({
+        "appid": APPID, "mchid": MCHID, "out_trade_no": order.out_trade_no.as_str(),
+        "trade_state": trade_state, "trade_state_desc": "scripted",
+    });
+    if trade_state == "SUCCESS" || trade_state == "REFUND" {
+        v["transaction_id"] = json!(format!("42000{}", &order.out_trade_no.as_str()[..10]));
+        v["success_time"] = json!("2026-11-24T12:00:00+08:00");
+        v["amount"] = json!({"total": order.amount_total.fen(), "payer_total": order.amount_total.fen(), "currency": "CNY"});
+    }
+    serde_json::from_value(v).expect("a transaction")
+}
+
+fn api_error(status: u16, code: &str) -> PayError {
+    PayError::Api {
+        status,
+        code: code.into(),
+        message: "scripted".into(),
+        detail: None,
+    }
+}
+
+struct Fixture {
+    ctx: StoreCtx,
+    gateway: Arc<Scripted>,
+    deps: Deps,
+    tea: Product,
+}
+
+async fn fixture(test: &str) -> Fixture {
+    let ctx = StoreCtx::dynoxide(test).await;
+    let tea = product("tea", 990, Some(100));
+    ctx.store
+        .put_products(std::slice::from_ref(&tea))
+        .await
+        .unwrap();
+    let gateway = Arc::new(Scripted::default());
+    let deps = Deps {
+        store: Arc::new(ctx.store.clone()),
+        gateway: gateway.clone(),
+        clock: system_clock(),
+        settings: ServiceSettings {
+            appid: APPID.into(),
+            mchid: MCHID.into(),
+            order_ttl: Duration::minutes(30),
+        },
+    };
+    Fixture {
+        ctx,
+        gateway,
+        deps,
+        tea,
+    }
+}
+
+impl Fixture {
+    /// A PENDING order that expired 30 minutes ago (created an hour ago).
+    async fn expired_order(&self, quantity: i64) -> Order {
+        let o = order_at(
+            "o_recon",
+            &[(&self.tea, quantity)],
+            now_ms() - Duration::hours(1),
+        );
+        self.ctx
+            .store
+            .create_order(&fresh_claim(&o), &o)
+            .await
+            .unwrap();
+        o
+    }
+
+    async fn status(&self, o: &Order) -> OrderStatus {
+        self.ctx
+            .store
+            .get_order(&o.out_trade_no)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+    }
+
+    async fn reserved(&self) -> i64 {
+        self.ctx
+            .store
+            .get_product(&self.tea.sku_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .reserved
+    }
+
+    async fn sweep(&self) -> SweepSummary {
+        sweep_expired(&self.deps, &SweepSettings::default(), 4, None).await
+    }
+}
+
+fn summary(scanned: u64, paid: u64, closed: u64, skipped: u64, failed: u64) -> SweepSummary {
+    SweepSummary {
+        scanned,
+        paid,
+        closed,
+        skipped,
+        failed,
+        ..SweepSummary::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_refused_because_paid_meanwhile_is_queried_again_and_applied() {
+    let f = fixture("close-refused-paid").await;
+    let o = f.expired_order(2).await;
+    f.gateway
+        .query(Ok(txn(&o, "NOTPAY")))
+        .query(Ok(txn(&o, "SUCCESS")));
+    f.gateway.close(Err(api_error(400, "ORDER_PAID")));
+    assert_eq!(f.sweep().await, summary(1, 1, 0, 0, 0));
+    let no = o.out_trade_no.as_str();
+    assert_eq!(
+        f.gateway.calls(),
+        [
+            format!("query {no}"),
+            format!("close {no}"),
+            format!("query {no}")
+        ]
+    );
+    assert_eq!(f.status(&o).await, OrderStatus::Paid);
+    assert_eq!(f.reserved().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_close_is_settled_by_the_next_query() {
+    let f = fixture("ambiguous-close").await;
+    let closed_there = f.expired_order(1).await;
+    f.gateway
+        .query(Ok(txn(&closed_there, "NOTPAY")))
+        .query(Ok(txn(&closed_there, "CLOSED")));
+    f.gateway
+        .close(Err(PayError::Timeout(std::time::Duration::from_secs(3))));
+    assert_eq!(f.sweep().await, summary(1, 0, 1, 0, 0));
+    assert_eq!(f.status(&closed_there).await, OrderStatus::Closed);
+    assert_eq!(f.reserved().await, 0, "stock returned");
+
+    // Both the close and the query after it fail: nothing changes, the next run retries.
+    let stuck = f.expired_order(3).await;
+    f.gateway.query(Ok(txn(&stuck, "NOTPAY")));
+    f.gateway.close(Err(PayError::Network("reset".into())));
+    f.gateway.query(Err(PayError::Network("reset".into())));
+    assert_eq!(f.sweep().await, summary(1, 0, 0, 0, 1));
+    assert_eq!(f.status(&stuck).await, OrderStatus::Pending);
+    assert_eq!(f.reserved().await, 3, "still reserved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_to_wechat_pay_closes_locally_and_refund_counts_as_paid() {
+    let f = fixture("unknown-and-refund").await;
+    let never_prepaid = f.expired_order(1).await;
+    f.gateway.query(Err(api_error(404, "ORDER_NOT_EXIST")));
+    assert_eq!(f.sweep().await, summary(1, 0, 1, 0, 0));
+    assert_eq!(f.status(&never_prepaid).await, OrderStatus::Closed);
+    assert!(
+        !f.gateway.calls().iter().any(|c| c.starts_with("close")),
+        "nothing to close at WeChat Pay"
+    );
+
+    let refunded = f.expired_order(1).await;
+    f.gateway.query(Ok(txn(&refunded, "REFUND")));
+    assert_eq!(f.sweep().await, summary(1, 1, 0, 0, 0));
+    assert_eq!(f.status(&refunded).await, OrderStatus::Paid);
+
+    // A 5xx on the query: failed, untouched.
+    let flaky = f.expired_order(1).await;
+    f.gateway.query(Err(api_error(500, "SYSTEM_ERROR")));
+    assert_eq!(f.sweep().await, summary(1, 0, 0, 0, 1));
+    assert_eq!(f.status(&flaky).await, OrderStatus::Pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queries_ask_wechat_pay_once_per_interval() {
+    let f = fixture("query-once").await;
+    let o = order("o_recon", &[(&f.tea, 1)]);
+    f.ctx
+        .store
+        .create_order(&fresh_claim(&o), &o)
+        .await
+        .unwrap();
+    f.ctx
+        .store
+        .record_prepay(&o.out_trade_no, "wx-prepay-1")
+        .await
+        .unwrap();
+    f.gateway.query(Ok(txn(&o, "SUCCESS")));
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (deps, no) = (f.deps.clone(), o.out_trade_no.clone());
+        callers.spawn(async move { query_order(&deps, &openid("o_recon"), &no).await });
+    }
+    let views: Vec<_> = callers
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.expect("query succeeds"))
+        .collect();
+    let queries = f
+        .gateway
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("query"))
+        .count();
+    assert_eq!(queries, 1, "one WeChat Pay query for 20 concurrent callers");
+    let synced = views.iter().filter(|v| v.synced).count();
+    assert!(synced >= 1);
+    // The claimant applied the payment before answering.
+    assert!(
+        views
+            .iter()
+            .any(|v| v.order.status == OrderStatus::Paid && v.synced)
+    );
+    assert_eq!(f.status(&o).await, OrderStatus::Paid);
+    // Pending answers carried pay params; the paid one does not.
+    for v in &views {
+        assert_eq!(
+            v.pay_params.is_some(),
+            v.order.status == OrderStatus::Pending
+        );
+    }
+}
