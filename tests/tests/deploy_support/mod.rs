@@ -1,0 +1,37 @@
+//! What the deployment-config suites (`template.rs`, `tencent_config.rs`) share: the repo root,
+//! YAML lookups, and DESIGN.md section 3's routes with the function serving each.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_norway::Value;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `key` of a mapping (`Value::Null` when absent or not a mapping).
+pub fn at<'a>(v: &'a Value, key: &str) -> &'a Value {
+    static NULL: Value = Value::Null;
+    v.as_mapping().and_then(|m| m.get(key)).unwrap_or(&NULL)
+}
+
+pub fn path<'a>(v: &'a Value, keys: &[&str]) -> &'a Value {
+    keys.iter().fold(v, |v, k| at(v, k))
+}
+
+/// Route key (`METHOD /path`) -> the function (`functions/<name>`) that serves it.
+pub fn design_routes() -> BTreeMap<String, String> {
+    [
+        ("POST /sessions", "session"),
+        ("GET /.well-known/openid-configuration", "session"),
+        ("GET /.well-known/jwks.json", "session"),
+        ("POST /orders", "place-order"),
+        ("GET /orders", "query-order"),
+        ("GET /orders/{out_trade_no}", "query-order"),
+        ("POST /notify/wechatpay", "payment-callback"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}

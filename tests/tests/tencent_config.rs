@@ -1,0 +1,189 @@
+//! `infra/tencent/*/serverless.yml` (Serverless Framework, component `scf`) against the
+//! project: one custom-runtime event function per `functions/<name>` package, deploying what
+//! scripts/build-scf.sh builds, with DESIGN.md section 3's routes behind API Gateway, the
+//! sweeper on a one-minute timer, and no secret value or debug identity in the configuration.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+mod deploy_support;
+use deploy_support::{at, design_routes, path, repo};
+use serde_norway::Value;
+use shared::secrets::SECRET_VARIABLES;
+
+/// Every function directory's serverless.yml, by directory name.
+fn configs() -> BTreeMap<String, (String, Value)> {
+    let dir = repo().join("infra/tencent");
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).expect("infra/tencent") {
+        let entry = entry.unwrap();
+        let file = entry.path().join("serverless.yml");
+        if !file.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let yaml =
+            serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        out.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            (text, yaml),
+        );
+    }
+    out
+}
+
+#[test]
+fn one_custom_runtime_event_function_per_package_deploying_the_built_bootstrap() {
+    let configs = configs();
+    let packages: BTreeSet<String> = std::fs::read_dir(repo().join("functions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        configs.keys().cloned().collect::<BTreeSet<_>>(),
+        packages,
+        "one SCF function per functions/*"
+    );
+    let build_script = std::fs::read_to_string(repo().join("scripts/build-scf.sh")).unwrap();
+    for (name, (_, c)) in &configs {
+        assert_eq!(at(c, "component").as_str(), Some("scf"), "{name}");
+        let inputs = at(c, "inputs");
+        assert_eq!(
+            at(inputs, "runtime").as_str(),
+            Some("CustomRuntime"),
+            "{name}: runtime"
+        );
+        assert_eq!(
+            at(inputs, "handler").as_str(),
+            Some("bootstrap"),
+            "{name}: handler"
+        );
+        assert_eq!(
+            at(inputs, "type").as_str(),
+            Some("event"),
+            "{name}: an event function"
+        );
+        // The directory build-scf.sh fills (target/scf/<name>/bootstrap), relative to the file.
+        assert_eq!(
+            path(inputs, &["src", "src"]).as_str(),
+            Some(format!("../../../target/scf/{name}").as_str()),
+            "{name}: src"
+        );
+        assert!(build_script.contains("\"$out_abs/$f\"") && build_script.contains("target/scf"));
+        assert!(
+            build_script.contains(&format!(" {name}")),
+            "build-scf.sh does not build {name}"
+        );
+        assert_eq!(
+            path(inputs, &["environment", "variables", "LOG_FORMAT"]).as_str(),
+            Some("json"),
+            "{name}: JSON logs"
+        );
+    }
+}
+
+#[test]
+fn routes_are_design_section_3_and_the_sweeper_runs_every_minute() {
+    let mut routes = BTreeMap::new();
+    let mut timers = BTreeMap::new();
+    for (name, (_, c)) in configs() {
+        for event in path(&c, &["inputs", "events"])
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            if !at(event, "timer").is_null() {
+                let p = path(event, &["timer", "parameters"]);
+                assert_eq!(at(p, "enable"), &Value::Bool(true), "{name}: timer enabled");
+                timers.insert(
+                    name.clone(),
+                    at(p, "cronExpression").as_str().unwrap_or("").to_owned(),
+                );
+            }
+            let apigw = path(event, &["apigw", "parameters"]);
+            if apigw.is_null() {
+                continue;
+            }
+            assert_eq!(
+                at(apigw, "protocols")
+                    .as_sequence()
+                    .map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>()),
+                Some(vec!["https"]),
+                "{name}: https only (WeChat Pay notifies https URLs)"
+            );
+            for e in at(apigw, "endpoints").as_sequence().into_iter().flatten() {
+                let key = format!(
+                    "{} {}",
+                    at(e, "method").as_str().unwrap_or("?"),
+                    at(e, "path").as_str().unwrap_or("?")
+                );
+                assert_eq!(
+                    path(e, &["function", "isIntegratedResponse"]),
+                    &Value::Bool(true),
+                    "{key}: integrated response (shared::runtime::scf answers in that shape)"
+                );
+                assert!(
+                    at(e, "auth").is_null() && at(e, "usagePlan").is_null(),
+                    "{key}: gateway auth"
+                );
+                assert!(routes.insert(key, name.clone()).is_none());
+            }
+        }
+    }
+    let want = design_routes();
+    assert_eq!(routes, want);
+    // SCF cron: second minute hour day month weekday year; at second 0 of every minute.
+    assert_eq!(
+        timers,
+        [("timeout-sweeper".to_owned(), "0 */1 * * * * *".to_owned())]
+            .into_iter()
+            .collect()
+    );
+}
+
+#[test]
+fn no_secret_value_or_debug_identity_in_the_configuration() {
+    for (name, (text, c)) in configs() {
+        assert!(!text.contains("ALLOW_DEBUG_IDENTITY"), "{name}");
+        let vars = path(&c, &["inputs", "environment", "variables"])
+            .as_mapping()
+            .expect("variables");
+        for (k, v) in vars {
+            let k = k.as_str().unwrap_or_default();
+            assert!(
+                !SECRET_VARIABLES
+                    .iter()
+                    .any(|s| k == *s || k == format!("{s}_FILE")),
+                "{name} sets {k}: secrets come from SECRETS_ID"
+            );
+            // Every value is a literal or a ${env:...} from the operator's .env, never a key.
+            let v = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{v:?}"));
+            assert!(
+                !v.contains("BEGIN") && !v.contains("PRIVATE"),
+                "{name}: {k} holds key material"
+            );
+        }
+        let inputs = at(&c, "inputs");
+        let needs_table = name != "session";
+        for required in [
+            "SECRETS_ID",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(
+                !path(inputs, &["environment", "variables", required]).is_null(),
+                "{name}: {required}"
+            );
+        }
+        for required in ["ORDERS_TABLE", "DYNAMODB_ENDPOINT"] {
+            assert_eq!(
+                !path(inputs, &["environment", "variables", required]).is_null(),
+                needs_table,
+                "{name}: {required}"
+            );
+        }
+    }
+}
