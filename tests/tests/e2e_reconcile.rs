@@ -590,13 +590,7 @@ async fn sweeper_runs_on_eventbridge_and_scf_timer_events() {
     let second = app.place("o_sched", "e-2", &[(SKU_LIMITED, 1)]).await;
     wait_expired().await;
     let mut scf = FakeRuntime::scf(30_000).await;
-    let mut env: Vec<(String, String)> = app
-        .sweeper_env()
-        .into_iter()
-        .filter(|(k, _)| k != "PORT")
-        .collect();
-    env.push(("SCF_RUNTIME_API".into(), "127.0.0.1".into()));
-    env.push(("SCF_RUNTIME_API_PORT".into(), scf.addr.port().to_string()));
+    let env = scf_env(app.sweeper_env(), &scf);
     let mut sweeper = FunctionProcess::spawn(Function::TimeoutSweeper, &env);
     assert_eq!(sweeper.wait_ready().await["mode"], "scf");
     scf.push(
@@ -609,4 +603,106 @@ async fn sweeper_runs_on_eventbridge_and_scf_timer_events() {
     assert_eq!(counts(&posted.json()), (1, 0, 1, 0, 0), "{}", posted.json());
     assert_eq!(app.order(&second).await.status, OrderStatus::Closed);
     sweeper.kill();
+}
+
+/// An SCF API Gateway trigger event (stage `release`), as the SCF runtime API delivers it.
+fn scf_event(method: &str, path: &str, headers: Value, body: &str) -> Value {
+    json!({
+        "requestContext": {
+            "serviceId": "service-e2e",
+            "path": path,
+            "httpMethod": method,
+            "requestId": "scf-apigw-recon",
+            "identity": {},
+            "sourceIp": "10.0.2.14",
+            "stage": "release"
+        },
+        "headers": headers,
+        "body": body,
+        "pathParameters": {},
+        "queryStringParameters": {},
+        "headerParameters": {},
+        "stageVariables": {"stage": "release"},
+        "path": format!("/release{path}"),
+        "queryString": {},
+        "httpMethod": method
+    })
+}
+
+/// The function's environment under a fake SCF runtime API.
+fn scf_env(env: Vec<(String, String)>, runtime: &FakeRuntime) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k != "PORT").collect();
+    env.push(("SCF_RUNTIME_API".into(), "127.0.0.1".into()));
+    env.push((
+        "SCF_RUNTIME_API_PORT".into(),
+        runtime.addr.port().to_string(),
+    ));
+    env
+}
+
+#[tokio::test]
+async fn query_order_and_payment_callback_answer_scf_api_gateway_events() {
+    let app = spawn_recon().await;
+    let no_scf = app.place("o_scf", "scf-q-1", &[(SKU_LIMITED, 1)]).await;
+
+    let mut query_api = FakeRuntime::scf(10_000).await;
+    let mut query = FunctionProcess::spawn(
+        Function::QueryOrder,
+        &scf_env(app.function_env(None), &query_api),
+    );
+    assert_eq!(query.wait_ready().await["mode"], "scf");
+    query_api.push(
+        "scf-q",
+        scf_event(
+            "GET",
+            &format!("/orders/{no_scf}"),
+            json!({"X-Debug-Openid": "o_scf"}),
+            "",
+        )
+        .to_string(),
+    );
+    let posted = query_api.posted().await;
+    assert_eq!(posted.kind, "response");
+    let response = posted.json();
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["out_trade_no"], no_scf.as_str());
+    assert_eq!(body["status"], "PENDING");
+
+    // The user pays; WeChat Pay's notification reaches payment-callback as an SCF event.
+    let mut notify_api = FakeRuntime::scf(10_000).await;
+    let mut callback = FunctionProcess::spawn(
+        Function::PaymentCallback,
+        &scf_env(app.function_env(None), &notify_api),
+    );
+    assert_eq!(callback.wait_ready().await["mode"], "scf");
+    let order = app.order(&no_scf).await;
+    let txn = app.success_transaction(&order, "4200000000202611240001", order.amount_total.fen());
+    let (headers, body) = app.notification(&txn, "scf-notification-1", now_unix(), None);
+    let mut event_headers = serde_json::Map::new();
+    for (name, value) in &headers {
+        event_headers.insert(name.to_string(), json!(value.to_str().unwrap()));
+    }
+    event_headers.insert("Content-Type".into(), json!("application/json"));
+    notify_api.push(
+        "scf-n",
+        scf_event(
+            "POST",
+            "/notify/wechatpay",
+            Value::Object(event_headers),
+            std::str::from_utf8(&body).unwrap(),
+        )
+        .to_string(),
+    );
+    let posted = notify_api.posted().await;
+    assert_eq!(posted.kind, "response");
+    assert_eq!(posted.json()["statusCode"], 204, "{}", posted.json());
+    let paid = app.order(&no_scf).await;
+    assert_eq!(paid.status, OrderStatus::Paid);
+    assert_eq!(
+        paid.transaction_id.as_deref(),
+        Some("4200000000202611240001")
+    );
+    query.kill();
+    callback.kill();
 }
