@@ -113,7 +113,6 @@ pub struct Sandbox {
     engine: Option<Embedded>,
     server: Option<JoinHandle<Result<(), RuntimeError>>>,
     stop: Option<oneshot::Sender<()>>,
-    sweeper: Arc<SweeperJob>,
     sweep_task: Option<JoinHandle<()>>,
     sweep_stop: Option<watch::Sender<bool>>,
 }
@@ -206,7 +205,7 @@ impl Sandbox {
             let _ = stopped.await;
         }));
         let (sweep_stop, sweep_stopped) = watch::channel(false);
-        let sweep_task = spawn_sweeper(sweeper.clone(), settings.sweep_every, sweep_stopped);
+        let sweep_task = spawn_sweeper(sweeper, settings.sweep_every, sweep_stopped);
 
         Ok(Sandbox {
             data_dir,
@@ -223,7 +222,6 @@ impl Sandbox {
             engine: Some(engine),
             server: Some(server),
             stop: Some(stop),
-            sweeper,
             sweep_task: Some(sweep_task),
             sweep_stop: Some(sweep_stop),
         })
@@ -289,16 +287,6 @@ impl Sandbox {
 
     pub fn simulator(&self) -> Option<&SimulatorHandle> {
         self.simulator.as_ref()
-    }
-
-    /// Runs one sweep now, besides the interval's (two sweeps at once are safe), and prints
-    /// its summary line like the interval's when it did something.
-    pub async fn sweep_now(&self) -> SweepSummary {
-        let summary = sweep_once(&self.sweeper, self.sweep_every).await;
-        if let Some(line) = sweep_line(&summary) {
-            println!("{line}");
-        }
-        summary
     }
 
     /// Resolves when the functions' server stopped on its own (it should not).

@@ -172,23 +172,46 @@ fn client() -> reqwest::Client {
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> (u16, Value) {
-    let r = http.get(url).send().await.unwrap();
+    get_json_with(http, url, &[]).await
+}
+
+/// `GET url` as `openid` (the sandbox's debug identity).
+async fn get_json_as(http: &reqwest::Client, url: &str, openid: &str) -> (u16, Value) {
+    get_json_with(http, url, &[("x-debug-openid", openid)]).await
+}
+
+async fn get_json_with(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut request = http.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let r = request.send().await.unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// `GET url` as `openid` (the sandbox's debug identity).
-async fn get_json_as(http: &reqwest::Client, url: &str, openid: &str) -> (u16, Value) {
-    let r = http
-        .get(url)
-        .header("x-debug-openid", openid)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+/// `POST /orders` of `quantity` x `sku` under `key`, the caller named by `identity`
+/// (`("x-debug-openid", openid)` or `("authorization", "Bearer ...")`).
+async fn post_order(
+    http: &reqwest::Client,
+    functions: &str,
+    identity: (&str, &str),
+    key: &str,
+    sku: &str,
+    quantity: u32,
+) -> (u16, Value) {
+    post_json(
+        http,
+        &format!("{functions}/orders"),
+        &[identity, ("idempotency-key", key)],
+        &json!({"items": [{"sku_id": sku, "quantity": quantity}]}),
+    )
+    .await
 }
 
 async fn post_json(
@@ -236,14 +259,13 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     let merchant_key = std::fs::read(dir.0.join("keys/merchant_key.pem")).unwrap();
 
     // An order, placed as a client would.
-    let (status, placed) = post_json(
+    let (status, placed) = post_order(
         &http,
-        &format!("{}/orders", sandbox.functions),
-        &[
-            ("x-debug-openid", "o_serve_test"),
-            ("idempotency-key", "serve-1"),
-        ],
-        &json!({"items": [{"sku_id": "milk-tea", "quantity": 2}]}),
+        &sandbox.functions,
+        ("x-debug-openid", "o_serve_test"),
+        "serve-1",
+        "milk-tea",
+        2,
     )
     .await;
     assert_eq!(status, 201, "{placed}\n{}", sandbox.output());
@@ -300,14 +322,13 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     )
     .await;
     let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
-    let (status, by_token) = post_json(
+    let (status, by_token) = post_order(
         &http,
-        &format!("{}/orders", sandbox.functions),
-        &[
-            ("authorization", &bearer),
-            ("idempotency-key", "serve-token-1"),
-        ],
-        &json!({"items": [{"sku_id": "latte", "quantity": 1}]}),
+        &sandbox.functions,
+        ("authorization", &bearer),
+        "serve-token-1",
+        "latte",
+        1,
     )
     .await;
     assert_eq!(status, 201, "{by_token}");
@@ -329,14 +350,13 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
         (status, refused["code"].as_str()),
         (401, Some("INVALID_CODE"))
     );
-    let (status, _) = post_json(
+    let (status, _) = post_order(
         &http,
-        &format!("{}/orders", sandbox.functions),
-        &[
-            ("authorization", "Bearer forged"),
-            ("idempotency-key", "serve-forged"),
-        ],
-        &json!({"items": [{"sku_id": "latte", "quantity": 1}]}),
+        &sandbox.functions,
+        ("authorization", "Bearer forged"),
+        "serve-forged",
+        "latte",
+        1,
     )
     .await;
     assert_eq!(status, 401);
@@ -477,26 +497,24 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     );
 
     // The restarted sandbox still takes orders: the same key replays, a new one creates.
-    let (status, replay) = post_json(
+    let (status, replay) = post_order(
         &http,
-        &format!("{}/orders", sandbox.functions),
-        &[
-            ("x-debug-openid", "o_serve_test"),
-            ("idempotency-key", "serve-1"),
-        ],
-        &json!({"items": [{"sku_id": "milk-tea", "quantity": 2}]}),
+        &sandbox.functions,
+        ("x-debug-openid", "o_serve_test"),
+        "serve-1",
+        "milk-tea",
+        2,
     )
     .await;
     assert_eq!(status, 201, "{replay}");
     assert_eq!(replay["out_trade_no"], no.as_str());
-    let (status, second) = post_json(
+    let (status, second) = post_order(
         &http,
-        &format!("{}/orders", sandbox.functions),
-        &[
-            ("x-debug-openid", "o_serve_test"),
-            ("idempotency-key", "serve-2"),
-        ],
-        &json!({"items": [{"sku_id": "latte", "quantity": 1}]}),
+        &sandbox.functions,
+        ("x-debug-openid", "o_serve_test"),
+        "serve-2",
+        "latte",
+        1,
     )
     .await;
     assert_eq!(status, 201, "{second}\n{}", sandbox.output());
@@ -522,14 +540,13 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
         "the same code, the same user"
     );
     let bearer = format!("Bearer {}", login["token"].as_str().unwrap());
-    let (status, again) = post_json(
+    let (status, again) = post_order(
         &http,
-        &format!("{}/orders", sandbox.functions),
-        &[
-            ("authorization", &bearer),
-            ("idempotency-key", "serve-token-2"),
-        ],
-        &json!({"items": [{"sku_id": "latte", "quantity": 1}]}),
+        &sandbox.functions,
+        ("authorization", &bearer),
+        "serve-token-2",
+        "latte",
+        1,
     )
     .await;
     assert_eq!(status, 201, "{again}\n{}", sandbox.output());
@@ -567,14 +584,13 @@ async fn serve_sweeps_expired_orders_on_its_interval() {
     };
     let products_url = format!("{}/sandbox/products", sandbox.functions);
     let (_, before) = get_json(&http, &products_url).await;
-    let (status, placed) = post_json(
+    let (status, placed) = post_order(
         &http,
-        &format!("{}/orders", sandbox.functions),
-        &[
-            ("x-debug-openid", "o_sweep_test"),
-            ("idempotency-key", "sweep-1"),
-        ],
-        &json!({"items": [{"sku_id": "milk-tea", "quantity": 2}]}),
+        &sandbox.functions,
+        ("x-debug-openid", "o_sweep_test"),
+        "sweep-1",
+        "milk-tea",
+        2,
     )
     .await;
     assert_eq!(status, 201, "{placed}\n{}", sandbox.output());

@@ -8,11 +8,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::json;
+use shared::config::AuthMode;
 use shared::domain::{Order, OrderStatus, Product};
+use shared::http::{Bytes, Handler, identity::IdentitySettings, query_order::QueryOrderHandler};
 use shared::service::{
     Deps, ServiceSettings, SweepSettings, SweepSummary, query_order, sweep_expired, system_clock,
 };
-use shared::store::Store;
+use shared::store::{ClientSettings, DynamoStore, Store, connect_static};
 use shared::wechatpay::gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse};
 use shared::wechatpay::notification::{NotificationError, Transaction, VerifiedNotification};
 use shared::wechatpay::sign::PayParams;
@@ -320,5 +322,60 @@ async fn concurrent_queries_ask_wechat_pay_once_per_interval() {
             v.pay_params.is_some(),
             v.order.status == OrderStatus::Pending
         );
+    }
+}
+
+/// A store whose endpoint refuses connections, with short timeouts.
+fn unreachable_store() -> DynamoStore {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let settings = ClientSettings {
+        operation_timeout: std::time::Duration::from_secs(2),
+        attempt_timeout: std::time::Duration::from_millis(500),
+        connect_timeout: std::time::Duration::from_millis(200),
+        max_attempts: 2,
+    };
+    DynamoStore::new(connect_static(&endpoint, "us-east-1", &settings), "orders")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_fails_each_shard_and_answers_503_to_queries() {
+    let f = fixture("store-down").await;
+    let deps = Deps {
+        store: Arc::new(unreachable_store()),
+        ..f.deps.clone()
+    };
+    // Each shard's index query fails: counted, nothing asked of WeChat Pay.
+    let summary = sweep_expired(&deps, &SweepSettings::default(), 4, None).await;
+    assert_eq!(
+        summary,
+        SweepSummary {
+            failed: 4,
+            ..SweepSummary::default()
+        }
+    );
+    assert!(f.gateway.calls().is_empty());
+
+    // query-order answers 503 STORE_UNAVAILABLE (retryable), not a 500 or a stale answer.
+    let handler = QueryOrderHandler {
+        deps,
+        identity: IdentitySettings {
+            mode: AuthMode::Authorizer,
+            openid_claim: "openid".into(),
+            allow_debug_identity: true,
+            verifier: None,
+        },
+    };
+    for uri in ["/orders/01JDQ8ZP5V9X8Y7W6T5S4R3Q2P", "/orders"] {
+        let request = http::Request::builder()
+            .uri(uri)
+            .header("x-debug-openid", "o_recon")
+            .body(Bytes::new())
+            .unwrap();
+        let r = handler.handle(request).await;
+        assert_eq!(r.status(), 503, "{uri}");
+        let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(body["code"], "STORE_UNAVAILABLE", "{uri}");
     }
 }

@@ -60,14 +60,18 @@ impl ScfEvent {
     /// The timer trigger's event (`{"Type": "Timer", "TriggerName", "Time", "Message"}`); the
     /// `Type` spelling varies between SCF docs, so compare case-insensitively.
     pub fn is_timer(&self) -> bool {
-        match self {
-            ScfEvent::Other(Value::Object(map)) => map.iter().any(|(k, v)| {
-                k.eq_ignore_ascii_case("type")
-                    && v.as_str().is_some_and(|t| t.eq_ignore_ascii_case("timer"))
-            }),
-            _ => false,
-        }
+        matches!(self, ScfEvent::Other(event) if is_timer_event(event))
     }
+}
+
+/// Whether a raw SCF event is a timer trigger's (`Type` compared case-insensitively).
+pub fn is_timer_event(event: &Value) -> bool {
+    event.as_object().is_some_and(|map| {
+        map.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("type")
+                && v.as_str().is_some_and(|t| t.eq_ignore_ascii_case("timer"))
+        })
+    })
 }
 
 /// Serves an HTTP `handler` on the SCF runtime API at `runtime_api_base`

@@ -56,13 +56,7 @@ impl Trigger {
                 time: str_of("time"),
             });
         }
-        let timer = event.as_object().is_some_and(|map| {
-            map.iter().any(|(k, v)| {
-                k.eq_ignore_ascii_case("type")
-                    && v.as_str().is_some_and(|t| t.eq_ignore_ascii_case("timer"))
-            })
-        });
-        if timer {
+        if scf::is_timer_event(event) {
             return Ok(Trigger::ScfTimer {
                 trigger_name: str_of("TriggerName"),
                 time: str_of("Time"),

@@ -8,7 +8,7 @@ use super::{ApplyError, Deps, PaymentOutcome, apply_payment};
 use crate::{
     domain::{Openid, Order, OrderStatus, OutTradeNo},
     store::{Cursor, Page, StoreError, SyncClaim},
-    wechatpay::{gateway::PayError, sign::PayParams},
+    wechatpay::{gateway::PayError, notification::Transaction, sign::PayParams},
 };
 
 /// Concurrent callers ask WeChat Pay about one order at most once per this interval.
@@ -90,14 +90,10 @@ pub async fn query_order(
 /// as it now stands and whether WeChat Pay answered.
 async fn sync(deps: &Deps, order: Order) -> Result<(Order, bool), QueryError> {
     let out_trade_no = order.out_trade_no.clone();
-    let txn = match deps
-        .gateway
-        .query_by_out_trade_no(out_trade_no.as_str())
-        .await
-    {
-        Ok(txn) => txn,
+    let txn = match query_transaction(deps, &order).await {
+        Ok(Some(txn)) => txn,
         // WeChat Pay never saw the order (its prepay failed): nothing can have been paid.
-        Err(e) if order_not_exist(&e) => return Ok((order, true)),
+        Ok(None) => return Ok((order, true)),
         Err(e) => {
             tracing::warn!(%out_trade_no, error = %e, outcome = "unsynced", "order query failed; answering the local state");
             return Ok((order, false));
@@ -140,7 +136,19 @@ pub async fn list_orders(
         .await?)
 }
 
-/// Whether a WeChat Pay error means "that out_trade_no does not exist there".
-pub(crate) fn order_not_exist(e: &PayError) -> bool {
-    e.code() == Some("ORDER_NOT_EXIST")
+/// WeChat Pay's transaction for `order` (query by out_trade_no); `None` when WeChat Pay has
+/// no such order (`ORDER_NOT_EXIST`: its prepay never happened).
+pub(crate) async fn query_transaction(
+    deps: &Deps,
+    order: &Order,
+) -> Result<Option<Transaction>, PayError> {
+    match deps
+        .gateway
+        .query_by_out_trade_no(order.out_trade_no.as_str())
+        .await
+    {
+        Ok(txn) => Ok(Some(txn)),
+        Err(e) if e.code() == Some("ORDER_NOT_EXIST") => Ok(None),
+        Err(e) => Err(e),
+    }
 }

@@ -13,14 +13,11 @@ use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use tokio::{sync::Semaphore, task::JoinSet};
 
-use super::{ApplyError, Deps, PaymentOutcome, apply_payment, query_order::order_not_exist};
+use super::{ApplyError, Deps, PaymentOutcome, apply_payment, query_order::query_transaction};
 use crate::{
     domain::{Order, OrderStatus},
     store::{CloseOutcome, Cursor, SyncClaim},
-    wechatpay::{
-        gateway::PayError,
-        notification::{TradeState, Transaction},
-    },
+    wechatpay::notification::{TradeState, Transaction},
 };
 
 #[derive(Debug, Clone)]
@@ -217,20 +214,19 @@ async fn sweep_one(deps: &Deps, due: Order, lease: Duration) -> Action {
 
 /// Settles a claimed, expired PENDING order with WeChat Pay's word.
 async fn settle(deps: &Deps, order: Order) -> Action {
-    let txn = match query(deps, &order).await {
+    let txn = match query_transaction(deps, &order).await {
         Ok(Some(txn)) => txn,
         // WeChat Pay never saw the order (its prepay failed): nobody can pay it.
         Ok(None) => return close_locally(deps, &order, "expired; unknown to WeChat Pay").await,
         Err(e) => return Action::Failed(format!("query: {e}")),
     };
     match &txn.trade_state {
-        s if s.is_paid() => apply(deps, order, &txn).await,
+        // The money arrived (REFUND: a refund was started, so it had).
+        TradeState::Success | TradeState::Refund => apply(deps, order, &txn).await,
         TradeState::Closed => close_locally(deps, &order, "expired; closed at WeChat Pay").await,
         TradeState::UserPaying => Action::Skipped("userpaying"),
         TradeState::NotPay | TradeState::PayError | TradeState::Revoked => close(deps, order).await,
         TradeState::Other(s) => Action::Failed(format!("unknown trade_state {s}")),
-        // `is_paid` took SUCCESS and REFUND above.
-        TradeState::Success | TradeState::Refund => Action::Failed("unreachable".into()),
     }
 }
 
@@ -242,7 +238,7 @@ async fn close(deps: &Deps, order: Order) -> Action {
         Err(e) => e,
     };
     tracing::info!(out_trade_no = %order.out_trade_no, error = %close_error, "close refused or ambiguous; querying again");
-    match query(deps, &order).await {
+    match query_transaction(deps, &order).await {
         Ok(None) => close_locally(deps, &order, "expired; unknown to WeChat Pay").await,
         Ok(Some(txn)) if txn.trade_state.is_paid() => apply(deps, order, &txn).await,
         Ok(Some(txn)) if txn.trade_state == TradeState::Closed => {
@@ -254,19 +250,6 @@ async fn close(deps: &Deps, order: Order) -> Action {
             txn.trade_state
         )),
         Err(e) => Action::Failed(format!("close failed ({close_error}), then query: {e}")),
-    }
-}
-
-/// WeChat Pay's transaction for the order; `None` when it has no such order.
-async fn query(deps: &Deps, order: &Order) -> Result<Option<Transaction>, PayError> {
-    match deps
-        .gateway
-        .query_by_out_trade_no(order.out_trade_no.as_str())
-        .await
-    {
-        Ok(txn) => Ok(Some(txn)),
-        Err(e) if order_not_exist(&e) => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

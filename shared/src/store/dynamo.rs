@@ -1256,15 +1256,7 @@ impl Store for DynamoStore {
         cursor: Option<&Cursor>,
     ) -> Result<Page<Order>, StoreError> {
         let partition = items::user_gsi1pk(openid);
-        let start = cursor
-            .map(|c| {
-                c.decode(
-                    &[attr::PK, attr::SK, attr::GSI1PK, attr::GSI1SK],
-                    attr::GSI1PK,
-                    &partition,
-                )
-            })
-            .transpose()?;
+        let start = index_start(cursor, attr::GSI1PK, attr::GSI1SK, &partition)?;
         let mut e = Expr::default();
         let condition = format!(
             "{} = {}",
@@ -1283,15 +1275,7 @@ impl Store for DynamoStore {
         cursor: Option<&Cursor>,
     ) -> Result<Page<Order>, StoreError> {
         let partition = items::pending_gsi2pk(shard);
-        let start = cursor
-            .map(|c| {
-                c.decode(
-                    &[attr::PK, attr::SK, attr::GSI2PK, attr::GSI2SK],
-                    attr::GSI2PK,
-                    &partition,
-                )
-            })
-            .transpose()?;
+        let start = index_start(cursor, attr::GSI2PK, attr::GSI2SK, &partition)?;
         let mut e = Expr::default();
         let condition = format!(
             "{} = {} AND {} <= {}",
@@ -1303,6 +1287,25 @@ impl Store for DynamoStore {
         self.query_page(items::GSI2, e, &condition, true, limit, start)
             .await
     }
+}
+
+/// The ExclusiveStartKey of a cursor over one partition of an index: the table key plus the
+/// index key `index_pk`/`index_sk`, whose partition must be `partition`.
+fn index_start(
+    cursor: Option<&Cursor>,
+    index_pk: &str,
+    index_sk: &str,
+    partition: &str,
+) -> Result<Option<Item>, StoreError> {
+    cursor
+        .map(|c| {
+            c.decode(
+                &[attr::PK, attr::SK, index_pk, index_sk],
+                index_pk,
+                partition,
+            )
+        })
+        .transpose()
 }
 
 /// The prepay_id stored and `version` bumped, only while the order is PENDING: shared by
