@@ -59,6 +59,13 @@ pub async fn run(function: Function) -> ExitCode {
         tracing::error!(function = function.name(), "{e}");
         ExitCode::FAILURE
     };
+    // Before the first HTTPS client: the secrets call below is one.
+    match crate::tls::TrustRoots::from_env(&env) {
+        Ok(roots) => {
+            crate::tls::install(roots);
+        }
+        Err(e) => return fail(&e),
+    }
     // The secret variables from Secrets Manager when SECRETS_ID is set (one call, at start-up).
     let env = match crate::secrets::resolve(env).await {
         Ok(env) => env,

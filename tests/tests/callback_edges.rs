@@ -1,7 +1,8 @@
 //! The notify endpoint's answers that the end-to-end suite does not reach: a verified
 //! notification for another merchant (400 FAIL: WeChat Pay keeps retrying, so a fixed
 //! configuration still applies it; nothing stored) and a store that cannot be reached (500
-//! FAIL: WeChat Pay retries; nothing half-applied). The real handler, over embedded Dynoxide.
+//! FAIL: WeChat Pay retries; nothing half-applied); and what a notification costs in
+//! DynamoDB calls. The real handler, over embedded Dynoxide.
 
 use std::{sync::Arc, time::Duration};
 
@@ -181,4 +182,40 @@ async fn an_unreachable_store_answers_500_so_wechat_pay_retries() {
         .await;
     assert_eq!(r.status(), 500);
     fail_body(&r);
+}
+
+/// The first delivery reads the order (its lines say which products' stock moves) and applies
+/// it in one transaction; every later delivery is answered from the read alone.
+#[tokio::test]
+async fn a_notification_costs_two_dynamodb_calls_first_and_one_as_a_duplicate() {
+    let ctx = StoreCtx::dynoxide("notification_calls").await;
+    let tea = product("sku-tea", 990, Some(10));
+    ctx.store
+        .put_products(std::slice::from_ref(&tea))
+        .await
+        .unwrap();
+    let o = order("o_alice", &[(&tea, 2)]);
+    ctx.store.create_order(&fresh_claim(&o), &o).await.unwrap();
+    let handler = PaymentCallbackHandler {
+        deps: deps(Arc::new(ctx.store.clone())),
+    };
+    let deliver = || notification(APPID, MCHID, o.out_trade_no.as_str(), 1980);
+
+    ctx.counter.reset();
+    assert_eq!(handler.handle(deliver()).await.status(), 204);
+    let first = ctx.counter.snapshot();
+    assert_eq!(first.calls_of("GetItem"), 1, "{first:?}");
+    assert_eq!(first.calls_of("TransactWriteItems"), 1, "{first:?}");
+    assert_eq!(first.total_calls(), 2, "{first:?}");
+
+    for _ in 0..3 {
+        ctx.counter.reset();
+        assert_eq!(handler.handle(deliver()).await.status(), 204);
+        let again = ctx.counter.snapshot();
+        assert_eq!(again.calls_of("GetItem"), 1, "{again:?}");
+        assert_eq!(again.total_calls(), 1, "{again:?}");
+    }
+    let stored = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_eq!(stored.status, shared::domain::OrderStatus::Paid);
+    assert_eq!(stored.version, o.version + 1, "one transition");
 }

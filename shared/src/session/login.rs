@@ -118,7 +118,8 @@ struct Reply {
 impl HttpWxLogin {
     /// Builds the client; no network call.
     pub fn new(settings: LoginSettings) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::roots()
+            .reqwest_builder()
             .user_agent(USER_AGENT)
             .connect_timeout(settings.retry.request_timeout)
             .redirect(reqwest::redirect::Policy::none())

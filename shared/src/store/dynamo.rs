@@ -130,6 +130,7 @@ pub async fn sdk_config(
     settings: &ClientSettings,
 ) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::tls::roots().aws_http_client())
         .timeout_config(settings.timeout_config())
         .retry_config(settings.retry_config());
     if let Some(endpoint) = endpoint {

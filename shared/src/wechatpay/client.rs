@@ -158,7 +158,8 @@ fn path_segment(what: &str, id: &str) -> Result<String, PayError> {
 impl HttpPayGateway {
     /// Builds the client; makes no network call (certificates are fetched on first need).
     pub fn new(settings: GatewaySettings) -> Result<Self, PayError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::roots()
+            .reqwest_builder()
             .user_agent(USER_AGENT)
             .connect_timeout(settings.retry.request_timeout)
             .build()
