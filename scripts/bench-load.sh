@@ -15,7 +15,11 @@
 # All traffic goes to 127.0.0.1 (the functions' plain HTTP mode binds 0.0.0.0:$PORT, as the
 # runtime does for SCF web functions). Every process it starts is stopped on exit; it fails
 # if an order was not answered 201 or a notification not 204. Needs wrk (apt-get install wrk).
-# Set SKIP_BUILD=1 to use the binaries already built.
+# Set SKIP_BUILD=1 to use the binaries already built. PERF=1 (needs perf, Debian
+# linux-perf) samples payment-callback's user-space CPU during the notification phase and
+# prints the top symbols; use it with FUNC_DIR=target/profiling (the release build with its
+# symbols: cargo build --profile profiling -p place-order -p payment-callback); PERF_ARGS
+# replaces the sampling options (default -F 1999; e.g. "-F 499 --call-graph dwarf,16384").
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -104,8 +108,24 @@ echo "order $NO ($AMOUNT fen) placed; status before: $($PY order-status "$SANDBO
 "$ROOT/target/debug/sign-notification" --data-dir "$DATA" --out-trade-no "$NO" \
     --amount "$AMOUNT" --openid o_bench_payer >"$WORK/notification.json"
 $PY notify-lua "$WORK/notification.json" >"$WORK/notify.lua"
+PERF_PID=""
+if [[ "${PERF:-0}" == 1 ]]; then
+    # shellcheck disable=SC2086  # PERF_ARGS is a list of options
+    perf record ${PERF_ARGS:--F 1999} -o "$WORK/perf.data" -p "$CB_PID" -- sleep "$DURATION" \
+        >"$WORK/perf-record.log" 2>&1 &
+    PERF_PID=$!
+fi
 timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s \
     -s "$WORK/notify.lua" "$CB_URL/notify/wechatpay" | tee "$WORK/wrk-cb.txt"
+if [[ -n "$PERF_PID" ]]; then
+    wait "$PERF_PID" || true
+    echo "== perf: payment-callback, user-space samples by symbol (self), top 40"
+    perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -40 || true
+    echo "== perf: by crate (self)"
+    perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
+        | python3 "$ROOT/scripts/bench_load.py" perf-by-crate || true
+fi
 $PY check "$WORK/wrk-cb.txt" 204 || FAILED=1
 $PY cpu "${CPU_PIDS[@]}"
 echo "order $NO status after: $($PY order-status "$SANDBOX_URL" "$NO")"

@@ -10,12 +10,14 @@
   bench_load.py order-status URL NO        status of an order (sandbox inspection route)
   bench_load.py check FILE STATUS          the BENCH line of a wrk run in FILE: exit 1 unless
                                            every answer had STATUS and no socket error
-  bench_load.py cpu NAME=PID...            CPU seconds (user+system) each process used so far
+  bench_load.py cpu NAME=PID...            CPU seconds (user, system) each process used so far
+  bench_load.py perf-by-crate              perf report --sort symbol (stdin) summed by crate
   bench_load.py rss PID                    VmHWM and VmRSS of a process, in kB
 """
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -190,7 +192,8 @@ def cpu(named_pids):
         with open(f"/proc/{pid}/stat") as f:
             # fields after the parenthesised command: utime and stime are 14th and 15th
             rest = f.read().rsplit(")", 1)[1].split()
-        parts.append(f"{name} {(int(rest[11]) + int(rest[12])) / tick:.2f} s")
+        user, system = int(rest[11]) / tick, int(rest[12]) / tick
+        parts.append(f"{name} {user + system:.2f} s (user {user:.2f}, sys {system:.2f})")
     print("CPU used so far: " + ", ".join(parts))
     return 0
 
@@ -203,6 +206,37 @@ def rss(pid):
             if key in ("VmHWM", "VmRSS"):
                 fields[key] = value.strip()
     print(f"VmHWM {fields.get('VmHWM')} VmRSS {fields.get('VmRSS')}")
+    return 0
+
+
+MALLOC = {"malloc", "int_malloc", "int_free", "cfree", "free", "malloc_consolidate",
+          "unlink_chunk", "realloc", "int_realloc", "calloc", "libc_malloc", "libc_free"}
+
+
+def perf_by_crate():
+    """Sums `perf report --sort symbol` percentages (stdin) by the symbol's crate."""
+    totals = {}
+    for line in sys.stdin:
+        m = re.match(r"\s*([0-9.]+)%\s+\[(.)\]\s+(.*)", line)
+        if not m:
+            continue
+        share, kind = float(m.group(1)), m.group(2)
+        symbol = re.sub(r"\s+-\s+-\s*$", "", m.group(3)).strip()
+        bare = symbol.lstrip("_")
+        if kind == "k":
+            crate = "[kernel]"
+        elif bare.startswith(("ring_core", "bn_", "LIMBS", "GFp_")):
+            crate = "ring (C/asm: RSA, AES-GCM)"
+        elif bare.split("@")[0].split(".")[0] in MALLOC:
+            crate = "[libc malloc/free]"
+        elif bare.startswith(("mem", "str")) and "::" not in bare:
+            crate = "[libc mem*/str*]"
+        else:
+            name = symbol.lstrip("<&*_ ").removeprefix("dyn ")
+            crate = name.split("::", 1)[0] if "::" in name else f"[{name.split('@')[0][:24]}]"
+        totals[crate] = totals.get(crate, 0.0) + share
+    for crate, share in sorted(totals.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"{share:6.2f}%  {crate}")
     return 0
 
 
@@ -231,6 +265,8 @@ def main(argv):
         return cpu(args)
     if cmd == "rss":
         return rss(args[0])
+    if cmd == "perf-by-crate":
+        return perf_by_crate()
     print(__doc__, file=sys.stderr)
     return 2
 
