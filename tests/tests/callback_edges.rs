@@ -7,6 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use shared::{
+    domain::Order,
     http::{Bytes, Handler, payment_callback::PaymentCallbackHandler},
     service::{Deps, ServiceSettings, system_clock},
     store::{ClientSettings, DynamoStore, Store, connect_static},
@@ -105,9 +106,9 @@ fn fail_body(response: &shared::http::Response) -> serde_json::Value {
     body
 }
 
-#[tokio::test]
-async fn a_verified_notification_for_another_merchant_is_refused_and_stores_nothing() {
-    let ctx = StoreCtx::dynoxide("another_merchant").await;
+/// A fresh store with one PENDING order of 2 teas (1,980 fen) and the real handler over it.
+async fn pending_order(test: &str) -> (StoreCtx, Order, PaymentCallbackHandler) {
+    let ctx = StoreCtx::dynoxide(test).await;
     let tea = product("sku-tea", 990, Some(10));
     ctx.store
         .put_products(std::slice::from_ref(&tea))
@@ -118,6 +119,12 @@ async fn a_verified_notification_for_another_merchant_is_refused_and_stores_noth
     let handler = PaymentCallbackHandler {
         deps: deps(Arc::new(ctx.store.clone())),
     };
+    (ctx, o, handler)
+}
+
+#[tokio::test]
+async fn a_verified_notification_for_another_merchant_is_refused_and_stores_nothing() {
+    let (ctx, o, handler) = pending_order("another_merchant").await;
 
     for (appid, mchid) in [("wxOTHERAPP0000000", MCHID), (APPID, "1900000001")] {
         let r = handler
@@ -188,17 +195,7 @@ async fn an_unreachable_store_answers_500_so_wechat_pay_retries() {
 /// it in one transaction; every later delivery is answered from the read alone.
 #[tokio::test]
 async fn a_notification_costs_two_dynamodb_calls_first_and_one_as_a_duplicate() {
-    let ctx = StoreCtx::dynoxide("notification_calls").await;
-    let tea = product("sku-tea", 990, Some(10));
-    ctx.store
-        .put_products(std::slice::from_ref(&tea))
-        .await
-        .unwrap();
-    let o = order("o_alice", &[(&tea, 2)]);
-    ctx.store.create_order(&fresh_claim(&o), &o).await.unwrap();
-    let handler = PaymentCallbackHandler {
-        deps: deps(Arc::new(ctx.store.clone())),
-    };
+    let (ctx, o, handler) = pending_order("notification_calls").await;
     let deliver = || notification(APPID, MCHID, o.out_trade_no.as_str(), 1980);
 
     ctx.counter.reset();
