@@ -1,7 +1,8 @@
 //! The reconciliation use cases (`sweep_expired`, `query_order`) on a real store (embedded
 //! Dynoxide) with a scripted `PayGateway` at the edge: the WeChat Pay answers the simulator
 //! cannot be made to give on cue (a close refused because the order was paid meanwhile, an
-//! ambiguous close, REFUND, an order WeChat Pay never saw) and a count of the calls made.
+//! ambiguous close, REFUND, an order WeChat Pay never saw) and a count of the calls made;
+//! and DynamoDB failing on cue, after WeChat Pay answered, through an SDK interceptor.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,10 @@ impl Scripted {
     }
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+    /// How many calls of one kind ("query", "close") were made.
+    fn count(&self, kind: &str) -> usize {
+        self.calls().iter().filter(|c| c.starts_with(kind)).count()
     }
 }
 
@@ -258,7 +263,7 @@ async fn unknown_to_wechat_pay_closes_locally_and_refund_counts_as_paid() {
     assert_eq!(f.sweep().await, summary(1, 0, 1, 0, 0));
     assert_eq!(f.status(&never_prepaid).await, OrderStatus::Closed);
     assert!(
-        !f.gateway.calls().iter().any(|c| c.starts_with("close")),
+        f.gateway.count("close") == 0,
         "nothing to close at WeChat Pay"
     );
 
@@ -300,12 +305,7 @@ async fn concurrent_queries_ask_wechat_pay_once_per_interval() {
         .into_iter()
         .map(|r| r.expect("query succeeds"))
         .collect();
-    let queries = f
-        .gateway
-        .calls()
-        .iter()
-        .filter(|c| c.starts_with("query"))
-        .count();
+    let queries = f.gateway.count("query");
     assert_eq!(queries, 1, "one WeChat Pay query for 20 concurrent callers");
     let synced = views.iter().filter(|v| v.synced).count();
     assert!(synced >= 1);
@@ -378,4 +378,119 @@ async fn an_unreachable_store_fails_each_shard_and_answers_503_to_queries() {
         let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
         assert_eq!(body["code"], "STORE_UNAVAILABLE", "{uri}");
     }
+}
+
+/// Fails the next `remaining` calls of one DynamoDB operation before they are sent, like a
+/// throttled or unreachable table; every other call goes through.
+#[derive(Debug, Clone)]
+struct FailOn {
+    operation: &'static str,
+    remaining: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl FailOn {
+    fn new(operation: &'static str, times: u32) -> Self {
+        FailOn {
+            operation,
+            remaining: Arc::new(std::sync::atomic::AtomicU32::new(times)),
+        }
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for FailOn {
+    fn name(&self) -> &'static str {
+        "FailOn"
+    }
+
+    fn read_before_serialization(
+        &self,
+        _: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use std::sync::atomic::Ordering;
+        let this_one = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .is_some_and(|m| m.name() == self.operation);
+        if this_one
+            && self
+                .remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(format!("injected {} failure", self.operation).into());
+        }
+        Ok(())
+    }
+}
+
+/// DESIGN.md invariant 6 in the sweeper: WeChat Pay has answered (closed there, or paid) but
+/// the local write fails. The order is counted `failed`, left PENDING with its stock
+/// reserved, and the next sweep (once the claim's lease is over) finishes it from WeChat Pay's
+/// answer, without a second close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_after_wechat_pay_answered_is_finished_by_the_next_sweep() {
+    let f = fixture("store-fails-late").await;
+    let fail = FailOn::new("TransactWriteItems", 1);
+    let deps = Deps {
+        store: Arc::new(DynamoStore::new(
+            shared::store::with_interceptor(f.ctx.client(), fail.clone()),
+            &f.ctx.table,
+        )),
+        ..f.deps.clone()
+    };
+    let settings = SweepSettings {
+        lease: Duration::milliseconds(300),
+        ..SweepSettings::default()
+    };
+    let sweep = || sweep_expired(&deps, &settings, 4, None);
+
+    use std::sync::atomic::Ordering::SeqCst;
+    let after_the_lease = || tokio::time::sleep(std::time::Duration::from_millis(400));
+
+    // Closed at WeChat Pay, then the local close transaction fails.
+    let closing = f.expired_order(2).await;
+    f.gateway.query(Ok(txn(&closing, "NOTPAY")));
+    f.gateway.close(Ok(()));
+    assert_eq!(sweep().await, summary(1, 0, 0, 0, 1));
+    assert_eq!(
+        fail.remaining.load(SeqCst),
+        0,
+        "the close transaction was refused"
+    );
+    assert_eq!(f.status(&closing).await, OrderStatus::Pending);
+    assert_eq!(
+        f.reserved().await,
+        2,
+        "nothing half-done: stock still reserved"
+    );
+    // Next sweep: WeChat Pay says CLOSED, so it is closed locally, not closed there again.
+    after_the_lease().await;
+    f.gateway.query(Ok(txn(&closing, "CLOSED")));
+    assert_eq!(sweep().await, summary(1, 0, 1, 0, 0));
+    assert_eq!(f.status(&closing).await, OrderStatus::Closed);
+    assert_eq!(f.reserved().await, 0, "stock returned once");
+    assert_eq!(f.gateway.count("close"), 1, "{:?}", f.gateway.calls());
+
+    // Paid at WeChat Pay, then the local mark_paid transaction fails: no payment item either.
+    let paying = f.expired_order(1).await;
+    fail.remaining.store(1, SeqCst);
+    f.gateway.query(Ok(txn(&paying, "SUCCESS")));
+    assert_eq!(sweep().await, summary(1, 0, 0, 0, 1));
+    assert_eq!(
+        fail.remaining.load(SeqCst),
+        0,
+        "the mark_paid transaction was refused"
+    );
+    assert_eq!(f.status(&paying).await, OrderStatus::Pending);
+    let transaction_id = txn(&paying, "SUCCESS").transaction_id.expect("paid");
+    let payment_stored = || async { f.ctx.store.get_payment(&transaction_id).await.unwrap() };
+    assert!(payment_stored().await.is_none());
+    assert_eq!(f.reserved().await, 1);
+    after_the_lease().await;
+    f.gateway.query(Ok(txn(&paying, "SUCCESS")));
+    assert_eq!(sweep().await, summary(1, 1, 0, 0, 0));
+    assert_eq!(f.status(&paying).await, OrderStatus::Paid);
+    assert!(payment_stored().await.is_some());
+    assert_eq!(f.reserved().await, 0, "paid stock moved to sold");
 }
