@@ -11,7 +11,10 @@
 # 4. places one real order, signs one TRANSACTION.SUCCESS notification for it with the
 #    sandbox's keys, and wrk -t2 -c8 replays it to /notify/wechatpay (first delivery applies,
 #    the rest are duplicates: WeChat Pay's retry path);
-# 5. prints VmHWM (peak RSS) of both function processes and the CPU time of each process.
+# 5. prints VmHWM (peak RSS) of both function processes and the CPU time of each process;
+# 6. starts one more payment-callback in Lambda mode against a fake runtime API
+#    (bench_load.py lambda-runtime) and hands it the notification LAMBDA_INVOCATIONS (2000)
+#    times, one at a time, as Lambda does: CPU per invocation of the deployed mode.
 # All traffic goes to 127.0.0.1 (the functions' plain HTTP mode binds 0.0.0.0:$PORT, as the
 # runtime does for SCF web functions). Every process it starts is stopped on exit; it fails
 # if an order was not answered 201 or a notification not 204. Needs wrk (apt-get install wrk).
@@ -132,6 +135,12 @@ echo "order $NO status after: $($PY order-status "$SANDBOX_URL" "$NO")"
 echo "payment-callback outcomes logged: applied $(grep -c 'outcome=.\?applied' "$WORK/payment-callback.log" || true)," \
     "duplicate $(grep -c 'outcome=.\?duplicate' "$WORK/payment-callback.log" || true)"
 echo "payment-callback after load: $($PY rss "$CB_PID")"
+
+# The way Lambda drives it: one instance, one event at a time through the runtime API.
+LAMBDA_N="${LAMBDA_INVOCATIONS:-2000}"
+echo "== payment-callback in Lambda mode: the same notification as $LAMBDA_N API Gateway v2 events, one at a time"
+$PY lambda-runtime "$WORK/notification.json" "$LAMBDA_N" "$WORK/payment-callback-lambda.log" \
+    "$ROOT/$FUNC_DIR/payment-callback" || FAILED=1
 echo "place-order at the end: $($PY rss "$PO_PID")"
 echo "== done $(date -u +%FT%TZ), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit "$FAILED"

@@ -13,6 +13,12 @@
   bench_load.py cpu NAME=PID...            CPU seconds (user, system) each process used so far
   bench_load.py perf-by-crate              perf report --sort symbol (stdin) summed by crate
   bench_load.py rss PID                    VmHWM and VmRSS of a process, in kB
+  bench_load.py lambda-runtime SIGNED.json N LOG BINARY
+                                           starts BINARY (its log to LOG) against a fake Lambda
+                                           runtime API that hands it the notification as an
+                                           API Gateway v2 event N times, one at a time; prints
+                                           a BENCH-LAMBDA line (answers, wall time, the
+                                           function's CPU over the N, peak RSS), stops it
 """
 
 import json
@@ -240,6 +246,143 @@ def perf_by_crate():
     return 0
 
 
+def lambda_runtime(signed_path, n, log_path, binary):
+    """Drives one function process the way Lambda does: it polls `invocation/next`, gets an
+    event, posts its answer; the next poll gets the next event. Sequential, like one Lambda
+    instance. The CPU is the process's own (user, system) between the first event and the
+    N-th answer, so start-up is not in it."""
+    import http.server
+    import threading
+
+    with open(signed_path, encoding="utf-8") as f:
+        signed = json.load(f)
+    headers = {k.lower(): v for k, v in signed["headers"].items()}
+    headers["content-type"] = "application/json"
+    path = "/notify/wechatpay"
+    n = int(n)
+    state = {"served": 0, "answers": {}, "t0": None, "cpu0": None}
+    done = threading.Event()
+    started = threading.Event()  # the child's pid is known
+    lock = threading.Lock()
+
+    def event(i):
+        return json.dumps({
+            "version": "2.0", "routeKey": f"POST {path}", "rawPath": path,
+            "rawQueryString": "", "headers": headers,
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "bench", "domainName": "bench.example",
+                "domainPrefix": "bench", "requestId": f"bench-{i}", "routeKey": f"POST {path}",
+                "stage": "$default", "time": "24/Nov/2026:12:00:00 +0000",
+                "timeEpoch": int(time.time() * 1000),
+                "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1",
+                         "sourceIp": "203.0.113.7", "userAgent": "bench"},
+            },
+            "body": signed["body"], "isBase64Encoded": False,
+        }).encode()
+
+    def proc_cpu():
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(rest[11]) / tick, int(rest[12]) / tick
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def reply(self, status, body=b"", extra=()):
+            self.send_response(status)
+            for k, v in extra:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if not self.path.endswith("/runtime/invocation/next"):
+                return self.reply(404)
+            started.wait()
+            with lock:
+                i = state["served"]
+                state["served"] += 1
+                if i == 0:
+                    state["t0"], state["cpu0"] = time.monotonic(), proc_cpu()
+            if i >= n:
+                done.wait()
+                time.sleep(3600)  # the function waits here until the script stops it
+            deadline = int(time.time() * 1000) + 30_000
+            self.reply(200, event(i), [
+                ("Content-Type", "application/json"),
+                ("Lambda-Runtime-Aws-Request-Id", f"bench-{i}"),
+                ("Lambda-Runtime-Deadline-Ms", str(deadline)),
+                ("Lambda-Runtime-Invoked-Function-Arn",
+                 "arn:aws:lambda:ap-east-1:123456789012:function:payment-callback"),
+                ("Lambda-Runtime-Trace-Id", f"Root=1-bench-{i}"),
+            ])
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+            if self.path.endswith("/response"):
+                try:
+                    status = str(json.loads(body).get("statusCode"))
+                except ValueError:
+                    status = "unparsable"
+            else:
+                status = "error: " + self.path.rsplit("/", 1)[-1]
+            self.reply(202, b"{}", [("Content-Type", "application/json")])
+            with lock:
+                state["answers"][status] = state["answers"].get(status, 0) + 1
+                if sum(state["answers"].values()) == n:
+                    state["t1"], state["cpu1"] = time.monotonic(), proc_cpu()
+                    done.set()
+
+    import subprocess
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(os.environ)
+    env.pop("PORT", None)
+    env.update({
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_address[1]}",
+        "AWS_LAMBDA_FUNCTION_NAME": "payment-callback",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "LOG_FORMAT": "json",
+    })
+    with open(log_path, "w", encoding="utf-8") as log:
+        # LAMBDA_WRAP: a command to run the binary under (e.g. "strace -c -f -o FILE"); the
+        # CPU figures are then the wrapper's, not the function's.
+        wrap = os.environ.get("LAMBDA_WRAP", "").split()
+        child = subprocess.Popen(wrap + [binary], env=env, stdout=log, stderr=subprocess.STDOUT)
+    pid = child.pid
+    started.set()
+    try:
+        finished = done.wait(600)
+        with open(f"/proc/{pid}/status") as f:
+            hwm = next((line.split(":", 1)[1].strip() for line in f if line.startswith("VmHWM")), "?")
+    finally:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if not finished:
+        print(f"BENCH-LAMBDA timeout: {state}")
+        return 1
+    wall = state["t1"] - state["t0"]
+    user = state["cpu1"][0] - state["cpu0"][0]
+    system = state["cpu1"][1] - state["cpu0"][1]
+    print("BENCH-LAMBDA " + json.dumps({
+        "invocations": n, "answers": state["answers"], "wall_s": round(wall, 3),
+        "per_s": round(n / wall, 1), "cpu_user_s": round(user, 2), "cpu_sys_s": round(system, 2),
+        "cpu_ms_per_invocation": round((user + system) * 1000 / n, 3), "vmhwm": hwm,
+    }))
+    return 0 if state["answers"] == {"204": n} else 1
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -267,6 +410,8 @@ def main(argv):
         return rss(args[0])
     if cmd == "perf-by-crate":
         return perf_by_crate()
+    if cmd == "lambda-runtime":
+        return lambda_runtime(*args)
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -1,5 +1,5 @@
 //! Building a function from its environment, once per process: configuration, clients,
-//! handler, then the runtime. Each `functions/*/src/main.rs` is a call to [`run`].
+//! handler, then the runtime. Each `functions/*/src/main.rs` is a call to [`main`].
 //!
 //! Clients are created here and reused by every invocation; nothing here calls the network
 //! (credentials and WeChat Pay certificates are fetched on first use).
@@ -39,6 +39,28 @@ impl Function {
             Function::QueryOrder => "query-order",
             Function::TimeoutSweeper => "timeout-sweeper",
             Function::Session => "session",
+        }
+    }
+}
+
+/// The whole process of a function binary: a tokio runtime fitted to the platform, then
+/// [`run`]. On Lambda and SCF, which hand an instance one event at a time, one thread does
+/// everything: a multi-threaded runtime only added wake-ups across threads to each invocation
+/// (BENCHMARKS.md, "Lambda mode"). Plain HTTP serves concurrent connections on a thread per core.
+pub fn main(function: Function) -> ExitCode {
+    // A malformed platform variable is reported by `run` (through `serve`), with logging set up.
+    let one_at_a_time =
+        crate::runtime::Platform::from_env().is_ok_and(|p| p.is_one_event_at_a_time());
+    let mut builder = if one_at_a_time {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(function)),
+        Err(e) => {
+            eprintln!("cannot start the tokio runtime: {e}");
+            ExitCode::FAILURE
         }
     }
 }

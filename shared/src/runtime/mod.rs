@@ -108,6 +108,12 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// Lambda and SCF hand an instance one event at a time; plain HTTP takes connections
+    /// concurrently.
+    pub fn is_one_event_at_a_time(&self) -> bool {
+        !matches!(self, Platform::Http { .. })
+    }
+
     /// Reads the process environment; see [`Platform::from_vars`].
     pub fn from_env() -> Result<Platform, RuntimeError> {
         Platform::from_vars(|name| std::env::var(name).ok())
@@ -302,6 +308,21 @@ mod tests {
             platform(&[("AWS_LAMBDA_RUNTIME_API", ""), ("PORT", "0")]).unwrap(),
             Platform::Http { port: 0 }
         );
+    }
+
+    #[test]
+    fn only_plain_http_takes_requests_concurrently() {
+        let one_at_a_time =
+            |vars: &[(&str, &str)]| platform(vars).unwrap().is_one_event_at_a_time();
+        assert!(one_at_a_time(&[(
+            "AWS_LAMBDA_RUNTIME_API",
+            "127.0.0.1:9001"
+        )]));
+        assert!(one_at_a_time(&[
+            ("SCF_RUNTIME_API", "9.0.0.1"),
+            ("SCF_RUNTIME_API_PORT", "9001")
+        ]));
+        assert!(!one_at_a_time(&[("PORT", "8080")]));
     }
 
     #[test]
