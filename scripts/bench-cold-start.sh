@@ -6,7 +6,8 @@
 #
 # Builds the release binaries (fat LTO), then starts each RUNS times in plain HTTP mode
 # (PORT=0) with a valid environment whose DynamoDB endpoint is http://127.0.0.1:9 (nothing
-# listens there) and measures spawn -> `ready` log line (scripts/bench_cold_start.py). If
+# listens there) and measures spawn -> `ready` log line (scripts/bench_cold_start.py), then
+# the same in Lambda mode: spawn -> first runtime API poll at a fake runtime API. If
 # strace is installed, one more start per binary runs under `strace -f` and fails the script
 # if any connect()/sendto() happens before the ready line. Set SKIP_BUILD=1 to reuse the
 # binaries already in target/release.
@@ -37,6 +38,13 @@ else
 fi
 timeout 600 python3 scripts/bench_cold_start.py --keys testdata/keys --runs "$RUNS" \
     "${STRACE[@]}" "${BINARIES[@]}" &
+DRIVER=$!
+wait "$DRIVER"
+DRIVER=""
+# Lambda mode: spawn -> the first GET .../runtime/invocation/next at a fake runtime API (the
+# binary's only connection before its first invocation is the one the platform requires).
+timeout 600 python3 scripts/bench_cold_start.py --keys testdata/keys --runs "$RUNS" --lambda \
+    "${BINARIES[@]}" &
 DRIVER=$!
 wait "$DRIVER"
 DRIVER=""

@@ -5,9 +5,12 @@ Starts each function binary N times in plain HTTP mode (PORT=0) with a valid env
 measures the wall time from spawn to the `ready` log line on its stdout, then stops it with
 SIGTERM. With --strace, additionally runs each binary once under
 `strace -f -e trace=connect,sendto,write` and reports every connect()/sendto() made before
-the `ready` line was written (the goal: none) and during the whole run.
+the `ready` line was written (the goal: none) and during the whole run. With --lambda, each
+start is in Lambda mode instead (AWS_LAMBDA_RUNTIME_API pointing at a fake runtime API in this
+script) and the time is from spawn to its first `GET .../runtime/invocation/next`.
 
-Usage: bench_cold_start.py --keys DIR [--runs 20] [--strace] [--env NAME=VALUE]... BINARY...
+Usage: bench_cold_start.py --keys DIR [--runs 20] [--strace | --lambda] [--env NAME=VALUE]...
+       BINARY...
 """
 
 import argparse
@@ -118,16 +121,71 @@ def time_to_ready(argv, env):
         stop(proc)
 
 
+class FakeLambdaApi:
+    """A Lambda runtime API that only notes when `invocation/next` is first asked for: the
+    moment a function is ready for its first invocation in Lambda mode. The request is held
+    (no event is ever given) until the function is stopped."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.polled = threading.Event()
+        self.polled_at = None
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path.endswith("/runtime/invocation/next") and not api.polled.is_set():
+                    api.polled_at = time.perf_counter()
+                    api.polled.set()
+                time.sleep(READY_TIMEOUT_S)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def env(self, base):
+        env = dict(base)
+        env.pop("PORT", None)
+        env.update({
+            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.server.server_address[1]}",
+            "AWS_LAMBDA_FUNCTION_NAME": "bench",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        })
+        return env
+
+    def time_to_first_poll(self, argv, env):
+        """Seconds from spawn to the first `invocation/next`."""
+        self.polled.clear()
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            if not self.polled.wait(READY_TIMEOUT_S):
+                raise RuntimeError(f"{argv[-1]}: no runtime API poll within {READY_TIMEOUT_S} s")
+            return self.polled_at - start, "GET /2018-06-01/runtime/invocation/next"
+        finally:
+            stop(proc)
+
+
 def percentile(sorted_values, p):
     """Nearest-rank percentile."""
     rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
     return sorted_values[rank - 1]
 
 
-def measure(binary, env, runs):
+def measure(binary, env, runs, lambda_api=None):
     samples = []
     for _ in range(runs):
-        seconds, ready = time_to_ready([binary], env)
+        if lambda_api is None:
+            seconds, ready = time_to_ready([binary], env)
+        else:
+            seconds, ready = lambda_api.time_to_first_poll([binary], lambda_api.env(env))
         samples.append(seconds * 1000.0)
     ordered = sorted(samples)
     return {
@@ -175,6 +233,8 @@ def main():
     parser.add_argument("--keys", required=True, help="testdata/keys")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--strace", action="store_true")
+    parser.add_argument("--lambda", dest="lambda_mode", action="store_true",
+                        help="Lambda mode: time to the first runtime API poll (fake API)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra variable for the binaries (experiments)")
     parser.add_argument("binaries", nargs="+")
@@ -184,10 +244,13 @@ def main():
     env = function_env(os.path.abspath(args.keys))
     env.update(item.split("=", 1) for item in args.env)
     ok = True
+    lambda_api = FakeLambdaApi() if args.lambda_mode else None
+    mode = "Lambda mode, spawn -> first invocation/next" if lambda_api else "spawn -> ready"
     for binary in args.binaries:
-        result = measure(binary, env, args.runs)
+        result = measure(binary, env, args.runs, lambda_api)
+        result["mode"] = "lambda" if lambda_api else "http"
         print(json.dumps(result))
-        print(f"{os.path.basename(binary)}: {args.runs} starts, spawn -> ready: "
+        print(f"{os.path.basename(binary)}: {args.runs} starts, {mode}: "
               f"min {result['min_ms']} ms, median {result['median_ms']} ms, "
               f"p95 {result['p95_ms']} ms, max {result['max_ms']} ms "
               f"(first {result['first_ms']} ms)", file=sys.stderr)
