@@ -1095,3 +1095,32 @@ async fn secrets_never_reach_logs_or_answers_and_logs_are_json() {
         "secrets are the PEM lines"
     );
 }
+
+/// `SSL_CERT_FILE` is read by the built binary at start-up (`shared::app::run`): a file it
+/// cannot use stops the process with one line naming the variable; a valid one starts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reads_ssl_cert_file_at_start_up() {
+    let backend = Backend::start().await;
+    let with = |path: &str| {
+        let mut env = backend.function_env(None);
+        env.push(("SSL_CERT_FILE".into(), path.into()));
+        env
+    };
+    let missing = "/nonexistent/wxpay-orders-roots.pem";
+    let mut refused = FunctionProcess::spawn(Function::PaymentCallback, &with(missing));
+    eventually("the process to stop on a bad SSL_CERT_FILE", || {
+        (!refused.is_running()).then_some(())
+    })
+    .await;
+    let said = [refused.stdout(), refused.stderr()].concat().join("\n");
+    assert!(said.contains("SSL_CERT_FILE"), "{said}");
+    assert!(said.contains(&format!("cannot read {missing}")), "{said}");
+    assert!(!said.contains("\"ready\""), "{said}");
+
+    let cert = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/tls/localhost_cert.pem"
+    );
+    let mut started = FunctionProcess::spawn(Function::PaymentCallback, &with(cert));
+    started.wait_http().await;
+}
