@@ -121,6 +121,20 @@ def time_to_ready(argv, env):
         stop(proc)
 
 
+def lambda_env(base, server, function_name):
+    """`base` in Lambda mode: what Lambda sets for a function, its runtime API being `server`
+    (an http.server on 127.0.0.1). Also used by bench_load.py."""
+    env = dict(base)
+    env.pop("PORT", None)
+    env.update({
+        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_address[1]}",
+        "AWS_LAMBDA_FUNCTION_NAME": function_name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    })
+    return env
+
+
 class FakeLambdaApi:
     """A Lambda runtime API that only notes when `invocation/next` is first asked for: the
     moment a function is ready for its first invocation in Lambda mode. The request is held
@@ -149,15 +163,7 @@ class FakeLambdaApi:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def env(self, base):
-        env = dict(base)
-        env.pop("PORT", None)
-        env.update({
-            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.server.server_address[1]}",
-            "AWS_LAMBDA_FUNCTION_NAME": "bench",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        })
-        return env
+        return lambda_env(base, self.server, "bench")
 
     def time_to_first_poll(self, argv, env):
         """Seconds from spawn to the first `invocation/next`."""

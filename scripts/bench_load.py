@@ -340,18 +340,13 @@ def lambda_runtime(signed_path, n, log_path, binary):
 
     import subprocess
 
+    from bench_cold_start import lambda_env
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = dict(os.environ)
-    env.pop("PORT", None)
-    env.update({
-        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_address[1]}",
-        "AWS_LAMBDA_FUNCTION_NAME": "payment-callback",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "LOG_FORMAT": "json",
-    })
+    env = lambda_env(os.environ, server, "payment-callback")
+    env["LOG_FORMAT"] = "json"
     with open(log_path, "w", encoding="utf-8") as log:
         # LAMBDA_WRAP: a command to run the binary under (e.g. "strace -c -f -o FILE"); the
         # CPU figures are then the wrapper's, not the function's.
