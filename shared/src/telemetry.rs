@@ -2,6 +2,8 @@
 //! on a terminal. Level from `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config), then
 //! `RUST_LOG`, else `info`.
 
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::{FormatFields, Writer};
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogFormat;
@@ -25,8 +27,40 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .fmt_fields(escaped_fields())
             .try_init(),
     };
+}
+
+/// The text format's fields with control characters escaped (`\n`, `\u{1b}`, ...): values
+/// decrypted from a notification or sent by a client must not forge log lines or drive a
+/// terminal. (The JSON format escapes them already.)
+fn escaped_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
+    fmt::format::debug_fn(|w: &mut Writer<'_>, field, value| {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            write!(w, "{}", escape_controls(&text))
+        } else {
+            write!(w, "{}={}", field.name(), escape_controls(&text))
+        }
+    })
+    .delimited(" ")
+}
+
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// CloudWatch metric namespace of every EMF line (the template's alarms use it).
@@ -74,6 +108,46 @@ pub fn emit_metrics(counts: &[(&str, u64)], at: time::OffsetDateTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 20.5: control bytes from a decrypted field reach a text log escaped.
+    #[test]
+    fn text_logs_escape_control_characters() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = fmt()
+            .with_target(false)
+            .with_ansi(false)
+            .fmt_fields(escaped_fields())
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let appid = "wx\n2026-11-24T00:00:00Z  INFO forged line\u{1b}[31m\u{1}";
+            tracing::info!(appid = %appid, trade_state = "SUCCESS\r", "verified {}", "x\ny");
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out:?}");
+        assert!(
+            !out.trim_end_matches('\n').chars().any(char::is_control),
+            "{out:?}"
+        );
+        assert!(out.contains(r"verified x\ny"), "{out:?}");
+        assert!(
+            out.contains(r"appid=wx\n2026-11-24T00:00:00Z  INFO forged line\u{1b}[31m\u{1}"),
+            "{out:?}"
+        );
+        assert!(out.contains(r#"trade_state="SUCCESS\r""#), "{out:?}");
+    }
 
     #[test]
     fn emf_line_declares_each_count_under_the_namespace() {

@@ -18,6 +18,9 @@ use time::{Duration, OffsetDateTime};
 
 pub use aws_sdk_dynamodb;
 
+pub mod scripted;
+pub use scripted::{APPID, MCHID, Scripted, api_error, scripted_deps, txn};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Dynoxide,
@@ -233,12 +236,18 @@ pub fn fresh_claim(order: &Order) -> NewIdempotencyClaim {
 }
 
 pub fn payment(order: &Order, transaction_id: &str) -> Payment {
+    payment_at(order, transaction_id, now_ms())
+}
+
+/// A payment of `order`'s amount that succeeded at `success_time`.
+pub fn payment_at(order: &Order, transaction_id: &str, success_time: OffsetDateTime) -> Payment {
     Payment {
         transaction_id: transaction_id.to_owned(),
         out_trade_no: order.out_trade_no.clone(),
         amount: order.amount_total,
         payer_total: order.amount_total,
-        success_time: now_ms(),
+        currency: order.currency.clone(),
+        success_time,
         notification_id: Some(format!("notify-{transaction_id}")),
     }
 }

@@ -1,11 +1,14 @@
-//! The notify endpoint's answers that the end-to-end suite does not reach: a verified
-//! notification for another merchant (400 FAIL: WeChat Pay keeps retrying, so a fixed
-//! configuration still applies it; nothing stored) and a store that cannot be reached (500
-//! FAIL: WeChat Pay retries; nothing half-applied); and what a notification costs in
-//! DynamoDB calls. The real handler, over embedded Dynoxide.
+//! The notify endpoint's answers that the end-to-end suite does not reach: verified
+//! notifications that cannot be applied (another merchant's, malformed: 400 FAIL, WeChat Pay
+//! keeps retrying so a fixed configuration still applies it; no order changed, the plaintext
+//! kept as an anomaly), another currency (held as AMOUNT_MISMATCH), a store that cannot be
+//! reached (500 FAIL: WeChat Pay retries; nothing half-applied); and what a notification
+//! costs in DynamoDB calls. The real handler, over embedded Dynoxide.
 
 use std::{sync::Arc, time::Duration};
 
+use shared::domain::OrderStatus;
+use shared::store::AnomalyKind;
 use shared::{
     domain::Order,
     http::{Bytes, Handler, payment_callback::PaymentCallbackHandler},
@@ -76,10 +79,16 @@ fn notification(
         "amount": {"total": amount, "payer_total": amount, "currency": "CNY", "payer_currency": "CNY"}
     })
     .to_string();
+    sealed("n-edge", &txn)
+}
+
+/// A correctly signed TRANSACTION.SUCCESS notification `id` whose resource decrypts to
+/// `plaintext`, whatever it says.
+fn sealed(id: &str, plaintext: &str) -> shared::http::Request {
     let draft = NotificationDraft::transaction_success(
-        "n-edge",
+        id,
         "2026-11-24T12:01:03+08:00",
-        txn.as_bytes(),
+        plaintext.as_bytes(),
     );
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let platform = RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap();
@@ -123,7 +132,7 @@ async fn pending_order(test: &str) -> (StoreCtx, Order, PaymentCallbackHandler) 
 }
 
 #[tokio::test]
-async fn a_verified_notification_for_another_merchant_is_refused_and_stores_nothing() {
+async fn a_verified_notification_for_another_merchant_is_refused_and_kept_not_applied() {
     let (ctx, o, handler) = pending_order("another_merchant").await;
 
     for (appid, mchid) in [("wxOTHERAPP0000000", MCHID), (APPID, "1900000001")] {
@@ -147,12 +156,17 @@ async fn a_verified_notification_for_another_merchant_is_refused_and_stores_noth
             .unwrap()
             .is_none()
     );
+    // Verified, so kept (issue 20.6): one anomaly for the notification id, with its text.
+    let kept = ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].kind, AnomalyKind::MalformedNotification);
+    assert_eq!(kept[0].cause, "n-edge");
     assert!(
-        ctx.store
-            .list_anomalies(&o.out_trade_no)
-            .await
+        kept[0]
+            .plaintext
+            .as_deref()
             .unwrap()
-            .is_empty()
+            .contains("wxOTHERAPP0000000")
     );
 
     // control: the same notification for this merchant applies
@@ -215,4 +229,139 @@ async fn a_notification_costs_two_dynamodb_calls_first_and_one_as_a_duplicate() 
     let stored = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
     assert_eq!(stored.status, shared::domain::OrderStatus::Paid);
     assert_eq!(stored.version, o.version + 1, "one transition");
+}
+
+/// A verified payment of this merchant with `amount` edited by `edit`.
+fn payment_notification(
+    id: &str,
+    out_trade_no: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> shared::http::Request {
+    let mut txn = serde_json::json!({
+        "appid": APPID, "mchid": MCHID, "out_trade_no": out_trade_no,
+        "transaction_id": format!("42000000002026112400000{id}"), "trade_type": "JSAPI",
+        "trade_state": "SUCCESS", "trade_state_desc": "ok", "bank_type": "OTHERS",
+        "success_time": "2026-11-24T12:01:02+08:00", "payer": {"openid": "o_alice"},
+        "amount": {"total": 1980, "payer_total": 1980, "currency": "CNY", "payer_currency": "CNY"}
+    });
+    edit(&mut txn);
+    sealed(&format!("n-{id}"), &txn.to_string())
+}
+
+/// Issue 20.2: the right total in another currency is not this order's payment: the order
+/// is held as AMOUNT_MISMATCH with the anomaly, never PAID.
+#[tokio::test]
+async fn a_payment_in_another_currency_is_an_amount_mismatch_not_paid() {
+    let (ctx, o, handler) = pending_order("currency").await;
+    let r = handler
+        .handle(payment_notification(
+            "10001",
+            o.out_trade_no.as_str(),
+            |t| {
+                t["amount"]["currency"] = "USD".into();
+            },
+        ))
+        .await;
+    assert_eq!(r.status(), 204);
+    let stored = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_eq!(stored.status, OrderStatus::AmountMismatch);
+    let kept = ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].kind, AnomalyKind::AmountMismatch);
+    assert!(kept[0].detail.contains("USD"), "{}", kept[0].detail);
+    let payment = ctx
+        .store
+        .get_payment(kept[0].transaction_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(payment.currency, "USD");
+}
+
+/// Issue 20.3 and 20.6: a verified notification whose content cannot be a payment
+/// (payer_total above total, plaintext that is not JSON, not a transaction) answers 400,
+/// changes no order, and is kept once with its plaintext, however often it is re-sent.
+#[tokio::test]
+async fn verified_but_malformed_notifications_answer_400_and_are_kept_with_their_plaintext() {
+    let (ctx, o, handler) = pending_order("malformed").await;
+    let no = o.out_trade_no.as_str();
+    let cases: Vec<(&str, shared::http::Request)> = vec![
+        (
+            "payer_total",
+            payment_notification("10002", no, |t| {
+                t["amount"]["payer_total"] = i64::MAX.into();
+            }),
+        ),
+        (
+            "currency code",
+            payment_notification("10003", no, |t| {
+                t["amount"]["currency"] = "cn\u{1}y".into();
+            }),
+        ),
+        (
+            "transaction_id",
+            payment_notification("10004", no, |t| {
+                t["transaction_id"] = "42\n000".into();
+            }),
+        ),
+        (
+            "decrypted transaction",
+            sealed("n-10005", "this is not JSON"),
+        ),
+        (
+            "decrypted transaction",
+            sealed("n-10006", r#"{"out_trade_no": 7}"#),
+        ),
+    ];
+    for (why, request) in cases {
+        for _ in 0..3 {
+            let r = handler.handle(request.clone()).await;
+            assert_eq!(r.status(), 400, "{why}");
+            let body = fail_body(&r);
+            assert!(
+                body["message"].as_str().unwrap().contains(why),
+                "{why}: {body}"
+            );
+        }
+    }
+    let stored = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_eq!(stored, o, "no order changed");
+    let mut kept = ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
+    assert_eq!(kept.len(), 3, "once per notification: {kept:?}");
+    kept.sort_by(|a, b| a.cause.cmp(&b.cause));
+    assert_eq!(
+        kept.iter().map(|a| a.cause.as_str()).collect::<Vec<_>>(),
+        ["n-10002", "n-10003", "n-10004"]
+    );
+    assert!(
+        kept.iter()
+            .all(|a| a.kind == AnomalyKind::MalformedNotification)
+    );
+    assert!(
+        kept[0]
+            .plaintext
+            .as_deref()
+            .unwrap()
+            .contains("9223372036854775807")
+    );
+    // The ones that name no readable order are kept too (under no order).
+    let raw = ctx
+        .client()
+        .query()
+        .table_name(&ctx.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            wxpay_tests::aws_sdk_dynamodb::types::AttributeValue::S("ANOMALY#-".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let texts: Vec<_> = raw
+        .items()
+        .iter()
+        .map(|i| i["plaintext"].as_s().unwrap().clone())
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts.contains(&"this is not JSON".to_owned()));
 }

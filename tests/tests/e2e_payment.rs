@@ -579,10 +579,19 @@ async fn a_payment_of_the_wrong_amount_is_recorded_as_an_anomaly() {
         anomalies[0].transaction_id.as_deref(),
         Some(paid.transaction_id.as_str())
     );
+    // Issue 12.3: the order leaves PENDING (the sweeper stops asking about it) into a state
+    // the merchant acts on; the payment is kept and the stock stays reserved for it.
     let order = app.order(&no).await;
-    assert_eq!(order.status, OrderStatus::Pending);
-    assert_eq!(order.transaction_id, None);
-    assert!(app.payment(&paid.transaction_id).await.is_none());
+    assert_eq!(order.status, OrderStatus::AmountMismatch);
+    assert_eq!(
+        order.transaction_id.as_deref(),
+        Some(paid.transaction_id.as_str())
+    );
+    let payment = app
+        .payment(&paid.transaction_id)
+        .await
+        .expect("payment kept");
+    assert_eq!(payment.amount.fen(), 1);
     let product = app.product(SKU_LIMITED).await;
     assert_eq!((product.reserved, product.sold), (2, 0));
 }
@@ -1112,7 +1121,12 @@ async fn the_binary_reads_ssl_cert_file_at_start_up() {
         (!refused.is_running()).then_some(())
     })
     .await;
-    let said = [refused.stdout(), refused.stderr()].concat().join("\n");
+    // The exit can be seen before the reader threads have taken its last line.
+    let said = eventually("its last words", || {
+        let said = [refused.stdout(), refused.stderr()].concat().join("\n");
+        said.contains("configuration error").then_some(said)
+    })
+    .await;
     assert!(said.contains("SSL_CERT_FILE"), "{said}");
     assert!(said.contains(&format!("cannot read {missing}")), "{said}");
     assert!(!said.contains("\"ready\""), "{said}");

@@ -4,126 +4,16 @@
 //! ambiguous close, REFUND, an order WeChat Pay never saw) and a count of the calls made;
 //! and DynamoDB failing on cue, after WeChat Pay answered, through an SDK interceptor.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use serde_json::json;
 use shared::config::AuthMode;
 use shared::domain::{Order, OrderStatus, Product};
 use shared::http::{Bytes, Handler, identity::IdentitySettings, query_order::QueryOrderHandler};
-use shared::service::{
-    Deps, ServiceSettings, SweepSettings, SweepSummary, query_order, sweep_expired, system_clock,
-};
+use shared::service::{Deps, SweepSettings, SweepSummary, query_order, sweep_expired};
 use shared::store::{ClientSettings, DynamoStore, Store, connect_static};
-use shared::wechatpay::gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse};
-use shared::wechatpay::notification::{NotificationError, Transaction, VerifiedNotification};
-use shared::wechatpay::sign::PayParams;
+use shared::wechatpay::gateway::PayError;
 use time::Duration;
 use wxpay_tests::*;
-
-const APPID: &str = "wx-recon";
-const MCHID: &str = "1900000001";
-
-/// Answers queued per call kind, in order; every call is recorded.
-#[derive(Default)]
-struct Scripted {
-    queries: Mutex<VecDeque<Result<Transaction, PayError>>>,
-    closes: Mutex<VecDeque<Result<(), PayError>>>,
-    calls: Mutex<Vec<String>>,
-}
-
-impl Scripted {
-    fn query(&self, answer: Result<Transaction, PayError>) -> &Self {
-        self.queries.lock().unwrap().push_back(answer);
-        self
-    }
-    fn close(&self, answer: Result<(), PayError>) -> &Self {
-        self.closes.lock().unwrap().push_back(answer);
-        self
-    }
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-    /// How many calls of one kind ("query", "close") were made.
-    fn count(&self, kind: &str) -> usize {
-        self.calls().iter().filter(|c| c.starts_with(kind)).count()
-    }
-}
-
-#[async_trait]
-impl PayGateway for Scripted {
-    async fn jsapi_prepay(&self, _: &PrepayRequest) -> Result<PrepayResponse, PayError> {
-        Err(PayError::InvalidRequest("not scripted".into()))
-    }
-    async fn query_by_out_trade_no(&self, out_trade_no: &str) -> Result<Transaction, PayError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("query {out_trade_no}"));
-        // A little latency, so concurrent callers really overlap.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        self.queries
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
-    }
-    async fn query_by_transaction_id(&self, _: &str) -> Result<Transaction, PayError> {
-        Err(PayError::InvalidRequest("not scripted".into()))
-    }
-    async fn close(&self, out_trade_no: &str) -> Result<(), PayError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("close {out_trade_no}"));
-        self.closes
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
-    }
-    async fn verify_notification(
-        &self,
-        _: &http::HeaderMap,
-        _: &[u8],
-        _: i64,
-    ) -> Result<VerifiedNotification, NotificationError> {
-        unreachable!("no notifications here")
-    }
-    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> PayParams {
-        PayParams {
-            app_id: APPID.into(),
-            time_stamp: timestamp.to_string(),
-            nonce_str: "n".into(),
-            package: format!("prepay_id={prepay_id}"),
-            sign_type: "RSA".into(),
-            pay_sign: "scripted".into(),
-        }
-    }
-}
-
-fn txn(order: &Order, trade_state: &str) -> Transaction {
-    let mut v = json!({
-        "appid": APPID, "mchid": MCHID, "out_trade_no": order.out_trade_no.as_str(),
-        "trade_state": trade_state, "trade_state_desc": "scripted",
-    });
-    if trade_state == "SUCCESS" || trade_state == "REFUND" {
-        v["transaction_id"] = json!(format!("42000{}", &order.out_trade_no.as_str()[..10]));
-        v["success_time"] = json!("2026-11-24T12:00:00+08:00");
-        v["amount"] = json!({"total": order.amount_total.fen(), "payer_total": order.amount_total.fen(), "currency": "CNY"});
-    }
-    serde_json::from_value(v).expect("a transaction")
-}
-
-fn api_error(status: u16, code: &str) -> PayError {
-    PayError::Api {
-        status,
-        code: code.into(),
-        message: "scripted".into(),
-        detail: None,
-    }
-}
 
 struct Fixture {
     ctx: StoreCtx,
@@ -140,16 +30,7 @@ async fn fixture(test: &str) -> Fixture {
         .await
         .unwrap();
     let gateway = Arc::new(Scripted::default());
-    let deps = Deps {
-        store: Arc::new(ctx.store.clone()),
-        gateway: gateway.clone(),
-        clock: system_clock(),
-        settings: ServiceSettings {
-            appid: APPID.into(),
-            mchid: MCHID.into(),
-            order_ttl: Duration::minutes(30),
-        },
-    };
+    let deps = scripted_deps(&ctx, gateway.clone());
     Fixture {
         ctx,
         gateway,

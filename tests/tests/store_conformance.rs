@@ -38,12 +38,15 @@ wxpay_tests::store_suite!(
     second_transaction_on_a_paid_order_is_already_paid,
     paid_after_close_is_reported_closed,
     amount_mismatch_changes_nothing,
+    amount_mismatch_is_held_once_with_its_payment_and_anomaly,
+    a_deleted_product_never_blocks_payment_or_close,
     transaction_id_of_another_order_is_payment_exists,
     mark_paid_of_a_missing_order_is_not_found,
     mark_paid_from_a_stale_read_still_applies,
     close_returns_stock_once,
     sync_claims_once_per_interval_for_the_owner_only,
-    anomalies_are_recorded_once_per_kind_and_time,
+    anomalies_are_recorded_once_per_kind_and_cause,
+    distinct_payments_racing_one_order_are_each_kept_once,
     list_orders_pages_newest_first,
     due_pending_pages_oldest_first_and_is_sparse,
     tampered_cursors_are_bad_cursor,
@@ -987,6 +990,128 @@ async fn amount_mismatch_changes_nothing(ctx: StoreCtx) {
     assert_eq!(stock(&ctx, &tea).await, (2, 0, Some(8)));
 }
 
+/// Issue 12.3: a payment of another amount takes the order out of PENDING (out of the
+/// sweeper's index) into AMOUNT_MISMATCH, with its payment and anomaly in one transaction,
+/// its stock still reserved; once.
+async fn amount_mismatch_is_held_once_with_its_payment_and_anomaly(ctx: StoreCtx) {
+    let tea = product("tea", 990, Some(10));
+    seed(&ctx, std::slice::from_ref(&tea)).await;
+    let o = order("o_alice", &[(&tea, 2)]);
+    place(&ctx, &o).await;
+    let mut pay = payment(&o, "txn-1");
+    pay.amount = fen(1);
+    pay.payer_total = fen(1);
+    let anomaly = Anomaly::of_payment(&pay, AnomalyKind::AmountMismatch, "paid 1 fen");
+    let (out, calls) = ctx
+        .counter
+        .measure(ctx.store.hold_amount_mismatch(&o, &pay, &anomaly, now_ms()))
+        .await;
+    assert_eq!(calls.total_calls(), 1);
+    let MarkPaidOutcome::Applied(held) = out.unwrap() else {
+        panic!("not held");
+    };
+    assert_eq!(held.status, OrderStatus::AmountMismatch);
+    assert_eq!(held.transaction_id.as_deref(), Some("txn-1"));
+    assert_eq!(held.version, o.version + 1);
+    assert_eq!(order_of(&ctx, &o).await.as_ref(), Some(&*held));
+    assert!(
+        !has_attr(&ctx, &o, "gsi2pk").await,
+        "left the sweeper's index"
+    );
+    assert_eq!(
+        ctx.store.get_payment("txn-1").await.unwrap(),
+        Some(pay.clone())
+    );
+    assert_eq!(
+        ctx.store.list_anomalies(&o.out_trade_no).await.unwrap(),
+        vec![anomaly.clone()]
+    );
+    assert_eq!(stock(&ctx, &tea).await, (2, 0, Some(8)), "still reserved");
+
+    // Again, from the stale read: the held order, nothing written twice.
+    assert_eq!(
+        ctx.store
+            .hold_amount_mismatch(&o, &pay, &anomaly, now_ms())
+            .await
+            .unwrap(),
+        MarkPaidOutcome::AlreadyPaid(held.clone())
+    );
+    // The order's own amount afterwards cannot make it PAID, nor can it be closed.
+    assert_eq!(
+        ctx.store
+            .mark_paid(&o, &payment(&o, "txn-2"), now_ms())
+            .await
+            .unwrap(),
+        MarkPaidOutcome::AlreadyPaid(held.clone())
+    );
+    assert_eq!(
+        ctx.store.close(&o, "expired", now_ms()).await.unwrap(),
+        CloseOutcome::NotPending(held.clone())
+    );
+    assert_eq!(
+        ctx.store
+            .list_anomalies(&o.out_trade_no)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(stock(&ctx, &tea).await, (2, 0, Some(8)));
+}
+
+/// Issue 12.2: a product deleted (or deactivated) after the order was placed never keeps a
+/// payment from being applied or an order from closing; the history says what was skipped.
+async fn a_deleted_product_never_blocks_payment_or_close(ctx: StoreCtx) {
+    let tea = product("tea", 990, Some(10));
+    let cup = product("cup", 100, Some(5));
+    seed(&ctx, &[tea.clone(), cup.clone()]).await;
+    let paid_one = order("o_alice", &[(&tea, 1), (&cup, 1)]);
+    let closed_one = order("o_alice", &[(&cup, 2), (&tea, 1)]);
+    place(&ctx, &paid_one).await;
+    place(&ctx, &closed_one).await;
+    ctx.client()
+        .delete_item()
+        .table_name(&ctx.table)
+        .key("pk", AttributeValue::S("PRODUCT#cup".into()))
+        .key("sk", AttributeValue::S("PRODUCT".into()))
+        .send()
+        .await
+        .unwrap();
+    let MarkPaidOutcome::Applied(paid) = ctx
+        .store
+        .mark_paid(&paid_one, &payment(&paid_one, "txn-1"), now_ms())
+        .await
+        .unwrap()
+    else {
+        panic!("payment refused");
+    };
+    assert_eq!(order_of(&ctx, &paid_one).await.as_ref(), Some(&*paid));
+    let cause = &paid.history.last().unwrap().cause;
+    assert!(cause.contains("deleted product cup"), "{cause}");
+    assert_eq!(stock(&ctx, &tea).await, (1, 1, Some(8)));
+
+    // Deactivated is not deleted: its stock still comes back.
+    let mut inactive = ctx.store.get_product(&tea.sku_id).await.unwrap().unwrap();
+    inactive.active = false;
+    seed(&ctx, &[inactive]).await;
+    let CloseOutcome::Closed(closed) = ctx
+        .store
+        .close(&closed_one, "expired", now_ms())
+        .await
+        .unwrap()
+    else {
+        panic!("close refused");
+    };
+    assert_eq!(closed.status, OrderStatus::Closed);
+    assert_eq!(order_of(&ctx, &closed_one).await.as_ref(), Some(&*closed));
+    assert_eq!(stock(&ctx, &tea).await, (0, 1, Some(9)));
+    assert_eq!(
+        ctx.store.get_product(&cup.sku_id).await.unwrap(),
+        None,
+        "not recreated"
+    );
+}
+
 async fn transaction_id_of_another_order_is_payment_exists(ctx: StoreCtx) {
     let tea = product("tea", 990, Some(10));
     seed(&ctx, std::slice::from_ref(&tea)).await;
@@ -1224,18 +1349,16 @@ async fn close_returns_stock_once(ctx: StoreCtx) {
     assert_eq!(stock(&ctx, &tea).await, (0, 2, Some(8)));
 }
 
-async fn anomalies_are_recorded_once_per_kind_and_time(ctx: StoreCtx) {
+async fn anomalies_are_recorded_once_per_kind_and_cause(ctx: StoreCtx) {
     let tea = product("tea", 990, Some(10));
     let o = order("o_alice", &[(&tea, 1)]);
     let at = now_ms();
-    let a = Anomaly {
-        out_trade_no: o.out_trade_no.clone(),
-        kind: AnomalyKind::PaidAfterClose,
-        at,
-        transaction_id: Some("txn-1".into()),
-        notification_id: Some("n-1".into()),
-        detail: "paid 1980 fen after close".into(),
-    };
+    let pay = payment_at(&o, "txn-1", at);
+    let a = Anomaly::of_payment(
+        &pay,
+        AnomalyKind::PaidAfterClose,
+        "paid 990 fen after close",
+    );
     let (out, calls) = ctx.counter.measure(ctx.store.record_anomaly(&a)).await;
     assert_eq!(out.unwrap(), AnomalyOutcome::Recorded);
     assert_eq!(calls.total_calls(), 1);
@@ -1248,23 +1371,22 @@ async fn anomalies_are_recorded_once_per_kind_and_time(ctx: StoreCtx) {
         ctx.store.record_anomaly(&redelivered).await.unwrap(),
         AnomalyOutcome::AlreadyRecorded
     );
-    let b = Anomaly {
-        kind: AnomalyKind::DoublePayment,
-        transaction_id: Some("txn-2".into()),
-        notification_id: None,
-        ..a.clone()
-    };
-    let c = Anomaly {
-        kind: AnomalyKind::AmountMismatch,
-        at: at + Duration::seconds(1),
-        detail: String::new(),
-        ..a.clone()
-    };
-    ctx.store.record_anomaly(&b).await.unwrap();
+    // Another transaction with the same kind and the same success_time is another anomaly.
+    let same_time = Anomaly::of_payment(
+        &payment_at(&o, "txn-2", at),
+        AnomalyKind::PaidAfterClose,
+        "paid again",
+    );
+    assert_eq!(
+        ctx.store.record_anomaly(&same_time).await.unwrap(),
+        AnomalyOutcome::Recorded
+    );
+    // The same transaction under another kind is another anomaly too.
+    let c = Anomaly::of_payment(&pay, AnomalyKind::AmountMismatch, "");
     ctx.store.record_anomaly(&c).await.unwrap();
     let listed = ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
-    // Sorted by sort key: kind, then time.
-    assert_eq!(listed, vec![c, b, a]);
+    // Sorted by sort key: kind, then cause.
+    assert_eq!(listed, vec![c, a, same_time]);
     let other = order("o_alice", &[(&tea, 1)]);
     assert!(
         ctx.store
@@ -1273,18 +1395,145 @@ async fn anomalies_are_recorded_once_per_kind_and_time(ctx: StoreCtx) {
             .unwrap()
             .is_empty()
     );
-    let unknown = Anomaly {
-        out_trade_no: other.out_trade_no.clone(),
-        kind: AnomalyKind::UnknownOrder,
-        at,
-        transaction_id: Some("txn-x".into()),
-        notification_id: None,
-        detail: "no such order".into(),
-    };
+    let unknown = Anomaly::of_payment(
+        &payment_at(&other, "txn-x", at),
+        AnomalyKind::UnknownOrder,
+        "no such order",
+    );
     ctx.store.record_anomaly(&unknown).await.unwrap();
     assert_eq!(
         ctx.store.list_anomalies(&other.out_trade_no).await.unwrap(),
         vec![unknown]
+    );
+    // A notification that named no readable order is kept all the same, with its plaintext.
+    let malformed = Anomaly {
+        out_trade_no: None,
+        kind: AnomalyKind::MalformedNotification,
+        cause: "n-9".into(),
+        at,
+        transaction_id: None,
+        notification_id: Some("n-9".into()),
+        detail: "not JSON".into(),
+        plaintext: Some("{not json".into()),
+    };
+    assert_eq!(
+        ctx.store.record_anomaly(&malformed).await.unwrap(),
+        AnomalyOutcome::Recorded
+    );
+    assert_eq!(
+        ctx.store.record_anomaly(&malformed).await.unwrap(),
+        AnomalyOutcome::AlreadyRecorded
+    );
+}
+
+/// Issue 20: 20 distinct verified transactions for one order at once, mixed wrong amounts
+/// and second payments, all with one success_time: one moves the order out of PENDING and
+/// every other is kept as exactly one anomaly; each re-sent 5 times changes nothing. At
+/// once on Dynoxide; one after another on moto, which loses acknowledged writes when
+/// concurrent transactions roll back (its single-threaded semantics are what it checks).
+async fn distinct_payments_racing_one_order_are_each_kept_once(ctx: StoreCtx) {
+    use shared::service::{PaymentOutcome, apply_payment};
+    let tea = product("tea", 990, Some(10));
+    seed(&ctx, std::slice::from_ref(&tea)).await;
+    let o = order("o_alice", &[(&tea, 2)]);
+    place(&ctx, &o).await;
+    let deps = scripted_deps(&ctx, std::sync::Arc::new(Scripted::default()));
+    let txns: Vec<_> = (0..20)
+        .map(|i| {
+            let mut t = txn(&o, "SUCCESS");
+            t.transaction_id = Some(format!("42000000{i:02}"));
+            if i % 3 == 1 {
+                // a wrong amount
+                if let Some(a) = t.amount.as_mut() {
+                    a.total -= i;
+                    a.payer_total = Some(a.total);
+                }
+            }
+            t
+        })
+        .collect();
+    let at_once = ctx.engine == Engine::Dynoxide;
+    let send_all = async |round: usize| {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut done = Vec::new();
+        for t in &txns {
+            let (deps, t, o) = (deps.clone(), t.clone(), o.clone());
+            let task = async move {
+                let n = format!("n-{}-{round}", t.transaction_id.clone().unwrap_or_default());
+                let outcome = apply_payment(&deps, Some(o), &t, Some(&n)).await;
+                (t.transaction_id.unwrap_or_default(), outcome)
+            };
+            if at_once {
+                tasks.spawn(task);
+            } else {
+                done.push(task.await);
+            }
+        }
+        done.extend(tasks.join_all().await);
+        done
+    };
+    let first = send_all(0).await;
+    let moved: Vec<_> = first
+        .iter()
+        .filter(|(_, out)| matches!(out, Ok(PaymentOutcome::Applied(_))))
+        .map(|(t, _)| t.clone())
+        .collect();
+    for (t, out) in &first {
+        assert!(out.is_ok(), "{t}: {out:?}");
+    }
+    let stored = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_ne!(stored.status, OrderStatus::Pending, "{stored:?}");
+    let winner = stored
+        .transaction_id
+        .clone()
+        .expect("the winner's transaction");
+    let anomalies = ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
+    let mut causes: Vec<_> = anomalies.iter().map(|a| a.cause.clone()).collect();
+    causes.sort();
+    let distinct: HashSet<_> = causes.iter().cloned().collect();
+    assert_eq!(
+        distinct.len(),
+        causes.len(),
+        "one anomaly per transaction: {causes:?}"
+    );
+    let losers: HashSet<_> = txns
+        .iter()
+        .filter_map(|t| t.transaction_id.clone())
+        .filter(|t| *t != winner)
+        .collect();
+    assert!(
+        losers.is_subset(&distinct),
+        "every losing payment kept: {causes:?}"
+    );
+    if stored.status == OrderStatus::Paid {
+        assert_eq!(moved, vec![winner.clone()]);
+        assert_eq!(anomalies.len(), 19, "{anomalies:?}");
+    } else {
+        // A wrong amount won: the order is held for the merchant, and that payment is an
+        // anomaly too.
+        assert_eq!(anomalies.len(), 20, "{anomalies:?}");
+    }
+    let before = anomalies.len();
+    for round in 1..=5 {
+        for (t, out) in send_all(round).await {
+            assert!(
+                !matches!(out, Ok(PaymentOutcome::Applied(_))) && out.is_ok(),
+                "re-sent {t}: {out:?}"
+            );
+        }
+    }
+    assert_eq!(
+        ctx.store
+            .list_anomalies(&o.out_trade_no)
+            .await
+            .unwrap()
+            .len(),
+        before
+    );
+    let after = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_eq!(
+        after.version, stored.version,
+        "re-sent payments changed nothing"
     );
 }
 

@@ -139,6 +139,28 @@ impl Order {
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
         now >= self.expire_at
     }
+
+    /// The order as a transition to `to` leaves it: status, a history entry and the next
+    /// version; refused unless DESIGN.md section 5 allows the edge. What else the transition
+    /// changes (payment fields, stock) is the caller's.
+    pub fn transitioned(
+        &self,
+        to: OrderStatus,
+        at: OffsetDateTime,
+        cause: impl Into<String>,
+    ) -> Result<Order, super::TransitionError> {
+        let from = self.status;
+        let mut next = self.clone();
+        next.status = from.transition(to)?;
+        next.version += 1;
+        next.history.push(HistoryEntry {
+            from: Some(from),
+            to,
+            at,
+            cause: cause.into(),
+        });
+        Ok(next)
+    }
 }
 
 /// A catalog entry. `stock: None` means unlimited; `reserved` is held by PENDING orders and
@@ -210,6 +232,20 @@ mod tests {
         assert_eq!(o.history.len(), 1);
         assert!(!o.is_expired(t));
         assert!(o.is_expired(t + time::Duration::minutes(30)));
+
+        let later = t + time::Duration::minutes(1);
+        let paid = o.transitioned(OrderStatus::Paid, later, "paid").unwrap();
+        assert_eq!((paid.status, paid.version), (OrderStatus::Paid, 2));
+        assert_eq!(
+            paid.history.last(),
+            Some(&HistoryEntry {
+                from: Some(OrderStatus::Pending),
+                to: OrderStatus::Paid,
+                at: later,
+                cause: "paid".into()
+            })
+        );
+        assert!(paid.transitioned(OrderStatus::Closed, later, "x").is_err());
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub enum OrderStatus {
     Pending,
     Paid,
     Closed,
+    /// WeChat Pay collected money for the order, but not its amount: held (stock still
+    /// reserved, nothing shipped) until the merchant settles it, and never swept again.
+    AmountMismatch,
 }
 
 /// Every legal transition, with the cause recorded in the order's history.
@@ -20,6 +23,11 @@ pub const TRANSITIONS: &[(OrderStatus, OrderStatus, &str)] = &[
         OrderStatus::Pending,
         OrderStatus::Closed,
         "expired, closed at WeChat Pay",
+    ),
+    (
+        OrderStatus::Pending,
+        OrderStatus::AmountMismatch,
+        "paid, but not the order's amount: held for the merchant",
     ),
 ];
 
@@ -36,6 +44,7 @@ impl OrderStatus {
             OrderStatus::Pending => "PENDING",
             OrderStatus::Paid => "PAID",
             OrderStatus::Closed => "CLOSED",
+            OrderStatus::AmountMismatch => "AMOUNT_MISMATCH",
         }
     }
 
@@ -55,6 +64,11 @@ impl OrderStatus {
     pub fn is_terminal(self) -> bool {
         !TRANSITIONS.iter().any(|&(f, _, _)| f == self)
     }
+
+    /// Whether WeChat Pay collected money for the order (so it can never be closed).
+    pub fn is_paid(self) -> bool {
+        matches!(self, OrderStatus::Paid | OrderStatus::AmountMismatch)
+    }
 }
 
 impl fmt::Display for OrderStatus {
@@ -70,6 +84,7 @@ impl FromStr for OrderStatus {
             "PENDING" => Ok(OrderStatus::Pending),
             "PAID" => Ok(OrderStatus::Paid),
             "CLOSED" => Ok(OrderStatus::Closed),
+            "AMOUNT_MISMATCH" => Ok(OrderStatus::AmountMismatch),
             other => Err(format!("unknown order status {other:?}")),
         }
     }
@@ -82,7 +97,7 @@ mod tests {
 
     #[test]
     fn only_pending_moves() {
-        let all = [Pending, Paid, Closed];
+        let all = [Pending, Paid, Closed, AmountMismatch];
         for from in all {
             for to in all {
                 let expected = from == Pending && to != Pending;
@@ -91,11 +106,12 @@ mod tests {
             }
         }
         assert!(Paid.is_terminal() && Closed.is_terminal() && !Pending.is_terminal());
+        assert!(AmountMismatch.is_terminal());
     }
 
     #[test]
     fn round_trips_as_text() {
-        for s in [Pending, Paid, Closed] {
+        for s in [Pending, Paid, Closed, AmountMismatch] {
             assert_eq!(s.as_str().parse::<OrderStatus>().unwrap(), s);
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }

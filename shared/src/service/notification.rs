@@ -3,12 +3,14 @@
 //! right thing (2xx: stop; anything else: retry on its schedule).
 
 use http::HeaderMap;
+use time::OffsetDateTime;
 
-use super::{ApplyError, Deps, PaymentOutcome, apply_payment};
+use super::payment::{apply_confirmed, payment_of};
+use super::{ApplyError, Deps, PaymentOutcome};
 use crate::{
     domain::OutTradeNo,
-    store::StoreError,
-    wechatpay::notification::{NotificationError, TradeState},
+    store::{Anomaly, AnomalyKind, Payment, StoreError},
+    wechatpay::notification::{NotificationError, TradeState, Transaction, VerifiedNotification},
 };
 
 /// Every outcome here is acknowledged with 204: retrying cannot change it.
@@ -36,11 +38,13 @@ pub enum NotifyError {
     /// the answer is 401 so a genuine notification is retried.
     #[error("notification rejected: {0}")]
     Rejected(#[from] NotificationError),
-    /// Verified and decrypted, but for another appid or mchid: not ours to apply.
-    #[error("notification rejected: {0}")]
+    /// Verified and decrypted, but for another appid or mchid: not ours to apply (kept as
+    /// an anomaly; answered 400).
+    #[error("notification refused: {0}")]
     NotOurs(String),
-    /// Verified, but WeChat Pay's transaction lacks what a payment needs.
-    #[error("notification rejected: {0}")]
+    /// Verified and decrypted, but not a transaction a payment can be made of (kept as an
+    /// anomaly; answered 400).
+    #[error("notification refused: {0}")]
     Malformed(String),
     /// The store failed; nothing was half-applied. Answer 500 so WeChat Pay retries.
     #[error("store unavailable: {0}")]
@@ -55,7 +59,8 @@ impl NotifyError {
                 format!("rejected:{}", verify_reason(e))
             }
             NotifyError::Rejected(NotificationError::Decrypt(_)) => "rejected:decrypt".into(),
-            NotifyError::Rejected(_) | NotifyError::Malformed(_) => "rejected:malformed".into(),
+            NotifyError::Rejected(_) => "rejected:envelope".into(),
+            NotifyError::Malformed(_) => "rejected:malformed".into(),
             NotifyError::NotOurs(_) => "rejected:not_ours".into(),
             NotifyError::Store(_) => "error:store".into(),
         }
@@ -75,27 +80,69 @@ fn verify_reason(e: &crate::wechatpay::VerifyError) -> &'static str {
 }
 
 /// Handles one delivery of a notification: `raw_body` exactly as received.
+///
+/// The rule for what answers what: 401 only when the signature, timestamp window, envelope
+/// or decryption fails (nothing is stored: it may not be WeChat Pay's). Once verified and
+/// decrypted, a notification is WeChat Pay's word and is never dropped: applied, a
+/// duplicate, a payment anomaly (204), or, when its content cannot be applied at all (not a
+/// transaction, a field missing or out of range, another merchant's appid/mchid), kept as a
+/// `MALFORMED_NOTIFICATION` anomaly with its plaintext and answered 400, so WeChat Pay keeps
+/// it visible and retries it (a corrected deployment then applies it; each retry lands on
+/// the same anomaly item).
 pub async fn handle_notification(
     deps: &Deps,
     headers: &HeaderMap,
     raw_body: &[u8],
 ) -> Result<NotificationOutcome, NotifyError> {
-    let now = deps.now().unix_timestamp();
+    let now = deps.now();
     let verified = deps
         .gateway
-        .verify_notification(headers, raw_body, now)
+        .verify_notification(headers, raw_body, now.unix_timestamp())
         .await?;
     let notification_id = verified.notification.id.clone();
     let event_type = verified.notification.event_type.clone();
     if event_type != "TRANSACTION.SUCCESS" {
         tracing::info!(
-            notification_id,
-            event_type,
+            notification_id = %notification_id,
+            event_type = %event_type,
             outcome = "ignored",
             "notification acknowledged"
         );
         return Ok(NotificationOutcome::Ignored { event_type });
     }
+    let payment = match applicable(deps, &verified, now) {
+        Ok(Applicable::Payment(payment)) => payment,
+        Ok(Applicable::NotPaid(txn)) => {
+            tracing::info!(
+                notification_id = %notification_id,
+                out_trade_no = %txn.out_trade_no,
+                trade_state = %txn.trade_state,
+                outcome = "ignored",
+                "notification acknowledged"
+            );
+            return Ok(NotificationOutcome::Ignored { event_type });
+        }
+        Err(refusal) => return Err(keep_malformed(deps, &verified, refusal, now).await),
+    };
+    let order = deps.store.get_order(&payment.out_trade_no).await?;
+    Ok(NotificationOutcome::Payment(
+        apply_confirmed(deps, order, payment).await?,
+    ))
+}
+
+enum Applicable {
+    /// A SUCCESS transaction of this merchant: the payment it confirms.
+    Payment(Payment),
+    /// This merchant's, but not (yet) paid: nothing to apply.
+    NotPaid(Box<Transaction>),
+}
+
+/// Whether a verified notification can be applied, checked before anything is read.
+fn applicable(
+    deps: &Deps,
+    verified: &VerifiedNotification,
+    now: OffsetDateTime,
+) -> Result<Applicable, NotifyError> {
     let txn = verified.transaction()?;
     if txn.appid != deps.settings.appid || txn.mchid != deps.settings.mchid {
         return Err(NotifyError::NotOurs(format!(
@@ -104,21 +151,56 @@ pub async fn handle_notification(
         )));
     }
     if txn.trade_state != TradeState::Success {
-        tracing::info!(
-            notification_id,
-            out_trade_no = %txn.out_trade_no,
-            trade_state = %txn.trade_state,
-            outcome = "ignored",
-            "notification acknowledged"
-        );
-        return Ok(NotificationOutcome::Ignored { event_type });
+        return Ok(Applicable::NotPaid(Box::new(txn)));
     }
-    let out_trade_no = OutTradeNo::parse(&txn.out_trade_no)
-        .map_err(|e| NotifyError::Malformed(format!("out_trade_no: {e}")))?;
-    let order = deps.store.get_order(&out_trade_no).await?;
-    match apply_payment(deps, order, &txn, Some(&notification_id)).await {
-        Ok(p) => Ok(NotificationOutcome::Payment(p)),
-        Err(ApplyError::Store(e)) => Err(NotifyError::Store(e)),
+    match payment_of(&txn, Some(&verified.notification.id), now) {
+        Ok(payment) => Ok(Applicable::Payment(payment)),
         Err(ApplyError::Malformed(m)) => Err(NotifyError::Malformed(m)),
+        Err(ApplyError::Store(e)) => Err(NotifyError::Store(e)),
     }
+}
+
+/// Keeps a verified notification that cannot be applied, with its plaintext, and returns the
+/// refusal to answer with (or the store's failure, so WeChat Pay retries).
+async fn keep_malformed(
+    deps: &Deps,
+    verified: &VerifiedNotification,
+    refusal: NotifyError,
+    now: OffsetDateTime,
+) -> NotifyError {
+    let refusal = match refusal {
+        NotifyError::Rejected(NotificationError::MalformedResource(m)) => NotifyError::Malformed(m),
+        other => other,
+    };
+    let plaintext = String::from_utf8_lossy(&verified.plaintext).into_owned();
+    let out_trade_no = serde_json::from_slice::<serde_json::Value>(&verified.plaintext)
+        .ok()
+        .and_then(|v| v.get("out_trade_no")?.as_str().map(str::to_owned))
+        .and_then(|no| OutTradeNo::parse(&no).ok());
+    let transaction_id = serde_json::from_slice::<serde_json::Value>(&verified.plaintext)
+        .ok()
+        .and_then(|v| v.get("transaction_id")?.as_str().map(str::to_owned));
+    let id = &verified.notification.id;
+    let anomaly = Anomaly {
+        out_trade_no: out_trade_no.clone(),
+        kind: AnomalyKind::MalformedNotification,
+        cause: id.clone(),
+        at: now,
+        transaction_id,
+        notification_id: Some(id.clone()),
+        detail: refusal.to_string(),
+        plaintext: Some(plaintext),
+    };
+    if let Err(e) = deps.store.record_anomaly(&anomaly).await {
+        return NotifyError::Store(e);
+    }
+    crate::telemetry::emit_metrics(&[("PaymentAnomaly", 1)], now);
+    tracing::error!(
+        notification_id = %id,
+        out_trade_no = out_trade_no.as_ref().map(OutTradeNo::as_str).unwrap_or(""),
+        error = %refusal,
+        outcome = %refusal.label(),
+        "verified notification cannot be applied; kept as an anomaly with its plaintext"
+    );
+    refusal
 }

@@ -46,8 +46,9 @@ pub enum ApplyError {
     Malformed(String),
 }
 
-/// Turns a SUCCESS transaction into our `Payment`.
-fn payment_of(
+/// Turns a SUCCESS transaction into our `Payment`, refusing what WeChat Pay cannot have
+/// meant (a payer_total above the total, a currency that is not a code).
+pub(crate) fn payment_of(
     txn: &Transaction,
     notification_id: Option<&str>,
     now: OffsetDateTime,
@@ -57,6 +58,17 @@ fn payment_of(
         .clone()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApplyError::Malformed("no transaction_id".into()))?;
+    // WeChat Pay's ids are short and plain; anything else would end up in keys and logs.
+    if transaction_id.len() > 64
+        || !transaction_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
+    {
+        return Err(ApplyError::Malformed(format!(
+            "transaction_id {:?} is not a WeChat Pay transaction id",
+            transaction_id.chars().take(64).collect::<String>()
+        )));
+    }
     let out_trade_no = OutTradeNo::parse(&txn.out_trade_no)
         .map_err(|e| ApplyError::Malformed(format!("out_trade_no: {e}")))?;
     let amount = txn
@@ -67,6 +79,26 @@ fn payment_of(
         .map_err(|e| ApplyError::Malformed(format!("amount.total: {e}")))?;
     let payer_total = Money::from_fen(amount.payer_total.unwrap_or(amount.total))
         .map_err(|e| ApplyError::Malformed(format!("amount.payer_total: {e}")))?;
+    // Coupons make the payer pay less than the order's total, never more.
+    if payer_total > total {
+        return Err(ApplyError::Malformed(format!(
+            "amount.payer_total {} fen is above amount.total {} fen",
+            payer_total.fen(),
+            total.fen()
+        )));
+    }
+    let currency = match amount.currency.as_deref() {
+        None => "CNY".to_owned(),
+        Some(c) if !c.is_empty() && c.len() <= 8 && c.bytes().all(|b| b.is_ascii_uppercase()) => {
+            c.to_owned()
+        }
+        Some(c) => {
+            return Err(ApplyError::Malformed(format!(
+                "amount.currency {:?} is not a currency code",
+                c.chars().take(16).collect::<String>()
+            )));
+        }
+    };
     let success_time = match txn.success_time.as_deref() {
         Some(t) => parse_rfc3339(t).map_err(|e| ApplyError::Malformed(e.to_string()))?,
         None => now,
@@ -76,6 +108,7 @@ fn payment_of(
         out_trade_no,
         amount: total,
         payer_total,
+        currency,
         success_time,
         notification_id: notification_id.map(str::to_owned),
     })
@@ -89,8 +122,19 @@ pub async fn apply_payment(
     txn: &Transaction,
     notification_id: Option<&str>,
 ) -> Result<PaymentOutcome, ApplyError> {
+    let payment = payment_of(txn, notification_id, deps.now())?;
+    Ok(apply_confirmed(deps, order, payment).await?)
+}
+
+/// Applies a payment already read from WeChat Pay's answer to `order` (the caller's read of
+/// it; `None`: no such order).
+pub(crate) async fn apply_confirmed(
+    deps: &Deps,
+    order: Option<Order>,
+    payment: Payment,
+) -> Result<PaymentOutcome, StoreError> {
     let now = deps.now();
-    let payment = payment_of(txn, notification_id, now)?;
+    let notification_id = payment.notification_id.as_deref();
     let outcome = match order {
         None => {
             anomaly(
@@ -119,8 +163,9 @@ pub async fn apply_payment(
         tracing::error!(
             out_trade_no = %payment.out_trade_no,
             transaction_id = %payment.transaction_id,
-            notification_id = notification_id.unwrap_or(""),
+            notification_id = notification_id,
             amount = payment.amount.fen(),
+            currency = %payment.currency,
             order_amount = amount_total,
             order_status = status,
             outcome = %label,
@@ -130,7 +175,7 @@ pub async fn apply_payment(
         tracing::info!(
             out_trade_no = %payment.out_trade_no,
             transaction_id = %payment.transaction_id,
-            notification_id = notification_id.unwrap_or(""),
+            notification_id = notification_id,
             amount = payment.amount.fen(),
             outcome = %label,
             "payment settled"
@@ -144,60 +189,128 @@ async fn settle(
     order: Order,
     payment: &Payment,
     now: OffsetDateTime,
-) -> Result<PaymentOutcome, ApplyError> {
-    // The read already tells most losers what they lost to; the conditional write below
-    // settles the races the read could not see.
-    if let Some(known) = judge(&order, payment) {
-        return finish(deps, known, order, payment).await;
-    }
-    let result = deps.store.mark_paid(&order, payment, now).await?;
-    let (verdict, current) = match result {
-        MarkPaidOutcome::Applied(o) => return Ok(PaymentOutcome::Applied(o)),
-        MarkPaidOutcome::AlreadyPaid(o)
-        | MarkPaidOutcome::Closed(o)
-        | MarkPaidOutcome::AmountMismatch(o) => match judge(&o, payment) {
-            Some(v) => (v, *o),
-            // The store said no, yet the current item looks payable: only a different
+) -> Result<PaymentOutcome, StoreError> {
+    // The read already tells most losers what they lost to; the conditional writes below
+    // settle the races the read could not see, each answering with the order that won.
+    let mut current = order;
+    let mut verdict = judge(&current, payment);
+    let mut writes = 0;
+    loop {
+        let result = match verdict {
+            // Refused twice, yet the order still looks payable: only a different
             // transaction_id already holding the payment item can explain it.
-            None => (Verdict::Anomaly(AnomalyKind::DoublePayment), *o),
-        },
-        MarkPaidOutcome::PaymentExists { out_trade_no } if out_trade_no == payment.out_trade_no => {
-            (Verdict::Duplicate, order)
+            Verdict::Apply | Verdict::Hold if writes == 2 => {
+                return finish(
+                    deps,
+                    Verdict::Anomaly(AnomalyKind::DoublePayment),
+                    current,
+                    payment,
+                )
+                .await;
+            }
+            Verdict::Apply => deps.store.mark_paid(&current, payment, now).await?,
+            Verdict::Hold => {
+                let anomaly = Anomaly::of_payment(
+                    payment,
+                    AnomalyKind::AmountMismatch,
+                    anomaly_detail(AnomalyKind::AmountMismatch, &current, payment),
+                );
+                deps.store
+                    .hold_amount_mismatch(&current, payment, &anomaly, now)
+                    .await?
+            }
+            Verdict::Duplicate | Verdict::Anomaly(_) => {
+                return finish(deps, verdict, current, payment).await;
+            }
+        };
+        writes += 1;
+        match result {
+            MarkPaidOutcome::Applied(o) if verdict == Verdict::Hold => {
+                return Ok(PaymentOutcome::Anomaly {
+                    kind: AnomalyKind::AmountMismatch,
+                    order: Some(o),
+                });
+            }
+            MarkPaidOutcome::Applied(o) => return Ok(PaymentOutcome::Applied(o)),
+            MarkPaidOutcome::AlreadyPaid(o)
+            | MarkPaidOutcome::Closed(o)
+            | MarkPaidOutcome::AmountMismatch(o) => {
+                current = *o;
+                verdict = judge(&current, payment);
+            }
+            MarkPaidOutcome::PaymentExists { out_trade_no }
+                if out_trade_no == payment.out_trade_no =>
+            {
+                return finish(deps, Verdict::Duplicate, current, payment).await;
+            }
+            MarkPaidOutcome::PaymentExists { .. } => {
+                return finish(
+                    deps,
+                    Verdict::Anomaly(AnomalyKind::DoublePayment),
+                    current,
+                    payment,
+                )
+                .await;
+            }
+            MarkPaidOutcome::NotFound => {
+                return anomaly(
+                    deps,
+                    payment,
+                    AnomalyKind::UnknownOrder,
+                    None,
+                    "no such order",
+                )
+                .await;
+            }
         }
-        MarkPaidOutcome::PaymentExists { .. } => {
-            (Verdict::Anomaly(AnomalyKind::DoublePayment), order)
-        }
-        MarkPaidOutcome::NotFound => {
-            return anomaly(
-                deps,
-                payment,
-                AnomalyKind::UnknownOrder,
-                None,
-                "no such order",
-            )
-            .await;
-        }
-    };
-    finish(deps, verdict, current, payment).await
+    }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
+    /// PENDING, the order's amount and currency: PENDING -> PAID.
+    Apply,
+    /// PENDING, but another amount or currency: PENDING -> AMOUNT_MISMATCH.
+    Hold,
     Duplicate,
     Anomaly(AnomalyKind),
 }
 
-/// What the order as it stands says about this payment; `None` when it can be applied.
-fn judge(order: &Order, payment: &Payment) -> Option<Verdict> {
+/// What the order as it stands says about this payment.
+fn judge(order: &Order, payment: &Payment) -> Verdict {
     match order.status {
-        OrderStatus::Paid if order.transaction_id.as_deref() == Some(&payment.transaction_id) => {
-            Some(Verdict::Duplicate)
+        s if s.is_paid() && order.transaction_id.as_deref() == Some(&payment.transaction_id) => {
+            Verdict::Duplicate
         }
-        OrderStatus::Paid => Some(Verdict::Anomaly(AnomalyKind::DoublePayment)),
-        OrderStatus::Closed => Some(Verdict::Anomaly(AnomalyKind::PaidAfterClose)),
-        OrderStatus::Pending if order.amount_total != payment.amount => {
-            Some(Verdict::Anomaly(AnomalyKind::AmountMismatch))
+        OrderStatus::Paid | OrderStatus::AmountMismatch => {
+            Verdict::Anomaly(AnomalyKind::DoublePayment)
         }
-        OrderStatus::Pending => None,
+        OrderStatus::Closed => Verdict::Anomaly(AnomalyKind::PaidAfterClose),
+        OrderStatus::Pending
+            if order.amount_total != payment.amount || order.currency != payment.currency =>
+        {
+            Verdict::Hold
+        }
+        OrderStatus::Pending => Verdict::Apply,
+    }
+}
+
+fn anomaly_detail(kind: AnomalyKind, order: &Order, payment: &Payment) -> String {
+    match kind {
+        AnomalyKind::AmountMismatch => format!(
+            "paid {} fen {}, order amount_total {} fen {}",
+            payment.amount.fen(),
+            payment.currency,
+            order.amount_total.fen(),
+            order.currency
+        ),
+        AnomalyKind::DoublePayment => format!(
+            "order already paid by transaction {}",
+            order.transaction_id.as_deref().unwrap_or("?")
+        ),
+        AnomalyKind::PaidAfterClose => "order was closed before the payment".to_owned(),
+        AnomalyKind::UnknownOrder => "no such order".to_owned(),
+        AnomalyKind::MalformedNotification => "malformed".to_owned(),
     }
 }
 
@@ -206,26 +319,15 @@ async fn finish(
     verdict: Verdict,
     order: Order,
     payment: &Payment,
-) -> Result<PaymentOutcome, ApplyError> {
-    match verdict {
-        Verdict::Duplicate => Ok(PaymentOutcome::Duplicate(Box::new(order))),
-        Verdict::Anomaly(kind) => {
-            let detail = match kind {
-                AnomalyKind::AmountMismatch => format!(
-                    "paid {} fen, order amount_total {} fen",
-                    payment.amount.fen(),
-                    order.amount_total.fen()
-                ),
-                AnomalyKind::DoublePayment => format!(
-                    "order already paid by transaction {}",
-                    order.transaction_id.as_deref().unwrap_or("?")
-                ),
-                AnomalyKind::PaidAfterClose => "order was closed before the payment".to_owned(),
-                AnomalyKind::UnknownOrder => "no such order".to_owned(),
-            };
-            anomaly(deps, payment, kind, Some(order), &detail).await
-        }
-    }
+) -> Result<PaymentOutcome, StoreError> {
+    let kind = match verdict {
+        Verdict::Duplicate => return Ok(PaymentOutcome::Duplicate(Box::new(order))),
+        Verdict::Anomaly(kind) => kind,
+        // A write refused while the order looked payable (see `settle`).
+        Verdict::Apply | Verdict::Hold => AnomalyKind::DoublePayment,
+    };
+    let detail = anomaly_detail(kind, &order, payment);
+    anomaly(deps, payment, kind, Some(order), &detail).await
 }
 
 async fn anomaly(
@@ -234,17 +336,11 @@ async fn anomaly(
     kind: AnomalyKind,
     order: Option<Order>,
     detail: &str,
-) -> Result<PaymentOutcome, ApplyError> {
+) -> Result<PaymentOutcome, StoreError> {
+    // Keyed by transaction and kind: a re-delivery lands on the same item, and a distinct
+    // payment never does, whatever its success_time.
     deps.store
-        .record_anomaly(&Anomaly {
-            out_trade_no: payment.out_trade_no.clone(),
-            kind,
-            // A re-delivery repeats success_time, so it lands on the same anomaly item.
-            at: payment.success_time,
-            transaction_id: Some(payment.transaction_id.clone()),
-            notification_id: payment.notification_id.clone(),
-            detail: detail.to_owned(),
-        })
+        .record_anomaly(&Anomaly::of_payment(payment, kind, detail))
         .await?;
     Ok(PaymentOutcome::Anomaly {
         kind,

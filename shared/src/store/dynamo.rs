@@ -379,27 +379,22 @@ impl DynamoStore {
         )
     }
 
-    /// The order update of a transition PENDING -> `to` for the order as last read, with its
-    /// stock moves; one transaction.
+    /// The actions of a transition PENDING -> `t.to` of the order as last read: the order
+    /// update first (conditional on PENDING and the version read), then `t.extra_actions`,
+    /// then a stock move per line whose product is not in `skip`; one transaction.
     fn transition_actions(
         &self,
         order: &Order,
-        t: Transition<'_>,
-        stock: impl Fn(&mut Expr, i64) -> (String, String),
+        t: &Transition,
+        history: &HistoryEntry,
+        skip: &HashSet<SkuId>,
     ) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let Transition {
-            to,
-            set: extra_set,
-            require: extra_condition,
-            history,
-            extra_actions,
-        } = t;
         let mut e = Expr::default();
         let mut sets = vec![
             format!(
                 "{} = {}",
                 e.name(attr::STATUS),
-                e.value("to", items::s(to.as_str()))
+                e.value("to", items::s(t.to.as_str()))
             ),
             format!(
                 "{} = {}",
@@ -415,8 +410,8 @@ impl DynamoStore {
                 )
             ),
         ];
-        for (name, v) in extra_set {
-            sets.push(format!("{} = {}", e.name(name), e.value(name, v)));
+        for (name, v) in &t.set {
+            sets.push(format!("{} = {}", e.name(name), e.value(name, v.clone())));
         }
         let update_expr = format!(
             "SET {} REMOVE {}, {}",
@@ -431,45 +426,264 @@ impl DynamoStore {
             e.name(attr::VERSION),
             e.value("version", items::n(order.version)),
         );
-        if let Some((name, v)) = extra_condition {
+        if let Some((name, v)) = &t.require {
             condition.push_str(&format!(
                 " AND {} = {}",
                 e.name(name),
-                e.value(&format!("expect_{name}"), v)
+                e.value(&format!("expect_{name}"), v.clone())
             ));
         }
-        let (names, values) = e.into_parts();
-        let order_update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(items::order_key(&order.out_trade_no)))
-            .update_expression(update_expr)
-            .condition_expression(condition)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(build_err)?;
-        let mut actions = vec![TransactWriteItem::builder().update(order_update).build()];
-        actions.extend(extra_actions);
-        for line in &order.lines {
+        let mut actions = vec![update_action(
+            &self.table,
+            items::order_key(&order.out_trade_no),
+            update_expr,
+            condition,
+            e,
+        )?];
+        actions.extend(t.extra_actions.iter().cloned());
+        let to_attr = match t.stock {
+            StockMove::Keep => return Ok(actions),
+            StockMove::Sell => attr::SOLD,
+            StockMove::Release => attr::AVAILABLE,
+        };
+        for line in order.lines.iter().filter(|l| !skip.contains(&l.sku_id)) {
+            let q = i64::from(line.quantity.get());
             let mut e = Expr::default();
-            let (update, condition) = stock(&mut e, i64::from(line.quantity.get()));
+            let update = format!(
+                "ADD {} {}, {} {}",
+                e.name(attr::RESERVED),
+                e.value("neg_q", items::n(-q)),
+                e.name(to_attr),
+                e.value("q", items::n(q)),
+            );
+            // Without it the ADD would create a product item for a deleted sku.
+            let condition = format!("attribute_exists({})", e.name(attr::PK));
             actions.push(self.stock_update(&line.sku_id, e, &update, &condition)?);
         }
         Ok(actions)
     }
+
+    /// Applies a transition PENDING -> `t.to` to `order` (the caller's read; a stale one is
+    /// fine) as one conditional transaction, with the one retry-and-read-the-winner loop
+    /// every transition shares: a version that moved on while the order is still PENDING is
+    /// retried on the fresher order; a product deleted since the order was placed never
+    /// blocks the transition (its stock move is dropped, and the history and a log line say
+    /// so); anything else is reported with the item that refused.
+    async fn transition(
+        &self,
+        order: &Order,
+        t: Transition,
+        now: OffsetDateTime,
+    ) -> Result<TransitionResult, StoreError> {
+        if order.status != OrderStatus::Pending {
+            // Nothing leads back to PENDING: the caller's read already is the answer.
+            return Ok(TransitionResult::OrderRefused(Some(Box::new(
+                order.clone(),
+            ))));
+        }
+        let mut current = order.clone();
+        let mut missing: HashSet<SkuId> = HashSet::new();
+        let extra = t.extra_actions.len();
+        for _ in 0..STALE_RETRIES + order.lines.len() {
+            let cause = if missing.is_empty() {
+                t.cause.clone()
+            } else {
+                let mut skus: Vec<&str> = missing.iter().map(SkuId::as_str).collect();
+                skus.sort_unstable();
+                format!(
+                    "{} (stock not moved for deleted product {})",
+                    t.cause,
+                    skus.join(", ")
+                )
+            };
+            let next = current
+                .transitioned(t.to, now, cause)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let history =
+                next.history.last().cloned().ok_or_else(|| {
+                    StoreError::Inconsistent("a transition left no history".into())
+                })?;
+            let actions = self.transition_actions(&current, &t, &history, &missing)?;
+            let reasons = match self.transact(actions).await? {
+                Ok(()) => {
+                    for sku_id in &missing {
+                        tracing::warn!(out_trade_no = %order.out_trade_no, %sku_id, to = %t.to, outcome = "product_missing", "product deleted; the transition applied without moving its stock");
+                        crate::telemetry::emit_metrics(&[("ProductMissing", 1)], now);
+                    }
+                    return Ok(TransitionResult::Applied(Box::new(next)));
+                }
+                Err(reasons) => reasons,
+            };
+            if let Some(r) = reasons.first().filter(|r| is_ccf(r)) {
+                let Some(item) = r.item() else {
+                    return Ok(TransitionResult::OrderRefused(None));
+                };
+                let latest = items::order_from_item(item)?;
+                if latest.status == OrderStatus::Pending && latest.version != current.version {
+                    current = latest;
+                    continue;
+                }
+                return Ok(TransitionResult::OrderRefused(Some(Box::new(latest))));
+            }
+            if let Some((index, r)) = reasons
+                .iter()
+                .enumerate()
+                .skip(1)
+                .take(extra)
+                .find(|(_, r)| is_ccf(r))
+            {
+                return Ok(TransitionResult::ActionRefused {
+                    index: index - 1,
+                    item: r.item().cloned(),
+                });
+            }
+            let lines = current
+                .lines
+                .iter()
+                .filter(|l| !missing.contains(&l.sku_id));
+            let gone: Vec<SkuId> = lines
+                .zip(reasons.iter().skip(1 + extra))
+                .filter(|(_, r)| is_ccf(r))
+                .map(|(l, _)| l.sku_id.clone())
+                .collect();
+            if gone.is_empty() {
+                return Err(unexplained_cancel(&reasons));
+            }
+            missing.extend(gone);
+        }
+        Err(StoreError::TransactionConflict {
+            op: "TransactWriteItems",
+            message: format!("order {} kept changing", order.out_trade_no),
+        })
+    }
+
+    /// PENDING -> PAID (`mismatch` None: the amount must be the order's) or PENDING ->
+    /// AMOUNT_MISMATCH (with the anomaly item, stock left reserved), writing the payment
+    /// item in the same transaction.
+    async fn paid_transition(
+        &self,
+        order: &Order,
+        payment: &Payment,
+        mismatch: Option<&Anomaly>,
+        now: OffsetDateTime,
+    ) -> Result<MarkPaidOutcome, StoreError> {
+        if payment.out_trade_no != order.out_trade_no {
+            return Err(StoreError::Invalid(format!(
+                "payment for {} applied to order {}",
+                payment.out_trade_no, order.out_trade_no
+            )));
+        }
+        let mut e = Expr::default();
+        let mut extra_actions = vec![put_action(
+            &self.table,
+            items::payment_item(payment),
+            format!("attribute_not_exists({})", e.name(attr::PK)),
+            e,
+        )?];
+        let (to, require, stock) = match mismatch {
+            None => (
+                OrderStatus::Paid,
+                Some((attr::AMOUNT_TOTAL, items::money(payment.amount))),
+                StockMove::Sell,
+            ),
+            Some(anomaly) => {
+                let mut e = Expr::default();
+                extra_actions.push(put_action(
+                    &self.table,
+                    items::anomaly_item(anomaly),
+                    format!("attribute_not_exists({})", e.name(attr::PK)),
+                    e,
+                )?);
+                (OrderStatus::AmountMismatch, None, StockMove::Keep)
+            }
+        };
+        let t = Transition {
+            to,
+            cause: history_cause(OrderStatus::Pending, to).to_owned(),
+            set: vec![
+                (
+                    attr::TRANSACTION_ID,
+                    items::s(payment.transaction_id.clone()),
+                ),
+                (attr::PAID_AT, items::t(payment.success_time)),
+            ],
+            require,
+            extra_actions,
+            stock,
+        };
+        Ok(match self.transition(order, t, now).await? {
+            TransitionResult::Applied(mut paid) => {
+                paid.transaction_id = Some(payment.transaction_id.clone());
+                paid.paid_at = Some(payment.success_time);
+                MarkPaidOutcome::Applied(paid)
+            }
+            TransitionResult::OrderRefused(None) => MarkPaidOutcome::NotFound,
+            TransitionResult::OrderRefused(Some(latest)) => match latest.status {
+                OrderStatus::Closed => MarkPaidOutcome::Closed(latest),
+                OrderStatus::Pending if latest.amount_total != payment.amount => {
+                    MarkPaidOutcome::AmountMismatch(latest)
+                }
+                OrderStatus::Pending => {
+                    return Err(StoreError::Inconsistent(format!(
+                        "order {} refused {to} in the state it was read",
+                        order.out_trade_no
+                    )));
+                }
+                _ => MarkPaidOutcome::AlreadyPaid(latest),
+            },
+            TransitionResult::ActionRefused { index: 0, item } => {
+                let item = item.ok_or_else(|| {
+                    StoreError::Inconsistent("payment put refused without its item".into())
+                })?;
+                MarkPaidOutcome::PaymentExists {
+                    out_trade_no: items::payment_out_trade_no(&item)?,
+                }
+            }
+            // The anomaly item exists only if this very payment held the order already,
+            // and then the order's condition fails first.
+            TransitionResult::ActionRefused { .. } => {
+                return Err(StoreError::Inconsistent(format!(
+                    "anomaly of order {} recorded without its transition",
+                    order.out_trade_no
+                )));
+            }
+        })
+    }
 }
 
-/// What a PENDING -> `to` transition writes on the order besides status, version, history
-/// and the removal of the pending-index keys.
-struct Transition<'a> {
+/// What a PENDING -> `to` transition writes besides status, version, history and the
+/// removal of the pending-index keys.
+struct Transition {
     to: OrderStatus,
+    cause: String,
     set: Vec<(&'static str, AttributeValue)>,
     /// One more attribute the order must have (mark_paid: the amount).
     require: Option<(&'static str, AttributeValue)>,
-    history: &'a HistoryEntry,
     /// Written in the same transaction, right after the order (mark_paid: the payment).
     extra_actions: Vec<TransactWriteItem>,
+    stock: StockMove,
+}
+
+/// What a transition does to the reserved stock of the order's lines.
+#[derive(Clone, Copy)]
+enum StockMove {
+    /// Stays reserved (an order held for the merchant).
+    Keep,
+    /// Reserved -> sold (PAID).
+    Sell,
+    /// Reserved -> available (CLOSED).
+    Release,
+}
+
+/// How a transition ended.
+enum TransitionResult {
+    /// Written; the order as it now stands (less the fields `set` wrote).
+    Applied(Box<Order>),
+    /// The order's own condition failed: the order as it is (not PENDING, or PENDING but
+    /// failing `require`), or `None` when there is no such order.
+    OrderRefused(Option<Box<Order>>),
+    /// The `index`th extra action's condition failed; the item that refused, if any.
+    ActionRefused { index: usize, item: Option<Item> },
 }
 
 /// Placeholders for an expression: `#name` for attribute names (so reserved words like
@@ -983,101 +1197,18 @@ impl Store for DynamoStore {
         payment: &Payment,
         now: OffsetDateTime,
     ) -> Result<MarkPaidOutcome, StoreError> {
-        if payment.out_trade_no != order.out_trade_no {
-            return Err(StoreError::Invalid(format!(
-                "payment for {} applied to order {}",
-                payment.out_trade_no, order.out_trade_no
-            )));
-        }
-        let mut current = order.clone();
-        for _ in 0..STALE_RETRIES {
-            let history = HistoryEntry {
-                from: Some(OrderStatus::Pending),
-                to: OrderStatus::Paid,
-                at: now,
-                cause: history_cause(OrderStatus::Pending, OrderStatus::Paid).to_owned(),
-            };
-            let mut e = Expr::default();
-            let payment_put = put_action(
-                &self.table,
-                items::payment_item(payment),
-                format!("attribute_not_exists({})", e.name(attr::PK)),
-                e,
-            )?;
-            let transition = Transition {
-                to: OrderStatus::Paid,
-                set: vec![
-                    (
-                        attr::TRANSACTION_ID,
-                        items::s(payment.transaction_id.clone()),
-                    ),
-                    (attr::PAID_AT, items::t(payment.success_time)),
-                ],
-                require: Some((attr::AMOUNT_TOTAL, items::money(payment.amount))),
-                history: &history,
-                extra_actions: vec![payment_put],
-            };
-            let actions = self.transition_actions(&current, transition, |e, q| {
-                (
-                    format!(
-                        "ADD {} {}, {} {}",
-                        e.name(attr::RESERVED),
-                        e.value("neg_q", items::n(-q)),
-                        e.name(attr::SOLD),
-                        e.value("q", items::n(q)),
-                    ),
-                    format!("attribute_exists({})", e.name(attr::PK)),
-                )
-            })?;
-            let reasons = match self.transact(actions).await? {
-                Ok(()) => {
-                    let mut paid = current;
-                    paid.status = OrderStatus::Paid;
-                    paid.transaction_id = Some(payment.transaction_id.clone());
-                    paid.paid_at = Some(payment.success_time);
-                    paid.version += 1;
-                    paid.history.push(history);
-                    return Ok(MarkPaidOutcome::Applied(Box::new(paid)));
-                }
-                Err(reasons) => reasons,
-            };
-            if let Some(r) = reasons.first().filter(|r| is_ccf(r)) {
-                let Some(item) = r.item() else {
-                    return Ok(MarkPaidOutcome::NotFound);
-                };
-                let latest = items::order_from_item(item)?;
-                match latest.status {
-                    OrderStatus::Paid => return Ok(MarkPaidOutcome::AlreadyPaid(Box::new(latest))),
-                    OrderStatus::Closed => return Ok(MarkPaidOutcome::Closed(Box::new(latest))),
-                    OrderStatus::Pending if latest.amount_total != payment.amount => {
-                        return Ok(MarkPaidOutcome::AmountMismatch(Box::new(latest)));
-                    }
-                    OrderStatus::Pending if latest.version != current.version => {
-                        current = latest;
-                        continue;
-                    }
-                    OrderStatus::Pending => {
-                        return Err(StoreError::Inconsistent(format!(
-                            "order {} refused PAID in the state it was read",
-                            order.out_trade_no
-                        )));
-                    }
-                }
-            }
-            if let Some(r) = reasons.get(1).filter(|r| is_ccf(r)) {
-                let item = r.item().ok_or_else(|| {
-                    StoreError::Inconsistent("payment put refused without its item".into())
-                })?;
-                return Ok(MarkPaidOutcome::PaymentExists {
-                    out_trade_no: items::payment_out_trade_no(item)?,
-                });
-            }
-            return Err(stock_or_unexplained(&current, &reasons, 2));
-        }
-        Err(StoreError::TransactionConflict {
-            op: "TransactWriteItems",
-            message: format!("order {} kept changing", order.out_trade_no),
-        })
+        self.paid_transition(order, payment, None, now).await
+    }
+
+    async fn hold_amount_mismatch(
+        &self,
+        order: &Order,
+        payment: &Payment,
+        anomaly: &Anomaly,
+        now: OffsetDateTime,
+    ) -> Result<MarkPaidOutcome, StoreError> {
+        self.paid_transition(order, payment, Some(anomaly), now)
+            .await
     }
 
     async fn close(
@@ -1086,65 +1217,28 @@ impl Store for DynamoStore {
         cause: &str,
         now: OffsetDateTime,
     ) -> Result<CloseOutcome, StoreError> {
-        let mut current = order.clone();
-        for _ in 0..STALE_RETRIES {
-            let history = HistoryEntry {
-                from: Some(OrderStatus::Pending),
-                to: OrderStatus::Closed,
-                at: now,
-                cause: cause.to_owned(),
-            };
-            let transition = Transition {
-                to: OrderStatus::Closed,
-                set: Vec::new(),
-                require: None,
-                history: &history,
-                extra_actions: Vec::new(),
-            };
-            let actions = self.transition_actions(&current, transition, |e, q| {
-                (
-                    format!(
-                        "ADD {} {}, {} {}",
-                        e.name(attr::RESERVED),
-                        e.value("neg_q", items::n(-q)),
-                        e.name(attr::AVAILABLE),
-                        e.value("q", items::n(q)),
-                    ),
-                    format!("attribute_exists({})", e.name(attr::PK)),
-                )
-            })?;
-            let reasons = match self.transact(actions).await? {
-                Ok(()) => {
-                    let mut closed = current;
-                    closed.status = OrderStatus::Closed;
-                    closed.version += 1;
-                    closed.history.push(history);
-                    return Ok(CloseOutcome::Closed(Box::new(closed)));
-                }
-                Err(reasons) => reasons,
-            };
-            if let Some(r) = reasons.first().filter(|r| is_ccf(r)) {
-                let Some(item) = r.item() else {
-                    return Ok(CloseOutcome::NotFound);
-                };
-                let latest = items::order_from_item(item)?;
-                if latest.status != OrderStatus::Pending {
-                    return Ok(CloseOutcome::NotPending(Box::new(latest)));
-                }
-                if latest.version != current.version {
-                    current = latest;
-                    continue;
-                }
+        let t = Transition {
+            to: OrderStatus::Closed,
+            cause: cause.to_owned(),
+            set: Vec::new(),
+            require: None,
+            extra_actions: Vec::new(),
+            stock: StockMove::Release,
+        };
+        Ok(match self.transition(order, t, now).await? {
+            TransitionResult::Applied(closed) => CloseOutcome::Closed(closed),
+            TransitionResult::OrderRefused(Some(latest))
+                if latest.status != OrderStatus::Pending =>
+            {
+                CloseOutcome::NotPending(latest)
+            }
+            TransitionResult::OrderRefused(None) => CloseOutcome::NotFound,
+            TransitionResult::OrderRefused(Some(_)) | TransitionResult::ActionRefused { .. } => {
                 return Err(StoreError::Inconsistent(format!(
                     "order {} refused CLOSED in the state it was read",
                     order.out_trade_no
                 )));
             }
-            return Err(stock_or_unexplained(&current, &reasons, 1));
-        }
-        Err(StoreError::TransactionConflict {
-            op: "TransactWriteItems",
-            message: format!("order {} kept changing", order.out_trade_no),
         })
     }
 
@@ -1398,24 +1492,6 @@ fn fenced(result: Result<(), Option<Item>>) -> Result<FencedOutcome, StoreError>
             old.as_ref().map(items::idempotency_from_item).transpose()?,
         )),
     }
-}
-
-/// A transition refused by a stock update: the product the order names is gone, which only
-/// a manual deletion can cause; otherwise the cancellation has no condition to explain it.
-fn stock_or_unexplained(
-    order: &Order,
-    reasons: &[CancellationReason],
-    first_line: usize,
-) -> StoreError {
-    for (line, r) in order.lines.iter().zip(reasons.iter().skip(first_line)) {
-        if is_ccf(r) {
-            return StoreError::Inconsistent(format!(
-                "product {} of order {} no longer exists",
-                line.sku_id, order.out_trade_no
-            ));
-        }
-    }
-    unexplained_cancel(reasons)
 }
 
 /// Pause before resubmitting a batch's unprocessed part (none before the first request).

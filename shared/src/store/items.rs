@@ -74,6 +74,8 @@ pub(crate) mod attr {
     pub const KIND: &str = "kind";
     pub const AT: &str = "at";
     pub const DETAIL: &str = "detail";
+    pub const CAUSE: &str = "cause";
+    pub const PLAINTEXT: &str = "plaintext";
 }
 
 use attr::*;
@@ -107,6 +109,9 @@ pub(crate) fn anomaly_pk(out_trade_no: &OutTradeNo) -> String {
     format!("ANOMALY#{out_trade_no}")
 }
 
+/// Where the anomalies of notifications that named no readable order are kept.
+pub(crate) const ANOMALY_PK_NO_ORDER: &str = "ANOMALY#-";
+
 pub(crate) fn user_gsi1pk(openid: &Openid) -> String {
     format!("USER#{openid}")
 }
@@ -138,8 +143,8 @@ pub(crate) fn payment_key(transaction_id: &str) -> Item {
     key(payment_pk(transaction_id), "PAYMENT")
 }
 
-pub(crate) fn anomaly_sk(kind: AnomalyKind, at: OffsetDateTime) -> String {
-    format!("{kind}#{}", to_utc_string(at))
+pub(crate) fn anomaly_sk(kind: AnomalyKind, cause: &str) -> String {
+    format!("{kind}#{cause}")
 }
 
 // ---- value helpers -------------------------------------------------------------------------
@@ -512,6 +517,7 @@ pub(crate) fn payment_item(p: &Payment) -> Item {
         (OUT_TRADE_NO.to_owned(), s(p.out_trade_no.as_str())),
         (AMOUNT.to_owned(), money(p.amount)),
         (PAYER_TOTAL.to_owned(), money(p.payer_total)),
+        (CURRENCY.to_owned(), s(p.currency.clone())),
         (SUCCESS_TIME.to_owned(), t(p.success_time)),
     ]);
     put_opt(&mut item, NOTIFICATION_ID, p.notification_id.clone().map(s));
@@ -525,6 +531,8 @@ pub(crate) fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
         out_trade_no: f.parse(OUT_TRADE_NO, OutTradeNo::parse)?,
         amount: f.money(AMOUNT)?,
         payer_total: f.money(PAYER_TOTAL)?,
+        // Items written before the currency was kept were all checked to be the order's.
+        currency: f.opt_s(CURRENCY)?.unwrap_or("CNY").to_owned(),
         success_time: f.time(SUCCESS_TIME)?,
         notification_id: f.opt_s(NOTIFICATION_ID)?.map(str::to_owned),
     })
@@ -538,31 +546,46 @@ pub(crate) fn payment_out_trade_no(item: &Item) -> Result<OutTradeNo, StoreError
 // ---- anomalies -----------------------------------------------------------------------------
 
 pub(crate) fn anomaly_item(a: &Anomaly) -> Item {
+    let pk = match &a.out_trade_no {
+        Some(no) => anomaly_pk(no),
+        None => ANOMALY_PK_NO_ORDER.to_owned(),
+    };
     let mut item = HashMap::from([
-        (PK.to_owned(), s(anomaly_pk(&a.out_trade_no))),
-        (SK.to_owned(), s(anomaly_sk(a.kind, a.at))),
+        (PK.to_owned(), s(pk)),
+        (SK.to_owned(), s(anomaly_sk(a.kind, &a.cause))),
         (ENTITY.to_owned(), s("ANOMALY")),
-        (OUT_TRADE_NO.to_owned(), s(a.out_trade_no.as_str())),
         (KIND.to_owned(), s(a.kind.as_str())),
+        (CAUSE.to_owned(), s(a.cause.clone())),
         (AT.to_owned(), t(a.at)),
         (DETAIL.to_owned(), s(a.detail.clone())),
     ]);
+    put_opt(
+        &mut item,
+        OUT_TRADE_NO,
+        a.out_trade_no.as_ref().map(|no| s(no.as_str())),
+    );
     put_opt(&mut item, TRANSACTION_ID, a.transaction_id.clone().map(s));
     put_opt(&mut item, NOTIFICATION_ID, a.notification_id.clone().map(s));
+    put_opt(&mut item, PLAINTEXT, a.plaintext.clone().map(s));
     item
 }
 
 pub(crate) fn anomaly_from_item(item: &Item) -> Result<Anomaly, StoreError> {
     let f = Fields::new(item, "anomaly");
     Ok(Anomaly {
-        out_trade_no: f.parse(OUT_TRADE_NO, OutTradeNo::parse)?,
+        out_trade_no: f
+            .opt_s(OUT_TRADE_NO)?
+            .map(|v| OutTradeNo::parse(v).map_err(|e| f.err(format!("{OUT_TRADE_NO}: {e}"))))
+            .transpose()?,
         kind: f.parse(KIND, |k| {
             AnomalyKind::parse(k).ok_or_else(|| format!("unknown kind {k:?}"))
         })?,
+        cause: f.s(CAUSE)?.to_owned(),
         at: f.time(AT)?,
         transaction_id: f.opt_s(TRANSACTION_ID)?.map(str::to_owned),
         notification_id: f.opt_s(NOTIFICATION_ID)?.map(str::to_owned),
         detail: f.opt_s(DETAIL)?.unwrap_or_default().to_owned(),
+        plaintext: f.opt_s(PLAINTEXT)?.map(str::to_owned),
     })
 }
 
@@ -715,23 +738,36 @@ mod tests {
             out_trade_no: order().out_trade_no,
             amount: Money::from_fen(1980).unwrap(),
             payer_total: Money::from_fen(1900).unwrap(),
+            currency: "CNY".into(),
             success_time: T0,
             notification_id: None,
         };
         assert_eq!(payment_from_item(&payment_item(&p)).unwrap(), p);
-        let a = Anomaly {
-            out_trade_no: p.out_trade_no.clone(),
-            kind: AnomalyKind::PaidAfterClose,
-            at: T0,
-            transaction_id: Some("4200001".into()),
-            notification_id: Some("n-1".into()),
-            detail: "late".into(),
-        };
-        let item = anomaly_item(&a);
-        assert_eq!(
-            item[SK].as_s().unwrap(),
-            "PAID_AFTER_CLOSE#2026-11-24T04:00:00.123Z"
+        let a = Anomaly::of_payment(
+            &Payment {
+                notification_id: Some("n-1".into()),
+                ..p
+            },
+            AnomalyKind::PaidAfterClose,
+            "late",
         );
+        let item = anomaly_item(&a);
+        assert_eq!(item[SK].as_s().unwrap(), "PAID_AFTER_CLOSE#4200001");
         assert_eq!(anomaly_from_item(&item).unwrap(), a);
+        // A notification that named no readable order: kept under the no-order partition.
+        let malformed = Anomaly {
+            out_trade_no: None,
+            kind: AnomalyKind::MalformedNotification,
+            cause: "n-2".into(),
+            at: T0,
+            transaction_id: None,
+            notification_id: Some("n-2".into()),
+            detail: "not JSON".into(),
+            plaintext: Some("\u{1}garbage".into()),
+        };
+        let item = anomaly_item(&malformed);
+        assert_eq!(item[PK].as_s().unwrap(), "ANOMALY#-");
+        assert_eq!(item[SK].as_s().unwrap(), "MALFORMED_NOTIFICATION#n-2");
+        assert_eq!(anomaly_from_item(&item).unwrap(), malformed);
     }
 }

@@ -38,28 +38,36 @@ pub struct Payment {
     pub out_trade_no: OutTradeNo,
     /// `amount.total`: what the order was charged.
     pub amount: Money,
-    /// `amount.payer_total`: what the payer paid after coupons.
+    /// `amount.payer_total`: what the payer paid after coupons (never above `amount`).
     pub payer_total: Money,
+    /// `amount.currency` (`CNY`).
+    pub currency: String,
     pub success_time: OffsetDateTime,
     /// The notification's `id`; absent when the payment was learned by querying.
     pub notification_id: Option<String>,
 }
 
-/// A verified payment that could not be applied as is (DESIGN 6.5: never lost).
+/// A verified payment or notification that could not be applied as is (DESIGN 6.5: never
+/// lost). One item per kind and distinct cause, so a re-delivery lands on the same item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AnomalyKind {
     AmountMismatch,
     PaidAfterClose,
     DoublePayment,
     UnknownOrder,
+    /// Verified and decrypted, but its content cannot be applied (not a transaction, a
+    /// field missing or out of range, another merchant's appid/mchid): kept with its
+    /// plaintext so nothing WeChat Pay said is lost.
+    MalformedNotification,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 4] = [
+    pub const ALL: [AnomalyKind; 5] = [
         AnomalyKind::AmountMismatch,
         AnomalyKind::PaidAfterClose,
         AnomalyKind::DoublePayment,
         AnomalyKind::UnknownOrder,
+        AnomalyKind::MalformedNotification,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +76,7 @@ impl AnomalyKind {
             AnomalyKind::PaidAfterClose => "PAID_AFTER_CLOSE",
             AnomalyKind::DoublePayment => "DOUBLE_PAYMENT",
             AnomalyKind::UnknownOrder => "UNKNOWN_ORDER",
+            AnomalyKind::MalformedNotification => "MALFORMED_NOTIFICATION",
         }
     }
 
@@ -84,14 +93,37 @@ impl std::fmt::Display for AnomalyKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anomaly {
-    pub out_trade_no: OutTradeNo,
+    /// The order it concerns; `None` only for a notification whose out_trade_no could not
+    /// be read.
+    pub out_trade_no: Option<OutTradeNo>,
     pub kind: AnomalyKind,
-    /// Part of the item key: pass a time that a re-delivery repeats (the payment's
-    /// success_time), so a duplicate notification lands on the same item.
+    /// What makes this anomaly distinct, part of the item key with the kind: the
+    /// transaction_id of a payment, the notification id of a malformed notification. Never
+    /// a time: two distinct payments may share a `success_time`.
+    pub cause: String,
+    /// When it happened (the payment's success_time, or when it was seen).
     pub at: OffsetDateTime,
     pub transaction_id: Option<String>,
     pub notification_id: Option<String>,
     pub detail: String,
+    /// The decrypted notification as received, for a malformed one.
+    pub plaintext: Option<String>,
+}
+
+impl Anomaly {
+    /// The anomaly of a verified payment: one per transaction and kind.
+    pub fn of_payment(payment: &Payment, kind: AnomalyKind, detail: impl Into<String>) -> Self {
+        Anomaly {
+            out_trade_no: Some(payment.out_trade_no.clone()),
+            kind,
+            cause: payment.transaction_id.clone(),
+            at: payment.success_time,
+            transaction_id: Some(payment.transaction_id.clone()),
+            notification_id: payment.notification_id.clone(),
+            detail: detail.into(),
+            plaintext: None,
+        }
+    }
 }
 
 /// One page of a listing; `next` is set when more may follow.
@@ -157,9 +189,11 @@ pub enum CompleteOrderOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MarkPaidOutcome {
-    /// PENDING -> PAID, payment item written, reserved stock moved to sold.
+    /// PENDING -> PAID, payment item written, reserved stock moved to sold (or PENDING ->
+    /// AMOUNT_MISMATCH by `hold_amount_mismatch`).
     Applied(Box<Order>),
-    /// Already PAID: same transaction_id is a duplicate, another one a double payment.
+    /// Already paid (PAID or AMOUNT_MISMATCH): same transaction_id is a duplicate, another
+    /// one a double payment.
     AlreadyPaid(Box<Order>),
     /// The order was CLOSED first: paid after close.
     Closed(Box<Order>),
@@ -195,7 +229,7 @@ pub enum SyncClaim {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnomalyOutcome {
     Recorded,
-    /// The same anomaly (kind and time) was already there: a re-delivered notification.
+    /// The same anomaly (kind and cause) was already there: a re-delivered notification.
     AlreadyRecorded,
 }
 
@@ -266,6 +300,16 @@ pub trait Store: Send + Sync {
         &self,
         order: &Order,
         payment: &Payment,
+        now: OffsetDateTime,
+    ) -> Result<MarkPaidOutcome, StoreError>;
+    /// PENDING -> AMOUNT_MISMATCH: a payment WeChat Pay collected whose amount is not the
+    /// order's. One transaction writes the payment item and `anomaly` and leaves the stock
+    /// reserved, so the order leaves the sweeper's index and waits for the merchant.
+    async fn hold_amount_mismatch(
+        &self,
+        order: &Order,
+        payment: &Payment,
+        anomaly: &Anomaly,
         now: OffsetDateTime,
     ) -> Result<MarkPaidOutcome, StoreError>;
     /// PENDING -> CLOSED, returning reserved stock, in one transaction.
