@@ -49,11 +49,15 @@ fn with_env(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(Stri
 }
 
 async fn spawn_recon() -> Recon {
+    spawn_recon_with_ttl(TTL_SECONDS).await
+}
+
+async fn spawn_recon_with_ttl(ttl_seconds: u64) -> Recon {
     let backend = Backend::start_with(|c: &mut SimulatorConfig| {
         c.min_time_expire_ahead = Duration::from_secs(1);
     })
     .await;
-    let ttl = TTL_SECONDS.to_string();
+    let ttl = ttl_seconds.to_string();
     let mut place_order = FunctionProcess::spawn(
         Function::PlaceOrder,
         &with_env(
@@ -705,4 +709,59 @@ async fn query_order_and_payment_callback_answer_scf_api_gateway_events() {
     );
     query.kill();
     callback.kill();
+}
+
+/// Issue 12.1, as a user tried it: an owner whose mini-program polls the order every 0.3 s
+/// while a sweep runs every 5 s. Orders live 60 s; the expired order is CLOSED (here and at
+/// WeChat Pay) and its stock back within 70 s of being placed, whoever keeps reading it.
+#[tokio::test]
+async fn an_order_polled_every_300ms_still_closes_within_one_sweep_interval_of_expiry() {
+    let app = std::sync::Arc::new(spawn_recon_with_ttl(60).await);
+    let reserved_before = app.product(SKU_LIMITED).await.reserved;
+    let placed_at = std::time::Instant::now();
+    let no = app.place("o_poller", "poll-1", &[(SKU_LIMITED, 2)]).await;
+    assert_eq!(app.product(SKU_LIMITED).await.reserved, reserved_before + 2);
+
+    let sweeps = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut summaries = Vec::new();
+            while placed_at.elapsed() < Duration::from_secs(75) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                summaries.push(app.sweep(&[]).await);
+            }
+            summaries
+        })
+    };
+    let mut polls = 0;
+    let closed_after = loop {
+        let reply = app.get("o_poller", &format!("/orders/{no}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        polls += 1;
+        if reply.json()["status"] == "CLOSED" {
+            break placed_at.elapsed();
+        }
+        assert!(
+            placed_at.elapsed() < Duration::from_secs(70),
+            "still {} after {polls} polls",
+            reply.json()["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        closed_after >= Duration::from_secs(60),
+        "closed early: {closed_after:?}"
+    );
+    assert_eq!(app.order(&no).await.status, OrderStatus::Closed);
+    assert_eq!(
+        app.trade_state(&no),
+        TradeState::Closed,
+        "closed at WeChat Pay too"
+    );
+    assert_eq!(
+        app.product(SKU_LIMITED).await.reserved,
+        reserved_before,
+        "stock back"
+    );
+    sweeps.abort();
 }

@@ -375,3 +375,259 @@ async fn a_store_failure_after_wechat_pay_answered_is_finished_by_the_next_sweep
     assert!(payment_stored().await.is_some());
     assert_eq!(f.reserved().await, 0, "paid stock moved to sold");
 }
+
+// ---- issue 12: nothing keeps an order from closing ----------------------------------------
+
+fn owner_handler(deps: Deps) -> QueryOrderHandler {
+    QueryOrderHandler {
+        deps,
+        identity: IdentitySettings {
+            mode: AuthMode::Authorizer,
+            openid_claim: "openid".into(),
+            allow_debug_identity: true,
+            verifier: None,
+        },
+    }
+}
+
+async fn call(
+    handler: &QueryOrderHandler,
+    method: &str,
+    uri: &str,
+    openid: &str,
+) -> (u16, serde_json::Value) {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("x-debug-openid", openid)
+        .body(Bytes::new())
+        .unwrap();
+    let r = handler.handle(request).await;
+    let body = serde_json::from_slice(r.body()).unwrap_or(serde_json::Value::Null);
+    (r.status().as_u16(), body)
+}
+
+/// A reader's sync claim (taken moments ago, well inside the sweeper's lease) does not keep
+/// the sweeper from closing the order: they claim different attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_claim_never_keeps_the_sweeper_out() {
+    let f = fixture("reader-claim").await;
+    let o = f.expired_order(2).await;
+    let claimed = f
+        .ctx
+        .store
+        .claim_sync(
+            &o.out_trade_no,
+            Some(&openid("o_recon")),
+            now_ms(),
+            shared::service::SYNC_INTERVAL,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(claimed, shared::store::SyncClaim::Claimed(_)));
+    f.gateway.query(Ok(txn(&o, "NOTPAY")));
+    f.gateway.close(Ok(()));
+    assert_eq!(f.sweep().await, summary(1, 0, 1, 0, 0));
+    assert_eq!(f.status(&o).await, OrderStatus::Closed);
+    assert_eq!(f.reserved().await, 0);
+    // Two sweeps still split the work: the sweeper's own lease keeps a second one out.
+    let held = f.expired_order(1).await;
+    let first = f
+        .ctx
+        .store
+        .claim_sweep(&held.out_trade_no, now_ms(), Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(matches!(first, shared::store::SyncClaim::Claimed(_)));
+    assert_eq!(f.sweep().await, summary(1, 0, 0, 1, 0));
+    assert!(
+        f.gateway.calls().len() == 2,
+        "no WeChat Pay call for a leased order"
+    );
+}
+
+/// A query of an expired PENDING order closes it (WeChat Pay first, then locally, stock
+/// back) before answering; one found paid is applied instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_of_an_expired_order_closes_it_before_answering() {
+    let f = fixture("query-expired").await;
+    let handler = owner_handler(f.deps.clone());
+    let o = f.expired_order(2).await;
+    f.gateway.query(Ok(txn(&o, "NOTPAY")));
+    f.gateway.close(Ok(()));
+    let (status, body) = call(
+        &handler,
+        "GET",
+        &format!("/orders/{}", o.out_trade_no),
+        "o_recon",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "CLOSED", "{body}");
+    assert_eq!(body["synced"], true);
+    assert_eq!(f.status(&o).await, OrderStatus::Closed);
+    assert_eq!(f.reserved().await, 0, "stock returned");
+    let no = o.out_trade_no.as_str();
+    assert_eq!(
+        f.gateway.calls(),
+        [format!("query {no}"), format!("close {no}")]
+    );
+
+    let paid = f.expired_order(1).await;
+    f.gateway.query(Ok(txn(&paid, "SUCCESS")));
+    let (_, body) = call(
+        &handler,
+        "GET",
+        &format!("/orders/{}", paid.out_trade_no),
+        "o_recon",
+    )
+    .await;
+    assert_eq!(body["status"], "PAID", "{body}");
+    assert_eq!(f.status(&paid).await, OrderStatus::Paid);
+}
+
+/// Issue 12.4: a trade state this code does not know is not a reason to loop forever: the
+/// close at WeChat Pay decides, and a refused close is queried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_trade_state_is_closed_at_wechat_pay_not_retried_forever() {
+    let f = fixture("unknown-state").await;
+    let o = f.expired_order(1).await;
+    f.gateway.query(Ok(txn(&o, "ACCEPT")));
+    f.gateway.close(Ok(()));
+    assert_eq!(f.sweep().await, summary(1, 0, 1, 0, 0));
+    assert_eq!(f.status(&o).await, OrderStatus::Closed);
+    for state in ["REVOKED", "PAYERROR"] {
+        let o = f.expired_order(1).await;
+        f.gateway.query(Ok(txn(&o, state)));
+        f.gateway.close(Ok(()));
+        assert_eq!(f.sweep().await, summary(1, 0, 1, 0, 0), "{state}");
+        assert_eq!(f.status(&o).await, OrderStatus::Closed, "{state}");
+    }
+}
+
+/// Issue 12.3: a wrong-amount payment found by the sweeper is recorded once and the order
+/// leaves PENDING, so the next sweep does not ask about it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amount_mismatch_found_by_the_sweeper_is_recorded_once_and_not_swept_again() {
+    let f = fixture("mismatch-once").await;
+    let o = f.expired_order(2).await;
+    let mut wrong = txn(&o, "SUCCESS");
+    if let Some(a) = wrong.amount.as_mut() {
+        a.total = 1;
+        a.payer_total = Some(1);
+    }
+    f.gateway.query(Ok(wrong));
+    let first = f.sweep().await;
+    assert_eq!((first.scanned, first.anomalies), (1, 1), "{first:?}");
+    assert_eq!(f.status(&o).await, OrderStatus::AmountMismatch);
+    assert_eq!(f.sweep().await, SweepSummary::default(), "not due any more");
+    assert_eq!(f.gateway.count("query"), 1);
+    let anomalies = f.ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    assert_eq!(
+        f.reserved().await,
+        2,
+        "the held order's stock stays reserved"
+    );
+}
+
+/// `POST /orders/{out_trade_no}/close`: the owner gives up an unpaid order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_closes_an_unpaid_order_on_demand() {
+    let f = fixture("close-on-demand").await;
+    let handler = owner_handler(f.deps.clone());
+    let o = order("o_recon", &[(&f.tea, 3)]);
+    f.ctx
+        .store
+        .create_order(&fresh_claim(&o), &o)
+        .await
+        .unwrap();
+    let uri = format!("/orders/{}/close", o.out_trade_no);
+
+    // Someone else's (or a malformed number): 404, nothing asked of WeChat Pay.
+    let (status, body) = call(&handler, "POST", &uri, "o_mallory").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("ORDER_NOT_FOUND"))
+    );
+    let (status, _) = call(&handler, "POST", "/orders/nope/close", "o_recon").await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&handler, "GET", &uri, "o_recon").await;
+    assert_eq!(status, 405);
+    assert!(f.gateway.calls().is_empty());
+
+    // WeChat Pay unreachable: 502, still PENDING, stock still held.
+    f.gateway.query(Err(PayError::Network("reset".into())));
+    let (status, body) = call(&handler, "POST", &uri, "o_recon").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (502, Some("PAYMENT_PROVIDER_ERROR")),
+        "{body}"
+    );
+    assert_eq!(f.status(&o).await, OrderStatus::Pending);
+    assert_eq!(f.reserved().await, 3);
+
+    f.gateway.query(Ok(txn(&o, "NOTPAY")));
+    f.gateway.close(Ok(()));
+    let (status, body) = call(&handler, "POST", &uri, "o_recon").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "CLOSED");
+    assert_eq!(f.status(&o).await, OrderStatus::Closed);
+    assert_eq!(f.reserved().await, 0, "stock returned");
+    let history = f
+        .ctx
+        .store
+        .get_order(&o.out_trade_no)
+        .await
+        .unwrap()
+        .unwrap()
+        .history;
+    assert!(
+        history
+            .last()
+            .unwrap()
+            .cause
+            .starts_with("closed by its owner"),
+        "{history:?}"
+    );
+    // Again: 200, unchanged, WeChat Pay not asked.
+    let calls = f.gateway.calls().len();
+    let (status, body) = call(&handler, "POST", &uri, "o_recon").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("CLOSED")));
+    assert_eq!(f.gateway.calls().len(), calls);
+
+    // Paid at WeChat Pay meanwhile: the close is refused there, the payment applied, 409.
+    let p = order("o_recon", &[(&f.tea, 1)]);
+    f.ctx
+        .store
+        .create_order(&fresh_claim(&p), &p)
+        .await
+        .unwrap();
+    f.gateway.query(Ok(txn(&p, "NOTPAY")));
+    f.gateway.close(Err(api_error(400, "ORDERPAID")));
+    f.gateway.query(Ok(txn(&p, "SUCCESS")));
+    let (status, body) = call(
+        &handler,
+        "POST",
+        &format!("/orders/{}/close", p.out_trade_no),
+        "o_recon",
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("ORDER_PAID")),
+        "{body}"
+    );
+    assert_eq!(f.status(&p).await, OrderStatus::Paid);
+    // And once PAID: 409 without asking anyone.
+    let calls = f.gateway.calls().len();
+    let (status, _) = call(
+        &handler,
+        "POST",
+        &format!("/orders/{}/close", p.out_trade_no),
+        "o_recon",
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(f.gateway.calls().len(), calls);
+}

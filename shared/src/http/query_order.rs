@@ -1,5 +1,6 @@
-//! `GET /orders/{out_trade_no}` and `GET /orders` at the edge: who is calling, the path and
-//! query string, the order as its owner sees it, and the one mapping of query-order's errors.
+//! `GET /orders/{out_trade_no}`, `GET /orders` and `POST /orders/{out_trade_no}/close` at
+//! the edge: who is calling, the path and query string, the order as its owner sees it, and
+//! the one mapping of query-order's errors.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -12,7 +13,8 @@ use super::{
 use crate::{
     domain::{Order, OrderLine, OrderStatus, OutTradeNo, time::to_wechat},
     service::{
-        DEFAULT_LIST_LIMIT, Deps, MAX_LIST_LIMIT, OrderView, QueryError, list_orders, query_order,
+        CloseError, DEFAULT_LIST_LIMIT, Deps, MAX_LIST_LIMIT, OrderView, QueryError, close_order,
+        list_orders, query_order,
     },
     store::Cursor,
     wechatpay::sign::PayParams,
@@ -121,7 +123,44 @@ fn list_params(query: Option<&str>) -> Result<(u32, Option<Cursor>), ApiError> {
     Ok((limit, cursor))
 }
 
+impl From<CloseError> for ApiError {
+    fn from(e: CloseError) -> ApiError {
+        match e {
+            CloseError::NotFound => QueryError::NotFound.into(),
+            CloseError::Paid(_) => ApiError::new(409, "ORDER_PAID", "the order is paid"),
+            CloseError::UserPaying => ApiError::new(
+                409,
+                "ORDER_PAYING",
+                "the user is paying this order at WeChat Pay; try again shortly",
+            )
+            .with_header("retry-after", "5"),
+            CloseError::PaymentProvider(m) => ApiError::new(
+                502,
+                "PAYMENT_PROVIDER_ERROR",
+                format!("WeChat Pay could not close the order: {m}"),
+            ),
+            CloseError::Store(s) => QueryError::Store(s).into(),
+        }
+    }
+}
+
 impl QueryOrderHandler {
+    async fn close(&self, request: &Request, out_trade_no: &str) -> Result<Response, ApiError> {
+        let openid = caller(request, &self.identity)?;
+        let out_trade_no =
+            OutTradeNo::parse(out_trade_no).map_err(|_| ApiError::from(QueryError::NotFound))?;
+        let order = close_order(&self.deps, &openid, &out_trade_no).await?;
+        tracing::info!(%out_trade_no, status = order.status.as_str(), outcome = "closed", "order closed by its owner");
+        Ok(json(
+            200,
+            &ViewBody {
+                order: OrderBody::from(&order),
+                synced: true,
+                pay_params: None,
+            },
+        ))
+    }
+
     async fn view(&self, request: &Request, out_trade_no: &str) -> Result<Response, ApiError> {
         let openid = caller(request, &self.identity)?;
         // A malformed number cannot be anyone's order: the same 404 as someone else's.
@@ -179,6 +218,16 @@ impl Handler for QueryOrderHandler {
                     Err(ApiError::method_not_allowed())
                 }
             }
+            Some(rest) if rest.starts_with('/') => match rest[1..].split_once('/') {
+                Some((no, "close")) if !no.is_empty() && !no.contains('/') => {
+                    if request.method() == http::Method::POST {
+                        self.close(&request, no).await
+                    } else {
+                        Err(ApiError::method_not_allowed())
+                    }
+                }
+                _ => Err(ApiError::not_found()),
+            },
             Some("") => Err(ApiError::method_not_allowed()),
             _ => Err(ApiError::not_found()),
         };

@@ -20,8 +20,8 @@ pub use place_order::{
     PlaceOrderError, PlaceOrderInput, PlaceOrderReply, PlaceOrderRequest, place_order,
 };
 pub use query_order::{
-    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, OrderView, QueryError, SYNC_INTERVAL, list_orders,
-    query_order,
+    CloseError, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, OrderView, QueryError, SYNC_INTERVAL,
+    close_order, list_orders, query_order,
 };
 pub use sweep::{SweepSettings, SweepSummary, sweep_expired};
 

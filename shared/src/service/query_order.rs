@@ -1,9 +1,11 @@
 //! query-order's use cases: the owner's view of one order, synced with WeChat Pay while it is
-//! PENDING so a lost notification never leaves a paid order unpaid, and the owner's listing.
-//! A payment found here goes through `apply_payment`, the callback's own code path.
+//! PENDING so a lost notification never leaves a paid order unpaid (and an expired one is
+//! closed before answering), the owner's listing, and the owner's close. A payment found here
+//! goes through `apply_payment`, the callback's own code path; a close through the sweeper's.
 
 use time::Duration;
 
+use super::sweep::{SettleFailure, Settled, settle_unpaid};
 use super::{ApplyError, Deps, PaymentOutcome, apply_payment};
 use crate::{
     domain::{Openid, Order, OrderStatus, OutTradeNo},
@@ -71,6 +73,9 @@ pub async fn query_order(
             let synced = order.status != OrderStatus::Pending;
             (*order, synced)
         }
+        // An expired order is closed (or found paid) before answering: a user who keeps
+        // polling must never keep it open (DESIGN.md section 3, invariant 10).
+        SyncClaim::Claimed(order) if order.is_expired(now) => expire(deps, *order).await?,
         SyncClaim::Claimed(order) => sync(deps, *order).await?,
     };
     let pay_params = match (&order.status, &order.prepay_id) {
@@ -111,6 +116,88 @@ async fn sync(deps: &Deps, order: Order) -> Result<(Order, bool), QueryError> {
             tracing::error!(%out_trade_no, error = %m, outcome = "rejected:malformed", "WeChat Pay's transaction could not be applied");
             Ok((order, false))
         }
+    }
+}
+
+/// Settles an expired PENDING order by the sweeper's own code path; returns the order as it
+/// now stands and whether WeChat Pay answered.
+async fn expire(deps: &Deps, order: Order) -> Result<(Order, bool), QueryError> {
+    let out_trade_no = order.out_trade_no.clone();
+    let settled = settle_unpaid(deps, order.clone(), "expired").await;
+    tracing::info!(%out_trade_no, outcome = settled_label(&settled), "expired order settled on query");
+    Ok(match settled {
+        Settled::Paid(o) | Settled::AlreadyPaid(o) | Settled::Closed(o) => (*o, true),
+        Settled::Anomaly(o) | Settled::Elsewhere(o) => (o.map_or(order, |o| *o), true),
+        Settled::UserPaying => (order, true),
+        Settled::Failed(SettleFailure::Store(e)) => return Err(QueryError::Store(e)),
+        Settled::Failed(SettleFailure::WeChat(e)) => {
+            tracing::warn!(%out_trade_no, error = %e, outcome = "unsynced", "expired order not settled; answering the local state");
+            (order, false)
+        }
+    })
+}
+
+fn settled_label(settled: &Settled) -> &'static str {
+    match settled {
+        Settled::Paid(_) => "paid",
+        Settled::AlreadyPaid(_) => "already_paid",
+        Settled::Closed(_) => "closed",
+        Settled::Anomaly(_) => "anomaly",
+        Settled::UserPaying => "userpaying",
+        Settled::Elsewhere(_) => "already_settled",
+        Settled::Failed(_) => "failed",
+    }
+}
+
+/// Why an owner's close was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    /// No such order, or not the caller's.
+    #[error("no such order")]
+    NotFound,
+    /// WeChat Pay collected money for it (PAID or later, or found paid while closing).
+    #[error("the order is paid")]
+    Paid(Box<Order>),
+    /// The user is paying right now at WeChat Pay: it can be neither closed nor applied yet.
+    #[error("the user is paying this order now")]
+    UserPaying,
+    #[error("WeChat Pay could not close the order: {0}")]
+    PaymentProvider(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// `POST /orders/{out_trade_no}/close`: the owner gives up an unpaid order. Closed at WeChat
+/// Pay first (a payment found there is applied instead), then locally with its stock
+/// returned; an order already CLOSED answers as it is.
+pub async fn close_order(
+    deps: &Deps,
+    caller: &Openid,
+    out_trade_no: &OutTradeNo,
+) -> Result<Order, CloseError> {
+    let order = match deps.store.get_order(out_trade_no).await {
+        Ok(Some(order)) if order.openid == *caller => order,
+        Ok(_) => return Err(CloseError::NotFound),
+        Err(e) => return Err(CloseError::Store(e)),
+    };
+    match order.status {
+        OrderStatus::Closed => return Ok(order),
+        OrderStatus::Pending => {}
+        _ => return Err(CloseError::Paid(Box::new(order))),
+    }
+    let settled = settle_unpaid(deps, order, "closed by its owner").await;
+    tracing::info!(%out_trade_no, outcome = settled_label(&settled), "close on demand");
+    match settled {
+        Settled::Closed(o) => Ok(*o),
+        Settled::Elsewhere(Some(o)) if o.status == OrderStatus::Closed => Ok(*o),
+        Settled::Paid(o) | Settled::AlreadyPaid(o) | Settled::Elsewhere(Some(o)) => {
+            Err(CloseError::Paid(o))
+        }
+        Settled::Anomaly(Some(o)) => Err(CloseError::Paid(o)),
+        Settled::Anomaly(None) | Settled::Elsewhere(None) => Err(CloseError::NotFound),
+        Settled::UserPaying => Err(CloseError::UserPaying),
+        Settled::Failed(SettleFailure::WeChat(m)) => Err(CloseError::PaymentProvider(m)),
+        Settled::Failed(SettleFailure::Store(e)) => Err(CloseError::Store(e)),
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use super::{ApplyError, Deps, PaymentOutcome, apply_payment, query_order::query_transaction};
 use crate::{
     domain::{Order, OrderStatus},
-    store::{CloseOutcome, Cursor, SyncClaim},
+    store::{CloseOutcome, Cursor, StoreError, SyncClaim},
     wechatpay::notification::{TradeState, Transaction},
 };
 
@@ -114,6 +114,47 @@ impl Action {
     }
 }
 
+impl From<Settled> for Action {
+    fn from(settled: Settled) -> Action {
+        match settled {
+            Settled::Paid(_) => Action::Paid,
+            Settled::AlreadyPaid(_) => Action::Skipped("already_paid"),
+            Settled::Closed(_) => Action::Closed,
+            Settled::Anomaly(_) => Action::Anomaly,
+            Settled::UserPaying => Action::Skipped("userpaying"),
+            Settled::Elsewhere(_) => Action::Skipped("already_settled"),
+            Settled::Failed(f) => Action::Failed(f.to_string()),
+        }
+    }
+}
+
+/// What settling an unpaid order with WeChat Pay's word came to: the one code path of the
+/// sweeper, a query of an expired order, and a close on demand.
+#[derive(Debug)]
+pub(crate) enum Settled {
+    /// WeChat Pay had it paid: applied now.
+    Paid(Box<Order>),
+    /// WeChat Pay had it paid, and so did we.
+    AlreadyPaid(Box<Order>),
+    /// Closed at WeChat Pay (or unknown there) and locally, stock returned.
+    Closed(Box<Order>),
+    /// Paid at WeChat Pay but recorded as an anomaly (the order, when there is one).
+    Anomaly(Option<Box<Order>>),
+    /// The user is paying right now: left for later.
+    UserPaying,
+    /// Someone else settled it first (the order as it is, when there is one).
+    Elsewhere(Option<Box<Order>>),
+    Failed(SettleFailure),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SettleFailure {
+    #[error("WeChat Pay: {0}")]
+    WeChat(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
 /// Sweeps every shard once. `deadline` is the invocation's (None: no limit).
 pub async fn sweep_expired(
     deps: &Deps,
@@ -193,10 +234,10 @@ async fn sweep_one(deps: &Deps, due: Order, lease: Duration) -> Action {
     let out_trade_no = due.out_trade_no.clone();
     let action = match deps
         .store
-        .claim_sync(&out_trade_no, None, deps.now(), lease)
+        .claim_sweep(&out_trade_no, deps.now(), lease)
         .await
     {
-        Ok(SyncClaim::Claimed(order)) => settle(deps, *order).await,
+        Ok(SyncClaim::Claimed(order)) => settle_unpaid(deps, *order, "expired").await.into(),
         Ok(SyncClaim::Refused(order)) if order.status == OrderStatus::Pending => {
             Action::Skipped("claimed_elsewhere")
         }
@@ -212,64 +253,76 @@ async fn sweep_one(deps: &Deps, due: Order, lease: Duration) -> Action {
     action
 }
 
-/// Settles a claimed, expired PENDING order with WeChat Pay's word.
-async fn settle(deps: &Deps, order: Order) -> Action {
+/// Settles a PENDING order that must not stay open (expired, or given up by its owner) with
+/// WeChat Pay's word: paid -> applied; unpaid -> closed there, then locally.
+/// `why` begins the history entry's cause ("expired", "closed by its owner").
+pub(crate) async fn settle_unpaid(deps: &Deps, order: Order, why: &str) -> Settled {
     let txn = match query_transaction(deps, &order).await {
         Ok(Some(txn)) => txn,
         // WeChat Pay never saw the order (its prepay failed): nobody can pay it.
-        Ok(None) => return close_locally(deps, &order, "expired; unknown to WeChat Pay").await,
-        Err(e) => return Action::Failed(format!("query: {e}")),
+        Ok(None) => return close_locally(deps, &order, why, "unknown to WeChat Pay").await,
+        Err(e) => return Settled::Failed(SettleFailure::WeChat(format!("query: {e}"))),
     };
     match &txn.trade_state {
         // The money arrived (REFUND: a refund was started, so it had).
         TradeState::Success | TradeState::Refund => apply(deps, order, &txn).await,
-        TradeState::Closed => close_locally(deps, &order, "expired; closed at WeChat Pay").await,
-        TradeState::UserPaying => Action::Skipped("userpaying"),
-        TradeState::NotPay | TradeState::PayError | TradeState::Revoked => close(deps, order).await,
-        TradeState::Other(s) => Action::Failed(format!("unknown trade_state {s}")),
+        TradeState::Closed => close_locally(deps, &order, why, "closed at WeChat Pay").await,
+        TradeState::UserPaying => Settled::UserPaying,
+        // Unpaid, or a state this code does not know: closing at WeChat Pay decides (it
+        // refuses to close a paid order, and the query after a refusal says what it is).
+        TradeState::NotPay | TradeState::PayError | TradeState::Revoked | TradeState::Other(_) => {
+            close(deps, order, why).await
+        }
     }
 }
 
 /// Closes at WeChat Pay first (so nobody can pay any more), then locally. A refused or
 /// ambiguous close is followed by a query, and that answer decides.
-async fn close(deps: &Deps, order: Order) -> Action {
+async fn close(deps: &Deps, order: Order, why: &str) -> Settled {
     let close_error = match deps.gateway.close(order.out_trade_no.as_str()).await {
-        Ok(()) => return close_locally(deps, &order, "expired; closed at WeChat Pay").await,
+        Ok(()) => return close_locally(deps, &order, why, "closed at WeChat Pay").await,
         Err(e) => e,
     };
     tracing::info!(out_trade_no = %order.out_trade_no, error = %close_error, "close refused or ambiguous; querying again");
     match query_transaction(deps, &order).await {
-        Ok(None) => close_locally(deps, &order, "expired; unknown to WeChat Pay").await,
+        Ok(None) => close_locally(deps, &order, why, "unknown to WeChat Pay").await,
         Ok(Some(txn)) if txn.trade_state.is_paid() => apply(deps, order, &txn).await,
         Ok(Some(txn)) if txn.trade_state == TradeState::Closed => {
-            close_locally(deps, &order, "expired; closed at WeChat Pay").await
+            close_locally(deps, &order, why, "closed at WeChat Pay").await
         }
-        Ok(Some(txn)) if txn.trade_state == TradeState::UserPaying => Action::Skipped("userpaying"),
-        Ok(Some(txn)) => Action::Failed(format!(
+        Ok(Some(txn)) if txn.trade_state == TradeState::UserPaying => Settled::UserPaying,
+        Ok(Some(txn)) => Settled::Failed(SettleFailure::WeChat(format!(
             "close failed ({close_error}) and the order is still {}",
             txn.trade_state
-        )),
-        Err(e) => Action::Failed(format!("close failed ({close_error}), then query: {e}")),
+        ))),
+        Err(e) => Settled::Failed(SettleFailure::WeChat(format!(
+            "close failed ({close_error}), then query: {e}"
+        ))),
     }
 }
 
-async fn apply(deps: &Deps, order: Order, txn: &Transaction) -> Action {
+async fn apply(deps: &Deps, order: Order, txn: &Transaction) -> Settled {
     // Query answers carry no notification id.
     match apply_payment(deps, Some(order), txn, None).await {
-        Ok(PaymentOutcome::Applied(_)) => Action::Paid,
-        Ok(PaymentOutcome::Duplicate(_)) => Action::Skipped("already_paid"),
-        Ok(PaymentOutcome::Anomaly { .. }) => Action::Anomaly,
-        Err(ApplyError::Store(e)) => Action::Failed(format!("store: {e}")),
-        Err(ApplyError::Malformed(m)) => Action::Failed(format!("WeChat Pay's transaction: {m}")),
+        Ok(PaymentOutcome::Applied(o)) => Settled::Paid(o),
+        Ok(PaymentOutcome::Duplicate(o)) => Settled::AlreadyPaid(o),
+        Ok(PaymentOutcome::Anomaly { order, .. }) => Settled::Anomaly(order),
+        Err(ApplyError::Store(e)) => Settled::Failed(SettleFailure::Store(e)),
+        Err(ApplyError::Malformed(m)) => Settled::Failed(SettleFailure::WeChat(format!(
+            "WeChat Pay's transaction: {m}"
+        ))),
     }
 }
 
-async fn close_locally(deps: &Deps, order: &Order, cause: &str) -> Action {
-    match deps.store.close(order, cause, deps.now()).await {
-        Ok(CloseOutcome::Closed(_)) => Action::Closed,
-        Ok(CloseOutcome::NotPending(_)) | Ok(CloseOutcome::NotFound) => {
-            Action::Skipped("already_settled")
-        }
-        Err(e) => Action::Failed(format!("store: {e}")),
+async fn close_locally(deps: &Deps, order: &Order, why: &str, how: &str) -> Settled {
+    match deps
+        .store
+        .close(order, &format!("{why}; {how}"), deps.now())
+        .await
+    {
+        Ok(CloseOutcome::Closed(o)) => Settled::Closed(o),
+        Ok(CloseOutcome::NotPending(o)) => Settled::Elsewhere(Some(o)),
+        Ok(CloseOutcome::NotFound) => Settled::Elsewhere(None),
+        Err(e) => Settled::Failed(SettleFailure::Store(e)),
     }
 }

@@ -557,6 +557,51 @@ impl DynamoStore {
         })
     }
 
+    /// Sets `attribute = now` on a PENDING order (owned by `owner`, when given) whose
+    /// `attribute` is absent or at least `interval` old: one conditional UpdateItem that
+    /// does not bump `version`.
+    async fn claim(
+        &self,
+        out_trade_no: &OutTradeNo,
+        attribute: &'static str,
+        owner: Option<&Openid>,
+        now: OffsetDateTime,
+        interval: time::Duration,
+    ) -> Result<SyncClaim, StoreError> {
+        let mut e = Expr::default();
+        let update = format!(
+            "SET {} = {}",
+            e.name(attribute),
+            e.value("now", items::s(to_utc_string(now)))
+        );
+        let claimed = e.name(attribute);
+        // attribute_exists: without it the update would create an item for an unknown key.
+        let mut condition = format!(
+            "attribute_exists({}) AND {} = {} AND (attribute_not_exists({claimed}) OR {claimed} <= {})",
+            e.name(attr::PK),
+            e.name(attr::STATUS),
+            e.value("pending", items::s(OrderStatus::Pending.as_str())),
+            e.value("cutoff", items::s(to_utc_string(now - interval))),
+        );
+        if let Some(owner) = owner {
+            condition.push_str(&format!(
+                " AND {} = {}",
+                e.name(attr::OPENID),
+                e.value("owner", items::s(owner.as_str()))
+            ));
+        }
+        Ok(
+            match self
+                .update_order(out_trade_no, e, update, condition)
+                .await?
+            {
+                Ok(order) => SyncClaim::Claimed(Box::new(order)),
+                Err(Some(old)) => SyncClaim::Refused(Box::new(old)),
+                Err(None) => SyncClaim::NotFound,
+            },
+        )
+    }
+
     /// PENDING -> PAID (`mismatch` None: the amount must be the order's) or PENDING ->
     /// AMOUNT_MISMATCH (with the anomaly item, stock left reserved), writing the payment
     /// item in the same transaction.
@@ -1249,38 +1294,18 @@ impl Store for DynamoStore {
         now: OffsetDateTime,
         interval: time::Duration,
     ) -> Result<SyncClaim, StoreError> {
-        let mut e = Expr::default();
-        let update = format!(
-            "SET {} = {}",
-            e.name(attr::LAST_SYNCED_AT),
-            e.value("now", items::s(to_utc_string(now)))
-        );
-        let synced = e.name(attr::LAST_SYNCED_AT);
-        // attribute_exists: without it the update would create an item for an unknown key.
-        let mut condition = format!(
-            "attribute_exists({}) AND {} = {} AND (attribute_not_exists({synced}) OR {synced} <= {})",
-            e.name(attr::PK),
-            e.name(attr::STATUS),
-            e.value("pending", items::s(OrderStatus::Pending.as_str())),
-            e.value("cutoff", items::s(to_utc_string(now - interval))),
-        );
-        if let Some(owner) = owner {
-            condition.push_str(&format!(
-                " AND {} = {}",
-                e.name(attr::OPENID),
-                e.value("owner", items::s(owner.as_str()))
-            ));
-        }
-        Ok(
-            match self
-                .update_order(out_trade_no, e, update, condition)
-                .await?
-            {
-                Ok(order) => SyncClaim::Claimed(Box::new(order)),
-                Err(Some(old)) => SyncClaim::Refused(Box::new(old)),
-                Err(None) => SyncClaim::NotFound,
-            },
-        )
+        self.claim(out_trade_no, attr::LAST_SYNCED_AT, owner, now, interval)
+            .await
+    }
+
+    async fn claim_sweep(
+        &self,
+        out_trade_no: &OutTradeNo,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<SyncClaim, StoreError> {
+        self.claim(out_trade_no, attr::SWEPT_AT, None, now, lease)
+            .await
     }
 
     async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError> {

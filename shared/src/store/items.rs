@@ -45,6 +45,8 @@ pub(crate) mod attr {
     pub const TRANSACTION_ID: &str = "transaction_id";
     pub const PAID_AT: &str = "paid_at";
     pub const LAST_SYNCED_AT: &str = "last_synced_at";
+    /// The sweeper's lease (`Store::claim_sweep`), apart from readers' `last_synced_at`.
+    pub const SWEPT_AT: &str = "swept_at";
     pub const VERSION: &str = "version";
     pub const HISTORY: &str = "history";
     // product

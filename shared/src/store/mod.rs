@@ -332,6 +332,16 @@ pub trait Store: Send + Sync {
         interval: time::Duration,
     ) -> Result<SyncClaim, StoreError>;
 
+    /// The sweeper's (and any closer's) lease on an expired PENDING order: like
+    /// `claim_sync`, but on its own attribute (`swept_at`), so a reader's sync claim never
+    /// keeps a closer out (issue 12.1) while two sweeps still split the work.
+    async fn claim_sweep(
+        &self,
+        out_trade_no: &OutTradeNo,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<SyncClaim, StoreError>;
+
     async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;
 
     async fn record_anomaly(&self, anomaly: &Anomaly) -> Result<AnomalyOutcome, StoreError>;

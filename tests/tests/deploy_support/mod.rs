@@ -29,6 +29,7 @@ pub fn design_routes() -> BTreeMap<String, String> {
         ("POST /orders", "place-order"),
         ("GET /orders", "query-order"),
         ("GET /orders/{out_trade_no}", "query-order"),
+        ("POST /orders/{out_trade_no}/close", "query-order"),
         ("POST /notify/wechatpay", "payment-callback"),
     ]
     .into_iter()
