@@ -124,7 +124,7 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
             deps,
             identity: identity()?,
         }),
-        Function::PaymentCallback => Arc::new(PaymentCallbackHandler { deps }),
+        Function::PaymentCallback => Arc::new(PaymentCallbackHandler::new(deps)),
         Function::QueryOrder => Arc::new(QueryOrderHandler {
             deps,
             identity: identity()?,
@@ -182,13 +182,38 @@ pub async fn build_sweeper(env: &Env) -> Result<SweeperJob, ConfigError> {
     let pace = SweeperConfig::from_env(env)?;
     Ok(SweeperJob {
         deps,
-        settings: SweepSettings {
-            grace: time::Duration::seconds(pace.grace.as_secs() as i64),
-            concurrency: pace.concurrency,
-            ..SweepSettings::default()
-        },
+        settings: sweep_settings(&pace),
         shards: store_config.sweeper_shards,
     })
+}
+
+/// The sweeper stops taking work early enough that an order it starts, at its clients'
+/// worst case, still ends before the invocation's deadline.
+fn sweep_settings(pace: &SweeperConfig) -> SweepSettings {
+    SweepSettings {
+        grace: time::Duration::seconds(pace.grace.as_secs() as i64),
+        concurrency: pace.concurrency,
+        deadline_margin: SweepSettings::worst_case_per_order(
+            ClientSettings::default().operation_timeout,
+            retry_policy(Function::TimeoutSweeper).total_budget,
+        ),
+        ..SweepSettings::default()
+    }
+}
+
+/// WeChat Pay's retry budget per call: WeChat Pay waits 5 s for a notification's answer and
+/// a user waits on query-order, so those two keep calls short (answer 500, or the local
+/// state, rather than late); the sweeper's per-call budget bounds its deadline margin.
+fn retry_policy(function: Function) -> RetryPolicy {
+    let total_budget = match function {
+        Function::PaymentCallback | Function::QueryOrder => std::time::Duration::from_secs(3),
+        Function::TimeoutSweeper => std::time::Duration::from_secs(4),
+        _ => RetryPolicy::default().total_budget,
+    };
+    RetryPolicy {
+        total_budget,
+        ..RetryPolicy::default()
+    }
 }
 
 /// The ports and settings of `function`: DynamoDB and WeChat Pay clients, built without a
@@ -200,13 +225,7 @@ async fn deps(function: Function, env: &Env) -> Result<(Deps, StoreConfig), Conf
     // well inside it and answer 500 rather than late (DESIGN.md section 8). A user waiting on
     // query-order gets its local state rather than a long wait.
     let store_settings = ClientSettings::default();
-    let retry = match function {
-        Function::PaymentCallback | Function::QueryOrder => RetryPolicy {
-            total_budget: std::time::Duration::from_secs(3),
-            ..RetryPolicy::default()
-        },
-        _ => RetryPolicy::default(),
-    };
+    let retry = retry_policy(function);
     let access = AwsAccess {
         region: store_config.region.clone(),
         credentials: store_config
@@ -240,4 +259,30 @@ async fn deps(function: Function, env: &Env) -> Result<(Deps, StoreConfig), Conf
         },
     };
     Ok((deps, store_config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12.5: the sweeper starts no order it could not finish before the deadline at its
+    /// clients' worst case (4 DynamoDB calls of 3 s, 3 WeChat Pay calls of 4 s), and that
+    /// margin leaves most of the deployed 50 s invocation for work.
+    #[test]
+    fn the_sweeper_stops_taking_work_a_worst_case_order_before_its_deadline() {
+        let settings = sweep_settings(&SweeperConfig {
+            grace: std::time::Duration::from_secs(30),
+            concurrency: 8,
+        });
+        let store = ClientSettings::default().operation_timeout;
+        let wechat = retry_policy(Function::TimeoutSweeper).total_budget;
+        let worst = store * 4 + wechat * 3;
+        assert_eq!(
+            settings.deadline_margin,
+            time::Duration::try_from(worst).unwrap()
+        );
+        assert_eq!(settings.deadline_margin, time::Duration::seconds(24));
+        assert!(settings.deadline_margin < time::Duration::seconds(50) / 2);
+        assert_eq!(settings.concurrency, 8);
+    }
 }

@@ -125,9 +125,7 @@ async fn pending_order(test: &str) -> (StoreCtx, Order, PaymentCallbackHandler) 
         .unwrap();
     let o = order("o_alice", &[(&tea, 2)]);
     ctx.store.create_order(&fresh_claim(&o), &o).await.unwrap();
-    let handler = PaymentCallbackHandler {
-        deps: deps(Arc::new(ctx.store.clone())),
-    };
+    let handler = PaymentCallbackHandler::new(deps(Arc::new(ctx.store.clone())));
     (ctx, o, handler)
 }
 
@@ -190,9 +188,7 @@ async fn an_unreachable_store_answers_500_so_wechat_pay_retries() {
         max_attempts: 2,
     };
     let store = DynamoStore::new(connect_static(&endpoint, "us-east-1", &settings), "orders");
-    let handler = PaymentCallbackHandler {
-        deps: deps(Arc::new(store)),
-    };
+    let handler = PaymentCallbackHandler::new(deps(Arc::new(store)));
     let r = handler
         .handle(notification(
             APPID,

@@ -1138,3 +1138,72 @@ async fn the_binary_reads_ssl_cert_file_at_start_up() {
     let mut started = FunctionProcess::spawn(Function::PaymentCallback, &with(cert));
     started.wait_http().await;
 }
+
+/// Issue 12.5: the notify handler answers within one overall deadline, whatever DynamoDB
+/// does: here each call is held 900 ms, two of them would end after the invocation's own
+/// deadline (1.5 s, over the Lambda runtime API), so the answer is a 500 at once (WeChat Pay
+/// retries), not a late 204. With DynamoDB fast again, the retry is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalling_dynamodb_gets_a_500_within_the_notify_deadline() {
+    let backend = Backend::start().await;
+    let slow = SlowDynamo::start(
+        backend.dynamodb_endpoint(),
+        std::time::Duration::from_millis(900),
+    )
+    .await;
+    let mut notify_api = FakeRuntime::lambda(now_ms() + 120_000).await;
+    let mut env = lambda_env(&backend, None, notify_api.addr, "payment-callback");
+    env.retain(|(k, _)| k != "DYNAMODB_ENDPOINT");
+    env.push(("DYNAMODB_ENDPOINT".into(), slow.url.clone()));
+    let mut callback = FunctionProcess::spawn(Function::PaymentCallback, &env);
+    assert_eq!(callback.wait_ready().await["mode"], "lambda");
+
+    let tea = backend.product(SKU_LIMITED).await;
+    let o = wxpay_tests::order("o_slow", &[(&tea, 1)]);
+    backend
+        .store
+        .create_order(&wxpay_tests::fresh_claim(&o), &o)
+        .await
+        .unwrap();
+    let txn = backend.success_transaction(&o, "4200000000202612070000000077", o.amount_total.fen());
+    let event = || {
+        let (headers, raw) = backend.notification(&txn, "n-slow", now_unix(), None);
+        let mut event_headers = serde_json::Map::new();
+        for (name, value) in &headers {
+            event_headers.insert(name.as_str().to_owned(), json!(value.to_str().unwrap()));
+        }
+        v2_event(
+            "/notify/wechatpay",
+            Value::Object(event_headers),
+            Value::Null,
+            &STANDARD.encode(&raw),
+            true,
+        )
+        .to_string()
+    };
+
+    let started = std::time::Instant::now();
+    notify_api.push_with_deadline("inv-slow", event(), now_ms() + 1_500);
+    let posted = notify_api.posted().await;
+    let elapsed = started.elapsed();
+    let response = posted.json();
+    assert_eq!(response["statusCode"], 500, "{response}");
+    assert!(
+        elapsed < std::time::Duration::from_millis(1_500),
+        "answered after {elapsed:?}"
+    );
+    let logs = callback.json_logs();
+    assert!(
+        logs.iter().any(|l| l["outcome"] == "error:deadline"),
+        "{logs:?}"
+    );
+
+    // WeChat Pay's retry, once DynamoDB is fast again: applied (or found applied), once.
+    slow.set_delay(std::time::Duration::ZERO);
+    notify_api.push_with_deadline("inv-retry", event(), now_ms() + 10_000);
+    let response = notify_api.posted().await.json();
+    assert_eq!(response["statusCode"], 204, "{response}");
+    let stored = backend.order(o.out_trade_no.as_str()).await;
+    assert_eq!(stored.status, OrderStatus::Paid);
+    assert_eq!(stored.version, o.version + 1, "one transition");
+}

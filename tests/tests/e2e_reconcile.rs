@@ -494,7 +494,7 @@ async fn a_sweep_out_of_time_stops_early_and_the_next_run_finishes() {
     }
     wait_expired().await;
     // A slow WeChat Pay (200 ms per query, correct answers) and one order at a time: with
-    // the sweeper's 5 s safety margin, a 6.5 s invocation has 1.5 s to start orders, not
+    // the sweeper's 24 s safety margin, a 25.5 s invocation has 1.5 s to start orders, not
     // enough for 40.
     app.sim
         .inject_fault(Fault {
@@ -504,7 +504,7 @@ async fn a_sweep_out_of_time_stops_early_and_the_next_run_finishes() {
         .unwrap();
     let env_first = with_env(app.sweeper_env(), &[("SWEEP_CONCURRENCY", "1")]);
     let first = tokio::task::spawn_blocking(move || {
-        run_sweeper(&env_first, &["--deadline".into(), "6.5".into()])
+        run_sweeper(&env_first, &["--deadline".into(), "25.5".into()])
     })
     .await
     .unwrap();

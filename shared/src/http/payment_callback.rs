@@ -2,13 +2,50 @@
 //! signature covers its exact bytes), and the outcome becomes the status WeChat Pay's retry
 //! rules expect: 204 to stop, 401/400 for a notification we refuse, 500 to be retried.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
-use super::{ApiError, Handler, Request, Response, no_content};
+use super::{ApiError, Handler, InvocationDeadline, Request, Response, no_content};
 use crate::service::{Deps, NotifyError, handle_notification};
+
+/// WeChat Pay waits 5 s for an answer; this leaves the rest for the network and the
+/// platform's own hops. Past it the answer is a 500 at once (WeChat Pay retries), never a
+/// late 204 it has already given up on.
+pub const NOTIFY_BUDGET: Duration = Duration::from_secs(4);
+
+/// Kept back from the platform's invocation deadline, to post the answer before it.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(200);
 
 pub struct PaymentCallbackHandler {
     pub deps: Deps,
+    /// The whole notification (verification, certificate download, every DynamoDB call)
+    /// must be answered within this; [`NOTIFY_BUDGET`] unless a test says otherwise.
+    pub budget: Duration,
+}
+
+impl PaymentCallbackHandler {
+    pub fn new(deps: Deps) -> Self {
+        PaymentCallbackHandler {
+            deps,
+            budget: NOTIFY_BUDGET,
+        }
+    }
+
+    /// When the answer must be out: the budget, or sooner if the platform cuts the
+    /// invocation off sooner.
+    fn deadline(&self, request: &Request) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let by_budget = now + self.budget;
+        let Some(InvocationDeadline(at)) = request.extensions().get::<InvocationDeadline>() else {
+            return by_budget;
+        };
+        let left = *at - self.deps.now();
+        let left = Duration::try_from(left)
+            .unwrap_or_default()
+            .saturating_sub(DEADLINE_MARGIN);
+        by_budget.min(now + left)
+    }
 }
 
 fn fail(status: u16, message: &str) -> Response {
@@ -24,7 +61,24 @@ impl Handler for PaymentCallbackHandler {
         if request.method() != http::Method::POST {
             return ApiError::method_not_allowed().into_response();
         }
-        match handle_notification(&self.deps, request.headers(), request.body()).await {
+        let deadline = self.deadline(&request);
+        let handled = tokio::time::timeout_at(
+            deadline,
+            handle_notification(&self.deps, request.headers(), request.body()),
+        )
+        .await;
+        let Ok(handled) = handled else {
+            // Whatever was in flight is either applied whole or not at all (each write is one
+            // conditional transaction), so WeChat Pay's retry finds a consistent table.
+            crate::telemetry::emit_metrics(&[("NotifyDeadlineExceeded", 1)], self.deps.now());
+            tracing::error!(
+                outcome = "error:deadline",
+                budget_ms = self.budget.as_millis() as u64,
+                "notification not answered within its deadline; WeChat Pay will retry"
+            );
+            return fail(500, "temporarily unable to process the notification");
+        };
+        match handled {
             Ok(_) => no_content(),
             Err(e) => {
                 let outcome = e.label();

@@ -33,6 +33,9 @@ const DRAIN_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that has not sent its request headers by then is dropped (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that has sent its headers but not its whole body by then gets a 408 and the
+/// connection is closed: a slow body must not hold a handler (or WeChat Pay's 5 s) hostage.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `handler` on `listener` until SIGTERM or ctrl-c, then shuts down gracefully.
 pub async fn serve_http(
@@ -48,6 +51,16 @@ pub async fn serve_http_until(
     handler: Arc<dyn Handler>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    serve_http_with(handler, listener, shutdown, BODY_READ_TIMEOUT).await
+}
+
+/// [`serve_http_until`] with another body read timeout.
+pub async fn serve_http_with(
+    handler: Arc<dyn Handler>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    body_read_timeout: Duration,
 ) -> Result<(), RuntimeError> {
     match listener.local_addr() {
         Ok(addr) => tracing::info!(mode = "http", %addr, "ready"),
@@ -71,7 +84,9 @@ pub async fn serve_http_until(
         let handler = Arc::clone(&handler);
         let service = service_fn(move |request| {
             let handler = Arc::clone(&handler);
-            async move { Ok::<_, Infallible>(handle(handler.as_ref(), request).await) }
+            async move {
+                Ok::<_, Infallible>(handle(handler.as_ref(), request, body_read_timeout).await)
+            }
         });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -98,9 +113,13 @@ pub async fn serve_http_until(
 async fn handle(
     handler: &dyn Handler,
     request: http::Request<Incoming>,
+    body_read_timeout: Duration,
 ) -> http::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let response = match collect_limited(body, MAX_BODY_BYTES).await {
+    let body = tokio::time::timeout(body_read_timeout, collect_limited(body, MAX_BODY_BYTES))
+        .await
+        .unwrap_or(Body::TimedOut);
+    let response = match body {
         Body::Complete(bytes) => {
             let mut request: Request = http::Request::new(bytes);
             *request.method_mut() = parts.method;
@@ -123,6 +142,16 @@ async fn handle(
             if !drained {
                 close_after(&mut response);
             }
+            response
+        }
+        Body::TimedOut => {
+            let mut response = ApiError::new(
+                408,
+                "REQUEST_TIMEOUT",
+                format!("request body not received within {body_read_timeout:?}"),
+            )
+            .into_response();
+            close_after(&mut response);
             response
         }
         Body::Broken(e) => {
@@ -153,6 +182,7 @@ enum Body {
         drained: bool,
     },
     Broken(hyper::Error),
+    TimedOut,
 }
 
 async fn collect_limited(mut body: Incoming, limit: usize) -> Body {
@@ -278,5 +308,58 @@ mod tests {
             .expect("server stops after the shutdown signal")
             .unwrap()
             .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod slow_body {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    struct Never;
+
+    #[async_trait::async_trait]
+    impl Handler for Never {
+        async fn handle(&self, _: Request) -> Response {
+            panic!("a request whose body never came must not reach the handler")
+        }
+    }
+
+    /// Issue 12.5: headers sent, the body promised and never finished: a 408 with the error
+    /// body once the timeout passes, and the connection closed.
+    #[tokio::test]
+    async fn a_body_that_never_arrives_is_answered_408_in_time() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let timeout = Duration::from_millis(300);
+        let server = tokio::spawn(serve_http_with(
+            Arc::new(Never),
+            listener,
+            std::future::pending(),
+            timeout,
+        ));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        stream
+            .write_all(b"POST /notify/wechatpay HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"id\":")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed")
+            .unwrap();
+        let elapsed = started.elapsed();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains(r#""code":"REQUEST_TIMEOUT""#), "{answer}");
+        assert!(
+            elapsed >= timeout && elapsed < Duration::from_secs(3),
+            "{elapsed:?}"
+        );
+        server.abort();
     }
 }

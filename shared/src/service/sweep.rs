@@ -32,8 +32,20 @@ pub struct SweepSettings {
     /// An order claimed by a sweep is not touched by another for this long.
     pub lease: Duration,
     /// No new order is started later than this before the deadline: one order's worst case
-    /// (a query, a close, a query again, each inside the client's retry budget).
+    /// ([`SweepSettings::worst_case_per_order`] of the clients' budgets).
     pub deadline_margin: Duration,
+}
+
+impl SweepSettings {
+    /// One order's worst case: three WeChat Pay calls (query, close, query again) and four
+    /// DynamoDB calls (claim, mark_paid, hold_amount_mismatch or close, record_anomaly),
+    /// each using its client's whole time budget, retries included.
+    pub fn worst_case_per_order(
+        store_call: std::time::Duration,
+        wechat_call: std::time::Duration,
+    ) -> Duration {
+        Duration::try_from(store_call * 4 + wechat_call * 3).unwrap_or(Duration::MAX)
+    }
 }
 
 impl Default for SweepSettings {

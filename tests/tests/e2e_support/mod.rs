@@ -805,6 +805,75 @@ pub fn lambda_env(
     env
 }
 
+// ---- a slow DynamoDB -------------------------------------------------------------------------
+
+/// A DynamoDB endpoint that answers like `target` but `delay` later: every request is held
+/// that long before it is forwarded (a stalling table, a slow network), so a function's time
+/// budget can be seen at work. The delay can be changed while it runs.
+pub struct SlowDynamo {
+    pub url: String,
+    delay_ms: Arc<AtomicU64>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl SlowDynamo {
+    pub async fn start(target: &str, delay: Duration) -> SlowDynamo {
+        let delay_ms = Arc::new(AtomicU64::new(delay.as_millis() as u64));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let (target, held) = (target.to_owned(), delay_ms.clone());
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let (client, target, held) = (client.clone(), target.clone(), held.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(held.load(Ordering::SeqCst))).await;
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 16 << 20)
+                    .await
+                    .unwrap_or_default();
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let mut forward = client.request(parts.method, format!("{target}{path}"));
+                for (name, value) in &parts.headers {
+                    if name != http::header::HOST {
+                        forward = forward.header(name, value);
+                    }
+                }
+                let answer = forward.body(body).send().await.expect("the engine answers");
+                let mut response = axum::response::Response::builder().status(answer.status());
+                for (name, value) in answer.headers() {
+                    response = response.header(name, value);
+                }
+                let bytes = answer.bytes().await.unwrap_or_default();
+                response
+                    .body(axum::body::Body::from(bytes))
+                    .expect("response")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        SlowDynamo {
+            url,
+            delay_ms,
+            server,
+        }
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SlowDynamo {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
 // ---- the app ---------------------------------------------------------------------------------
 
 /// [`Backend`] plus both functions running as HTTP servers.

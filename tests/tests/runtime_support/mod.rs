@@ -145,6 +145,8 @@ impl Posted {
 struct Queued {
     id: String,
     body: String,
+    /// This event's own deadline (unix ms), instead of the runtime's.
+    deadline_ms: Option<u64>,
 }
 
 struct FakeState {
@@ -247,6 +249,16 @@ impl FakeRuntime {
         let _ = self.events.send(Queued {
             id: id.to_string(),
             body: body.into(),
+            deadline_ms: None,
+        });
+    }
+
+    /// Queues an event whose invocation must end by `deadline_ms` (unix ms, Lambda only).
+    pub fn push_with_deadline(&self, id: &str, body: impl Into<String>, deadline_ms: u64) {
+        let _ = self.events.send(Queued {
+            id: id.to_string(),
+            body: body.into(),
+            deadline_ms: Some(deadline_ms),
         });
     }
 
@@ -298,7 +310,10 @@ async fn lambda_next(State(state): State<Arc<FakeState>>) -> (StatusCode, Header
         headers.insert(name, HeaderValue::from_str(&value).unwrap());
     };
     set("lambda-runtime-aws-request-id", event.id);
-    set("lambda-runtime-deadline-ms", state.limit_ms.to_string());
+    set(
+        "lambda-runtime-deadline-ms",
+        event.deadline_ms.unwrap_or(state.limit_ms).to_string(),
+    );
     set(
         "lambda-runtime-invoked-function-arn",
         "arn:aws:lambda:ap-east-1:123456789012:function:echo".into(),
