@@ -21,12 +21,17 @@ pub const MCHID: &str = "1900000001";
 /// Answers queued per call kind, in order; every call is recorded.
 #[derive(Default)]
 pub struct Scripted {
+    prepays: Mutex<VecDeque<Result<PrepayResponse, PayError>>>,
     queries: Mutex<VecDeque<Result<Transaction, PayError>>>,
     closes: Mutex<VecDeque<Result<(), PayError>>>,
     calls: Mutex<Vec<String>>,
 }
 
 impl Scripted {
+    pub fn prepay(&self, answer: Result<PrepayResponse, PayError>) -> &Self {
+        self.prepays.lock().unwrap().push_back(answer);
+        self
+    }
     pub fn query(&self, answer: Result<Transaction, PayError>) -> &Self {
         self.queries.lock().unwrap().push_back(answer);
         self
@@ -46,8 +51,16 @@ impl Scripted {
 
 #[async_trait]
 impl PayGateway for Scripted {
-    async fn jsapi_prepay(&self, _: &PrepayRequest) -> Result<PrepayResponse, PayError> {
-        Err(PayError::InvalidRequest("not scripted".into()))
+    async fn jsapi_prepay(&self, request: &PrepayRequest) -> Result<PrepayResponse, PayError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("prepay {}", request.out_trade_no));
+        self.prepays
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Err(PayError::InvalidRequest("not scripted".into())))
     }
     async fn query_by_out_trade_no(&self, out_trade_no: &str) -> Result<Transaction, PayError> {
         self.calls

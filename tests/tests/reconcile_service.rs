@@ -631,3 +631,140 @@ async fn the_owner_closes_an_unpaid_order_on_demand() {
     assert_eq!(status, 409);
     assert_eq!(f.gateway.calls().len(), calls);
 }
+
+// ---- issue 12.6: idempotency keys never stick ---------------------------------------------
+
+fn place_request(key: &str, deadline: time::OffsetDateTime) -> shared::service::PlaceOrderRequest {
+    shared::service::PlaceOrderRequest {
+        openid: openid("o_recon"),
+        idempotency_key: wxpay_tests::key(key),
+        input: shared::service::PlaceOrderInput::parse(
+            br#"{"items":[{"sku_id":"tea","quantity":2}]}"#,
+        )
+        .unwrap(),
+        deadline: Some(deadline),
+    }
+}
+
+/// WeChat Pay refuses the prepay and the store then refuses to release the key: the key's
+/// lock still expires, and the retry after it places the order afresh (the closed one is
+/// nobody's to pay), instead of a 24-hour 409 or 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_release_failed_is_free_again_once_its_lock_expires() {
+    use shared::service::{PlaceOrderError, place_order};
+    let f = fixture("key-release-fails").await;
+    let fail = FailOn::new("DeleteItem", 1);
+    let deps = Deps {
+        store: Arc::new(DynamoStore::new(
+            shared::store::with_interceptor(f.ctx.client(), fail.clone()),
+            &f.ctx.table,
+        )),
+        ..f.deps.clone()
+    };
+    f.gateway.prepay(Err(api_error(500, "SYSTEM_ERROR")));
+    let lock = now_ms() + Duration::milliseconds(400);
+    let first = place_order(&deps, place_request("stuck-1", lock)).await;
+    assert!(
+        matches!(first, Err(PlaceOrderError::PaymentProvider(_))),
+        "{first:?}"
+    );
+    assert_eq!(
+        fail.remaining.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the release was refused"
+    );
+    assert_eq!(f.reserved().await, 0, "the refused order was closed");
+    // Within the lock: the key is still held.
+    let again = place_order(&deps, place_request("stuck-1", lock)).await;
+    assert!(
+        matches!(again, Err(PlaceOrderError::KeyInUse { .. })),
+        "{again:?}"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    f.gateway
+        .prepay(Ok(shared::wechatpay::gateway::PrepayResponse {
+            prepay_id: "wx-prepay-fresh".into(),
+        }));
+    let retried = place_order(
+        &deps,
+        place_request("stuck-1", now_ms() + Duration::seconds(5)),
+    )
+    .await
+    .expect("the retry places the order");
+    assert_eq!(retried.status_code, 201, "{}", retried.body);
+    let body: serde_json::Value = serde_json::from_str(&retried.body).unwrap();
+    let no = body["out_trade_no"].as_str().unwrap();
+    let prepays: Vec<_> = f
+        .gateway
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("prepay"))
+        .collect();
+    assert_eq!(prepays.len(), 2);
+    assert_eq!(
+        prepays[1],
+        format!("prepay {no}"),
+        "a fresh order, not the closed one"
+    );
+    assert_ne!(prepays[0], prepays[1]);
+    assert_eq!(f.reserved().await, 2, "only the new order holds stock");
+    // And it is the key's answer from now on.
+    let replay = place_order(
+        &deps,
+        place_request("stuck-1", now_ms() + Duration::seconds(5)),
+    )
+    .await
+    .unwrap();
+    assert!(replay.replayed);
+    assert_eq!(replay.body, retried.body);
+}
+
+/// A request that died after creating its order, whose order was then paid: the retry
+/// answers the paid order (200, no second order, no 502), and so does every later retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_an_order_paid_meanwhile_answers_the_paid_order() {
+    use shared::idempotency::{IdempotencyScope, NewIdempotencyClaim};
+    use shared::service::place_order;
+    let f = fixture("key-paid-meanwhile").await;
+    let request = place_request("paid-1", now_ms() + Duration::seconds(5));
+    let o = order("o_recon", &[(&f.tea, 2)]);
+    let claim = NewIdempotencyClaim::new(
+        IdempotencyScope::new(openid("o_recon"), wxpay_tests::key("paid-1")),
+        request.input.request_hash(),
+        "crashed-owner",
+        now_ms(),
+        now_ms() + Duration::milliseconds(200),
+    );
+    f.ctx.store.create_order(&claim, &o).await.unwrap();
+    f.ctx
+        .store
+        .mark_paid(&o, &payment(&o, "4200000000202612070000000123"), now_ms())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let reply = place_order(&f.deps, request.clone())
+        .await
+        .expect("answered");
+    assert_eq!(reply.status_code, 200, "{}", reply.body);
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(body["out_trade_no"], o.out_trade_no.as_str());
+    assert_eq!(body["status"], "PAID");
+    assert_eq!(body["transaction_id"], "4200000000202612070000000123");
+    assert!(body.get("pay_params").is_none());
+    assert!(f.gateway.calls().is_empty(), "nothing asked of WeChat Pay");
+    assert_eq!(
+        f.ctx
+            .store
+            .list_orders(&openid("o_recon"), 10, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let replay = place_order(&f.deps, request).await.unwrap();
+    assert!(replay.replayed);
+    assert_eq!((replay.status_code, replay.body), (200, reply.body));
+}

@@ -221,8 +221,20 @@ pub async fn place_order(
                 )
                 .await?
                 {
-                    Resumed::Order(o) => {
+                    Resumed::Order(o) if o.status == OrderStatus::Pending => {
                         return prepay_and_complete(deps, &scope, &owner, *o).await;
+                    }
+                    // Paid meanwhile: the paid order is the answer, never a second order.
+                    Resumed::Order(o) if o.status.is_paid() => {
+                        return answer_paid(deps, &scope, &owner, &o).await;
+                    }
+                    // Closed before anyone got its pay params (its prepay failed, and the
+                    // key could not be released then): nobody can pay it, so the key is
+                    // freed now and this request places its order afresh.
+                    Resumed::Order(o) => {
+                        tracing::info!(out_trade_no = %o.out_trade_no, status = o.status.as_str(), outcome = "released", "the key named an order closed unpaid; placing anew");
+                        deps.store.release_idempotency(&scope, &owner).await?;
+                        continue;
                     }
                     Resumed::Decided(reply) => return reply,
                     Resumed::Gone => continue,
@@ -408,6 +420,10 @@ async fn prepay_and_complete(
         CompleteOrderOutcome::NotOwner => {
             tracing::warn!(out_trade_no = %order.out_trade_no, "idempotency record taken over before completion");
         }
+        CompleteOrderOutcome::OrderNotPending(status) if status.is_paid() => {
+            let paid = deps.store.get_order(&order.out_trade_no).await?;
+            return answer_paid(deps, scope, owner, paid.as_ref().unwrap_or(&order)).await;
+        }
         CompleteOrderOutcome::OrderNotPending(status) => {
             return Err(PlaceOrderError::Internal(format!(
                 "order {} is {status} before its prepay was recorded",
@@ -432,6 +448,55 @@ async fn prepay_and_complete(
         body: response.body,
         replayed: false,
     })
+}
+
+/// The answer to a key whose order was paid before this request could answer it: the paid
+/// order (200, no pay params: there is nothing left to pay), stored as the key's response so
+/// every later retry gets the same.
+async fn answer_paid(
+    deps: &Deps,
+    scope: &IdempotencyScope,
+    owner: &str,
+    order: &Order,
+) -> Result<PlaceOrderReply, PlaceOrderError> {
+    let body = serde_json::to_string(&PaidOrder {
+        out_trade_no: order.out_trade_no.to_string(),
+        status: order.status,
+        amount_total: order.amount_total.fen(),
+        currency: order.currency.clone(),
+        expire_at: to_wechat(order.expire_at),
+        transaction_id: order.transaction_id.clone(),
+    })
+    .map_err(|e| PlaceOrderError::Internal(format!("response: {e}")))?;
+    let response = StoredResponse {
+        status_code: 200,
+        body,
+    };
+    if let crate::store::FencedOutcome::NotOwner(_) = deps
+        .store
+        .complete_idempotency(scope, owner, &response)
+        .await?
+    {
+        tracing::warn!(out_trade_no = %order.out_trade_no, "idempotency record taken over before completion");
+    }
+    tracing::info!(out_trade_no = %order.out_trade_no, outcome = "already_paid", "the key's order was paid meanwhile");
+    Ok(PlaceOrderReply {
+        status_code: response.status_code,
+        body: response.body,
+        replayed: false,
+    })
+}
+
+/// The body for a key whose order is already paid.
+#[derive(Serialize)]
+struct PaidOrder {
+    out_trade_no: String,
+    status: OrderStatus,
+    amount_total: i64,
+    currency: String,
+    expire_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_id: Option<String>,
 }
 
 async fn release_after_refusal(
