@@ -178,12 +178,15 @@ fn build_session(env: &Env) -> Result<Arc<dyn Handler>, ConfigError> {
 
 /// The timeout-sweeper's scheduled job, wired like [`build`]'s handlers.
 pub async fn build_sweeper(env: &Env) -> Result<SweeperJob, ConfigError> {
-    let (deps, store_config) = deps(Function::TimeoutSweeper, env).await?;
+    let (deps, _) = deps(Function::TimeoutSweeper, env).await?;
     let pace = SweeperConfig::from_env(env)?;
     Ok(SweeperJob {
         deps,
         settings: sweep_settings(&pace),
-        shards: store_config.sweeper_shards,
+        // Every shard an order may ever have been given, not just today's SWEEPER_SHARDS:
+        // a lowered setting must not strand the orders of the shards it dropped. An empty
+        // shard costs one small Query.
+        shards: crate::config::MAX_SWEEPER_SHARDS,
     })
 }
 

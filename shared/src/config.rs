@@ -309,7 +309,7 @@ impl StoreConfig {
         }
         let sweeper_shards: u32 =
             env.parse_or("SWEEPER_SHARDS", 4, "a whole number from 1 to 64")?;
-        if !(1..=64).contains(&sweeper_shards) {
+        if !(1..=MAX_SWEEPER_SHARDS).contains(&sweeper_shards) {
             return Err(bad("SWEEPER_SHARDS", "must be a whole number from 1 to 64"));
         }
         let ttl: u64 = env.parse_or("ORDER_TTL_SECONDS", 1800, "a number of seconds")?;
@@ -421,6 +421,13 @@ impl AuthConfig {
                 ));
             }
         };
+        if allow_debug_identity && let Some(platform) = cloud_platform(env) {
+            // It lets any caller name any user: never where real users are.
+            return Err(bad(
+                "ALLOW_DEBUG_IDENTITY",
+                format!("is refused on {platform} (it lets any caller act as any user); unset it"),
+            ));
+        }
         let session_public_keys = public_keys(env)?;
         let session_issuer = session_issuer(env)?;
         let mut session_audience = None;
@@ -450,6 +457,24 @@ impl AuthConfig {
             session_ttl: session_ttl(env)?,
             allow_debug_identity,
         })
+    }
+}
+
+/// `SWEEPER_SHARDS` never exceeds this, so the sweeper, which reads every shard up to it
+/// whatever `SWEEPER_SHARDS` says now, finds every pending order however the setting was
+/// changed (lowering it strands nothing).
+pub const MAX_SWEEPER_SHARDS: u32 = 64;
+
+/// The cloud this process runs on, from the variables the platform itself sets (Lambda's
+/// runtime API or function name; SCF's runtime API or function name, web functions included).
+fn cloud_platform(env: &Env) -> Option<&'static str> {
+    let set = |name: &str| env.get(name).is_some_and(|v| !v.is_empty());
+    if set("AWS_LAMBDA_RUNTIME_API") || set("AWS_LAMBDA_FUNCTION_NAME") {
+        Some("AWS Lambda")
+    } else if set("SCF_RUNTIME_API") || set("SCF_FUNCTIONNAME") {
+        Some("Tencent SCF")
+    } else {
+        None
     }
 }
 

@@ -298,6 +298,32 @@ fn auth_mode_defaults_to_token_and_needs_its_keys() {
     assert_eq!(e.variable, "AUTH_MODE");
     let e = AuthConfig::from_env(&with(&[("ALLOW_DEBUG_IDENTITY", Some("yes"))])).unwrap_err();
     assert_eq!(e.variable, "ALLOW_DEBUG_IDENTITY");
+    // Issue 12.8: never on a cloud, whichever way the platform shows itself.
+    for (platform, name, value) in [
+        ("AWS Lambda", "AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+        (
+            "AWS Lambda",
+            "AWS_LAMBDA_FUNCTION_NAME",
+            "wxpay-query-order",
+        ),
+        ("Tencent SCF", "SCF_RUNTIME_API", "9.0.0.1"),
+        (
+            "Tencent SCF",
+            "SCF_FUNCTIONNAME",
+            "wxpay-orders-prod-query-order",
+        ),
+    ] {
+        let e = AuthConfig::from_env(&with(&[
+            ("ALLOW_DEBUG_IDENTITY", Some("1")),
+            (name, Some(value)),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.variable, "ALLOW_DEBUG_IDENTITY", "{name}");
+        assert!(e.to_string().contains(platform), "{e}");
+        // Unset, the same platform starts (given its keys).
+        let e = AuthConfig::from_env(&with(&[(name, Some(value))])).unwrap_err();
+        assert_ne!(e.variable, "ALLOW_DEBUG_IDENTITY", "{name}");
+    }
 }
 
 #[test]

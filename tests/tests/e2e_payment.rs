@@ -908,7 +908,7 @@ async fn place_order_serves_the_scf_runtime_api() {
     let mut runtime = FakeRuntime::scf(10_000).await;
     let port = runtime.addr.port().to_string();
     let mut env: Vec<(String, String)> = backend
-        .function_env(Some("http://127.0.0.1:9/notify/wechatpay"))
+        .token_env(Some("http://127.0.0.1:9/notify/wechatpay"))
         .into_iter()
         .filter(|(k, _)| k != "PORT")
         .collect();
@@ -930,7 +930,7 @@ async fn place_order_serves_the_scf_runtime_api() {
         "headers": {
             "Content-Type": "application/json",
             "Host": "service-e2e-1250000000.gz.apigw.tencentcs.com",
-            "X-Debug-Openid": "o_scf",
+            "Authorization": backend.bearer("o_scf"),
             "Idempotency-Key": "scf-k1"
         },
         "body": cart(&[(SKU_UNLIMITED, 3)]),
@@ -1206,4 +1206,31 @@ async fn a_stalling_dynamodb_gets_a_500_within_the_notify_deadline() {
     let stored = backend.order(o.out_trade_no.as_str()).await;
     assert_eq!(stored.status, OrderStatus::Paid);
     assert_eq!(stored.version, o.version + 1, "one transition");
+}
+
+/// Issue 12.8: the built binary refuses `ALLOW_DEBUG_IDENTITY=1` on Lambda: it stops with
+/// one line naming the variable before it polls for any event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_identity_is_refused_on_lambda() {
+    let backend = Backend::start().await;
+    let runtime = FakeRuntime::lambda(now_ms() + 120_000).await;
+    let mut env = lambda_env(&backend, None, runtime.addr, "query-order");
+    env.push(("ALLOW_DEBUG_IDENTITY".into(), "1".into()));
+    let mut refused = FunctionProcess::spawn(Function::QueryOrder, &env);
+    eventually("the process to stop", || {
+        (!refused.is_running()).then_some(())
+    })
+    .await;
+    let said = eventually("its last words", || {
+        let said = [refused.stdout(), refused.stderr()].concat().join("\n");
+        said.contains("configuration error").then_some(said)
+    })
+    .await;
+    assert!(said.contains("ALLOW_DEBUG_IDENTITY"), "{said}");
+    assert!(said.contains("AWS Lambda"), "{said}");
+    assert!(
+        runtime.calls().is_empty(),
+        "never polled: {:?}",
+        runtime.calls()
+    );
 }

@@ -652,7 +652,7 @@ async fn query_order_and_payment_callback_answer_scf_api_gateway_events() {
     let mut query_api = FakeRuntime::scf(10_000).await;
     let mut query = FunctionProcess::spawn(
         Function::QueryOrder,
-        &scf_env(app.function_env(None), &query_api),
+        &scf_env(app.token_env(None), &query_api),
     );
     assert_eq!(query.wait_ready().await["mode"], "scf");
     query_api.push(
@@ -660,7 +660,7 @@ async fn query_order_and_payment_callback_answer_scf_api_gateway_events() {
         scf_event(
             "GET",
             &format!("/orders/{no_scf}"),
-            json!({"X-Debug-Openid": "o_scf"}),
+            json!({"Authorization": app.bearer("o_scf")}),
             "",
         )
         .to_string(),
@@ -764,4 +764,52 @@ async fn an_order_polled_every_300ms_still_closes_within_one_sweep_interval_of_e
         "stock back"
     );
     sweeps.abort();
+}
+
+/// Issue 12.8: lowering `SWEEPER_SHARDS` strands nothing: orders spread over 16 shards by
+/// place-order are all closed by a sweeper configured with 1.
+#[tokio::test]
+async fn a_lowered_shard_count_strands_no_pending_order() {
+    let backend = Backend::start_with(|c: &mut SimulatorConfig| {
+        c.min_time_expire_ahead = Duration::from_secs(1);
+    })
+    .await;
+    let mut place_order = FunctionProcess::spawn(
+        Function::PlaceOrder,
+        &with_env(
+            backend.function_env(Some("http://127.0.0.1:9/notify/wechatpay")),
+            &[("ORDER_TTL_SECONDS", "2"), ("SWEEPER_SHARDS", "16")],
+        ),
+    );
+    let url = place_order.wait_http().await;
+    let mut placed = Vec::new();
+    for i in 0..24 {
+        let reply = Reply::read(
+            backend
+                .http
+                .post(format!("{url}/orders"))
+                .header("x-debug-openid", "o_shards")
+                .header("idempotency-key", format!("s-{i}"))
+                .header("content-type", "application/json")
+                .body(cart(&[(SKU_UNLIMITED, 1)]))
+                .send()
+                .await
+                .expect("place-order answers"),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        placed.push(reply.json()["out_trade_no"].as_str().unwrap().to_owned());
+    }
+    wait_expired().await;
+    let env = with_env(
+        backend.function_env(None),
+        &[("SWEEP_GRACE_SECONDS", "0"), ("SWEEPER_SHARDS", "1")],
+    );
+    let summary = tokio::task::spawn_blocking(move || run_sweeper(&env, &[]))
+        .await
+        .unwrap();
+    assert_eq!(counts(&summary), (24, 0, 24, 0, 0), "{summary}");
+    for no in &placed {
+        assert_eq!(backend.order(no).await.status, OrderStatus::Closed);
+    }
 }

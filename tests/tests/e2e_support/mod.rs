@@ -38,6 +38,8 @@ use time::OffsetDateTime;
 use wxpay_tests::aws_sdk_dynamodb::types::AttributeValue;
 
 pub const APPID: &str = "wxd678efh567hg6787";
+/// `SESSION_ISSUER` of [`Backend::token_env`].
+pub const TOKEN_ISSUER: &str = "https://api.e2e.example.com";
 pub const MCHID: &str = "1230000109";
 
 /// Limited stock (10), 9.90 CNY.
@@ -449,6 +451,39 @@ impl Backend {
             env.push(("WXPAY_NOTIFY_URL".to_owned(), url.to_owned()));
         }
         env
+    }
+
+    /// [`Backend::function_env`] as deployed on a cloud: `AUTH_MODE=token` with the sandbox's
+    /// session key and no debug identity (refused there); callers send
+    /// [`Backend::bearer`] tokens.
+    pub fn token_env(&self, notify_url: Option<&str>) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .function_env(notify_url)
+            .into_iter()
+            .filter(|(k, _)| k != "ALLOW_DEBUG_IDENTITY" && k != "AUTH_MODE")
+            .collect();
+        env.push(("AUTH_MODE".into(), "token".into()));
+        env.push((
+            "SESSION_PUBLIC_KEYS".into(),
+            self.keys.session_key().public_key().to_spki_pem(),
+        ));
+        env.push(("SESSION_ISSUER".into(), TOKEN_ISSUER.into()));
+        env
+    }
+
+    /// `Bearer <session token>` for `openid`, as the session function issues it.
+    pub fn bearer(&self, openid: &str) -> String {
+        let signer = shared::session::TokenSigner::new(
+            self.keys.session_key().clone(),
+            TOKEN_ISSUER,
+            APPID,
+            Duration::from_secs(3600),
+        );
+        let openid = Openid::parse(openid).expect("openid");
+        format!(
+            "Bearer {}",
+            signer.issue(&openid, OffsetDateTime::now_utc()).token
+        )
     }
 
     // ---- reading the store ------------------------------------------------------------------
