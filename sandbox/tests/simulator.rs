@@ -78,6 +78,7 @@ fn gateway_with(sim: &SimulatorHandle, notify_url: &str, key: RsaPrivateKey) -> 
         notify_url: Some(notify_url.into()),
         retry: Default::default(),
         certificate_refresh_interval: Duration::from_secs(60),
+        certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
     })
     .unwrap()
 }
@@ -1228,6 +1229,7 @@ async fn sandbox_keys_are_generated_once_and_drive_the_simulator() {
         notify_url: Some("https://merchant.example.com/notify".into()),
         retry: Default::default(),
         certificate_refresh_interval: Duration::from_secs(60),
+        certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
     })
     .unwrap();
     client

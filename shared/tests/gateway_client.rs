@@ -205,6 +205,7 @@ fn settings(addr: SocketAddr, public_key: bool) -> GatewaySettings {
             request_timeout: Duration::from_millis(500),
         },
         certificate_refresh_interval: Duration::from_secs(60),
+        certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
     }
 }
 
@@ -484,16 +485,180 @@ async fn ids_that_would_change_the_signed_path_are_refused_before_sending() {
 }
 
 fn certificates_body(key: &ApiV3Key) -> String {
-    let cert = pem("test_platform_cert.pem");
+    serde_json::json!({"data": [certificate_entry(key, "test_platform_cert.pem", CERT_SERIAL)]})
+        .to_string()
+}
+
+/// One `data` entry of a `/v3/certificates` answer: `file` sealed under `key`.
+fn certificate_entry(key: &ApiV3Key, file: &str, serial: &str) -> serde_json::Value {
+    let cert = pem(file);
     let ciphertext = aead::seal(key, "0123456789ab", "certificate", cert.as_bytes()).unwrap();
-    serde_json::json!({"data": [{
-        "serial_no": CERT_SERIAL,
+    serde_json::json!({
+        "serial_no": serial,
         "effective_time": "2026-11-24T00:00:00+08:00",
         "expire_time": "2046-11-19T00:00:00+08:00",
         "encrypt_certificate": {"algorithm": "AEAD_AES_256_GCM", "nonce": "0123456789ab",
             "associated_data": "certificate", "ciphertext": ciphertext}
-    }]})
-    .to_string()
+    })
+}
+
+const EXPIRED_SERIAL: &str = "7E57E4F1BED0000001";
+
+fn downloads(server: &Server) -> usize {
+    server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path_and_query == "/v3/certificates")
+        .count()
+}
+
+/// A notification (the NOTPAY transaction) signed by the platform key under `serial`.
+fn notification_as(serial: &str, id: &str) -> (http::HeaderMap, Vec<u8>, i64) {
+    let platform = RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap();
+    let key = ApiV3Key::new(APIV3).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let draft =
+        NotificationDraft::transaction_success(id, "2026-11-24T12:01:03+08:00", NOTPAY.as_bytes());
+    let (headers, body) = build_notification(&platform, serial, &key, &draft, now);
+    (headers, body, now)
+}
+
+/// Issue 12.7: while a merchant migrates from platform certificates to the public key,
+/// WeChat Pay signs notifications with either; both verify in public-key mode (a certificate
+/// serial downloads the certificates once), and an unknown public-key id downloads nothing.
+#[tokio::test]
+async fn public_key_mode_also_verifies_certificate_signed_notifications() {
+    let key = ApiV3Key::new(APIV3).unwrap();
+    let (server, addr) = start(CERT_SERIAL, vec![reply(200, &certificates_body(&key))]).await;
+    let gw = HttpPayGateway::new(settings(addr, true)).unwrap();
+
+    let (headers, body, now) = notification_as(PUB_KEY_ID, "n-pub");
+    gw.verify_notification(&headers, &body, now).await.unwrap();
+    assert_eq!(downloads(&server), 0, "the public key needs no download");
+
+    let (headers, body, now) = notification_as(CERT_SERIAL, "n-cert");
+    let verified = gw.verify_notification(&headers, &body, now).await.unwrap();
+    assert_eq!(verified.signature.serial, CERT_SERIAL);
+    assert_eq!(downloads(&server), 1);
+    let (headers, body, now) = notification_as(CERT_SERIAL, "n-cert-2");
+    gw.verify_notification(&headers, &body, now).await.unwrap();
+    assert_eq!(downloads(&server), 1, "cached");
+
+    let (headers, body, now) =
+        notification_as("PUB_KEY_ID_0000000000000000000000000000000001", "n-x");
+    let e = gw
+        .verify_notification(&headers, &body, now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, NotificationError::Verify(VerifyError::UnknownSerial(_))),
+        "{e:?}"
+    );
+    assert_eq!(downloads(&server), 1, "no download for a public-key id");
+}
+
+/// Issue 12.7: one entry that does not decrypt, or whose certificate has expired, does not
+/// discard the good one beside it.
+#[tokio::test]
+async fn a_bad_or_expired_entry_does_not_discard_the_good_ones() {
+    let key = ApiV3Key::new(APIV3).unwrap();
+    let wrong = ApiV3Key::new("00000000000000000000000000000000").unwrap();
+    let body = serde_json::json!({"data": [
+        certificate_entry(&wrong, "test_platform_cert.pem", "0A0B0C"),
+        certificate_entry(&key, "test_platform_cert_expired.pem", EXPIRED_SERIAL),
+        certificate_entry(&key, "test_platform_cert.pem", CERT_SERIAL),
+    ]})
+    .to_string();
+    let (_, addr) = start(CERT_SERIAL, vec![reply(200, &body), reply(200, NOTPAY)]).await;
+    let gw = HttpPayGateway::new(settings(addr, false)).unwrap();
+    gw.query_by_out_trade_no("01JDQ8ZP5V9X8Y7W6T5S4R3Q2P")
+        .await
+        .unwrap();
+    assert_eq!(gw.known_serials(), vec![CERT_SERIAL.to_owned()]);
+
+    // Only bad entries: refused, nothing installed.
+    let only_bad = serde_json::json!({"data": [
+        certificate_entry(&key, "test_platform_cert_expired.pem", EXPIRED_SERIAL),
+    ]})
+    .to_string();
+    let (_, addr) = start(EXPIRED_SERIAL, vec![reply(200, &only_bad)]).await;
+    let gw = HttpPayGateway::new(settings(addr, false)).unwrap();
+    let e = gw
+        .query_by_out_trade_no("01JDQ8ZP5V9X8Y7W6T5S4R3Q2P")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, PayError::Certificates(m) if m.contains("expired")),
+        "{e:?}"
+    );
+    assert!(gw.known_serials().is_empty());
+}
+
+/// Issue 12.7: downloaded certificates are downloaded again once they reach their maximum
+/// age (12 h deployed; 300 ms here), and a failed refresh keeps the ones we have.
+#[tokio::test]
+async fn certificates_are_refreshed_once_they_reach_their_maximum_age() {
+    let key = ApiV3Key::new(APIV3).unwrap();
+    let (server, addr) = start(
+        CERT_SERIAL,
+        vec![
+            reply(200, &certificates_body(&key)),
+            reply(500, r#"{"code":"SYSTEM_ERROR","message":"busy"}"#),
+            reply(500, r#"{"code":"SYSTEM_ERROR","message":"busy"}"#),
+            reply(500, r#"{"code":"SYSTEM_ERROR","message":"busy"}"#),
+            reply(200, &certificates_body(&key)),
+        ],
+    )
+    .await;
+    let mut s = settings(addr, false);
+    s.certificate_max_age = Duration::from_millis(300);
+    s.certificate_refresh_interval = Duration::from_millis(100);
+    let gw = HttpPayGateway::new(s).unwrap();
+    gw.refresh_certificates().await.unwrap();
+    let (headers, body, now) = notification_as(CERT_SERIAL, "n-1");
+    gw.verify_notification(&headers, &body, now).await.unwrap();
+    assert_eq!(downloads(&server), 1, "fresh: no download");
+
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Stale, and WeChat Pay fails the refresh (3 attempts): the old ones still verify.
+    gw.verify_notification(&headers, &body, now).await.unwrap();
+    assert_eq!(downloads(&server), 4);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    gw.verify_notification(&headers, &body, now).await.unwrap();
+    assert_eq!(downloads(&server), 5, "refreshed");
+    gw.verify_notification(&headers, &body, now).await.unwrap();
+    assert_eq!(downloads(&server), 5, "fresh again");
+}
+
+/// Issue 12.7: unknown serials download at most once per refresh interval, and a genuine new
+/// certificate that shows up after the interval is still accepted (never locked out).
+#[tokio::test]
+async fn unknown_serials_are_rate_limited_without_locking_out_a_later_certificate() {
+    let key = ApiV3Key::new(APIV3).unwrap();
+    let (server, addr) = start(
+        CERT_SERIAL,
+        vec![
+            reply(404, r#"{"code":"RESOURCE_NOT_EXISTS","message":"none"}"#),
+            reply(200, &certificates_body(&key)),
+        ],
+    )
+    .await;
+    let mut s = settings(addr, true);
+    s.certificate_refresh_interval = Duration::from_millis(300);
+    let gw = HttpPayGateway::new(s).unwrap();
+    for i in 0..5 {
+        let (headers, body, now) = notification_as("0DEADBEEF0", &format!("n-probe-{i}"));
+        assert!(gw.verify_notification(&headers, &body, now).await.is_err());
+    }
+    assert_eq!(downloads(&server), 1, "one download for five probes");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (headers, body, now) = notification_as(CERT_SERIAL, "n-rotated");
+    gw.verify_notification(&headers, &body, now)
+        .await
+        .expect("a new certificate after the interval is accepted");
+    assert_eq!(downloads(&server), 2);
 }
 
 #[tokio::test]

@@ -88,6 +88,7 @@ async fn run(n: usize) {
             notify_url: Some("http://127.0.0.1:9/notify/wechatpay".to_owned()),
             retry: RetryPolicy::default(),
             certificate_refresh_interval: StdDuration::from_secs(60),
+            certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
         })
         .expect("WeChat Pay client"),
     );

@@ -50,6 +50,7 @@ fn deps(store: Arc<dyn Store>) -> Deps {
         notify_url: None,
         retry: RetryPolicy::default(),
         certificate_refresh_interval: Duration::from_secs(60),
+        certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
     })
     .unwrap();
     Deps {

@@ -50,14 +50,25 @@ struct EncryptedCertificate {
 }
 
 /// Decrypts and parses every certificate of a `/v3/certificates` answer, and checks each
-/// decrypted certificate carries the serial it is listed under.
+/// decrypted certificate carries the serial it is listed under; any bad entry fails it all.
 pub fn decrypt_certificates(
     body: &[u8],
     key: &ApiV3Key,
 ) -> Result<Vec<PlatformCertificate>, CertificateError> {
+    decrypt_each_certificate(body, key)?.into_iter().collect()
+}
+
+/// [`decrypt_certificates`] entry by entry, so one bad entry does not discard the good ones.
+/// Each good one decrypted under this merchant's APIv3 key (the AEAD tag authenticates it as
+/// issued to this merchant); only a body that is not a certificate list fails as a whole.
+pub fn decrypt_each_certificate(
+    body: &[u8],
+    key: &ApiV3Key,
+) -> Result<Vec<Result<PlatformCertificate, CertificateError>>, CertificateError> {
     let body: CertificatesBody =
         serde_json::from_slice(body).map_err(|e| CertificateError::MalformedBody(e.to_string()))?;
-    body.data
+    Ok(body
+        .data
         .into_iter()
         .map(|entry| {
             let serial_no: String = entry.serial_no.chars().take(64).collect();
@@ -92,5 +103,5 @@ pub fn decrypt_certificates(
             }
             Ok(cert)
         })
-        .collect()
+        .collect())
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::{
     aead::ApiV3Key,
-    certificates::decrypt_certificates,
+    certificates::decrypt_each_certificate,
     gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse},
     keys::{RsaPrivateKey, RsaPublicKey},
     notification::{NotificationError, Transaction, VerifiedNotification, open_verified},
@@ -79,7 +79,14 @@ pub struct GatewaySettings {
     pub retry: RetryPolicy,
     /// Least time between two downloads of `/v3/certificates`.
     pub certificate_refresh_interval: Duration,
+    /// Downloaded certificates are downloaded again once they are this old (rotation: a new
+    /// one is phased in before the old one expires).
+    pub certificate_max_age: Duration,
 }
+
+/// [`GatewaySettings::certificate_max_age`] when deployed: WeChat Pay's SDKs refresh every
+/// 1-24 h.
+pub const CERTIFICATE_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
 
 impl GatewaySettings {
     pub fn from_config(config: &crate::config::WechatPayConfig) -> Self {
@@ -94,6 +101,7 @@ impl GatewaySettings {
             notify_url: config.notify_url.clone(),
             retry: RetryPolicy::default(),
             certificate_refresh_interval: Duration::from_secs(60),
+            certificate_max_age: CERTIFICATE_MAX_AGE,
         }
     }
 }
@@ -105,7 +113,10 @@ struct PlatformKeys {
     public_key_id: Option<String>,
     certificate_mode: bool,
     last_download: Mutex<Option<Instant>>,
+    /// When certificates were last installed from a download (`None`: never).
+    last_loaded: Mutex<Option<Instant>>,
     refresh_interval: Duration,
+    max_age: Duration,
     /// One download at a time; latecomers wait and then use its result.
     download: tokio::sync::Mutex<()>,
 }
@@ -187,7 +198,9 @@ impl HttpPayGateway {
                     public_key_id,
                     certificate_mode,
                     last_download: Mutex::new(None),
+                    last_loaded: Mutex::new(None),
                     refresh_interval: settings.certificate_refresh_interval,
+                    max_age: settings.certificate_max_age,
                     download: tokio::sync::Mutex::new(()),
                 },
                 retry: settings.retry,
@@ -203,23 +216,47 @@ impl HttpPayGateway {
         &self.inner.appid
     }
 
-    /// Verifies a signature made by WeChat Pay (a notification or a response). In certificate
-    /// mode an unknown serial triggers one rate-limited download of `/v3/certificates`.
+    /// Verifies a signature made by WeChat Pay (a notification or a response) with the public
+    /// key or a platform certificate, whichever `Wechatpay-Serial` names: during a migration
+    /// from certificates to the public key WeChat Pay signs with both. A certificate serial we
+    /// do not know triggers one rate-limited download of `/v3/certificates` (in public-key
+    /// mode too); certificates older than their maximum age are downloaded again first.
     pub async fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         now: i64,
     ) -> Result<SignatureInfo, VerifyError> {
+        self.refresh_if_stale().await;
         let first = self.verify_now(headers, body, now);
         match first {
-            Err(VerifyError::UnknownSerial(_)) if self.inner.keys.certificate_mode => {
+            Err(VerifyError::UnknownSerial(serial)) if self.may_be_certificate(&serial) => {
                 if let Err(e) = self.refresh_certificates().await {
                     tracing::warn!(error = %e, "platform certificate refresh failed");
                 }
                 self.verify_now(headers, body, now)
             }
             other => other,
+        }
+    }
+
+    /// Whether an unknown serial may name a platform certificate worth a download: any serial
+    /// in certificate mode; in public-key mode, one that is not a public-key id.
+    fn may_be_certificate(&self, serial: &str) -> bool {
+        self.inner.keys.certificate_mode || !serial.starts_with("PUB_KEY_ID_")
+    }
+
+    /// Downloads the certificates again once the installed ones reach their maximum age (a
+    /// failure keeps the ones we have and is logged).
+    async fn refresh_if_stale(&self) {
+        let keys = &self.inner.keys;
+        let stale = keys
+            .last_loaded
+            .lock()
+            .map(|t| t.is_some_and(|t| t.elapsed() >= keys.max_age))
+            .unwrap_or(false);
+        if stale && let Err(e) = self.refresh_certificates().await {
+            tracing::warn!(error = %e, "periodic platform certificate refresh failed; keeping the current ones");
         }
     }
 
@@ -263,12 +300,31 @@ impl HttpPayGateway {
         if !status.is_success() {
             return Err(api_error(status, &body));
         }
-        let certificates = decrypt_certificates(&body, &self.inner.apiv3_key)
+        let entries = decrypt_each_certificate(&body, &self.inner.apiv3_key)
             .map_err(|e| PayError::Certificates(e.to_string()))?;
+        let now = now_unix();
+        let mut certificates = Vec::new();
+        let mut refused = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(c) if c.not_after <= now => refused.push(format!(
+                    "certificate {} expired at {}",
+                    c.serial_no, c.not_after
+                )),
+                Ok(c) => certificates.push(c),
+                // One bad entry does not discard the good ones.
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        for why in &refused {
+            tracing::warn!(error = %why, "platform certificate entry refused");
+        }
         if certificates.is_empty() {
-            return Err(PayError::Certificates(
-                "the response held no certificate".into(),
-            ));
+            return Err(PayError::Certificates(if refused.is_empty() {
+                "the response held no certificate".into()
+            } else {
+                refused.join("; ")
+            }));
         }
         // The download is authenticated by the APIv3 key (AEAD) and then must verify its own
         // signature with one of the certificates it carries.
@@ -282,11 +338,14 @@ impl HttpPayGateway {
         if headers.get("Wechatpay-Signature").is_none() {
             return Err(PayError::UnsignedResponse);
         }
-        fresh.verify(&headers, &body, now_unix())?;
+        fresh.verify(&headers, &body, now)?;
         let serials = fresh.serials();
         match keys.verifier.write() {
             Ok(mut v) => *v = fresh,
             Err(p) => *p.into_inner() = fresh,
+        }
+        if let Ok(mut t) = keys.last_loaded.lock() {
+            *t = Some(Instant::now());
         }
         tracing::info!(serials = ?serials, "platform certificates loaded");
         Ok(())
