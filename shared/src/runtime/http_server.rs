@@ -31,6 +31,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const DRAIN_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 /// How long a graceful shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request line plus headers (hyper's read buffer): API Gateway's own limit is
+/// 10 KB; past this hyper answers 431 (or 414 for the target) before any handler runs.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// A client that has not sent its request headers by then is dropped (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client that has sent its headers but not its whole body by then gets a 408 and the
@@ -91,7 +94,8 @@ pub async fn serve_http_with(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(ErrorBodies::new(stream)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -173,6 +177,136 @@ fn close_after(response: &mut Response) {
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),
     );
+}
+
+/// The connection's byte stream, giving hyper's own answers to requests it cannot parse
+/// (400 for control bytes in a header, a bad or doubled `Content-Length`, a raw space in the
+/// target; 414 for a huge URI; 431 for huge headers) the `{"code","message"}` body every
+/// other error has. hyper writes those heads itself with no body and no hook, so the
+/// rewrite happens here, on the way out; nothing else written is touched.
+struct ErrorBodies<S> {
+    inner: S,
+    /// Rewritten bytes not yet accepted by `inner`; sent before anything else.
+    pending: Vec<u8>,
+    sent: usize,
+}
+
+impl<S> ErrorBodies<S> {
+    fn new(inner: S) -> Self {
+        ErrorBodies {
+            inner,
+            pending: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+/// The head hyper writes for a parse error, with an error body added; `None` for anything
+/// else (every response of ours has a content type).
+fn with_error_body(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let (code, message) = match text.get(..13)? {
+        "HTTP/1.1 400 " => (
+            "INVALID_REQUEST",
+            "the request could not be parsed as HTTP/1.1",
+        ),
+        "HTTP/1.1 414 " => ("URI_TOO_LONG", "the request target is too long"),
+        "HTTP/1.1 431 " => ("HEADERS_TOO_LARGE", "the request headers are too large"),
+        _ => return None,
+    };
+    let lower = text.to_ascii_lowercase();
+    if !text.ends_with("\r\n\r\n")
+        || lower.contains("\r\ncontent-type:")
+        || !lower.contains("\r\ncontent-length: 0\r\n")
+    {
+        return None;
+    }
+    let body = serde_json::json!({"code": code, "message": message}).to_string();
+    let start = lower.find("\r\ncontent-length: 0\r\n")?;
+    let end = start + "\r\ncontent-length: 0\r\n".len();
+    let mut out = String::with_capacity(text.len() + body.len() + 64);
+    out.push_str(&text[..start]);
+    out.push_str(&format!(
+        "\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    ));
+    out.push_str(&text[end..]);
+    out.push_str(&body);
+    Some(out.into_bytes())
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> ErrorBodies<S> {
+    /// Sends what a rewrite left pending; ready once all of it is out.
+    fn poll_pending(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while self.sent < self.pending.len() {
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.sent..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.pending.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ErrorBodies<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ErrorBodies<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        std::task::ready!(self.poll_pending(cx))?;
+        if let Some(rewritten) = with_error_body(buf) {
+            self.pending = rewritten;
+            self.sent = 0;
+            // The head counts as written; the rewritten bytes go out first, now or on the
+            // next write or flush (an error then surfaces there).
+            let _ = self.poll_pending(cx);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    // One flat buffer per head, so a head is seen whole by `poll_write`.
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
 }
 
 enum Body {
@@ -361,5 +495,136 @@ mod slow_body {
             "{elapsed:?}"
         );
         server.abort();
+    }
+}
+
+#[cfg(test)]
+mod protocol_errors {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    struct Ok200;
+
+    #[async_trait::async_trait]
+    impl Handler for Ok200 {
+        async fn handle(&self, _: Request) -> Response {
+            crate::http::response(200, Bytes::from_static(b"ok"), None)
+        }
+    }
+
+    async fn answer(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The server may answer and close before it has read everything we send.
+        let _ = stream.write_all(raw).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Issue 20.4: requests hyper refuses before any handler runs still get the error body.
+    #[tokio::test]
+    async fn protocol_level_refusals_carry_the_error_body() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_http_until(
+            Arc::new(Ok200),
+            listener,
+            std::future::pending(),
+        ));
+        let long_uri = format!(
+            "GET /{} HTTP/1.1\r\nhost: x\r\n\r\n",
+            "a".repeat(100 * 1024)
+        );
+        let big_header = format!(
+            "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+            "b".repeat(200 * 1024)
+        );
+        let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+            (
+                "control byte",
+                b"GET / HTTP/1.1\r\nhost: x\r\nx-a: b\x01c\r\n\r\n".to_vec(),
+                "400",
+                "INVALID_REQUEST",
+            ),
+            (
+                "bad length",
+                b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: ten\r\n\r\n".to_vec(),
+                "400",
+                "INVALID_REQUEST",
+            ),
+            (
+                "two lengths",
+                b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab"
+                    .to_vec(),
+                "400",
+                "INVALID_REQUEST",
+            ),
+            (
+                "space in target",
+                b"GET /a b HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
+                "400",
+                "INVALID_REQUEST",
+            ),
+            ("long uri", long_uri.into_bytes(), "414", "URI_TOO_LONG"),
+            (
+                "big header",
+                big_header.into_bytes(),
+                "431",
+                "HEADERS_TOO_LARGE",
+            ),
+        ];
+        for (what, raw, status, code) in cases {
+            let answer = answer(addr, &raw).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{what}: {answer}"
+            );
+            let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("content-type: application/json"),
+                "{what}: {head}"
+            );
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{what}: {head}"
+            );
+            let body: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+            assert_eq!(body["code"], code, "{what}");
+            assert!(
+                body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{what}"
+            );
+        }
+        // A good request on the same server is untouched.
+        let ok = answer(
+            addr,
+            b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            ok.starts_with("HTTP/1.1 200 ") && ok.ends_with("\r\n\r\nok"),
+            "{ok}"
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn only_bodiless_parse_error_heads_are_rewritten() {
+        let head = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let out = String::from_utf8(with_error_body(head).unwrap()).unwrap();
+        assert!(out.contains("content-type: application/json"), "{out}");
+        // Ours: already a body and a type.
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(with_error_body(ours), None);
+        assert_eq!(
+            with_error_body(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            with_error_body(b"HTTP/1.1 400 Bad Request\r\ncontent-len"),
+            None
+        );
     }
 }
