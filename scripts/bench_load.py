@@ -232,7 +232,7 @@ def perf_by_crate():
         if kind == "k":
             crate = "[kernel]"
         elif bare.startswith(("ring_core", "bn_", "LIMBS", "GFp_")):
-            crate = "ring (C/asm: RSA, AES-GCM)"
+            crate = "ring (C/asm: RSA, SHA-256)"
         elif bare.split("@")[0].split(".")[0] in MALLOC:
             crate = "[libc malloc/free]"
         elif bare.startswith(("mem", "str")) and "::" not in bare:

@@ -30,8 +30,7 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// `--order-ttl`: how long an order may stay unpaid (`ORDER_TTL_SECONDS`).
     pub order_ttl: Duration,
-    /// `--sweep-every`: how often the timeout-sweeper runs (stored; the sweeper arrives with
-    /// the query-order/timeout-sweeper issue).
+    /// `--sweep-every`: how often the in-process timeout-sweeper runs.
     pub sweep_every: Duration,
     /// `--retry-scale`: multiplies WeChat Pay's notification retry schedule.
     pub retry_scale: f64,
@@ -256,6 +255,7 @@ fn retry_scale(value: &str) -> Result<f64, CliError> {
 pub fn usage() -> String {
     let s = Options::serve_defaults();
     let d = Options::demo_defaults();
+    let routes = RouteBlocks::build();
     format!(
         "\
 wxpay-orders sandbox: every function, an embedded DynamoDB-compatible engine and a WeChat Pay
@@ -279,13 +279,14 @@ OPTIONS:                                                          [serve / demo 
     --keep                 demo: keep its data dir instead of deleting it
 
 serve:
-    Functions on http://127.0.0.1:PORT: POST /orders (place-order), POST /notify/wechatpay
-    (payment-callback); sandbox-only inspection: GET /sandbox/orders/{{out_trade_no}},
-    GET /sandbox/products. Query-order (GET /orders, GET /orders/{{out_trade_no}}), the
-    session function and the timeout-sweeper arrive with their own issues: --sweep-every is
-    accepted now and used once the sweeper exists.
-    Debug identity is on: send `X-Debug-Openid: <any openid>`.
-    First start writes DIR/keys/ (merchant and WeChat Pay keys, APIv3 key); every start
+    The functions on http://127.0.0.1:PORT, one port, dispatched by path:
+{functions}    The timeout-sweeper has no route: it runs in-process every --sweep-every seconds,
+    closing expired orders (stock returned) and applying payments whose notification was lost.
+    Debug identity is on: send `X-Debug-Openid: <any openid>` instead of a session token.
+    The simulator on http://127.0.0.1:WECHAT_PORT: WeChat Pay's API (merchant-signed requests,
+    signed answers) and WeChat's login (js_code `invalid-code` answers errcode 40029):
+{wechat}    and its own controls (JSON, no signature):
+{controls}    First start writes DIR/keys/ (merchant and WeChat Pay keys, APIv3 key); every start
     rewrites DIR/sandbox.env (mode 0600: it holds secrets) with the variables that point the
     real function binaries at this sandbox:
         set -a; . DIR/sandbox.env; set +a; PORT=9100 target/debug/place-order
@@ -311,7 +312,50 @@ demo:
         dse = d.sweep_every.as_secs(),
         srs = s.retry_scale,
         drs = d.retry_scale,
+        functions = routes.functions,
+        wechat = routes.wechat,
+        controls = routes.controls,
     )
+}
+
+/// Every route the sandbox serves, as aligned text blocks (one route a line), from the lists
+/// the routers are built from: `--help` and `serve`'s start-up text print these.
+pub struct RouteBlocks {
+    /// The functions port ([`crate::router::ENDPOINTS`]).
+    pub functions: String,
+    /// The simulator as WeChat: WeChat Pay's API and the login.
+    pub wechat: String,
+    /// The simulator's `/sandbox/*` controls.
+    pub controls: String,
+}
+
+impl RouteBlocks {
+    pub fn build() -> Self {
+        use crate::simulator::{control_endpoints, wechat_endpoints};
+        RouteBlocks {
+            functions: lines(
+                crate::router::ENDPOINTS
+                    .iter()
+                    .map(|e| (e.method, e.path, e.what)),
+            ),
+            wechat: lines(wechat_endpoints().map(|e| (e.method, e.path, e.what))),
+            controls: lines(control_endpoints().map(|e| (e.method, e.path, e.what))),
+        }
+    }
+}
+
+/// `(method, path, what)` rows, the paths padded to one column.
+fn lines(routes: impl Iterator<Item = (&'static str, &'static str, &'static str)>) -> String {
+    let routes: Vec<_> = routes.collect();
+    let width = routes
+        .iter()
+        .map(|(_, path, _)| path.len())
+        .max()
+        .unwrap_or(0);
+    routes
+        .iter()
+        .map(|(method, path, what)| format!("      {method:<6} {path:<width$}  {what}\n"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -368,6 +412,41 @@ mod tests {
         assert_eq!(parse_strs(&["-h"]).unwrap(), Command::Help);
         assert_eq!(parse_strs(&["help"]).unwrap(), Command::Help);
         assert!(usage().contains("--retry-scale"));
+    }
+
+    /// The route lists are the ones the routers are built from, so a route added to either
+    /// port and missing here fails this test, as does a help that stopped printing a list.
+    #[test]
+    fn the_help_lists_every_route_the_sandbox_serves() {
+        let help = usage();
+        let listed = |method: &str, path: &str| {
+            help.lines().any(|line| {
+                let mut words = line.split_whitespace();
+                words.next() == Some(method) && words.next() == Some(path)
+            })
+        };
+        let functions = crate::router::ENDPOINTS.iter().map(|e| (e.method, e.path));
+        let simulator = crate::simulator::wechat_endpoints()
+            .chain(crate::simulator::control_endpoints())
+            .map(|e| (e.method, e.path));
+        let all: Vec<_> = functions.chain(simulator).collect();
+        for (method, path) in &all {
+            assert!(
+                listed(method, path),
+                "{method} {path} is not in the help:\n{help}"
+            );
+        }
+        // Both ports' routes are there, the simulator's controls included.
+        for (method, path) in [
+            ("POST", "/sessions"),
+            ("GET", "/.well-known/jwks.json"),
+            ("GET", "/orders/{out_trade_no}"),
+            ("POST", "/v3/pay/transactions/jsapi"),
+            ("GET", "/sns/jscode2session"),
+            ("DELETE", "/sandbox/fail"),
+        ] {
+            assert!(all.contains(&(method, path)), "{method} {path}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One port for every function: a `Handler` that dispatches by path to the handlers
 //! `shared::app::build` made (as API Gateway does in front of the deployed functions), plus
 //! the sandbox-only inspection routes under `/sandbox/`, which read the store directly and
-//! are not part of the product API.
+//! are not part of the product API. Dispatch follows one list, [`ENDPOINTS`], which the help
+//! and `GET /` print.
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ pub enum Route {
     PaymentCallback,
     /// `GET /orders`, `/orders/{out_trade_no}`: the query-order function.
     QueryOrder,
-    /// `/sessions`, `/.well-known/*`: the session function.
+    /// `/sessions` and the two `/.well-known/` documents: the session function.
     Session,
     /// `GET /sandbox/orders/{out_trade_no}`.
     InspectOrder(String),
@@ -37,32 +38,137 @@ pub enum Route {
     NotFound,
 }
 
-/// The route of `method path` (trailing slashes ignored, as the handlers ignore them).
+/// One route of the functions port. [`route`] matches requests against [`ENDPOINTS`], and
+/// `sandbox --help`, `serve`'s start-up text and `GET /` print the same list, so what they say
+/// is what is served.
+pub struct Endpoint {
+    pub method: &'static str,
+    /// Literal segments, and `{name}` for one non-empty segment.
+    pub path: &'static str,
+    /// Other methods on this path go to the same function too, which refuses them itself
+    /// (405) rather than the router answering 404.
+    other_methods: bool,
+    pub what: &'static str,
+    /// The route, given the `{name}` segment (empty when the path has none).
+    to: fn(&str) -> Route,
+}
+
+/// Every route of the functions port. The timeout-sweeper has none: the sandbox runs it on
+/// an interval (`server.rs`).
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: "POST",
+        path: "/sessions",
+        other_methods: true,
+        what: "session: {\"code\": \"...\"} -> a session token",
+        to: |_| Route::Session,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/.well-known/jwks.json",
+        other_methods: true,
+        what: "session: the keys that verify session tokens",
+        to: |_| Route::Session,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/.well-known/openid-configuration",
+        other_methods: true,
+        what: "session: the issuer's OpenID metadata",
+        to: |_| Route::Session,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/orders",
+        other_methods: true,
+        what: "place-order (needs an Idempotency-Key)",
+        to: |_| Route::PlaceOrder,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/orders",
+        other_methods: false,
+        what: "query-order: the caller's orders (?limit=&cursor=)",
+        to: |_| Route::QueryOrder,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/orders/{out_trade_no}",
+        other_methods: true,
+        what: "query-order: one order (asks WeChat Pay if PENDING)",
+        to: |_| Route::QueryOrder,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/notify/wechatpay",
+        other_methods: true,
+        what: "payment-callback: WeChat Pay's notifications",
+        to: |_| Route::PaymentCallback,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/sandbox/orders/{out_trade_no}",
+        other_methods: false,
+        what: "sandbox-only: the stored order, payment, anomalies",
+        to: |no| Route::InspectOrder(no.to_owned()),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/sandbox/products",
+        other_methods: false,
+        what: "sandbox-only: the catalog with stock counters",
+        to: |_| Route::InspectProducts,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/",
+        other_methods: false,
+        what: "these routes, as JSON",
+        to: |_| Route::Index,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/sandbox",
+        other_methods: false,
+        what: "these routes, as JSON",
+        to: |_| Route::Index,
+    },
+];
+
+impl Endpoint {
+    /// `Some(segment)` when `path` has this endpoint's shape (the `{name}` segment, or "").
+    fn matches<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let mut captured = "";
+        let mut want = self.path.split('/');
+        let mut got = path.split('/');
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return Some(captured),
+                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => captured = g,
+                (Some(w), Some(g)) if w == g => {}
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// The route of `method path` (trailing slashes ignored, as the handlers ignore them): the
+/// endpoint with this method and path, else the function that owns the path for other
+/// methods, else [`Route::NotFound`].
 pub fn route(method: &http::Method, path: &str) -> Route {
     let path = match path.trim_end_matches('/') {
         "" => "/",
         p => p,
     };
-    let get = method == http::Method::GET;
-    match path {
-        "/orders" if get => Route::QueryOrder,
-        "/orders" => Route::PlaceOrder,
-        "/notify/wechatpay" => Route::PaymentCallback,
-        "/sessions" => Route::Session,
-        p if p.starts_with("/.well-known/") => Route::Session,
-        p if p.starts_with("/orders/") => Route::QueryOrder,
-        "/sandbox/products" if get => Route::InspectProducts,
-        p if get && p.starts_with("/sandbox/orders/") => {
-            let no = &p["/sandbox/orders/".len()..];
-            if no.is_empty() || no.contains('/') {
-                Route::NotFound
-            } else {
-                Route::InspectOrder(no.to_owned())
-            }
-        }
-        "/" | "/sandbox" if get => Route::Index,
-        _ => Route::NotFound,
-    }
+    let find = |accepts: &dyn Fn(&Endpoint) -> bool| {
+        ENDPOINTS
+            .iter()
+            .filter(|e| accepts(e))
+            .find_map(|e| e.matches(path).map(e.to))
+    };
+    find(&|e| e.method == method.as_str())
+        .or_else(|| find(&|e| e.other_methods))
+        .unwrap_or(Route::NotFound)
 }
 
 /// The sandbox's functions behind one port.
@@ -102,23 +208,19 @@ fn store_unavailable(e: &shared::store::StoreError) -> Response {
 }
 
 fn index() -> Response {
+    let mut routes: serde_json::Map<String, Value> = ENDPOINTS
+        .iter()
+        .map(|e| (format!("{} {}", e.method, e.path), Value::from(e.what)))
+        .collect();
+    routes.insert("timeout-sweeper".into(), Value::from(SWEEPER));
     json(
         200,
-        &json!({
-            "service": "wxpay-orders sandbox",
-            "routes": {
-                "POST /orders": "place-order (Authorization: Bearer <token> or X-Debug-Openid; Idempotency-Key)",
-                "POST /notify/wechatpay": "payment-callback (WeChat Pay's notifications)",
-                "GET /orders, GET /orders/{out_trade_no}": "query-order: the caller's orders (?limit=&cursor=), newest first; one order, checked with WeChat Pay while PENDING",
-                "timeout-sweeper": "no route: runs in-process every --sweep-every seconds, closing expired orders (stock returned) and applying payments whose notification was lost",
-                "POST /sessions": "session: {\"code\": \"alice\"} -> a session token (simulated wx.login)",
-                "GET /.well-known/jwks.json, GET /.well-known/openid-configuration": "session: token keys",
-                "GET /sandbox/orders/{out_trade_no}": SANDBOX_ONLY,
-                "GET /sandbox/products": SANDBOX_ONLY,
-            },
-        }),
+        &json!({ "service": "wxpay-orders sandbox", "routes": routes }),
     )
 }
+
+/// Where the timeout-sweeper is, since it has no route.
+pub const SWEEPER: &str = "no route: runs in-process every --sweep-every seconds, closing expired orders (stock returned) and applying payments whose notification was lost";
 
 impl SandboxRouter {
     async fn inspect_order(&self, out_trade_no: &str) -> Response {
@@ -253,5 +355,39 @@ mod tests {
         );
         assert_eq!(route(&Method::GET, "/"), Route::Index);
         assert_eq!(route(&Method::GET, "/ordersx"), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/orders/a/b"), Route::NotFound);
+        assert_eq!(route(&Method::GET, "/.well-known/other"), Route::NotFound);
+        assert_eq!(
+            route(&Method::HEAD, "/.well-known/jwks.json"),
+            Route::Session
+        );
+        assert_eq!(route(&Method::DELETE, "/orders/01J"), Route::QueryOrder);
+        assert_eq!(route(&Method::HEAD, "/sandbox/products"), Route::NotFound);
+    }
+
+    /// What the help and `GET /` list is what `route` serves: each endpoint, with a value in
+    /// its `{name}` segment, reaches its own function, and no two endpoints are the same.
+    #[test]
+    fn every_listed_endpoint_is_routed_to_its_function() {
+        let mut seen = std::collections::HashSet::new();
+        for e in ENDPOINTS {
+            assert!(
+                seen.insert((e.method, e.path)),
+                "{} {} twice",
+                e.method,
+                e.path
+            );
+            let path = e
+                .path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "01J" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let captured = if e.path.contains('{') { "01J" } else { "" };
+            let method = Method::from_bytes(e.method.as_bytes()).unwrap();
+            let got = route(&method, &path);
+            assert_ne!(got, Route::NotFound, "{} {path}", e.method);
+            assert_eq!(got, (e.to)(captured), "{} {path}", e.method);
+        }
     }
 }

@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::catalog::Catalog;
-use crate::cli::Options;
+use crate::cli::{Options, RouteBlocks};
 use crate::envfile::shell_quote;
 use crate::server::{Sandbox, SandboxSettings, TABLE_NAME};
 use shared::runtime::shutdown_signal;
@@ -131,21 +131,13 @@ fn print_walkthrough(s: &Sandbox) {
         .or_else(|| s.catalog().entries.iter().find(|e| e.active))
         .map_or("sku-1", |e| e.sku_id.as_str());
     let env_file = shell_quote(&s.env_file().display().to_string());
+    let routes = RouteBlocks::build();
     println!(
         "
 Routes on {f}:
-  POST /sessions                      session: {{\"code\": \"<any code>\"}} -> a session token (wx.login simulated)
-  GET  /.well-known/jwks.json         session: the keys that verify tokens (and /.well-known/openid-configuration)
-  POST /orders                        place-order (Authorization: Bearer <token>, or X-Debug-Openid here; Idempotency-Key)
-  POST /notify/wechatpay              payment-callback (the simulator delivers here)
-  GET  /sandbox/orders/{{out_trade_no}}  sandbox-only: the order as stored, its payment and anomalies
-  GET  /sandbox/products              sandbox-only: the catalog with stock counters
-  GET  /orders[?limit=&cursor=]        query-order: the caller's orders, newest first
-  GET  /orders/{{out_trade_no}}          query-order: one order, checked with WeChat Pay while PENDING
-WeChat login on {w}: GET /sns/jscode2session (code `invalid-code` answers errcode 40029)
-Simulator control on {w}: POST /sandbox/pay, /sandbox/userpaying, /sandbox/notify,
-  /sandbox/fail; GET /sandbox/notifications?out_trade_no=, /sandbox/transactions[/{{no}}], /sandbox/info
-
+{functions}Simulator on {w}: WeChat Pay's API, WeChat's login (js_code `invalid-code` answers errcode
+40029), then its own controls:
+{wechat}{controls}
 Walkthrough (copy-paste into a POSIX shell; needs curl):
   # 0. log in as the mini-program would after wx.login() (code \"alice\" is always the same user)
   LOGIN=$(curl -s -X POST {f}/sessions -H 'content-type: application/json' -d '{{\"code\":\"alice\"}}'); echo \"$LOGIN\"
@@ -183,6 +175,9 @@ The whole story in one go: cargo run -p sandbox -- demo
         sweep_every = s.sweep_every().as_secs(),
         grace = crate::envfile::SWEEP_GRACE_SECONDS,
         ttl = s.order_ttl().as_secs(),
+        functions = routes.functions,
+        wechat = routes.wechat,
+        controls = routes.controls,
     );
 }
 

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::on;
 use http::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -19,24 +19,76 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::wechat::json_response;
-use super::{ApiError, Fault, PayOutcome, PayRequest, Shared, notify};
+use super::{ApiError, Endpoint, Fault, PayOutcome, PayRequest, Shared, notify};
 
 /// Copies of one notification sent at once; more is a load test, not a simulation.
 const MAX_DELIVERIES: u32 = 100;
 
+pub(super) const ROUTES: &[Endpoint] = &[
+    Endpoint {
+        method: "GET",
+        path: "/sandbox/info",
+        what: "appid, mchid, key ids, retry scale",
+        handler: |m| on(m, info),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/sandbox/pay",
+        what: "the user pays: {\"out_trade_no\", \"deliveries\": 1}",
+        handler: |m| on(m, pay_endpoint),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/sandbox/userpaying",
+        what: "the user is paying: {\"out_trade_no\"}",
+        handler: |m| on(m, user_paying),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/sandbox/notify",
+        what: "notify a paid order again: {\"out_trade_no\"}",
+        handler: |m| on(m, redeliver_endpoint),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/sandbox/fail",
+        what: "queue a fault for /v3/*: {\"path_prefix\", \"status\"}",
+        handler: |m| on(m, fail),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/sandbox/fail",
+        what: "the queued faults",
+        handler: |m| on(m, list_faults),
+    },
+    Endpoint {
+        method: "DELETE",
+        path: "/sandbox/fail",
+        what: "clear the queued faults",
+        handler: |m| on(m, clear_faults),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/sandbox/notifications",
+        what: "?out_trade_no=: each delivery and its status",
+        handler: |m| on(m, notifications),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/sandbox/transactions",
+        what: "every transaction, as WeChat Pay knows it",
+        handler: |m| on(m, transactions),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/sandbox/transactions/{out_trade_no}",
+        what: "one transaction",
+        handler: |m| on(m, transaction),
+    },
+];
+
 pub(super) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/sandbox/info", get(info))
-        .route("/sandbox/pay", post(pay_endpoint))
-        .route("/sandbox/userpaying", post(user_paying))
-        .route("/sandbox/notify", post(redeliver_endpoint))
-        .route(
-            "/sandbox/fail",
-            post(fail).get(list_faults).delete(clear_faults),
-        )
-        .route("/sandbox/notifications", get(notifications))
-        .route("/sandbox/transactions", get(transactions))
-        .route("/sandbox/transactions/{out_trade_no}", get(transaction))
+    Endpoint::register(Router::new(), ROUTES)
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::on;
 use http::{StatusCode, header};
 use serde_json::json;
 
-use super::Shared;
+use super::{Endpoint, Shared};
 
 /// Reserved codes and WeChat's answer to each: `(code, errcode, errmsg)`.
 pub const RESERVED_CODES: [(&str, i64, &str); 5] = [
@@ -40,8 +40,15 @@ pub fn session_key_for(code: &str) -> String {
     format!("SANDBOXSK{}", &digest[..22])
 }
 
+pub(super) const ROUTES: &[Endpoint] = &[Endpoint {
+    method: "GET",
+    path: "/sns/jscode2session",
+    what: "WeChat login (any js_code)",
+    handler: |m| on(m, jscode2session),
+}];
+
 pub(super) fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/sns/jscode2session", get(jscode2session))
+    Endpoint::register(Router::new(), ROUTES)
 }
 
 /// WeChat labels these answers `text/plain`, whatever they hold.

@@ -7,6 +7,9 @@
 //! - `notify`: delivering `TRANSACTION.SUCCESS` notifications on WeChat Pay's retry schedule.
 //! - `state`: the simulated transactions and what happened to them.
 //! - `login`: WeChat's mini-program login, `GET /sns/jscode2session` (not WeChat Pay's).
+//!
+//! `wechat`, `control` and `login` each build their router from a list of [`Endpoint`]s,
+//! the lists `sandbox --help` prints.
 
 mod control;
 pub mod login;
@@ -19,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::routing::{MethodFilter, MethodRouter};
 use serde::{Deserialize, Serialize};
 use shared::wechatpay::{ApiV3Key, RsaPrivateKey, RsaPublicKey, Transaction};
 use tokio::sync::watch;
@@ -327,6 +331,45 @@ impl Simulator {
             server: Some(server),
         })
     }
+}
+
+/// One route of the simulator. Each submodule builds its router from its list of these
+/// (`Endpoint::register`) and `sandbox --help` and `serve` print the same lists, so what
+/// they say is what is served.
+pub struct Endpoint {
+    pub method: &'static str,
+    /// axum's syntax: `{name}` is one segment.
+    pub path: &'static str,
+    pub what: &'static str,
+    /// The handler, for the method it is given (`|m| on(m, handler)`).
+    handler: fn(MethodFilter) -> MethodRouter<Arc<Shared>>,
+}
+
+impl Endpoint {
+    /// `router` with every endpoint of `list` added (one path may take several methods).
+    fn register(router: Router<Arc<Shared>>, list: &[Endpoint]) -> Router<Arc<Shared>> {
+        list.iter().fold(router, |router, e| {
+            // Only a typo in a list above can fail here, and every simulator test builds this
+            // router, so it fails there rather than at a user's start.
+            let filter = http::Method::from_bytes(e.method.as_bytes())
+                .ok()
+                .and_then(|m| MethodFilter::try_from(m).ok())
+                .unwrap_or_else(|| panic!("simulator route {} {}: bad method", e.method, e.path));
+            router.route(e.path, (e.handler)(filter))
+        })
+    }
+}
+
+/// What the simulator serves as WeChat: the WeChat Pay API (merchant-signed requests, signed
+/// answers) and the mini-program login.
+pub fn wechat_endpoints() -> impl Iterator<Item = &'static Endpoint> {
+    wechat::ROUTES.iter().chain(login::ROUTES)
+}
+
+/// The simulator's own `/sandbox/*` controls: the user's side of a payment, fault injection
+/// and inspection.
+pub fn control_endpoints() -> impl Iterator<Item = &'static Endpoint> {
+    control::ROUTES.iter()
 }
 
 fn router(shared: Arc<Shared>) -> Router {

@@ -12,14 +12,14 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::on;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 use shared::wechatpay::{VerifyError, nonce, parse_authorization, sign_response_headers};
 use time::OffsetDateTime;
 
 use super::state::NewOrder;
-use super::{ApiError, Shared, SimulatorConfig};
+use super::{ApiError, Endpoint, Shared, SimulatorConfig};
 
 /// Bodies of the JSAPI calls are a few hundred bytes; anything this large is not one.
 const MAX_BODY: usize = 64 * 1024;
@@ -27,22 +27,41 @@ const MAX_BODY: usize = 64 * 1024;
 const MAX_OUT_TRADE_NO: usize = 32;
 const MIN_OUT_TRADE_NO: usize = 6;
 
+pub(super) const ROUTES: &[Endpoint] = &[
+    Endpoint {
+        method: "POST",
+        path: "/v3/pay/transactions/jsapi",
+        what: "JSAPI prepay",
+        handler: |m| on(m, prepay),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v3/pay/transactions/out-trade-no/{out_trade_no}",
+        what: "query an order",
+        handler: |m| on(m, query_by_out_trade_no),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v3/pay/transactions/id/{transaction_id}",
+        what: "query a payment",
+        handler: |m| on(m, query_by_transaction_id),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+        what: "close an order",
+        handler: |m| on(m, close),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v3/certificates",
+        what: "404 (a public-key merchant)",
+        handler: |m| on(m, certificates),
+    },
+];
+
 pub(super) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/v3/pay/transactions/jsapi", post(prepay))
-        .route(
-            "/v3/pay/transactions/out-trade-no/{out_trade_no}",
-            get(query_by_out_trade_no),
-        )
-        .route(
-            "/v3/pay/transactions/id/{transaction_id}",
-            get(query_by_transaction_id),
-        )
-        .route(
-            "/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
-            post(close),
-        )
-        .route("/v3/certificates", get(certificates))
+    Endpoint::register(Router::new(), ROUTES)
         .method_not_allowed_fallback(method_not_allowed)
         // Only matched WeChat Pay routes are authenticated; `/sandbox/*` is not WeChat Pay's.
         .route_layer(axum::middleware::from_fn_with_state(shared, authenticate))

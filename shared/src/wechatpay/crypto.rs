@@ -1,11 +1,13 @@
-//! The crypto backend: the only file that names `ring`, for WeChat Pay (RSA, AES-GCM) and
-//! for the session tokens (`crate::session`: ECDSA P-256).
+//! The crypto backends: the only file that names `ring` (RSA, SHA-256, the OS random
+//! generator, and ECDSA P-256 for the session tokens, `crate::session`) and `aes-gcm`
+//! (RustCrypto's AES-256-GCM, for WeChat Pay's AEAD_AES_256_GCM).
 //!
-//! Everything above this module speaks in DER bytes and plain slices, so switching to
-//! aws-lc-rs (whose API mirrors ring's, DESIGN.md section 8) means editing this file and
-//! `Cargo.toml`, nothing else. Keep the surface small and free of ring types.
+//! Everything above this module speaks in DER bytes and plain slices, so switching either
+//! backend (aws-lc-rs, whose API mirrors ring's, DESIGN.md section 8) means editing this file
+//! and `Cargo.toml`, nothing else. Keep the surface small and free of backend types.
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aes_gcm::aead::{AeadInPlace as _, KeyInit as _};
+use aes_gcm::{Aes256Gcm, Nonce};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair, UnparsedPublicKey};
 
@@ -82,15 +84,11 @@ pub(crate) fn aes256gcm_seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Option<Vec<u8>> {
-    let key = less_safe_key(key)?;
     let mut in_out = Vec::with_capacity(plaintext.len() + GCM_TAG_LEN);
     in_out.extend_from_slice(plaintext);
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(aad),
-        &mut in_out,
-    )
-    .ok()?;
+    Aes256Gcm::new(key.into())
+        .encrypt_in_place(&Nonce::from(nonce), aad, &mut in_out)
+        .ok()?;
     Some(in_out)
 }
 
@@ -102,25 +100,13 @@ pub(crate) fn aes256gcm_open(
     aad: &[u8],
     ciphertext_and_tag: &[u8],
 ) -> Option<Vec<u8>> {
-    let key = less_safe_key(key)?;
+    // aes-gcm checks the tag before it decrypts anything, so a forged ciphertext leaves no
+    // partial plaintext behind; on success it truncates the tag off the buffer.
     let mut in_out = ciphertext_and_tag.to_vec();
-    let plaintext_len = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad),
-            &mut in_out,
-        )
-        .ok()?
-        .len();
-    in_out.truncate(plaintext_len);
+    Aes256Gcm::new(key.into())
+        .decrypt_in_place(&Nonce::from(nonce), aad, &mut in_out)
+        .ok()?;
     Some(in_out)
-}
-
-fn less_safe_key(key: &[u8; 32]) -> Option<LessSafeKey> {
-    // A 32-byte key is always accepted for AES-256; the Option only mirrors ring's signature.
-    UnboundKey::new(&AES_256_GCM, key)
-        .ok()
-        .map(LessSafeKey::new)
 }
 
 /// SHA-256 of `data`, lower-case hex: request fingerprints for idempotency records.

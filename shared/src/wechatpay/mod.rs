@@ -3,9 +3,9 @@
 //! certificates, one key map for both).
 //!
 //! Every cryptographic primitive goes through the private `crypto` module, the only place
-//! that names the backend (ring), so it can be swapped for aws-lc-rs on measurement
-//! (DESIGN.md section 8). Byte formats and test vectors: `reference/wechatpay-v3.md`
-//! sections 1 to 3 and 9, `testdata/wechatpay-v3-vectors.json`.
+//! that names the backends (ring, and aes-gcm for AES-256-GCM), so either can be swapped on
+//! measurement (DESIGN.md section 8). Byte formats and test vectors:
+//! `reference/wechatpay-v3.md` sections 1 to 3 and 9, `testdata/wechatpay-v3-vectors.json`.
 //!
 //! - [`keys`]: PEM/DER loading (merchant PKCS#8 key, WeChat Pay SPKI key, X.509 certificates).
 //! - [`sign`]: the merchant's `Authorization` header and `paySign`.
@@ -18,7 +18,7 @@
 pub mod aead;
 pub mod certificates;
 pub mod client;
-/// Also the session tokens' backend (`crate::session`): one file names ring.
+/// Also the session tokens' backend (`crate::session`): one file names ring and aes-gcm.
 pub(crate) mod crypto;
 pub mod gateway;
 pub mod keys;
