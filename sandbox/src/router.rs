@@ -25,7 +25,8 @@ pub enum Route {
     PlaceOrder,
     /// `/notify/wechatpay`.
     PaymentCallback,
-    /// `GET /orders`, `/orders/{out_trade_no}`: the query-order function.
+    /// `GET /orders`, `/orders/{out_trade_no}`, `POST /orders/{out_trade_no}/close`: the
+    /// query-order function.
     QueryOrder,
     /// `/sessions` and the two `/.well-known/` documents: the session function.
     Session,
@@ -95,7 +96,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: "GET",
         path: "/orders/{out_trade_no}",
         other_methods: true,
-        what: "query-order: one order (asks WeChat Pay if PENDING)",
+        what: "query-order: one order (asks WeChat Pay if PENDING; closes it if expired)",
+        to: |_| Route::QueryOrder,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/orders/{out_trade_no}/close",
+        other_methods: true,
+        what: "query-order: the owner gives up an unpaid order",
         to: |_| Route::QueryOrder,
     },
     Endpoint {
