@@ -529,6 +529,17 @@ async fn unverifiable_notifications_are_refused_and_change_nothing() {
         );
         assert_eq!(app.snapshot().await, before, "{case}: nothing stored");
     }
+    // Issue 12.9: each refusal is a NotifyRejected metric (EMF), which an alarm watches.
+    eventually("one NotifyRejected metric per refusal", || {
+        let metrics = app
+            .callback
+            .json_logs()
+            .iter()
+            .filter(|l| l["NotifyRejected"] == 1 && l["Function"] == "payment-callback")
+            .count();
+        (metrics == cases.len()).then_some(())
+    })
+    .await;
     let order = app.order(&no).await;
     assert_eq!(order.status, OrderStatus::Pending);
     assert!(app.payment(transaction_id).await.is_none());
@@ -1196,6 +1207,10 @@ async fn a_stalling_dynamodb_gets_a_500_within_the_notify_deadline() {
     assert!(
         logs.iter().any(|l| l["outcome"] == "error:deadline"),
         "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|l| l["NotifyFailed"] == 1),
+        "a NotifyFailed metric: {logs:?}"
     );
 
     // WeChat Pay's retry, once DynamoDB is fast again: applied (or found applied), once.

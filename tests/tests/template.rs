@@ -821,6 +821,13 @@ fn alarms_watch_every_function_the_sweeper_and_anomalies() {
         ),
         "no SweepFailed alarm"
     );
+    // Issue 12.9: the notify endpoint's refusals and failures each have an alarm.
+    for name in ["NotifyRejected", "NotifyRefused", "NotifyFailed"] {
+        assert!(
+            has("WxpayOrders", name, ("Function", "payment-callback")),
+            "no {name} alarm"
+        );
+    }
     for binary in ["payment-callback", "query-order", "timeout-sweeper"] {
         assert!(
             has("WxpayOrders", "PaymentAnomaly", ("Function", binary)),
@@ -861,4 +868,27 @@ fn the_one_line_wechatpay_public_key_parameter_becomes_a_key_the_configuration_r
         .replace(&format!("${{{}}}", names[0]), &one_line);
     shared::wechatpay::keys::RsaPublicKey::from_spki_pem(&rebuilt)
         .unwrap_or_else(|e| panic!("the template's PEM is not read back: {e}\n{rebuilt}"));
+}
+
+/// Issue 12.8: the notify route has its own throttle, apart from the user routes' default.
+#[test]
+fn the_notify_route_is_throttled_apart_from_user_routes() {
+    let t = template();
+    let stage = resources_of(&t, "AWS::ApiGatewayV2::Stage")
+        .into_iter()
+        .map(|(_, s)| s)
+        .next()
+        .expect("a stage");
+    let props = at(stage, "Properties");
+    let notify = path(props, &["RouteSettings", "POST /notify/wechatpay"]);
+    let default = at(props, "DefaultRouteSettings");
+    let limit = |v: &Value, k: &str| at(v, k).as_u64().unwrap_or_else(|| panic!("{k}"));
+    assert!(limit(notify, "ThrottlingRateLimit") > 0);
+    assert!(limit(notify, "ThrottlingBurstLimit") >= limit(notify, "ThrottlingRateLimit"));
+    assert!(limit(default, "ThrottlingRateLimit") > 0);
+    let routes: Vec<_> = resources_of(&t, "AWS::ApiGatewayV2::Route")
+        .into_iter()
+        .filter_map(|(_, r)| text(path(r, &["Properties", "RouteKey"])).map(str::to_owned))
+        .collect();
+    assert!(routes.contains(&"POST /notify/wechatpay".to_owned()));
 }

@@ -70,7 +70,10 @@ impl Handler for PaymentCallbackHandler {
         let Ok(handled) = handled else {
             // Whatever was in flight is either applied whole or not at all (each write is one
             // conditional transaction), so WeChat Pay's retry finds a consistent table.
-            crate::telemetry::emit_metrics(&[("NotifyDeadlineExceeded", 1)], self.deps.now());
+            crate::telemetry::emit_metrics(
+                &[("NotifyDeadlineExceeded", 1), ("NotifyFailed", 1)],
+                self.deps.now(),
+            );
             tracing::error!(
                 outcome = "error:deadline",
                 budget_ms = self.budget.as_millis() as u64,
@@ -78,6 +81,28 @@ impl Handler for PaymentCallbackHandler {
             );
             return fail(500, "temporarily unable to process the notification");
         };
+        let answer = self.answer(handled);
+        // Refusals and failures as metrics: a 401 storm (probes, a wrong key after a
+        // rotation), a 400 (kept, but needing a fix) and a 5xx (WeChat Pay retrying) each
+        // have an alarm.
+        let metric = match answer.status().as_u16() {
+            401 => Some("NotifyRejected"),
+            400 => Some("NotifyRefused"),
+            s if s >= 500 => Some("NotifyFailed"),
+            _ => None,
+        };
+        if let Some(metric) = metric {
+            crate::telemetry::emit_metrics(&[(metric, 1)], self.deps.now());
+        }
+        answer
+    }
+}
+
+impl PaymentCallbackHandler {
+    fn answer(
+        &self,
+        handled: Result<crate::service::NotificationOutcome, NotifyError>,
+    ) -> Response {
         match handled {
             Ok(_) => no_content(),
             Err(e) => {
