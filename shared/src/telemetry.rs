@@ -91,6 +91,10 @@ pub fn emf_line(counts: &[(&str, u64)], at: time::OffsetDateTime) -> String {
         }),
     );
     root.insert("Function".into(), function.into());
+    // Also an ordinary structured log line, so log search and log-based alarms (SCF's CLS)
+    // see it like every other line.
+    root.insert("level".into(), "INFO".into());
+    root.insert("message".into(), "metrics".into());
     for (name, value) in counts {
         root.insert((*name).into(), (*value).into());
     }
@@ -158,6 +162,10 @@ mod tests {
         assert_eq!(v["_aws"]["Timestamp"], 1_795_492_800_000_i64);
         let m = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], "WxpayOrders");
+        assert_eq!(
+            (v["level"].as_str(), v["message"].as_str()),
+            (Some("INFO"), Some("metrics"))
+        );
         assert_eq!(m["Dimensions"], serde_json::json!([["Function"]]));
         assert_eq!(
             m["Metrics"][0],

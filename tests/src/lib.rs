@@ -249,5 +249,6 @@ pub fn payment_at(order: &Order, transaction_id: &str, success_time: OffsetDateT
         currency: order.currency.clone(),
         success_time,
         notification_id: Some(format!("notify-{transaction_id}")),
+        notification: None,
     }
 }

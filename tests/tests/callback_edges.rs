@@ -210,11 +210,38 @@ async fn a_notification_costs_two_dynamodb_calls_first_and_one_as_a_duplicate() 
     let deliver = || notification(APPID, MCHID, o.out_trade_no.as_str(), 1980);
 
     ctx.counter.reset();
-    assert_eq!(handler.handle(deliver()).await.status(), 204);
+    let request = deliver();
+    let (raw, signature) = (
+        String::from_utf8(request.body().to_vec()).unwrap(),
+        request.headers()["wechatpay-signature"]
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    );
+    assert_eq!(handler.handle(request).await.status(), 204);
     let first = ctx.counter.snapshot();
     assert_eq!(first.calls_of("GetItem"), 1, "{first:?}");
     assert_eq!(first.calls_of("TransactWriteItems"), 1, "{first:?}");
     assert_eq!(first.total_calls(), 2, "{first:?}");
+    // Issue 12.9: the notification as received rode in that transaction.
+    let kept = ctx
+        .store
+        .get_notification("n-edge")
+        .await
+        .unwrap()
+        .expect("kept");
+    assert_eq!(kept.body, raw);
+    assert_eq!(kept.outcome, "applied");
+    assert_eq!(kept.out_trade_no.as_ref(), Some(&o.out_trade_no));
+    assert!(
+        kept.headers
+            .contains(&("wechatpay-signature".to_owned(), signature)),
+        "{:?}",
+        kept.headers
+    );
+    for name in ["wechatpay-serial", "wechatpay-timestamp", "wechatpay-nonce"] {
+        assert!(kept.headers.iter().any(|(k, _)| k == name), "{name}");
+    }
 
     for _ in 0..3 {
         ctx.counter.reset();
@@ -361,4 +388,68 @@ async fn verified_but_malformed_notifications_answer_400_and_are_kept_with_their
         .collect();
     assert_eq!(texts.len(), 2, "{texts:?}");
     assert!(texts.contains(&"this is not JSON".to_owned()));
+}
+
+/// Issue 12.9: every notification that passes verification is kept for 30 days, whatever
+/// became of it: ignored ones, refused ones, anomalies, and each with the outcome.
+#[tokio::test]
+async fn every_verified_notification_is_kept_with_its_outcome() {
+    let (ctx, o, handler) = pending_order("audit").await;
+    let no = o.out_trade_no.as_str();
+    let unpaid = payment_notification("20001", no, |t| {
+        t["trade_state"] = "NOTPAY".into();
+    });
+    assert_eq!(handler.handle(unpaid).await.status(), 204);
+    let malformed = payment_notification("20002", no, |t| {
+        t["amount"]["payer_total"] = 99_999.into();
+    });
+    assert_eq!(handler.handle(malformed).await.status(), 400);
+    let wrong_amount = payment_notification("20003", no, |t| {
+        t["amount"]["total"] = 1.into();
+        t["amount"]["payer_total"] = 1.into();
+    });
+    assert_eq!(handler.handle(wrong_amount).await.status(), 204);
+    let after_held = payment_notification("20004", no, |_| {});
+    assert_eq!(handler.handle(after_held).await.status(), 204);
+    let expect = [
+        ("n-20001", "ignored"),
+        ("n-20002", "rejected:malformed"),
+        ("n-20003", "anomaly:amount_mismatch"),
+        ("n-20004", "anomaly:double_payment"),
+    ];
+    for (id, outcome) in expect {
+        let kept = ctx
+            .store
+            .get_notification(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id}"));
+        assert_eq!(kept.outcome, outcome, "{id}");
+        assert_eq!(kept.out_trade_no.as_ref(), Some(&o.out_trade_no), "{id}");
+        let envelope: serde_json::Value = serde_json::from_str(&kept.body).unwrap();
+        assert_eq!(envelope["id"], id);
+        let age = kept.received_at - time::OffsetDateTime::now_utc();
+        assert!(age.whole_seconds().abs() < 60);
+    }
+    // Kept 30 days: the table's TTL attribute says so.
+    let item = ctx
+        .client()
+        .get_item()
+        .table_name(&ctx.table)
+        .key(
+            "pk",
+            wxpay_tests::aws_sdk_dynamodb::types::AttributeValue::S("NOTIFY#n-20001".into()),
+        )
+        .key(
+            "sk",
+            wxpay_tests::aws_sdk_dynamodb::types::AttributeValue::S("NOTIFY".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let ttl: i64 = item["ttl"].as_n().unwrap().parse().unwrap();
+    let days = (ttl - time::OffsetDateTime::now_utc().unix_timestamp()) as f64 / 86_400.0;
+    assert!((29.9..30.1).contains(&days), "{days}");
 }

@@ -206,6 +206,29 @@ async fn an_order_is_placed_paid_and_notified_into_paid() {
             .unwrap()
             .is_empty()
     );
+    // Issue 12.9: WeChat Pay's Request-ID of the prepay answer is in place-order's log.
+    let logs = app.place_order.json_logs();
+    let answered = logs
+        .iter()
+        .find(|l| {
+            l["message"] == "WeChat Pay answered" && l["path"] == "/v3/pay/transactions/jsapi"
+        })
+        .unwrap_or_else(|| panic!("no answer logged: {logs:?}"));
+    assert_eq!(answered["status"], 200);
+    assert!(
+        answered["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{answered}"
+    );
+    // And the notifications, as received, are in the table.
+    let deliveries = app.sim.deliveries(&no);
+    let id = &deliveries[0].notification_id;
+    let kept = app.store.get_notification(id).await.unwrap().expect("kept");
+    assert_eq!(
+        kept.out_trade_no.as_ref().map(|n| n.as_str()),
+        Some(no.as_str())
+    );
 }
 
 // ---- 2 ---------------------------------------------------------------------------------------

@@ -89,6 +89,10 @@ pub struct Order {
     pub transaction_id: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub paid_at: Option<OffsetDateTime>,
+    /// The id of the notification whose payment moved the order (absent when a query or the
+    /// sweeper learned of it): its re-deliveries are duplicates already kept.
+    #[serde(default)]
+    pub notification_id: Option<String>,
     /// When query-order or the sweeper last claimed the right to ask WeChat Pay about this
     /// PENDING order (`Store::claim_sync`); not a state change, so `version` is not bumped.
     #[serde(with = "time::serde::rfc3339::option", default)]
@@ -125,6 +129,7 @@ impl Order {
             prepay_id: None,
             transaction_id: None,
             paid_at: None,
+            notification_id: None,
             last_synced_at: None,
             version: 1,
             history: vec![HistoryEntry {

@@ -9,7 +9,7 @@ use super::payment::{apply_confirmed, payment_of};
 use super::{ApplyError, Deps, PaymentOutcome};
 use crate::{
     domain::OutTradeNo,
-    store::{Anomaly, AnomalyKind, Payment, StoreError},
+    store::{Anomaly, AnomalyKind, NotificationRecord, Payment, StoreError},
     wechatpay::notification::{NotificationError, TradeState, Transaction, VerifiedNotification},
 };
 
@@ -101,7 +101,19 @@ pub async fn handle_notification(
         .await?;
     let notification_id = verified.notification.id.clone();
     let event_type = verified.notification.event_type.clone();
+    // Every verified notification is kept (issue 12.9): in the transaction its payment
+    // makes, or on its own.
+    let mut record = NotificationRecord {
+        id: notification_id.clone(),
+        event_type: event_type.clone(),
+        received_at: now,
+        body: String::from_utf8_lossy(raw_body).into_owned(),
+        headers: wechatpay_headers(headers),
+        out_trade_no: None,
+        outcome: "ignored".into(),
+    };
     if event_type != "TRANSACTION.SUCCESS" {
+        deps.store.record_notification(&record).await?;
         tracing::info!(
             notification_id = %notification_id,
             event_type = %event_type,
@@ -113,6 +125,8 @@ pub async fn handle_notification(
     let payment = match applicable(deps, &verified, now) {
         Ok(Applicable::Payment(payment)) => payment,
         Ok(Applicable::NotPaid(txn)) => {
+            record.out_trade_no = OutTradeNo::parse(&txn.out_trade_no).ok();
+            deps.store.record_notification(&record).await?;
             tracing::info!(
                 notification_id = %notification_id,
                 out_trade_no = %txn.out_trade_no,
@@ -122,12 +136,60 @@ pub async fn handle_notification(
             );
             return Ok(NotificationOutcome::Ignored { event_type });
         }
-        Err(refusal) => return Err(keep_malformed(deps, &verified, refusal, now).await),
+        Err(refusal) => {
+            let refusal = keep_malformed(deps, &verified, refusal, now).await;
+            if !matches!(refusal, NotifyError::Store(_)) {
+                record.outcome = refusal.label();
+                record.out_trade_no = named_order(&verified);
+                deps.store.record_notification(&record).await?;
+            }
+            return Err(refusal);
+        }
     };
+    record.out_trade_no = Some(payment.out_trade_no.clone());
+    record.outcome = "applied".into();
     let order = deps.store.get_order(&payment.out_trade_no).await?;
-    Ok(NotificationOutcome::Payment(
-        apply_confirmed(deps, order, payment).await?,
-    ))
+    let payment = Payment {
+        notification: Some(Box::new(record.clone())),
+        ..payment
+    };
+    let outcome = apply_confirmed(deps, order, payment).await?;
+    if !kept_with_its_order(&outcome, &notification_id) {
+        record.outcome = outcome.label();
+        deps.store.record_notification(&record).await?;
+    }
+    Ok(NotificationOutcome::Payment(outcome))
+}
+
+/// Whether the order's transaction kept this notification already: it moved the order now,
+/// or it did so on an earlier delivery (a re-delivery carries the same id).
+fn kept_with_its_order(outcome: &PaymentOutcome, notification_id: &str) -> bool {
+    let order = match outcome {
+        PaymentOutcome::Applied(_) => return true,
+        PaymentOutcome::Duplicate(o) => Some(o),
+        PaymentOutcome::Anomaly { order, .. } => order.as_ref(),
+    };
+    order.is_some_and(|o| o.notification_id.as_deref() == Some(notification_id))
+}
+
+/// The order a decrypted notification names, if it names one that could be ours.
+fn named_order(verified: &VerifiedNotification) -> Option<OutTradeNo> {
+    let plaintext = serde_json::from_slice::<serde_json::Value>(&verified.plaintext).ok()?;
+    OutTradeNo::parse(plaintext.get("out_trade_no")?.as_str()?).ok()
+}
+
+/// The headers WeChat Pay signs with, as received (kept so a notification can be verified
+/// again later).
+fn wechatpay_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut kept: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("wechatpay-"))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    kept.sort();
+    kept
 }
 
 enum Applicable {
@@ -173,10 +235,7 @@ async fn keep_malformed(
         other => other,
     };
     let plaintext = String::from_utf8_lossy(&verified.plaintext).into_owned();
-    let out_trade_no = serde_json::from_slice::<serde_json::Value>(&verified.plaintext)
-        .ok()
-        .and_then(|v| v.get("out_trade_no")?.as_str().map(str::to_owned))
-        .and_then(|no| OutTradeNo::parse(&no).ok());
+    let out_trade_no = named_order(verified);
     let transaction_id = serde_json::from_slice::<serde_json::Value>(&verified.plaintext)
         .ok()
         .and_then(|v| v.get("transaction_id")?.as_str().map(str::to_owned));

@@ -111,6 +111,7 @@ pub(crate) fn payment_of(
         currency,
         success_time,
         notification_id: notification_id.map(str::to_owned),
+        notification: None,
     })
 }
 

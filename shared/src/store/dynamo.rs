@@ -30,8 +30,8 @@ use super::error::{from_sdk, reason_is_transient};
 use super::items::{self, Item, attr};
 use super::{
     Anomaly, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome, Cursor,
-    FencedOutcome, MarkPaidOutcome, Page, Payment, PrepayOutcome, Store, StoreError, SyncClaim,
-    TakeOverOutcome,
+    FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, PrepayOutcome, Store,
+    StoreError, SyncClaim, TakeOverOutcome,
 };
 use crate::domain::time::to_utc_string;
 use crate::domain::{
@@ -642,16 +642,39 @@ impl DynamoStore {
                 (OrderStatus::AmountMismatch, None, StockMove::Keep)
             }
         };
+        if let Some(record) = &payment.notification {
+            let mut record = record.as_ref().clone();
+            if mismatch.is_some() {
+                record.outcome = "anomaly:amount_mismatch".into();
+            }
+            let record = &record;
+            // Unconditional: a re-delivery overwrites the same record, never cancels.
+            extra_actions.push(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(items::notification_item(record)))
+                            .build()
+                            .map_err(build_err)?,
+                    )
+                    .build(),
+            );
+        }
+        let mut set = vec![
+            (
+                attr::TRANSACTION_ID,
+                items::s(payment.transaction_id.clone()),
+            ),
+            (attr::PAID_AT, items::t(payment.success_time)),
+        ];
+        if let Some(id) = &payment.notification_id {
+            set.push((attr::NOTIFICATION_ID, items::s(id.clone())));
+        }
         let t = Transition {
             to,
             cause: history_cause(OrderStatus::Pending, to).to_owned(),
-            set: vec![
-                (
-                    attr::TRANSACTION_ID,
-                    items::s(payment.transaction_id.clone()),
-                ),
-                (attr::PAID_AT, items::t(payment.success_time)),
-            ],
+            set,
             require,
             extra_actions,
             stock,
@@ -660,6 +683,7 @@ impl DynamoStore {
             TransitionResult::Applied(mut paid) => {
                 paid.transaction_id = Some(payment.transaction_id.clone());
                 paid.paid_at = Some(payment.success_time);
+                paid.notification_id = payment.notification_id.clone();
                 MarkPaidOutcome::Applied(paid)
             }
             TransitionResult::OrderRefused(None) => MarkPaidOutcome::NotFound,
@@ -1334,6 +1358,25 @@ impl Store for DynamoStore {
             Ok(_) => Ok(AnomalyOutcome::Recorded),
             Err(_) => Ok(AnomalyOutcome::AlreadyRecorded),
         }
+    }
+
+    async fn record_notification(&self, record: &NotificationRecord) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::notification_item(record)))
+            .send()
+            .await
+            .map_err(|e| from_sdk("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError> {
+        self.get_item("GetItem", items::notification_key(id))
+            .await?
+            .as_ref()
+            .map(items::notification_from_item)
+            .transpose()
     }
 
     async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError> {

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
-use super::{Anomaly, AnomalyKind, Payment, StoreError};
+use super::{
+    Anomaly, AnomalyKind, NOTIFICATION_RETENTION, NotificationRecord, Payment, StoreError,
+};
 use crate::domain::time::{parse_rfc3339, to_utc_string};
 use crate::domain::{
     HistoryEntry, Money, Openid, Order, OrderLine, OrderStatus, OutTradeNo, Product, Quantity,
@@ -77,6 +79,13 @@ pub(crate) mod attr {
     pub const AT: &str = "at";
     pub const DETAIL: &str = "detail";
     pub const CAUSE: &str = "cause";
+    // notification record
+    pub const ID: &str = "id";
+    pub const EVENT_TYPE: &str = "event_type";
+    pub const RECEIVED_AT: &str = "received_at";
+    pub const BODY: &str = "body";
+    pub const HEADERS: &str = "headers";
+    pub const OUTCOME: &str = "outcome";
     pub const PLAINTEXT: &str = "plaintext";
 }
 
@@ -139,6 +148,10 @@ pub(crate) fn product_key(sku_id: &SkuId) -> Item {
 
 pub(crate) fn idempotency_key(scope: &IdempotencyScope) -> Item {
     key(idempotency_pk(scope), "IDEM")
+}
+
+pub(crate) fn notification_key(id: &str) -> Item {
+    key(format!("NOTIFY#{id}"), "NOTIFY")
 }
 
 pub(crate) fn payment_key(transaction_id: &str) -> Item {
@@ -354,6 +367,11 @@ pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
         order.transaction_id.clone().map(s),
     );
     put_opt(&mut item, PAID_AT, order.paid_at.map(t));
+    put_opt(
+        &mut item,
+        NOTIFICATION_ID,
+        order.notification_id.clone().map(s),
+    );
     put_opt(&mut item, LAST_SYNCED_AT, order.last_synced_at.map(t));
     if order.status == OrderStatus::Pending {
         item.insert(
@@ -410,6 +428,7 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
         prepay_id: f.opt_s(PREPAY_ID)?.map(str::to_owned),
         transaction_id: f.opt_s(TRANSACTION_ID)?.map(str::to_owned),
         paid_at: f.opt_time(PAID_AT)?,
+        notification_id: f.opt_s(NOTIFICATION_ID)?.map(str::to_owned),
         last_synced_at: f.opt_time(LAST_SYNCED_AT)?,
         version: u64::try_from(version).map_err(|_| f.err("version is negative"))?,
         history,
@@ -537,6 +556,7 @@ pub(crate) fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
         currency: f.opt_s(CURRENCY)?.unwrap_or("CNY").to_owned(),
         success_time: f.time(SUCCESS_TIME)?,
         notification_id: f.opt_s(NOTIFICATION_ID)?.map(str::to_owned),
+        notification: None,
     })
 }
 
@@ -588,6 +608,65 @@ pub(crate) fn anomaly_from_item(item: &Item) -> Result<Anomaly, StoreError> {
         notification_id: f.opt_s(NOTIFICATION_ID)?.map(str::to_owned),
         detail: f.opt_s(DETAIL)?.unwrap_or_default().to_owned(),
         plaintext: f.opt_s(PLAINTEXT)?.map(str::to_owned),
+    })
+}
+
+// ---- notification records ------------------------------------------------------------------
+
+pub(crate) fn notification_item(r: &NotificationRecord) -> Item {
+    let mut item = notification_key(&r.id);
+    let expires = (r.received_at + NOTIFICATION_RETENTION).unix_timestamp();
+    item.extend([
+        (ENTITY.to_owned(), s("NOTIFICATION")),
+        (ID.to_owned(), s(r.id.clone())),
+        (EVENT_TYPE.to_owned(), s(r.event_type.clone())),
+        (RECEIVED_AT.to_owned(), t(r.received_at)),
+        (BODY.to_owned(), s(r.body.clone())),
+        (
+            HEADERS.to_owned(),
+            AttributeValue::M(
+                r.headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), s(v.clone())))
+                    .collect(),
+            ),
+        ),
+        (OUTCOME.to_owned(), s(r.outcome.clone())),
+        (TTL.to_owned(), n(expires)),
+    ]);
+    put_opt(
+        &mut item,
+        OUT_TRADE_NO,
+        r.out_trade_no.as_ref().map(|no| s(no.as_str())),
+    );
+    item
+}
+
+pub(crate) fn notification_from_item(item: &Item) -> Result<NotificationRecord, StoreError> {
+    let f = Fields::new(item, "notification");
+    let mut headers: Vec<(String, String)> = match f.get(HEADERS) {
+        Some(AttributeValue::M(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                AttributeValue::S(v) => Ok((k.clone(), v.clone())),
+                _ => Err(f.err(format!("{HEADERS}.{k} is not a string"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(f.err(format!("{HEADERS} is not a map"))),
+        None => Vec::new(),
+    };
+    headers.sort();
+    Ok(NotificationRecord {
+        id: f.s(ID)?.to_owned(),
+        event_type: f.s(EVENT_TYPE)?.to_owned(),
+        received_at: f.time(RECEIVED_AT)?,
+        body: f.s(BODY)?.to_owned(),
+        headers,
+        out_trade_no: f
+            .opt_s(OUT_TRADE_NO)?
+            .map(|v| OutTradeNo::parse(v).map_err(|e| f.err(format!("{OUT_TRADE_NO}: {e}"))))
+            .transpose()?,
+        outcome: f.s(OUTCOME)?.to_owned(),
     })
 }
 
@@ -743,6 +822,7 @@ mod tests {
             currency: "CNY".into(),
             success_time: T0,
             notification_id: None,
+            notification: None,
         };
         assert_eq!(payment_from_item(&payment_item(&p)).unwrap(), p);
         let a = Anomaly::of_payment(

@@ -45,7 +45,30 @@ pub struct Payment {
     pub success_time: OffsetDateTime,
     /// The notification's `id`; absent when the payment was learned by querying.
     pub notification_id: Option<String>,
+    /// The notification as received, kept in the same transaction as the payment it made
+    /// (the audit trail; issue 12.9). Not read back with the payment.
+    pub notification: Option<Box<NotificationRecord>>,
 }
+
+/// A verified notification as received, kept for [`NOTIFICATION_RETENTION`] so an operator
+/// can see exactly what WeChat Pay sent and replay it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationRecord {
+    pub id: String,
+    pub event_type: String,
+    pub received_at: OffsetDateTime,
+    /// The body exactly as received: the envelope with its encrypted resource.
+    pub body: String,
+    /// The `Wechatpay-*` headers as received (serial, signature, timestamp, nonce).
+    pub headers: Vec<(String, String)>,
+    /// The order it named, when that could be read.
+    pub out_trade_no: Option<OutTradeNo>,
+    /// What became of it (`applied`, `duplicate`, `anomaly:<kind>`, `ignored`, `refused`).
+    pub outcome: String,
+}
+
+/// How long a [`NotificationRecord`] is kept (the table's TTL deletes it after).
+pub const NOTIFICATION_RETENTION: time::Duration = time::Duration::days(30);
 
 /// A verified payment or notification that could not be applied as is (DESIGN 6.5: never
 /// lost). One item per kind and distinct cause, so a re-delivery lands on the same item.
@@ -345,6 +368,9 @@ pub trait Store: Send + Sync {
     async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;
 
     async fn record_anomaly(&self, anomaly: &Anomaly) -> Result<AnomalyOutcome, StoreError>;
+    /// Keeps a verified notification (overwriting an earlier delivery of the same id).
+    async fn record_notification(&self, record: &NotificationRecord) -> Result<(), StoreError>;
+    async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError>;
     async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError>;
 
     /// A user's orders, newest first.

@@ -390,6 +390,21 @@ impl HttpPayGateway {
             let outcome = self
                 .attempt(method.clone(), path_and_query, body.as_deref(), timeout)
                 .await;
+            if let Ok((status, headers, _)) = &outcome {
+                // WeChat Pay's Request-ID is what its support asks for about any answer.
+                let request_id = headers
+                    .get("request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info!(
+                    method = method.as_str(),
+                    path = path_and_query,
+                    status = status.as_u16(),
+                    request_id,
+                    attempt,
+                    "WeChat Pay answered"
+                );
+            }
             // Why this attempt may be repeated; `None`: success, or a failure no retry fixes.
             let retry_reason = match &outcome {
                 Ok((status, _, bytes)) if !status.is_success() => {
