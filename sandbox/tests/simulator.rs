@@ -72,7 +72,7 @@ fn gateway_with(sim: &SimulatorHandle, notify_url: &str, key: RsaPrivateKey) -> 
         appid: APPID.into(),
         mchid: MCHID.into(),
         mch_serial_no: MCH_SERIAL.into(),
-        mch_private_key: key,
+        mch_private_key: Some(key),
         apiv3_key: ApiV3Key::new(APIV3).unwrap(),
         public_key: Some((PUB_KEY_ID.into(), platform_public())),
         notify_url: Some(notify_url.into()),
@@ -1268,7 +1268,7 @@ async fn sandbox_keys_are_generated_once_and_drive_the_simulator() {
         appid: APPID.into(),
         mchid: MCHID.into(),
         mch_serial_no: first.merchant_serial_no().into(),
-        mch_private_key: first.merchant_key().clone(),
+        mch_private_key: Some(first.merchant_key().clone()),
         apiv3_key: first.apiv3_key().clone(),
         public_key: Some((
             first.wechatpay_public_key_id().into(),

@@ -93,15 +93,21 @@ pub async fn run(function: Function) -> ExitCode {
         Ok(env) => env,
         Err(e) => return fail(&e),
     };
-    let served = match function {
-        Function::TimeoutSweeper => match build_sweeper(&env).await {
-            Ok(job) => crate::runtime::serve_schedule(Arc::new(job)).await,
-            Err(e) => return fail(&e),
-        },
-        _ => match build(function, &env).await {
-            Ok(handler) => crate::runtime::serve(handler).await,
-            Err(e) => return fail(&e),
-        },
+    enum Built {
+        Job(SweeperJob),
+        Handler(Arc<dyn Handler>),
+    }
+    let built = match function {
+        Function::TimeoutSweeper => build_sweeper(&env).await.map(Built::Job),
+        _ => build(function, &env).await.map(Built::Handler),
+    };
+    // The environment (secret values included) is not kept once the clients are built:
+    // only what the configuration parsed lives on.
+    drop(env);
+    let served = match built {
+        Ok(Built::Job(job)) => crate::runtime::serve_schedule(Arc::new(job)).await,
+        Ok(Built::Handler(handler)) => crate::runtime::serve(handler).await,
+        Err(e) => return fail(&e),
     };
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,7 +228,10 @@ fn retry_policy(function: Function) -> RetryPolicy {
 /// The ports and settings of `function`: DynamoDB and WeChat Pay clients, built without a
 /// network call.
 async fn deps(function: Function, env: &Env) -> Result<(Deps, StoreConfig), ConfigError> {
-    let wechatpay = WechatPayConfig::from_env(env, function == Function::PlaceOrder)?;
+    let wechatpay = match function {
+        Function::PaymentCallback => WechatPayConfig::for_notifications(env)?,
+        _ => WechatPayConfig::from_env(env, function == Function::PlaceOrder)?,
+    };
     let store_config = StoreConfig::from_env(env)?;
     // WeChat Pay waits 5 s for a notification's answer: keep DynamoDB and WeChat Pay calls
     // well inside it and answer 500 rather than late (DESIGN.md section 8). A user waiting on

@@ -142,7 +142,9 @@ pub struct WechatPayConfig {
     pub appid: String,
     pub mchid: String,
     pub mch_serial_no: String,
-    pub mch_private_key: Secret<RsaPrivateKey>,
+    /// `None` only where nothing is signed: payment-callback with a WeChat Pay public key
+    /// ([`WechatPayConfig::for_notifications`]).
+    pub mch_private_key: Option<Secret<RsaPrivateKey>>,
     pub apiv3_key: Secret<ApiV3Key>,
     /// `(PUB_KEY_ID_..., key)`; absent means platform-certificate mode.
     pub public_key: Option<(String, RsaPublicKey)>,
@@ -153,6 +155,21 @@ pub struct WechatPayConfig {
 impl WechatPayConfig {
     /// `need_notify_url`: place-order sends it with every prepay, so it must be set there.
     pub fn from_env(env: &Env, need_notify_url: bool) -> Result<Self, ConfigError> {
+        Self::load(env, need_notify_url, true)
+    }
+
+    /// payment-callback's: it signs nothing when notifications verify with the WeChat Pay
+    /// public key, so the merchant private key is then neither required nor read (a
+    /// platform-certificate merchant needs it to download the certificates).
+    pub fn for_notifications(env: &Env) -> Result<Self, ConfigError> {
+        Self::load(env, false, false)
+    }
+
+    fn load(
+        env: &Env,
+        need_notify_url: bool,
+        always_merchant_key: bool,
+    ) -> Result<Self, ConfigError> {
         let appid = appid(env)?;
         let mchid = env.required("WXPAY_MCHID")?;
         if mchid.len() > 32 || !mchid.bytes().all(|b| b.is_ascii_digit()) {
@@ -165,20 +182,6 @@ impl WechatPayConfig {
                 "must be the merchant certificate serial in hex",
             ));
         }
-        let (pem, from) = env
-            .inline_or_file("WXPAY_MCH_PRIVATE_KEY", "WXPAY_MCH_PRIVATE_KEY_FILE")?
-            .ok_or_else(|| {
-                bad(
-                    "WXPAY_MCH_PRIVATE_KEY",
-                    "is required (or WXPAY_MCH_PRIVATE_KEY_FILE)",
-                )
-            })?;
-        let mch_private_key = RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| {
-            bad(
-                from,
-                format!("not a PKCS#8 RSA private key (apiclient_key.pem): {e}"),
-            )
-        })?;
         let apiv3_key = ApiV3Key::new(&env.required("WXPAY_APIV3_KEY")?)
             .map_err(|e| bad("WXPAY_APIV3_KEY", e.to_string()))?;
         let public_key = match (
@@ -207,6 +210,25 @@ impl WechatPayConfig {
                 Some((id, key))
             }
         };
+        let mch_private_key = if always_merchant_key || public_key.is_none() {
+            let (pem, from) = env
+                .inline_or_file("WXPAY_MCH_PRIVATE_KEY", "WXPAY_MCH_PRIVATE_KEY_FILE")?
+                .ok_or_else(|| {
+                    bad(
+                        "WXPAY_MCH_PRIVATE_KEY",
+                        "is required (or WXPAY_MCH_PRIVATE_KEY_FILE)",
+                    )
+                })?;
+            let mch_private_key = RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| {
+                bad(
+                    from,
+                    format!("not a PKCS#8 RSA private key (apiclient_key.pem): {e}"),
+                )
+            })?;
+            Some(Secret::new(mch_private_key))
+        } else {
+            None
+        };
         let notify_url = env.get("WXPAY_NOTIFY_URL");
         match &notify_url {
             Some(u) => check_notify_url(u)?,
@@ -221,7 +243,7 @@ impl WechatPayConfig {
             appid,
             mchid,
             mch_serial_no,
-            mch_private_key: Secret::new(mch_private_key),
+            mch_private_key,
             apiv3_key: Secret::new(apiv3_key),
             public_key,
             notify_url,

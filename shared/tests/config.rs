@@ -444,3 +444,37 @@ fn session_config_names_each_bad_variable() {
     only_session.insert("SESSION_SIGNING_KEY".to_owned(), keys.clone());
     assert!(SessionConfig::from_env(&Env::from_map(only_session)).is_ok());
 }
+
+/// Issue 12.8: payment-callback does not read the merchant private key when notifications
+/// verify with the public key (a broken one does not even matter); with platform
+/// certificates it needs the key to download them, so it is required and checked.
+#[test]
+fn notifications_need_the_merchant_key_only_for_platform_certificates() {
+    let public = key("test_platform_public.pem");
+    let public_key = [
+        ("WXPAY_PUBLIC_KEY", Some(public.as_str())),
+        (
+            "WXPAY_PUBLIC_KEY_ID",
+            Some("PUB_KEY_ID_0000000000000024101100397200000006"),
+        ),
+    ];
+    let no_key = [&public_key[..], &[("WXPAY_MCH_PRIVATE_KEY", None)]].concat();
+    let c = WechatPayConfig::for_notifications(&with(&no_key)).unwrap();
+    assert!(c.mch_private_key.is_none());
+    let junk = [
+        &public_key[..],
+        &[("WXPAY_MCH_PRIVATE_KEY", Some("not a key"))],
+    ]
+    .concat();
+    let c = WechatPayConfig::for_notifications(&with(&junk)).unwrap();
+    assert!(c.mch_private_key.is_none(), "not read at all");
+    // Every other function still needs it.
+    let e = WechatPayConfig::from_env(&with(&no_key), false).unwrap_err();
+    assert_eq!(e.variable, "WXPAY_MCH_PRIVATE_KEY");
+    // Platform certificates: required.
+    let e =
+        WechatPayConfig::for_notifications(&with(&[("WXPAY_MCH_PRIVATE_KEY", None)])).unwrap_err();
+    assert_eq!(e.variable, "WXPAY_MCH_PRIVATE_KEY");
+    let c = WechatPayConfig::for_notifications(&with(&[])).unwrap();
+    assert!(c.mch_private_key.is_some());
+}

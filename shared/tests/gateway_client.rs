@@ -188,7 +188,9 @@ fn settings(addr: SocketAddr, public_key: bool) -> GatewaySettings {
         appid: "wx2421b1c4370ec43b".into(),
         mchid: "1900007291".into(),
         mch_serial_no: "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB".into(),
-        mch_private_key: RsaPrivateKey::from_pkcs8_pem(&pem("test_merchant_key.pem")).unwrap(),
+        mch_private_key: Some(
+            RsaPrivateKey::from_pkcs8_pem(&pem("test_merchant_key.pem")).unwrap(),
+        ),
         apiv3_key: ApiV3Key::new(APIV3).unwrap(),
         public_key: public_key.then(|| {
             (
@@ -800,11 +802,38 @@ async fn notifications_verify_and_decrypt_through_the_same_key_map() {
 fn pay_params_are_signed_for_the_configured_appid() {
     let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let gw = HttpPayGateway::new(settings(addr, true)).unwrap();
-    let p = gw.pay_params("wx201410272009395522657a690389285100", 1_700_000_000);
+    let p = gw
+        .pay_params("wx201410272009395522657a690389285100", 1_700_000_000)
+        .unwrap();
     assert_eq!(p.app_id, "wx2421b1c4370ec43b");
     assert_eq!(p.time_stamp, "1700000000");
     assert_eq!(p.package, "prepay_id=wx201410272009395522657a690389285100");
     assert_eq!(p.sign_type, "RSA");
     let merchant = RsaPublicKey::from_spki_pem(&pem("test_merchant_public.pem")).unwrap();
     assert!(p.verify(&merchant));
+}
+
+/// Issue 12.8: without the merchant private key (payment-callback with a public key) the
+/// client verifies and decrypts notifications, and refuses anything that would sign.
+#[tokio::test]
+async fn without_a_merchant_key_notifications_verify_and_nothing_is_signed() {
+    let (server, addr) = start(PUB_KEY_ID, vec![reply(200, NOTPAY)]).await;
+    let mut s = settings(addr, true);
+    s.mch_private_key = None;
+    let gw = HttpPayGateway::new(s).unwrap();
+    let (headers, body, now) = notification_as(PUB_KEY_ID, "n-keyless");
+    gw.verify_notification(&headers, &body, now).await.unwrap();
+    let e = gw
+        .query_by_out_trade_no("01JDQ8ZP5V9X8Y7W6T5S4R3Q2P")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, PayError::Config(m) if m.contains("private key")),
+        "{e:?}"
+    );
+    assert!(matches!(gw.pay_params("wx1", 1), Err(PayError::Config(_))));
+    assert!(
+        server.seen.lock().unwrap().is_empty(),
+        "nothing sent unsigned"
+    );
 }

@@ -78,7 +78,7 @@ async fn run(n: usize) {
             appid: APPID.to_owned(),
             mchid: MCHID.to_owned(),
             mch_serial_no: keys.merchant_serial_no().to_owned(),
-            mch_private_key: keys.merchant_key().clone(),
+            mch_private_key: Some(keys.merchant_key().clone()),
             apiv3_key: keys.apiv3_key().clone(),
             public_key: Some((
                 keys.wechatpay_public_key_id().to_owned(),

@@ -97,15 +97,15 @@ impl PayGateway for Scripted {
     ) -> Result<VerifiedNotification, NotificationError> {
         unreachable!("no notifications here")
     }
-    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> PayParams {
-        PayParams {
+    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> Result<PayParams, PayError> {
+        Ok(PayParams {
             app_id: APPID.into(),
             time_stamp: timestamp.to_string(),
             nonce_str: "n".into(),
             package: format!("prepay_id={prepay_id}"),
             sign_type: "RSA".into(),
             pay_sign: "scripted".into(),
-        }
+        })
     }
 }
 

@@ -41,7 +41,9 @@ fn deps(store: Arc<dyn Store>) -> Deps {
         appid: APPID.into(),
         mchid: MCHID.into(),
         mch_serial_no: "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB".into(),
-        mch_private_key: RsaPrivateKey::from_pkcs8_pem(&pem("test_merchant_key.pem")).unwrap(),
+        mch_private_key: Some(
+            RsaPrivateKey::from_pkcs8_pem(&pem("test_merchant_key.pem")).unwrap(),
+        ),
         apiv3_key: ApiV3Key::new(APIV3).unwrap(),
         public_key: Some((
             PUB_KEY_ID.into(),

@@ -395,7 +395,7 @@ async fn prepay_and_complete(
         }
     };
     let now = deps.now();
-    let pay_params = deps.gateway.pay_params(&prepay_id, now.unix_timestamp());
+    let pay_params = deps.gateway.pay_params(&prepay_id, now.unix_timestamp())?;
     let body = serde_json::to_string(&PlacedOrder {
         out_trade_no: order.out_trade_no.to_string(),
         status: OrderStatus::Pending,

@@ -79,9 +79,10 @@ pub async fn query_order(
         SyncClaim::Claimed(order) => sync(deps, *order).await?,
     };
     let pay_params = match (&order.status, &order.prepay_id) {
-        (OrderStatus::Pending, Some(prepay_id)) if !order.is_expired(now) => {
-            Some(deps.gateway.pay_params(prepay_id, now.unix_timestamp()))
-        }
+        (OrderStatus::Pending, Some(prepay_id)) if !order.is_expired(now) => deps
+            .gateway
+            .pay_params(prepay_id, now.unix_timestamp())
+            .ok(),
         _ => None,
     };
     Ok(OrderView {

@@ -71,7 +71,9 @@ pub struct GatewaySettings {
     pub appid: String,
     pub mchid: String,
     pub mch_serial_no: String,
-    pub mch_private_key: RsaPrivateKey,
+    /// `None` where nothing is signed (payment-callback with a public key): every WeChat Pay
+    /// call and pay params then fail with [`PayError::Config`].
+    pub mch_private_key: Option<RsaPrivateKey>,
     pub apiv3_key: ApiV3Key,
     /// `(PUB_KEY_ID_..., key)`: public-key mode. `None`: platform-certificate mode.
     pub public_key: Option<(String, RsaPublicKey)>,
@@ -95,7 +97,7 @@ impl GatewaySettings {
             appid: config.appid.clone(),
             mchid: config.mchid.clone(),
             mch_serial_no: config.mch_serial_no.clone(),
-            mch_private_key: config.mch_private_key.expose().clone(),
+            mch_private_key: config.mch_private_key.as_ref().map(|k| k.expose().clone()),
             apiv3_key: config.apiv3_key.expose().clone(),
             public_key: config.public_key.clone(),
             notify_url: config.notify_url.clone(),
@@ -131,7 +133,8 @@ struct Inner {
     api_base: String,
     appid: String,
     notify_url: Option<String>,
-    signer: MerchantSigner,
+    mchid: String,
+    signer: Option<MerchantSigner>,
     apiv3_key: ApiV3Key,
     keys: PlatformKeys,
     retry: RetryPolicy,
@@ -187,11 +190,10 @@ impl HttpPayGateway {
                 api_base: settings.api_base.trim_end_matches('/').to_owned(),
                 appid: settings.appid,
                 notify_url: settings.notify_url,
-                signer: MerchantSigner::new(
-                    settings.mchid,
-                    settings.mch_serial_no,
-                    settings.mch_private_key,
-                ),
+                mchid: settings.mchid.clone(),
+                signer: settings
+                    .mch_private_key
+                    .map(|key| MerchantSigner::new(settings.mchid, settings.mch_serial_no, key)),
                 apiv3_key: settings.apiv3_key,
                 keys: PlatformKeys {
                     verifier: RwLock::new(verifier),
@@ -208,8 +210,15 @@ impl HttpPayGateway {
         })
     }
 
-    pub fn signer(&self) -> &MerchantSigner {
-        &self.inner.signer
+    pub fn signer(&self) -> Option<&MerchantSigner> {
+        self.inner.signer.as_ref()
+    }
+
+    /// The merchant signer, or why there is none.
+    fn signing(&self) -> Result<&MerchantSigner, PayError> {
+        self.inner.signer.as_ref().ok_or_else(|| {
+            PayError::Config("no merchant private key: this function signs nothing".into())
+        })
     }
 
     pub fn appid(&self) -> &str {
@@ -446,12 +455,9 @@ impl HttpPayGateway {
             return Err(PayError::Timeout(timeout));
         }
         let payload = body.unwrap_or_default();
-        let authorization = self.inner.signer.authorization_at(
-            method.as_str(),
-            path_and_query,
-            payload,
-            now_unix(),
-        );
+        let authorization =
+            self.signing()?
+                .authorization_at(method.as_str(), path_and_query, payload, now_unix());
         let url = format!("{}{}", self.inner.api_base, path_and_query);
         let mut request = self
             .inner
@@ -521,7 +527,7 @@ impl PayGateway for HttpPayGateway {
         })?;
         let mut body = serde_json::json!({
             "appid": self.inner.appid,
-            "mchid": self.inner.signer.mchid(),
+            "mchid": self.inner.mchid,
             "description": request.description,
             "out_trade_no": request.out_trade_no,
             "time_expire": request.time_expire,
@@ -545,7 +551,7 @@ impl PayGateway for HttpPayGateway {
         let path = format!(
             "/v3/pay/transactions/out-trade-no/{}?mchid={}",
             path_segment("out_trade_no", out_trade_no)?,
-            self.inner.signer.mchid()
+            self.inner.mchid
         );
         let (_, response) = self.call(Method::GET, &path, None).await?;
         parse("transaction", &response)
@@ -555,7 +561,7 @@ impl PayGateway for HttpPayGateway {
         let path = format!(
             "/v3/pay/transactions/id/{}?mchid={}",
             path_segment("transaction_id", transaction_id)?,
-            self.inner.signer.mchid()
+            self.inner.mchid
         );
         let (_, response) = self.call(Method::GET, &path, None).await?;
         parse("transaction", &response)
@@ -566,7 +572,7 @@ impl PayGateway for HttpPayGateway {
             "/v3/pay/transactions/out-trade-no/{}/close",
             path_segment("out_trade_no", out_trade_no)?
         );
-        let body = serde_json::to_vec(&serde_json::json!({"mchid": self.inner.signer.mchid()}))
+        let body = serde_json::to_vec(&serde_json::json!({"mchid": self.inner.mchid}))
             .map_err(|e| PayError::InvalidRequest(format!("close body: {e}")))?;
         let (status, _) = self.call(Method::POST, &path, Some(body)).await?;
         if status != http::StatusCode::NO_CONTENT && status != http::StatusCode::OK {
@@ -587,9 +593,9 @@ impl PayGateway for HttpPayGateway {
         open_verified(signature, &self.inner.apiv3_key, raw_body)
     }
 
-    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> PayParams {
-        self.inner
-            .signer
-            .pay_params_at(&self.inner.appid, prepay_id, timestamp)
+    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> Result<PayParams, PayError> {
+        Ok(self
+            .signing()?
+            .pay_params_at(&self.inner.appid, prepay_id, timestamp))
     }
 }

@@ -104,5 +104,5 @@ pub trait PayGateway: Send + Sync {
 
     /// The mini-program's `wx.requestPayment` parameters for a prepay_id, signed with the
     /// merchant key at `timestamp`.
-    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> PayParams;
+    fn pay_params(&self, prepay_id: &str, timestamp: i64) -> Result<PayParams, PayError>;
 }
