@@ -59,6 +59,7 @@ fn config() -> SimulatorConfig {
         retry_scale: 0.001,
         min_time_expire_ahead: Duration::from_secs(60),
         delivery_timeout: Duration::from_secs(5),
+        certificates: Vec::new(),
     }
 }
 
@@ -1293,4 +1294,53 @@ async fn shutdown_stops_the_server() {
     let addr = sim.addr();
     sim.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// Platform-certificate mode: `/v3/certificates` serves the certificates sealed under the
+/// APIv3 key and signed by the first; a client without a public key downloads them, verifies
+/// every answer with them, and follows a rotation to a new serial.
+#[tokio::test]
+async fn certificate_mode_serves_sealed_certificates_and_rotates() {
+    let sim = Simulator::start(SimulatorConfig {
+        certificates: vec![("9F3C5A2E7B1D40086C11".into(), pem("test_platform_cert.pem"))],
+        ..config()
+    })
+    .await
+    .unwrap();
+    let mut settings = GatewaySettings {
+        api_base: sim.base_url(),
+        appid: APPID.into(),
+        mchid: MCHID.into(),
+        mch_serial_no: MCH_SERIAL.into(),
+        mch_private_key: Some(merchant_key()),
+        apiv3_key: ApiV3Key::new(APIV3).unwrap(),
+        public_key: None,
+        notify_url: Some("http://127.0.0.1:9/notify".into()),
+        retry: Default::default(),
+        certificate_refresh_interval: Duration::from_millis(100),
+        certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
+    };
+    settings.retry.total_budget = Duration::from_secs(5);
+    let client = HttpPayGateway::new(settings).unwrap();
+    client
+        .jsapi_prepay(&order("cert-mode-1", 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.known_serials(),
+        vec!["9F3C5A2E7B1D40086C11".to_owned()]
+    );
+
+    sim.rotate_certificate(
+        "5EC0AD0CE27000000002",
+        &pem("test_platform_cert_rotated.pem"),
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    client
+        .jsapi_prepay(&order("cert-mode-2", 100))
+        .await
+        .unwrap();
+    let mut serials = client.known_serials();
+    serials.sort();
+    assert_eq!(serials, ["5EC0AD0CE27000000002", "9F3C5A2E7B1D40086C11"]);
 }

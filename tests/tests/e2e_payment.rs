@@ -1272,3 +1272,81 @@ async fn debug_identity_is_refused_on_lambda() {
         runtime.calls()
     );
 }
+
+/// Issue 12.7, against the simulator: a platform-certificate merchant (no public key). The
+/// built place-order and payment-callback download `/v3/certificates` on first need (signed,
+/// sealed under the APIv3 key), verify the prepay answer and the notification with it, and
+/// follow a certificate rotation: a new serial, once the minute's rate limit has passed,
+/// downloads again and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificate_mode_downloads_certificates_and_follows_a_rotation() {
+    let key_pem = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../testdata/keys/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("test key")
+    };
+    let (first, rotated) = ("9F3C5A2E7B1D40086C11", "5EC0AD0CE27000000002");
+    let first_pem = key_pem("test_platform_cert.pem");
+    let backend = Backend::start_with(|c: &mut sandbox::SimulatorConfig| {
+        c.platform_private_key =
+            shared::wechatpay::RsaPrivateKey::from_pkcs8_pem(&key_pem("test_platform_key.pem"))
+                .expect("platform key");
+        c.certificates = vec![(first.to_owned(), first_pem.clone())];
+    })
+    .await;
+    let certificate_mode = |notify_url: Option<&str>| {
+        let mut env = backend.function_env(notify_url);
+        env.retain(|(k, _)| !k.starts_with("WXPAY_PUBLIC_KEY"));
+        env
+    };
+    let mut callback = FunctionProcess::spawn(Function::PaymentCallback, &certificate_mode(None));
+    let notify_url = format!("{}/notify/wechatpay", callback.wait_http().await);
+    let mut place_order =
+        FunctionProcess::spawn(Function::PlaceOrder, &certificate_mode(Some(&notify_url)));
+    let place_url = place_order.wait_http().await;
+    let place = |key: &'static str| {
+        let request = backend
+            .http
+            .post(format!("{place_url}/orders"))
+            .header("x-debug-openid", "o_certs")
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(cart(&[(SKU_UNLIMITED, 1)]));
+        async move {
+            let reply = Reply::read(request.send().await.expect("place-order answers")).await;
+            assert_eq!(reply.status, 201, "{}", reply.text());
+            reply.json()["out_trade_no"].as_str().unwrap().to_owned()
+        }
+    };
+    let loaded = |process: &FunctionProcess| {
+        process
+            .json_logs()
+            .into_iter()
+            .filter(|l| l["message"] == "platform certificates loaded")
+            .count()
+    };
+
+    let no = place("cert-1").await;
+    assert_eq!(loaded(&place_order), 1, "downloaded before the first call");
+    backend.sim.pay(&pay(&no, 1)).expect("pays");
+    let log = backend.wait_acknowledged(&no).await;
+    assert!(log.iter().all(|d| d.status == Some(204)), "{log:?}");
+    assert_eq!(backend.order(&no).await.status, OrderStatus::Paid);
+    assert_eq!(loaded(&callback), 1, "downloaded on the first notification");
+
+    // WeChat Pay rotates its certificate; past the minute's rate limit, the new serial is
+    // downloaded and verifies everywhere.
+    tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    backend
+        .sim
+        .rotate_certificate(rotated, &key_pem("test_platform_cert_rotated.pem"));
+    let no = place("cert-2").await;
+    assert_eq!(loaded(&place_order), 2);
+    backend.sim.pay(&pay(&no, 1)).expect("pays");
+    let log = backend.wait_acknowledged(&no).await;
+    assert!(log.iter().all(|d| d.status == Some(204)), "{log:?}");
+    assert_eq!(backend.order(&no).await.status, OrderStatus::Paid);
+    assert_eq!(loaded(&callback), 2, "downloaded again for the new serial");
+}

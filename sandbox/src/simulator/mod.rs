@@ -83,6 +83,10 @@ pub struct SimulatorConfig {
     pub min_time_expire_ahead: Duration,
     /// How long a notification delivery may take before it counts as failed (WeChat: 5 s).
     pub delivery_timeout: Duration,
+    /// Platform-certificate mode: `(serial, PEM)` of certificates of `platform_private_key`
+    /// that `/v3/certificates` serves, the first one signing. Empty: a public-key merchant
+    /// (signed under `public_key_id`; `/v3/certificates` answers 404).
+    pub certificates: Vec<(String, String)>,
 }
 
 impl SimulatorConfig {
@@ -106,6 +110,7 @@ impl SimulatorConfig {
             retry_scale: 1.0,
             min_time_expire_ahead: WECHAT_MIN_TIME_EXPIRE_AHEAD,
             delivery_timeout: WECHAT_NOTIFY_TIMEOUT,
+            certificates: Vec::new(),
         }
     }
 }
@@ -306,7 +311,15 @@ impl Simulator {
             })?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let signing = Mutex::new(Signing {
+            serial: config.certificates.first().map_or_else(
+                || config.public_key_id.clone(),
+                |(serial, _)| serial.clone(),
+            ),
+            certificates: config.certificates.clone(),
+        });
         let shared = Arc::new(Shared {
+            signing,
             config,
             http,
             store: Mutex::new(state::Store::default()),
@@ -386,8 +399,16 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// What the server's handlers and the delivery tasks share.
+/// What WeChat Pay signs with now, and the certificates it publishes (a rotation changes
+/// both while it runs).
+pub(crate) struct Signing {
+    pub(crate) serial: String,
+    pub(crate) certificates: Vec<(String, String)>,
+}
+
 pub(crate) struct Shared {
     pub(crate) config: SimulatorConfig,
+    pub(crate) signing: Mutex<Signing>,
     pub(crate) http: reqwest::Client,
     pub(crate) store: Mutex<state::Store>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -398,6 +419,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The serial responses and notifications are signed under now.
+    pub(crate) fn signing_serial(&self) -> String {
+        match self.signing.lock() {
+            Ok(s) => s.serial.clone(),
+            Err(p) => p.into_inner().serial.clone(),
+        }
+    }
+
+    pub(crate) fn published_certificates(&self) -> Vec<(String, String)> {
+        match self.signing.lock() {
+            Ok(s) => s.certificates.clone(),
+            Err(p) => p.into_inner().certificates.clone(),
+        }
+    }
+
     /// The store, even if a panicking thread poisoned its lock: every update is applied
     /// whole under the lock, so the data stays consistent.
     pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, state::Store> {
@@ -426,6 +462,19 @@ pub struct SimulatorHandle {
 impl SimulatorHandle {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A certificate rotation (platform-certificate mode): `/v3/certificates` publishes this
+    /// one too, and responses and notifications are signed under its serial from now on.
+    pub fn rotate_certificate(&self, serial: &str, pem: &str) {
+        let mut signing = match self.shared.signing.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        signing
+            .certificates
+            .push((serial.to_owned(), pem.to_owned()));
+        signing.serial = serial.to_owned();
     }
 
     /// `http://127.0.0.1:<port>`: the `WXPAY_API_BASE` of a backend using this simulator.

@@ -79,7 +79,7 @@ async fn attempt(shared: Arc<Shared>, job: Arc<DeliveryJob>, round: u32) -> bool
     );
     let (headers, body) = build_notification(
         &config.platform_private_key,
-        &config.public_key_id,
+        &shared.signing_serial(),
         &config.apiv3_key,
         &draft,
         now.unix_timestamp(),

@@ -55,7 +55,7 @@ pub(super) const ROUTES: &[Endpoint] = &[
     Endpoint {
         method: "GET",
         path: "/v3/certificates",
-        what: "404 (a public-key merchant)",
+        what: "the platform certificates (404 for a public-key merchant)",
         handler: |m| on(m, certificates),
     },
 ];
@@ -91,7 +91,8 @@ fn now() -> OffsetDateTime {
 }
 
 /// Signs whatever the simulator answers with the platform key: `ts\nnonce\nbody\n`, the body
-/// empty for a 204, `Wechatpay-Serial` = the public-key id (reference section 2).
+/// empty for a 204, `Wechatpay-Serial` = the public-key id or the signing certificate's
+/// serial (reference section 2).
 pub(super) async fn sign_responses(
     State(s): State<Arc<Shared>>,
     request: Request,
@@ -104,7 +105,7 @@ pub(super) async fn sign_responses(
     };
     let signed = sign_response_headers(
         &s.config.platform_private_key,
-        &s.config.public_key_id,
+        &s.signing_serial(),
         now().unix_timestamp(),
         &nonce(),
         &bytes,
@@ -365,8 +366,34 @@ async fn close(
     }
 }
 
-/// A merchant with a WeChat Pay public key has no platform certificates (reference 2.4).
-async fn certificates() -> Response {
+/// The platform certificates, each sealed under the APIv3 key as WeChat Pay does; a merchant
+/// with a WeChat Pay public key has none (404, reference 2.4).
+async fn certificates(State(s): State<Arc<Shared>>) -> Response {
+    let published = s.published_certificates();
+    if !published.is_empty() {
+        let mut data = Vec::new();
+        for (serial, pem) in published {
+            let nonce = shared::wechatpay::aead::resource_nonce();
+            let Ok(ciphertext) = shared::wechatpay::aead::seal(
+                &s.config.apiv3_key,
+                &nonce,
+                "certificate",
+                pem.as_bytes(),
+            ) else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            data.push(serde_json::json!({
+                "serial_no": serial,
+                "effective_time": "2026-12-01T08:00:00+08:00",
+                "expire_time": "2046-12-01T08:00:00+08:00",
+                "encrypt_certificate": {
+                    "algorithm": "AEAD_AES_256_GCM", "nonce": nonce,
+                    "associated_data": "certificate", "ciphertext": ciphertext,
+                },
+            }));
+        }
+        return json_response(StatusCode::OK, &serde_json::json!({ "data": data }));
+    }
     ApiError::new(
         404,
         "RESOURCE_NOT_EXISTS",
