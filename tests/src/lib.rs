@@ -247,6 +247,7 @@ pub fn payment_at(order: &Order, transaction_id: &str, success_time: OffsetDateT
         amount: order.amount_total,
         payer_total: order.amount_total,
         currency: order.currency.clone(),
+        payer: Some(order.openid.clone()),
         success_time,
         notification_id: Some(format!("notify-{transaction_id}")),
         notification: None,

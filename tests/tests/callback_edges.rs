@@ -331,6 +331,12 @@ async fn verified_but_malformed_notifications_answer_400_and_are_kept_with_their
             }),
         ),
         (
+            "payer.openid",
+            payment_notification("10007", no, |t| {
+                t["payer"]["openid"] = "o friend\n".into();
+            }),
+        ),
+        (
             "decrypted transaction",
             sealed("n-10005", "this is not JSON"),
         ),
@@ -353,11 +359,11 @@ async fn verified_but_malformed_notifications_answer_400_and_are_kept_with_their
     let stored = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
     assert_eq!(stored, o, "no order changed");
     let mut kept = ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
-    assert_eq!(kept.len(), 3, "once per notification: {kept:?}");
+    assert_eq!(kept.len(), 4, "once per notification: {kept:?}");
     kept.sort_by(|a, b| a.cause.cmp(&b.cause));
     assert_eq!(
         kept.iter().map(|a| a.cause.as_str()).collect::<Vec<_>>(),
-        ["n-10002", "n-10003", "n-10004"]
+        ["n-10002", "n-10003", "n-10004", "n-10007"]
     );
     assert!(
         kept.iter()
@@ -454,4 +460,30 @@ async fn every_verified_notification_is_kept_with_its_outcome() {
     let ttl: i64 = item["ttl"].as_n().unwrap().parse().unwrap();
     let days = (ttl - time::OffsetDateTime::now_utc().unix_timestamp()) as f64 / 86_400.0;
     assert!((29.9..30.1).contains(&days), "{days}");
+}
+
+/// Issue 12.7: the payer is checked (a well-formed openid) and kept with the payment; a friend
+/// paying for the owner (代付) still pays the order.
+#[tokio::test]
+async fn the_payer_is_checked_and_kept_and_a_friend_may_pay() {
+    let (ctx, o, handler) = pending_order("payer").await;
+    let r = handler
+        .handle(payment_notification(
+            "30001",
+            o.out_trade_no.as_str(),
+            |t| {
+                t["payer"]["openid"] = "o_friend".into();
+            },
+        ))
+        .await;
+    assert_eq!(r.status(), 204);
+    let stored = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_eq!(stored.status, OrderStatus::Paid);
+    let payment = ctx
+        .store
+        .get_payment(stored.transaction_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(payment.payer.as_ref().map(|p| p.as_str()), Some("o_friend"));
 }

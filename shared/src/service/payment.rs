@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::Deps;
 use crate::{
-    domain::{Money, Order, OrderStatus, OutTradeNo, time::parse_rfc3339},
+    domain::{Money, Openid, Order, OrderStatus, OutTradeNo, time::parse_rfc3339},
     store::{Anomaly, AnomalyKind, MarkPaidOutcome, Payment, StoreError},
     wechatpay::notification::Transaction,
 };
@@ -99,6 +99,13 @@ pub(crate) fn payment_of(
             )));
         }
     };
+    let payer = match txn.payer.as_ref().map(|p| p.openid.as_str()) {
+        None | Some("") => None,
+        Some(openid) => Some(
+            Openid::parse(openid)
+                .map_err(|e| ApplyError::Malformed(format!("payer.openid: {e}")))?,
+        ),
+    };
     let success_time = match txn.success_time.as_deref() {
         Some(t) => parse_rfc3339(t).map_err(|e| ApplyError::Malformed(e.to_string()))?,
         None => now,
@@ -109,6 +116,7 @@ pub(crate) fn payment_of(
         amount: total,
         payer_total,
         currency,
+        payer,
         success_time,
         notification_id: notification_id.map(str::to_owned),
         notification: None,
@@ -147,7 +155,15 @@ pub(crate) async fn apply_confirmed(
             )
             .await?
         }
-        Some(order) => settle(deps, order, &payment, now).await?,
+        Some(order) => {
+            // Someone else may pay for a user (a friend's 代付): the money is this order's,
+            // but it is worth a line and a count.
+            if let Some(payer) = payment.payer.as_ref().filter(|p| **p != order.openid) {
+                crate::telemetry::emit_metrics(&[("PayerNotOwner", 1)], now);
+                tracing::warn!(out_trade_no = %payment.out_trade_no, transaction_id = %payment.transaction_id, %payer, owner = %order.openid, outcome = "payer_not_owner", "paid by someone other than the order's owner");
+            }
+            settle(deps, order, &payment, now).await?
+        }
     };
     let (status, amount_total) = match &outcome {
         PaymentOutcome::Applied(o) | PaymentOutcome::Duplicate(o) => {

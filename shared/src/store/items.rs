@@ -74,6 +74,7 @@ pub(crate) mod attr {
     pub const PAYER_TOTAL: &str = "payer_total";
     pub const SUCCESS_TIME: &str = "success_time";
     pub const NOTIFICATION_ID: &str = "notification_id";
+    pub const PAYER: &str = "payer";
     // anomaly
     pub const KIND: &str = "kind";
     pub const AT: &str = "at";
@@ -542,6 +543,7 @@ pub(crate) fn payment_item(p: &Payment) -> Item {
         (SUCCESS_TIME.to_owned(), t(p.success_time)),
     ]);
     put_opt(&mut item, NOTIFICATION_ID, p.notification_id.clone().map(s));
+    put_opt(&mut item, PAYER, p.payer.as_ref().map(|o| s(o.as_str())));
     item
 }
 
@@ -554,6 +556,10 @@ pub(crate) fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
         payer_total: f.money(PAYER_TOTAL)?,
         // Items written before the currency was kept were all checked to be the order's.
         currency: f.opt_s(CURRENCY)?.unwrap_or("CNY").to_owned(),
+        payer: f
+            .opt_s(PAYER)?
+            .map(|v| Openid::parse(v).map_err(|e| f.err(format!("{PAYER}: {e}"))))
+            .transpose()?,
         success_time: f.time(SUCCESS_TIME)?,
         notification_id: f.opt_s(NOTIFICATION_ID)?.map(str::to_owned),
         notification: None,
@@ -820,6 +826,7 @@ mod tests {
             amount: Money::from_fen(1980).unwrap(),
             payer_total: Money::from_fen(1900).unwrap(),
             currency: "CNY".into(),
+            payer: Some(Openid::parse("o_alice").unwrap()),
             success_time: T0,
             notification_id: None,
             notification: None,

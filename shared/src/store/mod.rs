@@ -42,6 +42,8 @@ pub struct Payment {
     pub payer_total: Money,
     /// `amount.currency` (`CNY`).
     pub currency: String,
+    /// `payer.openid`: who paid (the order's owner, or a friend paying for them).
+    pub payer: Option<Openid>,
     pub success_time: OffsetDateTime,
     /// The notification's `id`; absent when the payment was learned by querying.
     pub notification_id: Option<String>,
