@@ -75,6 +75,17 @@ impl Fixture {
             .reserved
     }
 
+    /// The fixture's ports, with DynamoDB failing on cue as `fail` says.
+    fn deps_failing(&self, fail: &FailOn) -> Deps {
+        Deps {
+            store: Arc::new(DynamoStore::new(
+                shared::store::with_interceptor(self.ctx.client(), fail.clone()),
+                &self.ctx.table,
+            )),
+            ..self.deps.clone()
+        }
+    }
+
     async fn sweep(&self) -> SweepSummary {
         sweep_expired(&self.deps, &SweepSettings::default(), 4, None).await
     }
@@ -313,13 +324,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for FailOn {
 async fn a_store_failure_after_wechat_pay_answered_is_finished_by_the_next_sweep() {
     let f = fixture("store-fails-late").await;
     let fail = FailOn::new("TransactWriteItems", 1);
-    let deps = Deps {
-        store: Arc::new(DynamoStore::new(
-            shared::store::with_interceptor(f.ctx.client(), fail.clone()),
-            &f.ctx.table,
-        )),
-        ..f.deps.clone()
-    };
+    let deps = f.deps_failing(&fail);
     let settings = SweepSettings {
         lease: Duration::milliseconds(300),
         ..SweepSettings::default()
@@ -654,13 +659,7 @@ async fn a_key_whose_release_failed_is_free_again_once_its_lock_expires() {
     use shared::service::{PlaceOrderError, place_order};
     let f = fixture("key-release-fails").await;
     let fail = FailOn::new("DeleteItem", 1);
-    let deps = Deps {
-        store: Arc::new(DynamoStore::new(
-            shared::store::with_interceptor(f.ctx.client(), fail.clone()),
-            &f.ctx.table,
-        )),
-        ..f.deps.clone()
-    };
+    let deps = f.deps_failing(&fail);
     f.gateway.prepay(Err(api_error(500, "SYSTEM_ERROR")));
     let lock = now_ms() + Duration::milliseconds(400);
     let first = place_order(&deps, place_request("stuck-1", lock)).await;
