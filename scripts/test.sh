@@ -50,6 +50,9 @@ fi
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
 # Doc tests first: nextest's summary must be the run's closing line.
 log "doc tests"
 cargo test --workspace --doc --quiet
