@@ -50,6 +50,9 @@ fi
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
+log "import graph of the shared crate: no cycles"
+python3 scripts/import_graph.py >/dev/null || { python3 scripts/import_graph.py | tail -5; exit 1; }
+
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 

@@ -27,6 +27,9 @@ fn bad(variable: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// WeChat's server API (`jscode2session`), `WX_API_BASE`'s default.
+pub const DEFAULT_WX_API_BASE: &str = "https://api.weixin.qq.com";
+
 /// A value that must never reach a log, an error or a response.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret<T>(T);
@@ -580,7 +583,7 @@ impl SessionConfig {
         }
         let wx_api_base = env
             .get("WX_API_BASE")
-            .unwrap_or_else(|| crate::session::login::DEFAULT_WX_API_BASE.to_owned());
+            .unwrap_or_else(|| DEFAULT_WX_API_BASE.to_owned());
         check_base_url("WX_API_BASE", &wx_api_base)?;
         let (pem, from) = env
             .inline_or_file("SESSION_SIGNING_KEY", "SESSION_SIGNING_KEY_FILE")?

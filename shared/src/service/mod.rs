@@ -12,6 +12,7 @@ mod notification;
 mod payment;
 mod place_order;
 mod query_order;
+mod settle;
 mod sweep;
 
 pub use notification::{NotificationOutcome, NotifyError, handle_notification};

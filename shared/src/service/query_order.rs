@@ -5,12 +5,12 @@
 
 use time::Duration;
 
-use super::sweep::{SettleFailure, Settled, settle_unpaid};
+use super::settle::{SettleFailure, Settled, query_transaction, settle_unpaid};
 use super::{ApplyError, Deps, PaymentOutcome, apply_payment};
 use crate::{
     domain::{Openid, Order, OrderStatus, OutTradeNo},
     store::{Cursor, Page, StoreError, SyncClaim},
-    wechatpay::{gateway::PayError, notification::Transaction, sign::PayParams},
+    wechatpay::sign::PayParams,
 };
 
 /// Concurrent callers ask WeChat Pay about one order at most once per this interval.
@@ -222,21 +222,4 @@ pub async fn list_orders(
         .store
         .list_orders(caller, limit.clamp(1, MAX_LIST_LIMIT), cursor)
         .await?)
-}
-
-/// WeChat Pay's transaction for `order` (query by out_trade_no); `None` when WeChat Pay has
-/// no such order (`ORDER_NOT_EXIST`: its prepay never happened).
-pub(crate) async fn query_transaction(
-    deps: &Deps,
-    order: &Order,
-) -> Result<Option<Transaction>, PayError> {
-    match deps
-        .gateway
-        .query_by_out_trade_no(order.out_trade_no.as_str())
-        .await
-    {
-        Ok(txn) => Ok(Some(txn)),
-        Err(e) if e.code() == Some("ORDER_NOT_EXIST") => Ok(None),
-        Err(e) => Err(e),
-    }
 }

@@ -4,8 +4,9 @@
 //!
 //! It reads the sparse pending index shard by shard (a Query, never a Scan), works on a
 //! bounded number of orders at once, and stops taking work before the invocation deadline.
-//! Two sweeps at once are safe: each order is claimed with the same conditional
-//! `last_synced_at` write query-order uses, and every transition is conditional anyway.
+//! Two sweeps at once are safe: each order is leased with a conditional write on its own
+//! attribute (`swept_at`, apart from readers' `last_synced_at`, so polling never keeps a
+//! sweep out), and every transition is conditional anyway. Settling itself is `settle`'s.
 
 use std::sync::Arc;
 
@@ -13,11 +14,11 @@ use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use tokio::{sync::Semaphore, task::JoinSet};
 
-use super::{ApplyError, Deps, PaymentOutcome, apply_payment, query_order::query_transaction};
+use super::Deps;
+use super::settle::{Settled, settle_unpaid};
 use crate::{
     domain::{Order, OrderStatus},
-    store::{CloseOutcome, Cursor, StoreError, SyncClaim},
-    wechatpay::notification::{TradeState, Transaction},
+    store::{Cursor, SyncClaim},
 };
 
 #[derive(Debug, Clone)]
@@ -140,33 +141,6 @@ impl From<Settled> for Action {
     }
 }
 
-/// What settling an unpaid order with WeChat Pay's word came to: the one code path of the
-/// sweeper, a query of an expired order, and a close on demand.
-#[derive(Debug)]
-pub(crate) enum Settled {
-    /// WeChat Pay had it paid: applied now.
-    Paid(Box<Order>),
-    /// WeChat Pay had it paid, and so did we.
-    AlreadyPaid(Box<Order>),
-    /// Closed at WeChat Pay (or unknown there) and locally, stock returned.
-    Closed(Box<Order>),
-    /// Paid at WeChat Pay but recorded as an anomaly (the order, when there is one).
-    Anomaly(Option<Box<Order>>),
-    /// The user is paying right now: left for later.
-    UserPaying,
-    /// Someone else settled it first (the order as it is, when there is one).
-    Elsewhere(Option<Box<Order>>),
-    Failed(SettleFailure),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SettleFailure {
-    #[error("WeChat Pay: {0}")]
-    WeChat(String),
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-}
-
 /// Sweeps every shard once. `deadline` is the invocation's (None: no limit).
 pub async fn sweep_expired(
     deps: &Deps,
@@ -263,78 +237,4 @@ async fn sweep_one(deps: &Deps, due: Order, lease: Duration) -> Action {
         _ => tracing::info!(%out_trade_no, outcome = %action.label(), "expired order swept"),
     }
     action
-}
-
-/// Settles a PENDING order that must not stay open (expired, or given up by its owner) with
-/// WeChat Pay's word: paid -> applied; unpaid -> closed there, then locally.
-/// `why` begins the history entry's cause ("expired", "closed by its owner").
-pub(crate) async fn settle_unpaid(deps: &Deps, order: Order, why: &str) -> Settled {
-    let txn = match query_transaction(deps, &order).await {
-        Ok(Some(txn)) => txn,
-        // WeChat Pay never saw the order (its prepay failed): nobody can pay it.
-        Ok(None) => return close_locally(deps, &order, why, "unknown to WeChat Pay").await,
-        Err(e) => return Settled::Failed(SettleFailure::WeChat(format!("query: {e}"))),
-    };
-    match &txn.trade_state {
-        // The money arrived (REFUND: a refund was started, so it had).
-        TradeState::Success | TradeState::Refund => apply(deps, order, &txn).await,
-        TradeState::Closed => close_locally(deps, &order, why, "closed at WeChat Pay").await,
-        TradeState::UserPaying => Settled::UserPaying,
-        // Unpaid, or a state this code does not know: closing at WeChat Pay decides (it
-        // refuses to close a paid order, and the query after a refusal says what it is).
-        TradeState::NotPay | TradeState::PayError | TradeState::Revoked | TradeState::Other(_) => {
-            close(deps, order, why).await
-        }
-    }
-}
-
-/// Closes at WeChat Pay first (so nobody can pay any more), then locally. A refused or
-/// ambiguous close is followed by a query, and that answer decides.
-async fn close(deps: &Deps, order: Order, why: &str) -> Settled {
-    let close_error = match deps.gateway.close(order.out_trade_no.as_str()).await {
-        Ok(()) => return close_locally(deps, &order, why, "closed at WeChat Pay").await,
-        Err(e) => e,
-    };
-    tracing::info!(out_trade_no = %order.out_trade_no, error = %close_error, "close refused or ambiguous; querying again");
-    match query_transaction(deps, &order).await {
-        Ok(None) => close_locally(deps, &order, why, "unknown to WeChat Pay").await,
-        Ok(Some(txn)) if txn.trade_state.is_paid() => apply(deps, order, &txn).await,
-        Ok(Some(txn)) if txn.trade_state == TradeState::Closed => {
-            close_locally(deps, &order, why, "closed at WeChat Pay").await
-        }
-        Ok(Some(txn)) if txn.trade_state == TradeState::UserPaying => Settled::UserPaying,
-        Ok(Some(txn)) => Settled::Failed(SettleFailure::WeChat(format!(
-            "close failed ({close_error}) and the order is still {}",
-            txn.trade_state
-        ))),
-        Err(e) => Settled::Failed(SettleFailure::WeChat(format!(
-            "close failed ({close_error}), then query: {e}"
-        ))),
-    }
-}
-
-async fn apply(deps: &Deps, order: Order, txn: &Transaction) -> Settled {
-    // Query answers carry no notification id.
-    match apply_payment(deps, Some(order), txn, None).await {
-        Ok(PaymentOutcome::Applied(o)) => Settled::Paid(o),
-        Ok(PaymentOutcome::Duplicate(o)) => Settled::AlreadyPaid(o),
-        Ok(PaymentOutcome::Anomaly { order, .. }) => Settled::Anomaly(order),
-        Err(ApplyError::Store(e)) => Settled::Failed(SettleFailure::Store(e)),
-        Err(ApplyError::Malformed(m)) => Settled::Failed(SettleFailure::WeChat(format!(
-            "WeChat Pay's transaction: {m}"
-        ))),
-    }
-}
-
-async fn close_locally(deps: &Deps, order: &Order, why: &str, how: &str) -> Settled {
-    match deps
-        .store
-        .close(order, &format!("{why}; {how}"), deps.now())
-        .await
-    {
-        Ok(CloseOutcome::Closed(o)) => Settled::Closed(o),
-        Ok(CloseOutcome::NotPending(o)) => Settled::Elsewhere(Some(o)),
-        Ok(CloseOutcome::NotFound) => Settled::Elsewhere(None),
-        Err(e) => Settled::Failed(SettleFailure::Store(e)),
-    }
 }

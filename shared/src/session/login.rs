@@ -15,7 +15,7 @@ use crate::domain::Openid;
 use crate::wechatpay::RetryPolicy;
 
 /// WeChat's server API (`WX_API_BASE` default).
-pub const DEFAULT_WX_API_BASE: &str = "https://api.weixin.qq.com";
+pub use crate::config::DEFAULT_WX_API_BASE;
 const USER_AGENT: &str = concat!("wxpay-orders/", env!("CARGO_PKG_VERSION"), " (rust)");
 
 /// The `code` from `wx.login()`: one-time, valid for 5 minutes. Printable ASCII, no spaces,

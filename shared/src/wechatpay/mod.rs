@@ -8,6 +8,7 @@
 //! `reference/wechatpay-v3.md` sections 1 to 3 and 9, `testdata/wechatpay-v3-vectors.json`.
 //!
 //! - [`keys`]: PEM/DER loading (merchant PKCS#8 key, WeChat Pay SPKI key, X.509 certificates).
+//! - `message`: the byte strings signed in both directions (below `sign` and `verify`).
 //! - [`sign`]: the merchant's `Authorization` header and `paySign`.
 //! - [`verify`]: `Wechatpay-*` header verification against the key map.
 //! - [`aead`]: AEAD_AES_256_GCM with the APIv3 key.
@@ -22,6 +23,7 @@ pub mod client;
 pub(crate) mod crypto;
 pub mod gateway;
 pub mod keys;
+mod message;
 pub mod notification;
 pub mod sign;
 pub mod verify;

@@ -6,10 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::crypto;
 use super::keys::{RsaPrivateKey, RsaPublicKey};
+pub use super::message::AUTH_SCHEME;
+use super::message::join_lines;
 use super::verify::{self, VerifyError};
-
-/// The authorization scheme (and `Wechatpay-Signature-Type`) of RSA merchants.
-pub const AUTH_SCHEME: &str = "WECHATPAY2-SHA256-RSA2048";
 
 /// Length of the nonces this module generates, as the official SDKs do.
 pub const NONCE_LEN: usize = 32;
@@ -167,16 +166,6 @@ pub fn request_message(
         nonce.as_bytes(),
         body,
     ])
-}
-
-/// Every line, each followed by `\n`.
-pub(crate) fn join_lines(lines: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for line in lines {
-        out.extend_from_slice(line);
-        out.push(b'\n');
-    }
-    out
 }
 
 /// A fresh 32-character `[0-9A-Za-z]` nonce from the OS CSPRNG.

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::keys::{PlatformCertificate, RsaPrivateKey, RsaPublicKey};
-use super::sign::{AUTH_SCHEME, join_lines};
+use super::message::{AUTH_SCHEME, join_lines};
 
 pub const HEADER_TIMESTAMP: &str = "Wechatpay-Timestamp";
 pub const HEADER_NONCE: &str = "Wechatpay-Nonce";
