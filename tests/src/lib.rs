@@ -42,8 +42,12 @@ static TABLE_SEQ: AtomicU64 = AtomicU64::new(0);
 /// A table name unique to this process and test (moto keeps every table of a run).
 pub fn unique_table(test: &str) -> String {
     let n = TABLE_SEQ.fetch_add(1, Ordering::Relaxed);
+    // The process id alone repeats across runs against one long-lived moto.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() % 1_000_000_000);
     let mut name = format!(
-        "orders-{}-{}-{n}",
+        "orders-{}-{started}-{}-{n}",
         std::process::id(),
         test.replace('_', "-")
     );

@@ -7,8 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-mod deploy_support;
-use deploy_support::{at, design_routes, path, repo};
+use crate::deploy_support::{at, design_routes, path, repo};
 use serde_norway::{Mapping, Value};
 use shared::secrets::SECRET_VARIABLES;
 use shared::store::TableDefinition;

@@ -3,13 +3,11 @@
 //! API Gateway event mapping and the integration response, and that bad events do not stop
 //! the loop.
 
-mod runtime_support;
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::runtime_support::{EchoFunction, FakeRuntime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use runtime_support::{EchoFunction, FakeRuntime};
 use serde_json::{Value, json};
 
 const TIME_LIMIT_MS: u64 = 3_000;

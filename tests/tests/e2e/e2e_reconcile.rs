@@ -7,14 +7,11 @@
 //! The sweeper runs as WeChat Pay's scheduler would run it: once per invocation (here a
 //! process run with `--deadline`, and through the Lambda and SCF runtime APIs).
 
-mod e2e_support;
-mod runtime_support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e_support::*;
-use runtime_support::FakeRuntime;
+use crate::e2e_support::*;
+use crate::runtime_support::FakeRuntime;
 use sandbox::{Fault, PayRequest, SimulatorConfig};
 use serde_json::{Value, json};
 use shared::domain::OrderStatus;

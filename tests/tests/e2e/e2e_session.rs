@@ -5,13 +5,10 @@
 //! nothing written, key rotation, WeChat's errcodes mapped, `session_key` never leaving the
 //! session function, and the session binary under the Lambda and SCF runtime APIs.
 
-mod e2e_support;
-mod runtime_support;
-
+use crate::e2e_support::*;
+use crate::runtime_support::FakeRuntime;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use e2e_support::*;
-use runtime_support::FakeRuntime;
 use sandbox::simulator::login::{openid_for, session_key_for};
 use serde_json::{Value, json};
 use shared::domain::Openid;

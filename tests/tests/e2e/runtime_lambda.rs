@@ -2,11 +2,9 @@
 //! what a handler sees for HTTP API (v2) and REST API (v1) events (path without stage, query,
 //! headers, exact body bytes, authorizer claims, deadline, request id) and what goes back.
 
-mod runtime_support;
-
+use crate::runtime_support::{EchoFunction, FakeRuntime, Posted};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use runtime_support::{EchoFunction, FakeRuntime, Posted};
 use serde_json::{Value, json};
 
 const DEADLINE_MS: u64 = 1_900_000_000_123;

@@ -8,17 +8,14 @@
 //! Every test asserts answers (status, `code`) and the store's state read back through
 //! `DynamoStore`; waits are polls with a deadline, never bare sleeps.
 
-mod e2e_support;
-mod runtime_support;
-
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::e2e_support::*;
+use crate::runtime_support::FakeRuntime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use e2e_support::*;
 use http::HeaderValue;
-use runtime_support::FakeRuntime;
 use sandbox::{Fault, PayRequest};
 use serde_json::{Value, json};
 use shared::domain::time::to_wechat;

@@ -2,11 +2,9 @@
 //! environment listens on `PORT` and serves any request; raw bodies are preserved and
 //! oversize bodies get 413.
 
-mod runtime_support;
-
+use crate::runtime_support::EchoFunction;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use runtime_support::EchoFunction;
 use serde_json::Value;
 use shared::runtime::MAX_BODY_BYTES;
 

@@ -1,0 +1,7 @@
+//! The use cases and handlers on a real store (embedded Dynoxide) with the edges scripted
+//! where the simulator cannot be made to answer on cue: the notify endpoint's refusals and
+//! costs, reconciliation, idempotency recovery, and the TLS roots the clients trust.
+
+mod callback_edges;
+mod reconcile_service;
+mod tls_roots;

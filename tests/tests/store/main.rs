@@ -1,0 +1,7 @@
+//! The store suites: conformance of every `Store` operation on two DynamoDB
+//! implementations (Dynoxide and moto), concurrency storms on Dynoxide, and the secrets read
+//! through Secrets Manager on moto. One binary, so the AWS SDK is linked once.
+
+mod secrets_moto;
+mod store_concurrency;
+mod store_conformance;
