@@ -19,7 +19,7 @@ use time::{Duration, OffsetDateTime};
 pub use aws_sdk_dynamodb;
 
 pub mod scripted;
-pub use scripted::{APPID, MCHID, Scripted, api_error, scripted_deps, txn};
+pub use scripted::{APPID, MCHID, SCRIPTED_REQUEST_ID, Scripted, api_error, scripted_deps, txn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -251,6 +251,7 @@ pub fn payment_at(order: &Order, transaction_id: &str, success_time: OffsetDateT
         amount: order.amount_total,
         payer_total: order.amount_total,
         currency: order.currency.clone(),
+        request_id: None,
         payer: Some(order.openid.clone()),
         success_time,
         notification_id: Some(format!("notify-{transaction_id}")),

@@ -15,6 +15,9 @@ use time::Duration;
 
 use crate::StoreCtx;
 
+/// The `Request-ID` every scripted answer carries.
+pub const SCRIPTED_REQUEST_ID: &str = "SCRIPTED-REQUEST-ID";
+
 pub const APPID: &str = "wx-recon";
 pub const MCHID: &str = "1900000001";
 
@@ -74,11 +77,15 @@ impl PayGateway for Scripted {
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
+            .map(|txn| Transaction {
+                request_id: Some(SCRIPTED_REQUEST_ID.to_owned()),
+                ..txn
+            })
     }
     async fn query_by_transaction_id(&self, _: &str) -> Result<Transaction, PayError> {
         Err(PayError::InvalidRequest("not scripted".into()))
     }
-    async fn close(&self, out_trade_no: &str) -> Result<(), PayError> {
+    async fn close(&self, out_trade_no: &str) -> Result<Option<String>, PayError> {
         self.calls
             .lock()
             .unwrap()
@@ -88,6 +95,7 @@ impl PayGateway for Scripted {
             .unwrap()
             .pop_front()
             .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
+            .map(|()| Some(SCRIPTED_REQUEST_ID.to_owned()))
     }
     async fn verify_notification(
         &self,

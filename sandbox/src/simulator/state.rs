@@ -590,6 +590,7 @@ fn wechat_view(order: &Order) -> Transaction {
         }),
         scene_info: None,
         promotion_detail: None,
+        request_id: None,
     }
 }
 

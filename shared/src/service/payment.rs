@@ -116,6 +116,7 @@ pub(crate) fn payment_of(
         amount: total,
         payer_total,
         currency,
+        request_id: txn.request_id.clone(),
         payer,
         success_time,
         notification_id: notification_id.map(str::to_owned),

@@ -385,8 +385,8 @@ async fn prepay_and_complete(
             payer_openid: order.openid.to_string(),
         })
         .await;
-    let prepay_id = match prepay {
-        Ok(p) => p.prepay_id,
+    let (prepay_id, prepay_request_id) = match prepay {
+        Ok(p) => (p.prepay_id, p.request_id),
         Err(e) => {
             // The client never got pay params, so nobody can pay this out_trade_no: close it,
             // return its stock and free the key so the client can simply try again.
@@ -411,7 +411,14 @@ async fn prepay_and_complete(
     };
     match deps
         .store
-        .complete_order(scope, owner, &order.out_trade_no, &prepay_id, &response)
+        .complete_order(
+            scope,
+            owner,
+            &order.out_trade_no,
+            &prepay_id,
+            prepay_request_id.as_deref(),
+            &response,
+        )
         .await?
     {
         CompleteOrderOutcome::Completed => {}

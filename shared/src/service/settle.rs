@@ -52,7 +52,10 @@ pub(crate) async fn settle_unpaid(deps: &Deps, order: Order, why: &str) -> Settl
     match &txn.trade_state {
         // The money arrived (REFUND: a refund was started, so it had).
         TradeState::Success | TradeState::Refund => apply(deps, order, &txn).await,
-        TradeState::Closed => close_locally(deps, &order, why, "closed at WeChat Pay").await,
+        TradeState::Closed => {
+            let how = answered("closed at WeChat Pay", txn.request_id.as_deref());
+            close_locally(deps, &order, why, &how).await
+        }
         TradeState::UserPaying => Settled::UserPaying,
         // Unpaid, or a state this code does not know: closing at WeChat Pay decides (it
         // refuses to close a paid order, and the query after a refusal says what it is).
@@ -66,7 +69,10 @@ pub(crate) async fn settle_unpaid(deps: &Deps, order: Order, why: &str) -> Settl
 /// ambiguous close is followed by a query, and that answer decides.
 async fn close(deps: &Deps, order: Order, why: &str) -> Settled {
     let close_error = match deps.gateway.close(order.out_trade_no.as_str()).await {
-        Ok(()) => return close_locally(deps, &order, why, "closed at WeChat Pay").await,
+        Ok(request_id) => {
+            let how = answered("closed at WeChat Pay", request_id.as_deref());
+            return close_locally(deps, &order, why, &how).await;
+        }
         Err(e) => e,
     };
     tracing::info!(out_trade_no = %order.out_trade_no, error = %close_error, "close refused or ambiguous; querying again");
@@ -74,7 +80,8 @@ async fn close(deps: &Deps, order: Order, why: &str) -> Settled {
         Ok(None) => close_locally(deps, &order, why, "unknown to WeChat Pay").await,
         Ok(Some(txn)) if txn.trade_state.is_paid() => apply(deps, order, &txn).await,
         Ok(Some(txn)) if txn.trade_state == TradeState::Closed => {
-            close_locally(deps, &order, why, "closed at WeChat Pay").await
+            let how = answered("closed at WeChat Pay", txn.request_id.as_deref());
+            close_locally(deps, &order, why, &how).await
         }
         Ok(Some(txn)) if txn.trade_state == TradeState::UserPaying => Settled::UserPaying,
         Ok(Some(txn)) => Settled::Failed(SettleFailure::WeChat(format!(
@@ -97,6 +104,14 @@ async fn apply(deps: &Deps, order: Order, txn: &Transaction) -> Settled {
         Err(ApplyError::Malformed(m)) => Settled::Failed(SettleFailure::WeChat(format!(
             "WeChat Pay's transaction: {m}"
         ))),
+    }
+}
+
+/// What WeChat Pay said, with the `Request-ID` of its answer kept in the order's history.
+fn answered(how: &str, request_id: Option<&str>) -> String {
+    match request_id {
+        Some(id) => format!("{how} (WeChat Pay Request-ID {id})"),
+        None => how.to_owned(),
     }
 }
 

@@ -1205,7 +1205,7 @@ impl Store for DynamoStore {
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
     ) -> Result<PrepayOutcome, StoreError> {
-        let (e, update, condition) = prepay_expression(prepay_id);
+        let (e, update, condition) = prepay_expression(prepay_id, None);
         Ok(
             match self
                 .update_order(out_trade_no, e, update, condition)
@@ -1224,9 +1224,10 @@ impl Store for DynamoStore {
         owner: &str,
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
+        prepay_request_id: Option<&str>,
         response: &StoredResponse,
     ) -> Result<CompleteOrderOutcome, StoreError> {
-        let (e, order_update, order_condition) = prepay_expression(prepay_id);
+        let (e, order_update, order_condition) = prepay_expression(prepay_id, prepay_request_id);
         let order_action = update_action(
             &self.table,
             items::order_key(out_trade_no),
@@ -1473,12 +1474,23 @@ fn index_start(
 
 /// The prepay_id stored and `version` bumped, only while the order is PENDING: shared by
 /// `record_prepay` and `complete_order`. Returns (names/values, update, condition).
-fn prepay_expression(prepay_id: &str) -> (Expr, String, String) {
+fn prepay_expression(prepay_id: &str, request_id: Option<&str>) -> (Expr, String, String) {
     let mut e = Expr::default();
+    let mut sets = vec![format!(
+        "{} = {}",
+        e.name(attr::PREPAY_ID),
+        e.value("prepay_id", items::s(prepay_id))
+    )];
+    if let Some(id) = request_id {
+        sets.push(format!(
+            "{} = {}",
+            e.name(attr::PREPAY_REQUEST_ID),
+            e.value("prepay_request_id", items::s(id))
+        ));
+    }
     let update = format!(
-        "SET {prepay} = {p} ADD {version} {one}",
-        prepay = e.name(attr::PREPAY_ID),
-        p = e.value("prepay_id", items::s(prepay_id)),
+        "SET {} ADD {version} {one}",
+        sets.join(", "),
         version = e.name(attr::VERSION),
         one = e.value("one", items::n(1)),
     );

@@ -44,6 +44,9 @@ pub(crate) mod attr {
     pub const CREATED_AT: &str = "created_at";
     pub const EXPIRE_AT: &str = "expire_at";
     pub const PREPAY_ID: &str = "prepay_id";
+    /// WeChat Pay's `Request-ID` of the prepay answer (written by `complete_order`).
+    pub const PREPAY_REQUEST_ID: &str = "prepay_request_id";
+    pub const REQUEST_ID: &str = "request_id";
     pub const TRANSACTION_ID: &str = "transaction_id";
     pub const PAID_AT: &str = "paid_at";
     pub const LAST_SYNCED_AT: &str = "last_synced_at";
@@ -544,6 +547,7 @@ pub(crate) fn payment_item(p: &Payment) -> Item {
     ]);
     put_opt(&mut item, NOTIFICATION_ID, p.notification_id.clone().map(s));
     put_opt(&mut item, PAYER, p.payer.as_ref().map(|o| s(o.as_str())));
+    put_opt(&mut item, REQUEST_ID, p.request_id.clone().map(s));
     item
 }
 
@@ -556,6 +560,7 @@ pub(crate) fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
         payer_total: f.money(PAYER_TOTAL)?,
         // Items written before the currency was kept were all checked to be the order's.
         currency: f.opt_s(CURRENCY)?.unwrap_or("CNY").to_owned(),
+        request_id: f.opt_s(REQUEST_ID)?.map(str::to_owned),
         payer: f
             .opt_s(PAYER)?
             .map(|v| Openid::parse(v).map_err(|e| f.err(format!("{PAYER}: {e}"))))
@@ -826,6 +831,7 @@ mod tests {
             amount: Money::from_fen(1980).unwrap(),
             payer_total: Money::from_fen(1900).unwrap(),
             currency: "CNY".into(),
+            request_id: Some("08F4A0C6B5B00000".into()),
             payer: Some(Openid::parse("o_alice").unwrap()),
             success_time: T0,
             notification_id: None,

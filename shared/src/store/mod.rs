@@ -42,6 +42,9 @@ pub struct Payment {
     pub payer_total: Money,
     /// `amount.currency` (`CNY`).
     pub currency: String,
+    /// WeChat Pay's `Request-ID` of the query answer that reported it (absent when a
+    /// notification did).
+    pub request_id: Option<String>,
     /// `payer.openid`: who paid (the order's owner, or a friend paying for them).
     pub payer: Option<Openid>,
     pub success_time: OffsetDateTime,
@@ -309,14 +312,16 @@ pub trait Store: Send + Sync {
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
     ) -> Result<PrepayOutcome, StoreError>;
-    /// place-order's last step, one transaction: stores the prepay_id (only while PENDING)
-    /// and completes the idempotency record with the response (only while `owner` holds it).
+    /// place-order's last step, one transaction: stores the prepay_id and the `Request-ID`
+    /// of WeChat Pay's answer (only while PENDING) and completes the idempotency record with
+    /// the response (only while `owner` holds it).
     async fn complete_order(
         &self,
         scope: &IdempotencyScope,
         owner: &str,
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
+        prepay_request_id: Option<&str>,
         response: &StoredResponse,
     ) -> Result<CompleteOrderOutcome, StoreError>;
     /// PENDING -> PAID with its payment item and stock, in one transaction. `order` is the

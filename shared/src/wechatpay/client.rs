@@ -360,13 +360,14 @@ impl HttpPayGateway {
         Ok(())
     }
 
-    /// One signed request, retried per policy, with a verified 2xx response.
+    /// One signed request, retried per policy, with a verified 2xx response: its status,
+    /// body and WeChat Pay's `Request-ID`.
     async fn call(
         &self,
         method: Method,
         path_and_query: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(http::StatusCode, Vec<u8>), PayError> {
+    ) -> Result<(http::StatusCode, Vec<u8>, Option<String>), PayError> {
         if self.inner.keys.certificate_mode && self.known_serials().is_empty() {
             self.refresh_certificates().await?;
         }
@@ -378,7 +379,11 @@ impl HttpPayGateway {
             return Err(PayError::UnsignedResponse);
         }
         self.verify(&headers, &bytes, now_unix()).await?;
-        Ok((status, bytes))
+        let request_id = headers
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((status, bytes, request_id))
     }
 
     /// The retry loop over single attempts; answers with the last response (2xx or not) or
@@ -541,10 +546,14 @@ impl PayGateway for HttpPayGateway {
         }
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| PayError::InvalidRequest(format!("prepay body: {e}")))?;
-        let (_, response) = self
+        let (_, response, request_id) = self
             .call(Method::POST, "/v3/pay/transactions/jsapi", Some(bytes))
             .await?;
-        parse("prepay response", &response)
+        let prepay: PrepayResponse = parse("prepay response", &response)?;
+        Ok(PrepayResponse {
+            request_id,
+            ..prepay
+        })
     }
 
     async fn query_by_out_trade_no(&self, out_trade_no: &str) -> Result<Transaction, PayError> {
@@ -553,8 +562,9 @@ impl PayGateway for HttpPayGateway {
             path_segment("out_trade_no", out_trade_no)?,
             self.inner.mchid
         );
-        let (_, response) = self.call(Method::GET, &path, None).await?;
-        parse("transaction", &response)
+        let (_, response, request_id) = self.call(Method::GET, &path, None).await?;
+        let txn: Transaction = parse("transaction", &response)?;
+        Ok(Transaction { request_id, ..txn })
     }
 
     async fn query_by_transaction_id(&self, transaction_id: &str) -> Result<Transaction, PayError> {
@@ -563,24 +573,25 @@ impl PayGateway for HttpPayGateway {
             path_segment("transaction_id", transaction_id)?,
             self.inner.mchid
         );
-        let (_, response) = self.call(Method::GET, &path, None).await?;
-        parse("transaction", &response)
+        let (_, response, request_id) = self.call(Method::GET, &path, None).await?;
+        let txn: Transaction = parse("transaction", &response)?;
+        Ok(Transaction { request_id, ..txn })
     }
 
-    async fn close(&self, out_trade_no: &str) -> Result<(), PayError> {
+    async fn close(&self, out_trade_no: &str) -> Result<Option<String>, PayError> {
         let path = format!(
             "/v3/pay/transactions/out-trade-no/{}/close",
             path_segment("out_trade_no", out_trade_no)?
         );
         let body = serde_json::to_vec(&serde_json::json!({"mchid": self.inner.mchid}))
             .map_err(|e| PayError::InvalidRequest(format!("close body: {e}")))?;
-        let (status, _) = self.call(Method::POST, &path, Some(body)).await?;
+        let (status, _, request_id) = self.call(Method::POST, &path, Some(body)).await?;
         if status != http::StatusCode::NO_CONTENT && status != http::StatusCode::OK {
             return Err(PayError::MalformedResponse(format!(
                 "close answered HTTP {status}, expected 204"
             )));
         }
-        Ok(())
+        Ok(request_id)
     }
 
     async fn verify_notification(

@@ -26,6 +26,9 @@ pub struct PrepayRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrepayResponse {
     pub prepay_id: String,
+    /// WeChat Pay's `Request-ID` of the answer (kept with the order).
+    #[serde(skip)]
+    pub request_id: Option<String>,
 }
 
 /// Every way a WeChat Pay call can fail, each saying whether repeating it can help.
@@ -89,8 +92,9 @@ pub trait PayGateway: Send + Sync {
     /// `GET /v3/pay/transactions/id/{transaction_id}?mchid=...`
     async fn query_by_transaction_id(&self, transaction_id: &str) -> Result<Transaction, PayError>;
 
-    /// `POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close` (204 on success).
-    async fn close(&self, out_trade_no: &str) -> Result<(), PayError>;
+    /// `POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close` (204 on success); the
+    /// answer's `Request-ID`.
+    async fn close(&self, out_trade_no: &str) -> Result<Option<String>, PayError>;
 
     /// Verifies a notification's signature over the raw body with the same key map that
     /// verifies responses (so certificate refresh on an unknown serial serves both), then

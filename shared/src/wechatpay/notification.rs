@@ -74,6 +74,10 @@ pub struct Transaction {
     /// Coupons; kept as raw JSON because nothing here acts on them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion_detail: Option<Vec<serde_json::Value>>,
+    /// WeChat Pay's `Request-ID` of the query answer this came in (not part of its JSON;
+    /// absent for a notification), kept with what it decides.
+    #[serde(skip)]
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,6 +107,7 @@ fn run() -> Result<(), String> {
         }),
         scene_info: None,
         promotion_detail: None,
+        request_id: None,
     };
     let transaction_json = serde_json::to_vec(&txn).map_err(|e| e.to_string())?;
     let notification_id = format!("bench-{}", now.unix_timestamp_nanos());

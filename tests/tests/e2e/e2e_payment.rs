@@ -218,6 +218,29 @@ async fn an_order_is_placed_paid_and_notified_into_paid() {
             .is_some_and(|r| !r.is_empty()),
         "{answered}"
     );
+    // ...and kept with the order (issue 12.9).
+    let item = app
+        .store
+        .client()
+        .get_item()
+        .table_name(&app.table)
+        .key(
+            "pk",
+            wxpay_tests::aws_sdk_dynamodb::types::AttributeValue::S(format!("ORDER#{no}")),
+        )
+        .key(
+            "sk",
+            wxpay_tests::aws_sdk_dynamodb::types::AttributeValue::S("ORDER".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(
+        item["prepay_request_id"].as_s().ok().map(String::as_str),
+        answered["request_id"].as_str()
+    );
     // And the notifications, as received, are in the table.
     let deliveries = app.sim.deliveries(&no);
     let id = &deliveries[0].notification_id;

@@ -489,6 +489,16 @@ async fn a_query_of_an_expired_order_closes_it_before_answering() {
     .await;
     assert_eq!(body["status"], "PAID", "{body}");
     assert_eq!(f.status(&paid).await, OrderStatus::Paid);
+    // Issue 12.9: the payment learned by querying keeps the answer's Request-ID.
+    let transaction_id = txn(&paid, "SUCCESS").transaction_id.unwrap();
+    let payment = f
+        .ctx
+        .store
+        .get_payment(&transaction_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(payment.request_id.as_deref(), Some(SCRIPTED_REQUEST_ID));
 }
 
 /// Issue 12.4: a trade state this code does not know is not a reason to loop forever: the
@@ -587,14 +597,10 @@ async fn the_owner_closes_an_unpaid_order_on_demand() {
         .unwrap()
         .unwrap()
         .history;
-    assert!(
-        history
-            .last()
-            .unwrap()
-            .cause
-            .starts_with("closed by its owner"),
-        "{history:?}"
-    );
+    let cause = &history.last().unwrap().cause;
+    assert!(cause.starts_with("closed by its owner"), "{history:?}");
+    // Issue 12.9: the Request-ID of WeChat Pay's close answer is kept with the order.
+    assert!(cause.contains(SCRIPTED_REQUEST_ID), "{cause}");
     // Again: 200, unchanged, WeChat Pay not asked.
     let calls = f.gateway.calls().len();
     let (status, body) = call(&handler, "POST", &uri, "o_recon").await;
@@ -684,6 +690,7 @@ async fn a_key_whose_release_failed_is_free_again_once_its_lock_expires() {
     f.gateway
         .prepay(Ok(shared::wechatpay::gateway::PrepayResponse {
             prepay_id: "wx-prepay-fresh".into(),
+            request_id: Some("REQ-PREPAY".into()),
         }));
     let retried = place_order(
         &deps,

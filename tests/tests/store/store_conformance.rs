@@ -801,10 +801,14 @@ async fn complete_order_records_prepay_and_response_together(ctx: StoreCtx) {
     ctx.store.create_order(&c, &o).await.unwrap();
     let (out, calls) = ctx
         .counter
-        .measure(
-            ctx.store
-                .complete_order(&c.scope, "owner-1", &o.out_trade_no, "wx-1", &response),
-        )
+        .measure(ctx.store.complete_order(
+            &c.scope,
+            "owner-1",
+            &o.out_trade_no,
+            "wx-1",
+            Some("08F2B8C0E4A1"),
+            &response,
+        ))
         .await;
     assert_eq!(out.unwrap(), CompleteOrderOutcome::Completed);
     assert_eq!(calls.total_calls(), 1);
@@ -815,6 +819,20 @@ async fn complete_order_records_prepay_and_response_together(ctx: StoreCtx) {
     );
     let record = ctx.store.get_idempotency(&c.scope).await.unwrap().unwrap();
     assert_eq!(record.state, IdempotencyState::Completed(response.clone()));
+    // WeChat Pay's Request-ID of the prepay answer is kept with the order (issue 12.9).
+    let raw = ctx
+        .client()
+        .get_item()
+        .table_name(&ctx.table)
+        .key("pk", AttributeValue::S(format!("ORDER#{}", o.out_trade_no)))
+        .key("sk", AttributeValue::S("ORDER".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(raw["prepay_request_id"].as_s().unwrap(), "08F2B8C0E4A1");
 
     // Taken over meanwhile: the late owner writes neither half.
     let t0 = now_ms() - Duration::seconds(60);
@@ -828,7 +846,14 @@ async fn complete_order_records_prepay_and_response_together(ctx: StoreCtx) {
         .unwrap();
     assert_eq!(
         ctx.store
-            .complete_order(&c2.scope, "owner-1", &o2.out_trade_no, "wx-late", &response)
+            .complete_order(
+                &c2.scope,
+                "owner-1",
+                &o2.out_trade_no,
+                "wx-late",
+                None,
+                &response
+            )
             .await
             .unwrap(),
         CompleteOrderOutcome::NotOwner
@@ -847,7 +872,14 @@ async fn complete_order_records_prepay_and_response_together(ctx: StoreCtx) {
     ctx.store.close(&o3, "expired", now_ms()).await.unwrap();
     assert_eq!(
         ctx.store
-            .complete_order(&c3.scope, "owner-1", &o3.out_trade_no, "wx-3", &response)
+            .complete_order(
+                &c3.scope,
+                "owner-1",
+                &o3.out_trade_no,
+                "wx-3",
+                None,
+                &response
+            )
             .await
             .unwrap(),
         CompleteOrderOutcome::OrderNotPending(OrderStatus::Closed)
@@ -858,7 +890,14 @@ async fn complete_order_records_prepay_and_response_together(ctx: StoreCtx) {
     let ghost = order("o_alice", &[(&tea, 1)]);
     assert_eq!(
         ctx.store
-            .complete_order(&c3.scope, "owner-1", &ghost.out_trade_no, "wx-g", &response)
+            .complete_order(
+                &c3.scope,
+                "owner-1",
+                &ghost.out_trade_no,
+                "wx-g",
+                None,
+                &response
+            )
             .await
             .unwrap(),
         CompleteOrderOutcome::OrderNotFound

@@ -606,6 +606,7 @@ impl Backend {
             }),
             scene_info: None,
             promotion_detail: None,
+            request_id: None,
         }
     }
 
