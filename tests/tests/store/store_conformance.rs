@@ -93,10 +93,12 @@ async fn order_of(ctx: &StoreCtx, o: &shared::domain::Order) -> Option<shared::d
     ctx.store.get_order(&o.out_trade_no).await.unwrap()
 }
 
-/// Raw attribute presence, to check the sparse index keys.
-async fn has_attr(ctx: &StoreCtx, o: &shared::domain::Order, name: &str) -> bool {
-    let item = ctx
-        .client()
+/// The order's item as stored, every attribute (those `Order` does not carry included).
+async fn raw_order(
+    ctx: &StoreCtx,
+    o: &shared::domain::Order,
+) -> std::collections::HashMap<String, AttributeValue> {
+    ctx.client()
         .get_item()
         .table_name(&ctx.table)
         .key("pk", AttributeValue::S(format!("ORDER#{}", o.out_trade_no)))
@@ -106,8 +108,12 @@ async fn has_attr(ctx: &StoreCtx, o: &shared::domain::Order, name: &str) -> bool
         .await
         .unwrap()
         .item
-        .unwrap();
-    item.contains_key(name)
+        .unwrap()
+}
+
+/// Raw attribute presence, to check the sparse index keys.
+async fn has_attr(ctx: &StoreCtx, o: &shared::domain::Order, name: &str) -> bool {
+    raw_order(ctx, o).await.contains_key(name)
 }
 
 // ---- table and catalog ---------------------------------------------------------------------
@@ -820,18 +826,7 @@ async fn complete_order_records_prepay_and_response_together(ctx: StoreCtx) {
     let record = ctx.store.get_idempotency(&c.scope).await.unwrap().unwrap();
     assert_eq!(record.state, IdempotencyState::Completed(response.clone()));
     // WeChat Pay's Request-ID of the prepay answer is kept with the order (issue 12.9).
-    let raw = ctx
-        .client()
-        .get_item()
-        .table_name(&ctx.table)
-        .key("pk", AttributeValue::S(format!("ORDER#{}", o.out_trade_no)))
-        .key("sk", AttributeValue::S("ORDER".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let raw = raw_order(&ctx, &o).await;
     assert_eq!(raw["prepay_request_id"].as_s().unwrap(), "08F2B8C0E4A1");
 
     // Taken over meanwhile: the late owner writes neither half.
