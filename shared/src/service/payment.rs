@@ -216,15 +216,10 @@ async fn settle(
     loop {
         let result = match verdict {
             // Refused twice, yet the order still looks payable: only a different
-            // transaction_id already holding the payment item can explain it.
+            // transaction_id already holding the payment item can explain it (`finish` records
+            // a still-payable verdict as a double payment).
             Verdict::Apply | Verdict::Hold if writes == 2 => {
-                return finish(
-                    deps,
-                    Verdict::Anomaly(AnomalyKind::DoublePayment),
-                    current,
-                    payment,
-                )
-                .await;
+                return finish(deps, verdict, current, payment).await;
             }
             Verdict::Apply => deps.store.mark_paid(&current, payment, now).await?,
             Verdict::Hold => {

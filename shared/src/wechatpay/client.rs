@@ -149,6 +149,11 @@ struct ErrorBody {
     detail: Option<serde_json::Value>,
 }
 
+/// WeChat Pay's `Request-ID` of an answer: what its support asks for about any call.
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("request-id").and_then(|v| v.to_str().ok())
+}
+
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -379,10 +384,7 @@ impl HttpPayGateway {
             return Err(PayError::UnsignedResponse);
         }
         self.verify(&headers, &bytes, now_unix()).await?;
-        let request_id = headers
-            .get("request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let request_id = request_id(&headers).map(str::to_owned);
         Ok((status, bytes, request_id))
     }
 
@@ -405,11 +407,7 @@ impl HttpPayGateway {
                 .attempt(method.clone(), path_and_query, body.as_deref(), timeout)
                 .await;
             if let Ok((status, headers, _)) = &outcome {
-                // WeChat Pay's Request-ID is what its support asks for about any answer.
-                let request_id = headers
-                    .get("request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
+                let request_id = request_id(headers).unwrap_or("");
                 tracing::info!(
                     method = method.as_str(),
                     path = path_and_query,
