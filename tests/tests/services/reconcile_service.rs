@@ -582,6 +582,22 @@ async fn the_owner_closes_an_unpaid_order_on_demand() {
     assert_eq!(f.status(&o).await, OrderStatus::Pending);
     assert_eq!(f.reserved().await, 3);
 
+    // The user is paying right now: 409 ORDER_PAYING with Retry-After, nothing closed.
+    f.gateway.query(Ok(txn(&o, "USERPAYING")));
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(&uri)
+        .header("x-debug-openid", "o_recon")
+        .body(Bytes::new())
+        .unwrap();
+    let r = handler.handle(request).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(body["code"], "ORDER_PAYING", "{body}");
+    assert_eq!(f.status(&o).await, OrderStatus::Pending);
+    assert_eq!(f.gateway.count("close"), 0, "not closed at WeChat Pay");
+
     f.gateway.query(Ok(txn(&o, "NOTPAY")));
     f.gateway.close(Ok(()));
     let (status, body) = call(&handler, "POST", &uri, "o_recon").await;
