@@ -44,6 +44,12 @@ fn check(
     Ok(())
 }
 
+/// A ULID minted at `now` (milliseconds since the epoch, then 80 random bits).
+fn ulid_at(now: time::OffsetDateTime) -> String {
+    let ms = (now.unix_timestamp_nanos() / 1_000_000).clamp(0, u64::MAX as i128) as u64;
+    ulid::Ulid::from_parts(ms, rand::random::<u128>()).to_string()
+}
+
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -101,9 +107,7 @@ impl OutTradeNo {
 
     /// A new ULID for an order created at `now` (milliseconds since the epoch).
     pub fn generate(now: time::OffsetDateTime) -> Self {
-        let ms = (now.unix_timestamp_nanos() / 1_000_000).clamp(0, u64::MAX as i128) as u64;
-        let ulid = ulid::Ulid::from_parts(ms, rand::random::<u128>());
-        Self(ulid.to_string())
+        Self(ulid_at(now))
     }
 
     /// Which shard of the pending-orders index (`gsi2`) this order lives in. FNV-1a: stable
@@ -115,6 +119,26 @@ impl OutTradeNo {
             h = h.wrapping_mul(0x0100_0193);
         }
         h % shards.max(1)
+    }
+}
+
+string_id!(
+    /// The merchant's refund number. Ours are ULIDs, minted when the refund is reserved;
+    /// parsing accepts what WeChat Pay accepts (1-64 chars of `[0-9A-Za-z_|*@-]`).
+    OutRefundNo
+);
+
+impl OutRefundNo {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        check("out_refund_no", s, 1, 64, "0-9 A-Z a-z _ | * @ -", |b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'|' | b'*' | b'@' | b'-')
+        })?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// A new ULID for a refund reserved at `now`.
+    pub fn generate(now: time::OffsetDateTime) -> Self {
+        Self(ulid_at(now))
     }
 }
 

@@ -1,15 +1,26 @@
-//! Domain types of wxpay-orders: orders, their states, money and identifiers.
+//! Domain types of wxpay-orders: orders, their states and lifecycle, payments, refunds,
+//! events, money and identifiers.
 //!
 //! Nothing here knows about HTTP, Lambda, DynamoDB or WeChat Pay's wire format. Values are
 //! parsed once at the edge into these newtypes, so code that holds one never re-validates.
 
+mod anomaly;
+mod event;
 mod ids;
+mod lifecycle;
 mod money;
 mod order;
+mod payment;
+mod refund;
 mod status;
 pub mod time;
 
-pub use ids::{IdError, IdempotencyKey, Openid, OutTradeNo, SkuId};
+pub use anomaly::{Anomaly, AnomalyKind};
+pub use event::{EventData, EventType, OrderEvent};
+pub use ids::{IdError, IdempotencyKey, Openid, OutRefundNo, OutTradeNo, SkuId};
+pub use lifecycle::{LifecycleError, OrderChange, Plan, Record, StockChange, StockMove};
 pub use money::{Money, MoneyError};
 pub use order::{HistoryEntry, Order, OrderLine, Product, Quantity, QuantityError};
+pub use payment::{NOTIFICATION_RETENTION, NotificationRecord, Payment};
+pub use refund::{REFUND_TRANSITIONS, Refund, RefundStatus, RefundTransitionError, RestockLine};
 pub use status::{OrderStatus, TRANSITIONS, TransitionError};

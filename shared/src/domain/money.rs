@@ -40,6 +40,11 @@ impl Money {
             .ok_or(MoneyError::Overflow)
     }
 
+    /// `self - other`, refusing to go below zero.
+    pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
+        Money::from_fen(self.0 - other.0)
+    }
+
     pub fn checked_mul(self, quantity: u32) -> Result<Money, MoneyError> {
         self.0
             .checked_mul(i64::from(quantity))

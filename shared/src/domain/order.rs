@@ -61,11 +61,12 @@ impl OrderLine {
     }
 }
 
-/// One entry of an order's audit trail, appended by the same write as the transition.
+/// One entry of an order's (or a refund's) audit trail, appended by the same write as the
+/// transition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub from: Option<OrderStatus>,
-    pub to: OrderStatus,
+pub struct HistoryEntry<S = OrderStatus> {
+    pub from: Option<S>,
+    pub to: S,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub cause: String,
@@ -97,6 +98,13 @@ pub struct Order {
     /// PENDING order (`Store::claim_sync`); not a state change, so `version` is not bumped.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub last_synced_at: Option<OffsetDateTime>,
+    /// What successful refunds gave back (DESIGN 4); never above `amount_total`.
+    #[serde(default = "zero")]
+    pub refunded_total: Money,
+    /// Reserved by refunds not yet settled, so concurrent refunds never exceed what was
+    /// paid: `refunded_total + refund_pending_total <= amount_total`.
+    #[serde(default = "zero")]
+    pub refund_pending_total: Money,
     /// Bumped by every write, so a conditional write can insist on the version it read.
     pub version: u64,
     pub history: Vec<HistoryEntry>,
@@ -131,6 +139,8 @@ impl Order {
             paid_at: None,
             notification_id: None,
             last_synced_at: None,
+            refunded_total: Money::ZERO,
+            refund_pending_total: Money::ZERO,
             version: 1,
             history: vec![HistoryEntry {
                 from: None,
@@ -183,6 +193,10 @@ pub struct Product {
     pub sold: i64,
     #[serde(default = "yes")]
     pub active: bool,
+}
+
+fn zero() -> Money {
+    Money::ZERO
 }
 
 fn yes() -> bool {

@@ -14,6 +14,14 @@ pub enum OrderStatus {
     /// WeChat Pay collected money for the order, but not its amount: held (stock still
     /// reserved, nothing shipped) until the merchant settles it, and never swept again.
     AmountMismatch,
+    /// Part of what was paid has been refunded (`refunded_total` < `amount_total`).
+    PartiallyRefunded,
+    /// Everything that was paid has been refunded.
+    Refunded,
+    /// The merchant recorded a shipment (and uploaded it to WeChat's trade management).
+    Shipped,
+    /// WeChat settled the order after the buyer confirmed receipt (or its delay ran out).
+    Completed,
 }
 
 /// Every legal transition, with the cause recorded in the order's history.
@@ -28,6 +36,42 @@ pub const TRANSITIONS: &[(OrderStatus, OrderStatus, &str)] = &[
         OrderStatus::Pending,
         OrderStatus::AmountMismatch,
         "paid, but not the order's amount: held for the merchant",
+    ),
+    (
+        OrderStatus::Paid,
+        OrderStatus::PartiallyRefunded,
+        "refund succeeded, part",
+    ),
+    (
+        OrderStatus::Paid,
+        OrderStatus::Refunded,
+        "refund succeeded, all",
+    ),
+    (
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
+        "refund succeeded, rest",
+    ),
+    (OrderStatus::Paid, OrderStatus::Shipped, "shipment recorded"),
+    (
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Shipped,
+        "shipment recorded",
+    ),
+    (
+        OrderStatus::Shipped,
+        OrderStatus::Completed,
+        "settled at WeChat",
+    ),
+    (
+        OrderStatus::Shipped,
+        OrderStatus::Refunded,
+        "refund succeeded, rest",
+    ),
+    (
+        OrderStatus::Completed,
+        OrderStatus::Refunded,
+        "refund succeeded, rest",
     ),
 ];
 
@@ -45,6 +89,10 @@ impl OrderStatus {
             OrderStatus::Paid => "PAID",
             OrderStatus::Closed => "CLOSED",
             OrderStatus::AmountMismatch => "AMOUNT_MISMATCH",
+            OrderStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
+            OrderStatus::Refunded => "REFUNDED",
+            OrderStatus::Shipped => "SHIPPED",
+            OrderStatus::Completed => "COMPLETED",
         }
     }
 
@@ -67,7 +115,27 @@ impl OrderStatus {
 
     /// Whether WeChat Pay collected money for the order (so it can never be closed).
     pub fn is_paid(self) -> bool {
-        matches!(self, OrderStatus::Paid | OrderStatus::AmountMismatch)
+        !matches!(self, OrderStatus::Pending | OrderStatus::Closed)
+    }
+
+    /// Whether a refund may be asked of an order in this state: it was paid its amount and
+    /// not everything is refunded yet (the amount check is the order's).
+    pub fn is_refundable(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid
+                | OrderStatus::PartiallyRefunded
+                | OrderStatus::Shipped
+                | OrderStatus::Completed
+        )
+    }
+
+    /// The cause recorded in the history for the edge `self -> to`.
+    pub fn edge_cause(self, to: OrderStatus) -> Option<&'static str> {
+        TRANSITIONS
+            .iter()
+            .find(|&&(f, t, _)| f == self && t == to)
+            .map(|&(_, _, cause)| cause)
     }
 }
 
@@ -85,6 +153,10 @@ impl FromStr for OrderStatus {
             "PAID" => Ok(OrderStatus::Paid),
             "CLOSED" => Ok(OrderStatus::Closed),
             "AMOUNT_MISMATCH" => Ok(OrderStatus::AmountMismatch),
+            "PARTIALLY_REFUNDED" => Ok(OrderStatus::PartiallyRefunded),
+            "REFUNDED" => Ok(OrderStatus::Refunded),
+            "SHIPPED" => Ok(OrderStatus::Shipped),
+            "COMPLETED" => Ok(OrderStatus::Completed),
             other => Err(format!("unknown order status {other:?}")),
         }
     }
@@ -95,23 +167,65 @@ mod tests {
     use super::OrderStatus::*;
     use super::*;
 
+    const ALL: [OrderStatus; 8] = [
+        Pending,
+        Paid,
+        Closed,
+        AmountMismatch,
+        PartiallyRefunded,
+        Refunded,
+        Shipped,
+        Completed,
+    ];
+
+    /// Exactly the edges of DESIGN.md section 5, and nothing leads back to PENDING.
     #[test]
-    fn only_pending_moves() {
-        let all = [Pending, Paid, Closed, AmountMismatch];
-        for from in all {
-            for to in all {
-                let expected = from == Pending && to != Pending;
+    fn only_the_designed_edges_exist() {
+        let designed = [
+            (Pending, Paid),
+            (Pending, Closed),
+            (Pending, AmountMismatch),
+            (Paid, PartiallyRefunded),
+            (Paid, Refunded),
+            (PartiallyRefunded, Refunded),
+            (Paid, Shipped),
+            (PartiallyRefunded, Shipped),
+            (Shipped, Completed),
+            (Shipped, Refunded),
+            (Completed, Refunded),
+        ];
+        for from in ALL {
+            for to in ALL {
+                let expected = designed.contains(&(from, to));
                 assert_eq!(from.can_transition(to), expected, "{from} -> {to}");
                 assert_eq!(from.transition(to).is_ok(), expected);
+                assert_eq!(from.edge_cause(to).is_some(), expected);
             }
         }
-        assert!(Paid.is_terminal() && Closed.is_terminal() && !Pending.is_terminal());
+        // Before refunds and shipping had callers, only PENDING moved: what it may become
+        // is unchanged.
+        for to in ALL {
+            let from_pending = [Paid, Closed, AmountMismatch].contains(&to);
+            assert_eq!(Pending.can_transition(to), from_pending, "PENDING -> {to}");
+        }
+        assert!(Closed.is_terminal() && Refunded.is_terminal() && !Pending.is_terminal());
         assert!(AmountMismatch.is_terminal());
+        assert!(!Paid.is_terminal() && !Shipped.is_terminal());
+        assert!(
+            ALL.iter()
+                .all(|s| s.is_paid() != matches!(s, Pending | Closed))
+        );
+        assert_eq!(
+            ALL.into_iter()
+                .filter(|s| s.is_refundable())
+                .collect::<Vec<_>>(),
+            [Paid, PartiallyRefunded, Shipped, Completed]
+        );
     }
 
     #[test]
     fn round_trips_as_text() {
-        for s in [Pending, Paid, Closed, AmountMismatch] {
+        for s in ALL {
             assert_eq!(s.as_str().parse::<OrderStatus>().unwrap(), s);
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }

@@ -295,9 +295,6 @@ fn judge(order: &Order, payment: &Payment) -> Verdict {
         s if s.is_paid() && order.transaction_id.as_deref() == Some(&payment.transaction_id) => {
             Verdict::Duplicate
         }
-        OrderStatus::Paid | OrderStatus::AmountMismatch => {
-            Verdict::Anomaly(AnomalyKind::DoublePayment)
-        }
         OrderStatus::Closed => Verdict::Anomaly(AnomalyKind::PaidAfterClose),
         OrderStatus::Pending
             if order.amount_total != payment.amount || order.currency != payment.currency =>
@@ -305,6 +302,8 @@ fn judge(order: &Order, payment: &Payment) -> Verdict {
             Verdict::Hold
         }
         OrderStatus::Pending => Verdict::Apply,
+        // Every other state was paid by another transaction.
+        _ => Verdict::Anomaly(AnomalyKind::DoublePayment),
     }
 }
 

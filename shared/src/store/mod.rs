@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Money, Openid, Order, OutTradeNo, Product, SkuId};
+pub use crate::domain::{
+    Anomaly, AnomalyKind, NOTIFICATION_RETENTION, NotificationRecord, Payment,
+};
+use crate::domain::{Openid, Order, OutTradeNo, Product, SkuId};
 use crate::idempotency::{
     IdempotencyRecord, IdempotencyScope, NewIdempotencyClaim, StoredResponse,
 };
@@ -21,7 +24,7 @@ mod dynamo;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 mod error;
-mod items;
+
 pub mod table;
 
 pub use calls::{CallCounter, CallCounts, with_interceptor};
@@ -29,130 +32,6 @@ pub use cursor::Cursor;
 pub use dynamo::{AwsAccess, ClientSettings, DynamoStore, connect, connect_static, sdk_config};
 pub use error::StoreError;
 pub use table::{TABLE_DEFINITION_JSON, TABLE_NAME_PLACEHOLDER, TableDefinition, create_table};
-
-/// A payment WeChat Pay confirmed (from a notification or an order query).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Payment {
-    /// WeChat Pay's id of the transaction; one payment item per transaction_id.
-    pub transaction_id: String,
-    pub out_trade_no: OutTradeNo,
-    /// `amount.total`: what the order was charged.
-    pub amount: Money,
-    /// `amount.payer_total`: what the payer paid after coupons (never above `amount`).
-    pub payer_total: Money,
-    /// `amount.currency` (`CNY`).
-    pub currency: String,
-    /// WeChat Pay's `Request-ID` of the query answer that reported it (absent when a
-    /// notification did).
-    pub request_id: Option<String>,
-    /// `payer.openid`: who paid (the order's owner, or a friend paying for them).
-    pub payer: Option<Openid>,
-    pub success_time: OffsetDateTime,
-    /// The notification's `id`; absent when the payment was learned by querying.
-    pub notification_id: Option<String>,
-    /// The notification as received, kept in the same transaction as the payment it made
-    /// (the audit trail; issue 12.9). Not read back with the payment.
-    pub notification: Option<Box<NotificationRecord>>,
-}
-
-/// A verified notification as received, kept for [`NOTIFICATION_RETENTION`] so an operator
-/// can see exactly what WeChat Pay sent and replay it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotificationRecord {
-    pub id: String,
-    pub event_type: String,
-    pub received_at: OffsetDateTime,
-    /// The body exactly as received: the envelope with its encrypted resource.
-    pub body: String,
-    /// The `Wechatpay-*` headers as received (serial, signature, timestamp, nonce).
-    pub headers: Vec<(String, String)>,
-    /// The order it named, when that could be read.
-    pub out_trade_no: Option<OutTradeNo>,
-    /// What became of it (`applied`, `duplicate`, `anomaly:<kind>`, `ignored`, `refused`).
-    pub outcome: String,
-}
-
-/// How long a [`NotificationRecord`] is kept (the table's TTL deletes it after).
-pub const NOTIFICATION_RETENTION: time::Duration = time::Duration::days(30);
-
-/// A verified payment or notification that could not be applied as is (DESIGN 6.5: never
-/// lost). One item per kind and distinct cause, so a re-delivery lands on the same item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AnomalyKind {
-    AmountMismatch,
-    PaidAfterClose,
-    DoublePayment,
-    UnknownOrder,
-    /// Verified and decrypted, but its content cannot be applied (not a transaction, a
-    /// field missing or out of range, another merchant's appid/mchid): kept with its
-    /// plaintext so nothing WeChat Pay said is lost.
-    MalformedNotification,
-}
-
-impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 5] = [
-        AnomalyKind::AmountMismatch,
-        AnomalyKind::PaidAfterClose,
-        AnomalyKind::DoublePayment,
-        AnomalyKind::UnknownOrder,
-        AnomalyKind::MalformedNotification,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnomalyKind::AmountMismatch => "AMOUNT_MISMATCH",
-            AnomalyKind::PaidAfterClose => "PAID_AFTER_CLOSE",
-            AnomalyKind::DoublePayment => "DOUBLE_PAYMENT",
-            AnomalyKind::UnknownOrder => "UNKNOWN_ORDER",
-            AnomalyKind::MalformedNotification => "MALFORMED_NOTIFICATION",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AnomalyKind> {
-        AnomalyKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for AnomalyKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Anomaly {
-    /// The order it concerns; `None` only for a notification whose out_trade_no could not
-    /// be read.
-    pub out_trade_no: Option<OutTradeNo>,
-    pub kind: AnomalyKind,
-    /// What makes this anomaly distinct, part of the item key with the kind: the
-    /// transaction_id of a payment, the notification id of a malformed notification. Never
-    /// a time: two distinct payments may share a `success_time`.
-    pub cause: String,
-    /// When it happened (the payment's success_time, or when it was seen).
-    pub at: OffsetDateTime,
-    pub transaction_id: Option<String>,
-    pub notification_id: Option<String>,
-    pub detail: String,
-    /// The decrypted notification as received, for a malformed one.
-    pub plaintext: Option<String>,
-}
-
-impl Anomaly {
-    /// The anomaly of a verified payment: one per transaction and kind.
-    pub fn of_payment(payment: &Payment, kind: AnomalyKind, detail: impl Into<String>) -> Self {
-        Anomaly {
-            out_trade_no: Some(payment.out_trade_no.clone()),
-            kind,
-            cause: payment.transaction_id.clone(),
-            at: payment.success_time,
-            transaction_id: Some(payment.transaction_id.clone()),
-            notification_id: payment.notification_id.clone(),
-            detail: detail.into(),
-            plaintext: None,
-        }
-    }
-}
 
 /// One page of a listing; `next` is set when more may follow.
 #[derive(Debug, Clone, PartialEq, Eq)]

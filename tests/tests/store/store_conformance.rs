@@ -1789,7 +1789,7 @@ async fn malformed_items_are_errors(ctx: StoreCtx) {
         .key("sk", AttributeValue::S("ORDER".into()))
         .update_expression("SET #s = :s")
         .expression_attribute_names("#s", "status")
-        .expression_attribute_values(":s", AttributeValue::S("SHIPPED".into()))
+        .expression_attribute_values(":s", AttributeValue::S("DELIVERED".into()))
         .send()
         .await
         .unwrap();

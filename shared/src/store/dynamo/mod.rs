@@ -6,164 +6,41 @@
 //! the item that decides; its cancellation reason carries that item (ALL_OLD), which is all a
 //! loser needs to answer.
 
+mod admin;
+mod client;
+mod expr;
+pub(crate) mod items;
+mod transition;
+
+pub use client::{AwsAccess, ClientSettings, connect, connect_static, sdk_config};
+use expr::{Expr, build_err, conditional, is_ccf, put_action, unexplained_cancel, update_action};
+use transition::Applied;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, KeysAndAttributes, Put, PutRequest, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, CancellationReason, KeysAndAttributes, PutRequest, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
 };
-use aws_smithy_types::retry::RetryConfig;
-use aws_smithy_types::timeout::TimeoutConfig;
 use time::OffsetDateTime;
 
-use super::error::{from_sdk, reason_is_transient};
-use super::items::{self, Item, attr};
+use super::error::from_sdk;
 use super::{
     Anomaly, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome, Cursor,
     FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, PrepayOutcome, Store,
     StoreError, SyncClaim, TakeOverOutcome,
 };
 use crate::domain::time::to_utc_string;
-use crate::domain::{
-    HistoryEntry, Openid, Order, OrderStatus, OutTradeNo, Product, SkuId, TRANSITIONS,
-};
+use crate::domain::{LifecycleError, Openid, Order, OrderStatus, OutTradeNo, Plan, Product, SkuId};
 use crate::idempotency::{
     IdempotencyRecord, IdempotencyScope, NewIdempotencyClaim, StoredResponse,
 };
-
-/// Timeouts and retries of the DynamoDB client. The defaults fit the notify endpoint's budget:
-/// a call gives up after `operation_timeout` in all, retries included.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientSettings {
-    /// The whole call, all attempts and backoff included.
-    pub operation_timeout: Duration,
-    /// One HTTP attempt.
-    pub attempt_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// Attempts per call, the first included (SDK standard retry: throttling, 5xx, I/O).
-    pub max_attempts: u32,
-}
-
-impl Default for ClientSettings {
-    fn default() -> Self {
-        ClientSettings {
-            operation_timeout: Duration::from_millis(3_000),
-            attempt_timeout: Duration::from_millis(1_200),
-            connect_timeout: Duration::from_millis(1_000),
-            max_attempts: 3,
-        }
-    }
-}
-
-impl ClientSettings {
-    /// For an engine on the same machine under heavy test load, where a slow answer is not a
-    /// failure: long timeouts, same retries.
-    pub fn local() -> Self {
-        ClientSettings {
-            operation_timeout: Duration::from_secs(60),
-            attempt_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-            max_attempts: 3,
-        }
-    }
-
-    fn timeout_config(&self) -> TimeoutConfig {
-        TimeoutConfig::builder()
-            .operation_timeout(self.operation_timeout)
-            .operation_attempt_timeout(self.attempt_timeout)
-            .connect_timeout(self.connect_timeout)
-            .build()
-    }
-
-    fn retry_config(&self) -> RetryConfig {
-        RetryConfig::standard().with_max_attempts(self.max_attempts.max(1))
-    }
-}
-
-/// Region and credentials named by configuration rather than found by the SDK's default
-/// chain. Fields left `None` fall back to the chain (on Lambda: the function's role).
-#[derive(Clone, Default)]
-pub struct AwsAccess {
-    pub region: Option<String>,
-    /// `(access key id, secret access key, session token)`.
-    pub credentials: Option<(String, String, Option<String>)>,
-}
-
-impl std::fmt::Debug for AwsAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsAccess")
-            .field("region", &self.region)
-            .field(
-                "credentials",
-                &self.credentials.as_ref().map(|_| "[redacted]"),
-            )
-            .finish()
-    }
-}
-
-/// A client with `settings` applied, `endpoint` overriding AWS's (`DYNAMODB_ENDPOINT`) and
-/// `access` overriding the default provider chain. A region given here also spares the
-/// start-up the SDK's region lookup (which may ask IMDS, a network call).
-pub async fn connect(
-    endpoint: Option<&str>,
-    access: &AwsAccess,
-    settings: &ClientSettings,
-) -> Client {
-    Client::new(&sdk_config(endpoint, access, settings).await)
-}
-
-/// The AWS configuration [`connect`] builds its client from, for other AWS clients that
-/// follow the same rules (Secrets Manager at start-up, `crate::secrets`).
-pub async fn sdk_config(
-    endpoint: Option<&str>,
-    access: &AwsAccess,
-    settings: &ClientSettings,
-) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(crate::tls::roots().aws_http_client())
-        .timeout_config(settings.timeout_config())
-        .retry_config(settings.retry_config());
-    if let Some(endpoint) = endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    if let Some(region) = &access.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some((id, secret, token)) = &access.credentials {
-        loader = loader.credentials_provider(Credentials::new(
-            id.clone(),
-            secret.clone(),
-            token.clone(),
-            None,
-            "configuration",
-        ));
-    }
-    loader.load().await
-}
-
-/// A client for a local engine (Dynoxide, moto): fixed region and dummy static credentials,
-/// nothing read from the environment.
-pub fn connect_static(endpoint: &str, region: &str, settings: &ClientSettings) -> Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-        .endpoint_url(endpoint)
-        .timeout_config(settings.timeout_config())
-        .retry_config(settings.retry_config())
-        .build();
-    Client::from_conf(config)
-}
+use items::{Item, attr};
 
 /// The store on one table. Cheap to clone (the SDK client is an `Arc`).
 #[derive(Debug, Clone)]
@@ -188,10 +65,6 @@ const MAX_LINES: usize = 98;
 
 /// Rounds of resubmitting a batch's unprocessed part before reporting throttling.
 const BATCH_ROUNDS: u32 = 8;
-
-/// A transition rebuilt from a fresher read of the order (version moved on, e.g. a prepay_id
-/// was recorded) is retried this many times before giving up as a conflict.
-const STALE_RETRIES: usize = 3;
 
 impl DynamoStore {
     pub fn new(client: Client, table_name: impl Into<String>) -> Self {
@@ -379,184 +252,6 @@ impl DynamoStore {
         )
     }
 
-    /// The actions of a transition PENDING -> `t.to` of the order as last read: the order
-    /// update first (conditional on PENDING and the version read), then `t.extra_actions`,
-    /// then a stock move per line whose product is not in `skip`; one transaction.
-    fn transition_actions(
-        &self,
-        order: &Order,
-        t: &Transition,
-        history: &HistoryEntry,
-        skip: &HashSet<SkuId>,
-    ) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let mut e = Expr::default();
-        let mut sets = vec![
-            format!(
-                "{} = {}",
-                e.name(attr::STATUS),
-                e.value("to", items::s(t.to.as_str()))
-            ),
-            format!(
-                "{} = {}",
-                e.name(attr::VERSION),
-                e.value("new_version", items::n(order.version + 1))
-            ),
-            format!(
-                "{h} = list_append({h}, {v})",
-                h = e.name(attr::HISTORY),
-                v = e.value(
-                    "history",
-                    AttributeValue::L(vec![items::history_value(history)])
-                )
-            ),
-        ];
-        for (name, v) in &t.set {
-            sets.push(format!("{} = {}", e.name(name), e.value(name, v.clone())));
-        }
-        let update_expr = format!(
-            "SET {} REMOVE {}, {}",
-            sets.join(", "),
-            e.name(attr::GSI2PK),
-            e.name(attr::GSI2SK)
-        );
-        let mut condition = format!(
-            "{} = {} AND {} = {}",
-            e.name(attr::STATUS),
-            e.value("pending", items::s(OrderStatus::Pending.as_str())),
-            e.name(attr::VERSION),
-            e.value("version", items::n(order.version)),
-        );
-        if let Some((name, v)) = &t.require {
-            condition.push_str(&format!(
-                " AND {} = {}",
-                e.name(name),
-                e.value(&format!("expect_{name}"), v.clone())
-            ));
-        }
-        let mut actions = vec![update_action(
-            &self.table,
-            items::order_key(&order.out_trade_no),
-            update_expr,
-            condition,
-            e,
-        )?];
-        actions.extend(t.extra_actions.iter().cloned());
-        let to_attr = match t.stock {
-            StockMove::Keep => return Ok(actions),
-            StockMove::Sell => attr::SOLD,
-            StockMove::Release => attr::AVAILABLE,
-        };
-        for line in order.lines.iter().filter(|l| !skip.contains(&l.sku_id)) {
-            let q = i64::from(line.quantity.get());
-            let mut e = Expr::default();
-            let update = format!(
-                "ADD {} {}, {} {}",
-                e.name(attr::RESERVED),
-                e.value("neg_q", items::n(-q)),
-                e.name(to_attr),
-                e.value("q", items::n(q)),
-            );
-            // Without it the ADD would create a product item for a deleted sku.
-            let condition = format!("attribute_exists({})", e.name(attr::PK));
-            actions.push(self.stock_update(&line.sku_id, e, &update, &condition)?);
-        }
-        Ok(actions)
-    }
-
-    /// Applies a transition PENDING -> `t.to` to `order` (the caller's read; a stale one is
-    /// fine) as one conditional transaction, with the one retry-and-read-the-winner loop
-    /// every transition shares: a version that moved on while the order is still PENDING is
-    /// retried on the fresher order; a product deleted since the order was placed never
-    /// blocks the transition (its stock move is dropped, and the history and a log line say
-    /// so); anything else is reported with the item that refused.
-    async fn transition(
-        &self,
-        order: &Order,
-        t: Transition,
-        now: OffsetDateTime,
-    ) -> Result<TransitionResult, StoreError> {
-        if order.status != OrderStatus::Pending {
-            // Nothing leads back to PENDING: the caller's read already is the answer.
-            return Ok(TransitionResult::OrderRefused(Some(Box::new(
-                order.clone(),
-            ))));
-        }
-        let mut current = order.clone();
-        let mut missing: HashSet<SkuId> = HashSet::new();
-        let extra = t.extra_actions.len();
-        for _ in 0..STALE_RETRIES + order.lines.len() {
-            let cause = if missing.is_empty() {
-                t.cause.clone()
-            } else {
-                let mut skus: Vec<&str> = missing.iter().map(SkuId::as_str).collect();
-                skus.sort_unstable();
-                format!(
-                    "{} (stock not moved for deleted product {})",
-                    t.cause,
-                    skus.join(", ")
-                )
-            };
-            let next = current
-                .transitioned(t.to, now, cause)
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let history =
-                next.history.last().cloned().ok_or_else(|| {
-                    StoreError::Inconsistent("a transition left no history".into())
-                })?;
-            let actions = self.transition_actions(&current, &t, &history, &missing)?;
-            let reasons = match self.transact(actions).await? {
-                Ok(()) => {
-                    for sku_id in &missing {
-                        tracing::warn!(out_trade_no = %order.out_trade_no, %sku_id, to = %t.to, outcome = "product_missing", "product deleted; the transition applied without moving its stock");
-                        crate::telemetry::emit_metrics(&[("ProductMissing", 1)], now);
-                    }
-                    return Ok(TransitionResult::Applied(Box::new(next)));
-                }
-                Err(reasons) => reasons,
-            };
-            if let Some(r) = reasons.first().filter(|r| is_ccf(r)) {
-                let Some(item) = r.item() else {
-                    return Ok(TransitionResult::OrderRefused(None));
-                };
-                let latest = items::order_from_item(item)?;
-                if latest.status == OrderStatus::Pending && latest.version != current.version {
-                    current = latest;
-                    continue;
-                }
-                return Ok(TransitionResult::OrderRefused(Some(Box::new(latest))));
-            }
-            if let Some((index, r)) = reasons
-                .iter()
-                .enumerate()
-                .skip(1)
-                .take(extra)
-                .find(|(_, r)| is_ccf(r))
-            {
-                return Ok(TransitionResult::ActionRefused {
-                    index: index - 1,
-                    item: r.item().cloned(),
-                });
-            }
-            let lines = current
-                .lines
-                .iter()
-                .filter(|l| !missing.contains(&l.sku_id));
-            let gone: Vec<SkuId> = lines
-                .zip(reasons.iter().skip(1 + extra))
-                .filter(|(_, r)| is_ccf(r))
-                .map(|(l, _)| l.sku_id.clone())
-                .collect();
-            if gone.is_empty() {
-                return Err(unexplained_cancel(&reasons));
-            }
-            missing.extend(gone);
-        }
-        Err(StoreError::TransactionConflict {
-            op: "TransactWriteItems",
-            message: format!("order {} kept changing", order.out_trade_no),
-        })
-    }
-
     /// Sets `attribute = now` on a PENDING order (owned by `owner`, when given) whose
     /// `attribute` is absent or at least `interval` old: one conditional UpdateItem that
     /// does not bump `version`.
@@ -601,106 +296,44 @@ impl DynamoStore {
             },
         )
     }
+}
 
-    /// PENDING -> PAID (`mismatch` None: the amount must be the order's) or PENDING ->
-    /// AMOUNT_MISMATCH (with the anomaly item, stock left reserved), writing the payment
-    /// item in the same transaction.
-    async fn paid_transition(
+impl DynamoStore {
+    /// A payment's transition (PAID, or AMOUNT_MISMATCH held for the merchant), with what a
+    /// loser learns from the order or the payment item it lost to.
+    async fn paid<F>(
         &self,
         order: &Order,
         payment: &Payment,
-        mismatch: Option<&Anomaly>,
+        plan_for: F,
         now: OffsetDateTime,
-    ) -> Result<MarkPaidOutcome, StoreError> {
+    ) -> Result<MarkPaidOutcome, StoreError>
+    where
+        F: Fn(&Order) -> Result<Plan, LifecycleError> + Send + Sync,
+    {
         if payment.out_trade_no != order.out_trade_no {
             return Err(StoreError::Invalid(format!(
                 "payment for {} applied to order {}",
                 payment.out_trade_no, order.out_trade_no
             )));
         }
-        let mut e = Expr::default();
-        let mut extra_actions = vec![put_action(
-            &self.table,
-            items::payment_item(payment),
-            format!("attribute_not_exists({})", e.name(attr::PK)),
-            e,
-        )?];
-        let (to, require, stock) = match mismatch {
-            None => (
-                OrderStatus::Paid,
-                Some((attr::AMOUNT_TOTAL, items::money(payment.amount))),
-                StockMove::Sell,
-            ),
-            Some(anomaly) => {
-                let mut e = Expr::default();
-                extra_actions.push(put_action(
-                    &self.table,
-                    items::anomaly_item(anomaly),
-                    format!("attribute_not_exists({})", e.name(attr::PK)),
-                    e,
-                )?);
-                (OrderStatus::AmountMismatch, None, StockMove::Keep)
-            }
-        };
-        if let Some(record) = &payment.notification {
-            let mut record = record.as_ref().clone();
-            if mismatch.is_some() {
-                record.outcome = "anomaly:amount_mismatch".into();
-            }
-            let record = &record;
-            // Unconditional: a re-delivery overwrites the same record, never cancels.
-            extra_actions.push(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.table)
-                            .set_item(Some(items::notification_item(record)))
-                            .build()
-                            .map_err(build_err)?,
-                    )
-                    .build(),
-            );
-        }
-        let mut set = vec![
-            (
-                attr::TRANSACTION_ID,
-                items::s(payment.transaction_id.clone()),
-            ),
-            (attr::PAID_AT, items::t(payment.success_time)),
-        ];
-        if let Some(id) = &payment.notification_id {
-            set.push((attr::NOTIFICATION_ID, items::s(id.clone())));
-        }
-        let t = Transition {
-            to,
-            cause: history_cause(OrderStatus::Pending, to).to_owned(),
-            set,
-            require,
-            extra_actions,
-            stock,
-        };
-        Ok(match self.transition(order, t, now).await? {
-            TransitionResult::Applied(mut paid) => {
-                paid.transaction_id = Some(payment.transaction_id.clone());
-                paid.paid_at = Some(payment.success_time);
-                paid.notification_id = payment.notification_id.clone();
-                MarkPaidOutcome::Applied(paid)
-            }
-            TransitionResult::OrderRefused(None) => MarkPaidOutcome::NotFound,
-            TransitionResult::OrderRefused(Some(latest)) => match latest.status {
+        Ok(match self.apply(order, plan_for, now).await? {
+            Applied::Done(Some(paid)) => MarkPaidOutcome::Applied(paid),
+            Applied::OrderRefused(None) => MarkPaidOutcome::NotFound,
+            Applied::OrderRefused(Some(latest)) => match latest.status {
                 OrderStatus::Closed => MarkPaidOutcome::Closed(latest),
                 OrderStatus::Pending if latest.amount_total != payment.amount => {
                     MarkPaidOutcome::AmountMismatch(latest)
                 }
                 OrderStatus::Pending => {
                     return Err(StoreError::Inconsistent(format!(
-                        "order {} refused {to} in the state it was read",
+                        "order {} refused its payment in the state it was read",
                         order.out_trade_no
                     )));
                 }
                 _ => MarkPaidOutcome::AlreadyPaid(latest),
             },
-            TransitionResult::ActionRefused { index: 0, item } => {
+            Applied::RecordRefused { index: 0, item } => {
                 let item = item.ok_or_else(|| {
                     StoreError::Inconsistent("payment put refused without its item".into())
                 })?;
@@ -710,165 +343,13 @@ impl DynamoStore {
             }
             // The anomaly item exists only if this very payment held the order already,
             // and then the order's condition fails first.
-            TransitionResult::ActionRefused { .. } => {
+            Applied::RecordRefused { .. } | Applied::Done(None) => {
                 return Err(StoreError::Inconsistent(format!(
                     "anomaly of order {} recorded without its transition",
                     order.out_trade_no
                 )));
             }
         })
-    }
-}
-
-/// What a PENDING -> `to` transition writes besides status, version, history and the
-/// removal of the pending-index keys.
-struct Transition {
-    to: OrderStatus,
-    cause: String,
-    set: Vec<(&'static str, AttributeValue)>,
-    /// One more attribute the order must have (mark_paid: the amount).
-    require: Option<(&'static str, AttributeValue)>,
-    /// Written in the same transaction, right after the order (mark_paid: the payment).
-    extra_actions: Vec<TransactWriteItem>,
-    stock: StockMove,
-}
-
-/// What a transition does to the reserved stock of the order's lines.
-#[derive(Clone, Copy)]
-enum StockMove {
-    /// Stays reserved (an order held for the merchant).
-    Keep,
-    /// Reserved -> sold (PAID).
-    Sell,
-    /// Reserved -> available (CLOSED).
-    Release,
-}
-
-/// How a transition ended.
-enum TransitionResult {
-    /// Written; the order as it now stands (less the fields `set` wrote).
-    Applied(Box<Order>),
-    /// The order's own condition failed: the order as it is (not PENDING, or PENDING but
-    /// failing `require`), or `None` when there is no such order.
-    OrderRefused(Option<Box<Order>>),
-    /// The `index`th extra action's condition failed; the item that refused, if any.
-    ActionRefused { index: usize, item: Option<Item> },
-}
-
-/// Placeholders for an expression: `#name` for attribute names (so reserved words like
-/// `status`, `name` and `ttl` are safe) and `:key` for values.
-#[derive(Default)]
-struct Expr {
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-}
-
-impl Expr {
-    fn name(&mut self, name: &str) -> String {
-        let ph = format!("#{name}");
-        self.names.insert(ph.clone(), name.to_owned());
-        ph
-    }
-
-    fn value(&mut self, key: &str, v: AttributeValue) -> String {
-        let ph = format!(":{key}");
-        self.values.insert(ph.clone(), v);
-        ph
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn into_parts(
-        self,
-    ) -> (
-        Option<HashMap<String, String>>,
-        Option<HashMap<String, AttributeValue>>,
-    ) {
-        (
-            (!self.names.is_empty()).then_some(self.names),
-            (!self.values.is_empty()).then_some(self.values),
-        )
-    }
-}
-
-fn build_err(e: aws_smithy_types::error::operation::BuildError) -> StoreError {
-    StoreError::Invalid(format!("request construction: {e}"))
-}
-
-fn is_ccf(reason: &CancellationReason) -> bool {
-    reason.code() == Some("ConditionalCheckFailed")
-}
-
-/// A cancelled transaction with no condition failure: transient if any reason says so.
-fn unexplained_cancel(reasons: &[CancellationReason]) -> StoreError {
-    let codes: Vec<&str> = reasons.iter().map(|r| r.code().unwrap_or("?")).collect();
-    let message = format!("cancellation reasons {codes:?}");
-    if codes.iter().any(|c| reason_is_transient(c)) {
-        StoreError::TransactionConflict {
-            op: "TransactWriteItems",
-            message,
-        }
-    } else {
-        StoreError::Rejected {
-            op: "TransactWriteItems",
-            code: "TransactionCanceled".into(),
-            message,
-        }
-    }
-}
-
-fn history_cause(from: OrderStatus, to: OrderStatus) -> &'static str {
-    TRANSITIONS
-        .iter()
-        .find(|&&(f, t, _)| f == from && t == to)
-        .map(|&(_, _, cause)| cause)
-        .unwrap_or("transition")
-}
-
-/// A single-item write's error that may be "condition failed", carrying the old item when
-/// the engine returned it (ReturnValuesOnConditionCheckFailure = ALL_OLD).
-trait ConditionFailure {
-    fn is_condition_failure(&self) -> bool;
-    fn into_old_item(self) -> Option<Item>;
-}
-
-macro_rules! condition_failure {
-    ($err:ident) => {
-        impl ConditionFailure for $err {
-            fn is_condition_failure(&self) -> bool {
-                matches!(self, $err::ConditionalCheckFailedException(_))
-            }
-            fn into_old_item(self) -> Option<Item> {
-                match self {
-                    $err::ConditionalCheckFailedException(e) => e.item,
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-condition_failure!(PutItemError);
-condition_failure!(UpdateItemError);
-condition_failure!(DeleteItemError);
-
-/// `Ok(Ok(output))`, `Ok(Err(old item))` when the condition failed, or a store error.
-fn conditional<O, E>(
-    op: &'static str,
-    result: Result<O, SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>>,
-) -> Result<Result<O, Option<Item>>, StoreError>
-where
-    E: ConditionFailure
-        + aws_sdk_dynamodb::error::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
-{
-    match result {
-        Ok(o) => Ok(Ok(o)),
-        Err(SdkError::ServiceError(ctx)) if ctx.err().is_condition_failure() => {
-            Ok(Err(ctx.into_err().into_old_item()))
-        }
-        Err(e) => Err(from_sdk(op, e)),
     }
 }
 
@@ -1267,7 +748,8 @@ impl Store for DynamoStore {
         payment: &Payment,
         now: OffsetDateTime,
     ) -> Result<MarkPaidOutcome, StoreError> {
-        self.paid_transition(order, payment, None, now).await
+        self.paid(order, payment, |o| o.plan_paid(payment, now), now)
+            .await
     }
 
     async fn hold_amount_mismatch(
@@ -1277,8 +759,13 @@ impl Store for DynamoStore {
         anomaly: &Anomaly,
         now: OffsetDateTime,
     ) -> Result<MarkPaidOutcome, StoreError> {
-        self.paid_transition(order, payment, Some(anomaly), now)
-            .await
+        self.paid(
+            order,
+            payment,
+            |o| o.plan_amount_mismatch(payment, anomaly, now),
+            now,
+        )
+        .await
     }
 
     async fn close(
@@ -1287,29 +774,21 @@ impl Store for DynamoStore {
         cause: &str,
         now: OffsetDateTime,
     ) -> Result<CloseOutcome, StoreError> {
-        let t = Transition {
-            to: OrderStatus::Closed,
-            cause: cause.to_owned(),
-            set: Vec::new(),
-            require: None,
-            extra_actions: Vec::new(),
-            stock: StockMove::Release,
-        };
-        Ok(match self.transition(order, t, now).await? {
-            TransitionResult::Applied(closed) => CloseOutcome::Closed(closed),
-            TransitionResult::OrderRefused(Some(latest))
-                if latest.status != OrderStatus::Pending =>
-            {
-                CloseOutcome::NotPending(latest)
-            }
-            TransitionResult::OrderRefused(None) => CloseOutcome::NotFound,
-            TransitionResult::OrderRefused(Some(_)) | TransitionResult::ActionRefused { .. } => {
-                return Err(StoreError::Inconsistent(format!(
-                    "order {} refused CLOSED in the state it was read",
-                    order.out_trade_no
-                )));
-            }
-        })
+        Ok(
+            match self.apply(order, |o| o.plan_close(cause, now), now).await? {
+                Applied::Done(Some(closed)) => CloseOutcome::Closed(closed),
+                Applied::OrderRefused(Some(latest)) if latest.status != OrderStatus::Pending => {
+                    CloseOutcome::NotPending(latest)
+                }
+                Applied::OrderRefused(None) => CloseOutcome::NotFound,
+                _ => {
+                    return Err(StoreError::Inconsistent(format!(
+                        "order {} refused CLOSED in the state it was read",
+                        order.out_trade_no
+                    )));
+                }
+            },
+        )
     }
 
     async fn claim_sync(
@@ -1523,46 +1002,6 @@ fn completion_expression(owner: &str, response: &StoredResponse) -> (Expr, Strin
         e.value("owner", items::s(owner))
     );
     (e, update, condition)
-}
-
-fn update_action(
-    table: &str,
-    key: Item,
-    update: String,
-    condition: String,
-    e: Expr,
-) -> Result<TransactWriteItem, StoreError> {
-    let (names, values) = e.into_parts();
-    let update = Update::builder()
-        .table_name(table)
-        .set_key(Some(key))
-        .update_expression(update)
-        .condition_expression(condition)
-        .set_expression_attribute_names(names)
-        .set_expression_attribute_values(values)
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .build()
-        .map_err(build_err)?;
-    Ok(TransactWriteItem::builder().update(update).build())
-}
-
-fn put_action(
-    table: &str,
-    item: Item,
-    condition: String,
-    e: Expr,
-) -> Result<TransactWriteItem, StoreError> {
-    let (names, values) = e.into_parts();
-    let put = Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .condition_expression(condition)
-        .set_expression_attribute_names(names)
-        .set_expression_attribute_values(values)
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .build()
-        .map_err(build_err)?;
-    Ok(TransactWriteItem::builder().put(put).build())
 }
 
 fn fenced(result: Result<(), Option<Item>>) -> Result<FencedOutcome, StoreError> {

@@ -10,15 +10,15 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
-use super::{
-    Anomaly, AnomalyKind, NOTIFICATION_RETENTION, NotificationRecord, Payment, StoreError,
-};
 use crate::domain::time::{parse_rfc3339, to_utc_string};
 use crate::domain::{
     HistoryEntry, Money, Openid, Order, OrderLine, OrderStatus, OutTradeNo, Product, Quantity,
     SkuId,
 };
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope, IdempotencyState, StoredResponse};
+use crate::store::{
+    Anomaly, AnomalyKind, NOTIFICATION_RETENTION, NotificationRecord, Payment, StoreError,
+};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
@@ -52,6 +52,8 @@ pub(crate) mod attr {
     pub const LAST_SYNCED_AT: &str = "last_synced_at";
     /// The sweeper's lease (`Store::claim_sweep`), apart from readers' `last_synced_at`.
     pub const SWEPT_AT: &str = "swept_at";
+    pub const REFUNDED_TOTAL: &str = "refunded_total";
+    pub const REFUND_PENDING_TOTAL: &str = "refund_pending_total";
     pub const VERSION: &str = "version";
     pub const HISTORY: &str = "history";
     // product
@@ -257,7 +259,14 @@ impl<'a> Fields<'a> {
     }
 
     fn money(&self, name: &str) -> Result<Money, StoreError> {
-        Money::from_fen(self.i64(name)?).map_err(|e| self.err(format!("{name}: {e}")))
+        self.opt_money(name)?
+            .ok_or_else(|| self.err(format!("{name} is missing")))
+    }
+
+    fn opt_money(&self, name: &str) -> Result<Option<Money>, StoreError> {
+        self.opt_i64(name)?
+            .map(|fen| Money::from_fen(fen).map_err(|e| self.err(format!("{name}: {e}"))))
+            .transpose()
     }
 
     fn bool(&self, name: &str) -> Result<bool, StoreError> {
@@ -377,6 +386,17 @@ pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
         order.notification_id.clone().map(s),
     );
     put_opt(&mut item, LAST_SYNCED_AT, order.last_synced_at.map(t));
+    // Absent means zero: an order never refunded carries neither.
+    for (name, total) in [
+        (REFUNDED_TOTAL, order.refunded_total),
+        (REFUND_PENDING_TOTAL, order.refund_pending_total),
+    ] {
+        put_opt(
+            &mut item,
+            name,
+            (total != Money::ZERO).then(|| money(total)),
+        );
+    }
     if order.status == OrderStatus::Pending {
         item.insert(
             GSI2PK.to_owned(),
@@ -434,6 +454,8 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
         paid_at: f.opt_time(PAID_AT)?,
         notification_id: f.opt_s(NOTIFICATION_ID)?.map(str::to_owned),
         last_synced_at: f.opt_time(LAST_SYNCED_AT)?,
+        refunded_total: f.opt_money(REFUNDED_TOTAL)?.unwrap_or(Money::ZERO),
+        refund_pending_total: f.opt_money(REFUND_PENDING_TOTAL)?.unwrap_or(Money::ZERO),
         version: u64::try_from(version).map_err(|_| f.err("version is negative"))?,
         history,
     })
@@ -739,7 +761,7 @@ mod tests {
     fn malformed_items_are_errors_not_panics() {
         let good = order_item(&order(), 4);
         let breakages: Vec<(&str, Option<AttributeValue>)> = vec![
-            (STATUS, Some(s("SHIPPED"))),
+            (STATUS, Some(s("DELIVERED"))),
             (STATUS, None),
             (AMOUNT_TOTAL, Some(s("12"))),
             (AMOUNT_TOTAL, Some(n("-1"))),

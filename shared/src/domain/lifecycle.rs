@@ -1,0 +1,611 @@
+//! The order's lifecycle as pure functions: given the order as read and what happened, each
+//! returns the [`Plan`] of one transition (the order as it becomes, its stock moves and the
+//! records written with it) or refuses. The store applies a plan as one conditional
+//! transaction and, when it lost a race, asks for a new plan on the order it lost to.
+
+use time::OffsetDateTime;
+
+use super::{
+    Anomaly, EventType, Money, MoneyError, NotificationRecord, Order, OrderEvent, OrderStatus,
+    Payment, Refund, RefundStatus, RefundTransitionError, SkuId, TransitionError,
+};
+
+/// Why the domain refuses a transition of the order as read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    RefundTransition(#[from] RefundTransitionError),
+    /// A refund of `amount` would take the order's refunds past what was paid.
+    #[error("refund of {amount} exceeds what is left to refund ({refundable})")]
+    RefundExceedsPaid { amount: Money, refundable: Money },
+    #[error("order {0} cannot be refunded in its state")]
+    NotRefundable(OrderStatus),
+    #[error("refund {out_refund_no} is for another order")]
+    RefundOfAnotherOrder { out_refund_no: String },
+    #[error("payment for {0} is for another order")]
+    PaymentOfAnotherOrder(String),
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+}
+
+/// What a transition does to one sku's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockChange {
+    /// reserved -> sold (PAID).
+    Sell,
+    /// reserved -> available (CLOSED).
+    Release,
+    /// sold -> available (a refund that restocks).
+    Restock,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockMove {
+    pub sku_id: SkuId,
+    pub quantity: u32,
+    pub change: StockChange,
+}
+
+/// An item written in the same transaction as the order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Written only if no payment of that transaction_id exists (one per transaction).
+    Payment(Box<Payment>),
+    /// Written only if the same anomaly (kind and cause) is not there yet.
+    Anomaly(Box<Anomaly>),
+    /// Overwrites an earlier delivery of the same notification.
+    Notification(Box<NotificationRecord>),
+    /// The refund as it becomes: created (`from: None`, only if absent) or moved from the
+    /// status it was read in (only if still in it).
+    Refund {
+        refund: Box<Refund>,
+        from: Option<RefundStatus>,
+    },
+    /// Written only if absent: the same id is the same event.
+    Event(Box<OrderEvent>),
+}
+
+/// The order side of a transition: written on the condition that the order is still as
+/// read (`from.version`, `from.status`), and that `amount_total` is `expect_amount_total`
+/// when set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderChange {
+    pub from: Box<Order>,
+    pub to: Box<Order>,
+    pub expect_amount_total: Option<Money>,
+}
+
+/// One transition, all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Every transition planned here writes its order (a refund's reservation and outcome
+    /// included); `None` is left for record-only changes.
+    pub order: Option<OrderChange>,
+    pub stock: Vec<StockMove>,
+    pub records: Vec<Record>,
+}
+
+impl Plan {
+    /// The order as the plan leaves it.
+    pub fn order(&self) -> Option<&Order> {
+        self.order.as_ref().map(|c| c.to.as_ref())
+    }
+
+    /// The plan without the stock moves of `skus` (products deleted since the order was
+    /// placed), the history saying so: a deleted product never blocks a transition.
+    pub fn without_stock_of(mut self, skus: &[SkuId]) -> Plan {
+        if skus.is_empty() {
+            return self;
+        }
+        self.stock.retain(|m| !skus.contains(&m.sku_id));
+        let mut names: Vec<&str> = skus.iter().map(SkuId::as_str).collect();
+        names.sort_unstable();
+        if let Some(entry) = self.order.as_mut().and_then(|c| c.to.history.last_mut()) {
+            entry.cause = format!(
+                "{} (stock not moved for deleted product {})",
+                entry.cause,
+                names.join(", ")
+            );
+        }
+        self
+    }
+}
+
+impl Order {
+    /// The order moved to `to` with the edge's own cause (or `cause`, when given).
+    fn moved(
+        &self,
+        to: OrderStatus,
+        cause: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<Order, TransitionError> {
+        let cause = match cause {
+            Some(c) => c,
+            None => self.status.edge_cause(to).unwrap_or("transition"),
+        };
+        self.transitioned(to, at, cause)
+    }
+
+    fn change(&self, to: Order) -> OrderChange {
+        OrderChange {
+            from: Box::new(self.clone()),
+            to: Box::new(to),
+            expect_amount_total: None,
+        }
+    }
+
+    fn lines_moved(&self, change: StockChange) -> Vec<StockMove> {
+        self.lines
+            .iter()
+            .map(|l| StockMove {
+                sku_id: l.sku_id.clone(),
+                quantity: l.quantity.get(),
+                change,
+            })
+            .collect()
+    }
+
+    fn paid_by(
+        &self,
+        to: OrderStatus,
+        payment: &Payment,
+        at: OffsetDateTime,
+    ) -> Result<Order, LifecycleError> {
+        if payment.out_trade_no != self.out_trade_no {
+            return Err(LifecycleError::PaymentOfAnotherOrder(
+                payment.out_trade_no.to_string(),
+            ));
+        }
+        let mut next = self.moved(to, None, at)?;
+        next.transaction_id = Some(payment.transaction_id.clone());
+        next.paid_at = Some(payment.success_time);
+        next.notification_id = payment.notification_id.clone();
+        Ok(next)
+    }
+
+    /// PENDING -> PAID: the payment item (one per transaction_id), the reserved stock
+    /// sold, the notification kept; only if the order's amount is the payment's.
+    pub fn plan_paid(&self, payment: &Payment, at: OffsetDateTime) -> Result<Plan, LifecycleError> {
+        let next = self.paid_by(OrderStatus::Paid, payment, at)?;
+        let mut change = self.change(next);
+        change.expect_amount_total = Some(payment.amount);
+        let mut records = vec![Record::Payment(Box::new(payment.clone()))];
+        records.extend(payment.notification.clone().map(Record::Notification));
+        Ok(Plan {
+            order: Some(change),
+            stock: self.lines_moved(StockChange::Sell),
+            records,
+        })
+    }
+
+    /// PENDING -> AMOUNT_MISMATCH: WeChat Pay collected another amount. The payment and the
+    /// anomaly are kept, the stock stays reserved, the order waits for the merchant.
+    pub fn plan_amount_mismatch(
+        &self,
+        payment: &Payment,
+        anomaly: &Anomaly,
+        at: OffsetDateTime,
+    ) -> Result<Plan, LifecycleError> {
+        let next = self.paid_by(OrderStatus::AmountMismatch, payment, at)?;
+        let mut records = vec![
+            Record::Payment(Box::new(payment.clone())),
+            Record::Anomaly(Box::new(anomaly.clone())),
+        ];
+        if let Some(record) = &payment.notification {
+            let mut record = record.clone();
+            record.outcome = "anomaly:amount_mismatch".into();
+            records.push(Record::Notification(record));
+        }
+        Ok(Plan {
+            order: Some(self.change(next)),
+            stock: Vec::new(),
+            records,
+        })
+    }
+
+    /// PENDING -> CLOSED, its reserved stock returned.
+    pub fn plan_close(&self, cause: &str, at: OffsetDateTime) -> Result<Plan, LifecycleError> {
+        let next = self.moved(OrderStatus::Closed, Some(cause), at)?;
+        Ok(Plan {
+            order: Some(self.change(next)),
+            stock: self.lines_moved(StockChange::Release),
+            records: Vec::new(),
+        })
+    }
+
+    /// What may still be asked back: paid, less what is refunded or reserved by refunds.
+    pub fn refundable(&self) -> Result<Money, MoneyError> {
+        self.amount_total
+            .checked_sub(self.refunded_total)?
+            .checked_sub(self.refund_pending_total)
+    }
+
+    /// A new REQUESTED refund reserves its amount on the order (no status change), so no
+    /// concurrent refund can take the order's refunds past what was paid.
+    pub fn plan_refund_request(&self, refund: &Refund) -> Result<Plan, LifecycleError> {
+        self.check_refund_of(refund)?;
+        if !self.status.is_refundable() {
+            return Err(LifecycleError::NotRefundable(self.status));
+        }
+        let refundable = self.refundable()?;
+        if refund.amount > refundable || refund.amount == Money::ZERO {
+            return Err(LifecycleError::RefundExceedsPaid {
+                amount: refund.amount,
+                refundable,
+            });
+        }
+        let mut next = self.clone();
+        next.version += 1;
+        next.refund_pending_total = self.refund_pending_total.checked_add(refund.amount)?;
+        Ok(Plan {
+            order: Some(self.change(next)),
+            stock: Vec::new(),
+            records: vec![Record::Refund {
+                refund: Box::new(refund.clone()),
+                from: None,
+            }],
+        })
+    }
+
+    /// WeChat Pay's final word on a refund holding a reservation: SUCCESS moves its amount
+    /// to `refunded_total` (PARTIALLY_REFUNDED or REFUNDED when the order was PAID; a
+    /// shipped or completed order keeps its status until everything is refunded) and
+    /// restocks the lines it names; CLOSED (or FAILED) releases the reservation. The refund
+    /// moves with it and the event is written.
+    pub fn plan_refund_outcome(
+        &self,
+        refund: &Refund,
+        outcome: RefundStatus,
+        success_time: Option<OffsetDateTime>,
+        at: OffsetDateTime,
+    ) -> Result<Plan, LifecycleError> {
+        self.check_refund_of(refund)?;
+        let mut moved = refund.transitioned(outcome, at)?;
+        let refunded_total = match outcome {
+            RefundStatus::Success => self.refunded_total.checked_add(refund.amount)?,
+            _ => self.refunded_total,
+        };
+        let to = if outcome != RefundStatus::Success {
+            None
+        } else if refunded_total == self.amount_total {
+            Some(OrderStatus::Refunded)
+        } else if self.status == OrderStatus::Paid {
+            Some(OrderStatus::PartiallyRefunded)
+        } else {
+            None
+        };
+        let mut next = match to {
+            Some(to) => self.moved(to, None, at)?,
+            None => Order {
+                version: self.version + 1,
+                ..self.clone()
+            },
+        };
+        next.refunded_total = refunded_total;
+        next.refund_pending_total = self.refund_pending_total.checked_sub(refund.amount)?;
+        let mut stock = Vec::new();
+        let event_type = match outcome {
+            RefundStatus::Success => {
+                moved.success_time = success_time.or(Some(at));
+                stock.extend(refund.restock.iter().map(|l| StockMove {
+                    sku_id: l.sku_id.clone(),
+                    quantity: l.quantity.get(),
+                    change: StockChange::Restock,
+                }));
+                EventType::RefundSucceeded
+            }
+            RefundStatus::Closed | RefundStatus::Failed => EventType::RefundClosed,
+            other => {
+                return Err(RefundTransitionError {
+                    from: refund.status,
+                    to: other,
+                }
+                .into());
+            }
+        };
+        let event = OrderEvent::of_refund(event_type, &next, &moved, at);
+        Ok(Plan {
+            order: Some(self.change(next)),
+            stock,
+            records: vec![
+                Record::Refund {
+                    refund: Box::new(moved),
+                    from: Some(refund.status),
+                },
+                Record::Event(Box::new(event)),
+            ],
+        })
+    }
+
+    fn check_refund_of(&self, refund: &Refund) -> Result<(), LifecycleError> {
+        if refund.out_trade_no == self.out_trade_no {
+            Ok(())
+        } else {
+            Err(LifecycleError::RefundOfAnotherOrder {
+                out_refund_no: refund.out_refund_no.to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::domain::{OrderLine, OutRefundNo, OutTradeNo, Quantity, RestockLine};
+
+    const T: OffsetDateTime = datetime!(2026-12-07 04:00:00 UTC);
+
+    fn order() -> Order {
+        let line = |sku: &str, price: i64, q: i64| OrderLine {
+            sku_id: SkuId::parse(sku).unwrap(),
+            name: sku.to_uppercase(),
+            unit_price: Money::from_fen(price).unwrap(),
+            quantity: Quantity::new(q).unwrap(),
+        };
+        Order::new_pending(
+            OutTradeNo::parse("ORDER-0001").unwrap(),
+            crate::domain::Openid::parse("o_alice").unwrap(),
+            vec![line("tea", 1000, 2), line("cup", 500, 1)],
+            "Demo".into(),
+            None,
+            T,
+            T + time::Duration::minutes(30),
+        )
+        .unwrap()
+    }
+
+    fn payment(o: &Order, fen: i64) -> Payment {
+        Payment {
+            transaction_id: "4200000000202612070000000001".into(),
+            out_trade_no: o.out_trade_no.clone(),
+            amount: Money::from_fen(fen).unwrap(),
+            payer_total: Money::from_fen(fen).unwrap(),
+            currency: "CNY".into(),
+            request_id: None,
+            payer: None,
+            success_time: T + time::Duration::minutes(1),
+            notification_id: Some("n-1".into()),
+            notification: None,
+        }
+    }
+
+    fn paid() -> Order {
+        let o = order();
+        let p = o.plan_paid(&payment(&o, 2500), T).unwrap();
+        p.order().unwrap().clone()
+    }
+
+    fn refund(o: &Order, fen: i64, restock: &[(&str, i64)]) -> Refund {
+        Refund::requested(
+            OutRefundNo::generate(T),
+            o.out_trade_no.clone(),
+            Money::from_fen(fen).unwrap(),
+            Some("returned".into()),
+            restock
+                .iter()
+                .map(|&(s, q)| RestockLine {
+                    sku_id: SkuId::parse(s).unwrap(),
+                    quantity: Quantity::new(q).unwrap(),
+                })
+                .collect(),
+            T,
+        )
+    }
+
+    #[test]
+    fn paid_sells_every_line_and_keeps_the_payment() {
+        let o = order();
+        let pay = payment(&o, 2500);
+        let plan = o.plan_paid(&pay, T).unwrap();
+        let change = plan.order.as_ref().unwrap();
+        assert_eq!(change.from.version, 1);
+        assert_eq!(change.expect_amount_total, Some(pay.amount));
+        let next = plan.order().unwrap();
+        assert_eq!((next.status, next.version), (OrderStatus::Paid, 2));
+        assert_eq!(
+            next.transaction_id.as_deref(),
+            Some(pay.transaction_id.as_str())
+        );
+        assert_eq!(next.paid_at, Some(pay.success_time));
+        assert_eq!(next.notification_id.as_deref(), Some("n-1"));
+        assert_eq!(next.history.last().unwrap().cause, "payment confirmed");
+        assert_eq!(
+            plan.stock
+                .iter()
+                .map(|m| (m.sku_id.as_str(), m.quantity, m.change))
+                .collect::<Vec<_>>(),
+            [("tea", 2, StockChange::Sell), ("cup", 1, StockChange::Sell)]
+        );
+        assert_eq!(plan.records, [Record::Payment(Box::new(pay.clone()))]);
+        // Nothing leads back to PENDING: a paid order refuses a second payment and a close.
+        assert!(matches!(
+            next.plan_paid(&pay, T),
+            Err(LifecycleError::Transition(_))
+        ));
+        assert!(next.plan_close("expired", T).is_err());
+        let mut other = pay.clone();
+        other.out_trade_no = OutTradeNo::parse("ORDER-0002").unwrap();
+        assert!(matches!(
+            o.plan_paid(&other, T),
+            Err(LifecycleError::PaymentOfAnotherOrder(_))
+        ));
+    }
+
+    #[test]
+    fn amount_mismatch_keeps_stock_reserved_and_the_anomaly() {
+        let o = order();
+        let mut pay = payment(&o, 1);
+        pay.notification = Some(Box::new(NotificationRecord {
+            id: "n-1".into(),
+            event_type: "TRANSACTION.SUCCESS".into(),
+            received_at: T,
+            body: "{}".into(),
+            headers: Vec::new(),
+            out_trade_no: Some(o.out_trade_no.clone()),
+            outcome: "applied".into(),
+        }));
+        let anomaly = Anomaly::of_payment(
+            &pay,
+            crate::domain::AnomalyKind::AmountMismatch,
+            "1 != 2500",
+        );
+        let plan = o.plan_amount_mismatch(&pay, &anomaly, T).unwrap();
+        assert_eq!(plan.order().unwrap().status, OrderStatus::AmountMismatch);
+        assert!(plan.stock.is_empty());
+        assert_eq!(plan.order.as_ref().unwrap().expect_amount_total, None);
+        let Record::Notification(kept) = &plan.records[2] else {
+            panic!("{:?}", plan.records)
+        };
+        assert_eq!(kept.outcome, "anomaly:amount_mismatch");
+        assert_eq!(plan.records[1], Record::Anomaly(Box::new(anomaly)));
+    }
+
+    #[test]
+    fn close_releases_and_a_deleted_product_is_skipped_with_a_note() {
+        let o = order();
+        let plan = o.plan_close("closed by owner", T).unwrap();
+        assert_eq!(
+            plan.order().unwrap().history.last().unwrap().cause,
+            "closed by owner"
+        );
+        assert!(plan.stock.iter().all(|m| m.change == StockChange::Release));
+        let plan = plan.without_stock_of(&[SkuId::parse("cup").unwrap()]);
+        assert_eq!(plan.stock.len(), 1);
+        assert_eq!(
+            plan.order().unwrap().history.last().unwrap().cause,
+            "closed by owner (stock not moved for deleted product cup)"
+        );
+    }
+
+    #[test]
+    fn refunds_never_exceed_what_was_paid() {
+        let o = paid();
+        assert!(matches!(
+            order().plan_refund_request(&refund(&o, 1, &[])),
+            Err(LifecycleError::NotRefundable(OrderStatus::Pending))
+        ));
+        let first = refund(&o, 2000, &[]);
+        let plan = o.plan_refund_request(&first).unwrap();
+        let reserved = plan.order().unwrap().clone();
+        assert_eq!(
+            reserved.status,
+            OrderStatus::Paid,
+            "a reservation is no status change"
+        );
+        assert_eq!(reserved.history, o.history);
+        assert_eq!(
+            (reserved.refund_pending_total.fen(), reserved.version),
+            (2000, o.version + 1)
+        );
+        assert!(matches!(
+            &plan.records[..],
+            [Record::Refund { from: None, .. }]
+        ));
+        assert_eq!(
+            reserved.plan_refund_request(&refund(&o, 501, &[])),
+            Err(LifecycleError::RefundExceedsPaid {
+                amount: Money::from_fen(501).unwrap(),
+                refundable: Money::from_fen(500).unwrap()
+            })
+        );
+        assert!(reserved.plan_refund_request(&refund(&o, 0, &[])).is_err());
+        assert!(reserved.plan_refund_request(&refund(&o, 500, &[])).is_ok());
+    }
+
+    #[test]
+    fn refund_success_moves_the_amount_status_and_stock_once() {
+        let o = paid();
+        let part = refund(&o, 1000, &[("tea", 1)]);
+        let reserved = o
+            .plan_refund_request(&part)
+            .unwrap()
+            .order()
+            .unwrap()
+            .clone();
+        let later = T + time::Duration::minutes(5);
+        let plan = reserved
+            .plan_refund_outcome(&part, RefundStatus::Success, Some(later), later)
+            .unwrap();
+        let after = plan.order().unwrap();
+        assert_eq!(after.status, OrderStatus::PartiallyRefunded);
+        assert_eq!(
+            (after.refunded_total.fen(), after.refund_pending_total.fen()),
+            (1000, 0)
+        );
+        assert_eq!(
+            plan.stock,
+            [StockMove {
+                sku_id: SkuId::parse("tea").unwrap(),
+                quantity: 1,
+                change: StockChange::Restock
+            }]
+        );
+        let [
+            Record::Refund {
+                refund: moved,
+                from,
+            },
+            Record::Event(event),
+        ] = &plan.records[..]
+        else {
+            panic!("{:?}", plan.records)
+        };
+        assert_eq!(
+            (moved.status, *from),
+            (RefundStatus::Success, Some(RefundStatus::Requested))
+        );
+        assert_eq!(moved.success_time, Some(later));
+        assert_eq!(event.event_type, EventType::RefundSucceeded);
+        assert_eq!(event.id, format!("evt_{}_SUCCESS", part.out_refund_no));
+        // The same refund cannot succeed twice.
+        assert!(
+            after
+                .plan_refund_outcome(moved, RefundStatus::Success, None, later)
+                .is_err()
+        );
+
+        let rest = refund(after, 1500, &[]);
+        let reserved = after
+            .plan_refund_request(&rest)
+            .unwrap()
+            .order()
+            .unwrap()
+            .clone();
+        let done = reserved
+            .plan_refund_outcome(&rest, RefundStatus::Success, None, later)
+            .unwrap();
+        let done = done.order().unwrap();
+        assert_eq!(done.status, OrderStatus::Refunded);
+        assert_eq!(done.refunded_total, done.amount_total);
+        assert_eq!(done.history.last().unwrap().cause, "refund succeeded, rest");
+    }
+
+    #[test]
+    fn refund_closed_releases_the_reservation_only() {
+        let o = paid();
+        let r = refund(&o, 2500, &[("tea", 2)]);
+        let reserved = o.plan_refund_request(&r).unwrap().order().unwrap().clone();
+        let plan = reserved
+            .plan_refund_outcome(&r, RefundStatus::Closed, None, T)
+            .unwrap();
+        let after = plan.order().unwrap();
+        assert_eq!(
+            (
+                after.status,
+                after.refund_pending_total,
+                after.refunded_total
+            ),
+            (OrderStatus::Paid, Money::ZERO, Money::ZERO)
+        );
+        assert!(plan.stock.is_empty());
+        assert!(
+            reserved
+                .plan_refund_outcome(&r, RefundStatus::Processing, None, T)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Refunds as the domain sees them: a refund item with its own small state machine
+//! (DESIGN.md section 5), the amount it reserves on its order and the lines it restocks.
+//! The order-side effects are planned in `lifecycle`; this module owns the refund's states.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{HistoryEntry, Money, OutRefundNo, OutTradeNo, Quantity, SkuId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefundStatus {
+    /// Reserved on the order, not yet accepted by WeChat Pay (or not yet allowed: WeChat
+    /// Pay wants refunds of one order a minute apart).
+    Requested,
+    /// Accepted by WeChat Pay (`refund_id` known), outcome pending.
+    Processing,
+    Success,
+    /// Closed by WeChat Pay: nothing was refunded, the reservation is released.
+    Closed,
+    /// WeChat Pay could not pay it back (the payer's account, a card): the merchant acts.
+    Abnormal,
+    /// WeChat Pay certainly refused it (never created there): the reservation is released.
+    Failed,
+}
+
+/// Every legal refund transition, with the cause recorded in its history.
+pub const REFUND_TRANSITIONS: &[(RefundStatus, RefundStatus, &str)] = &[
+    (
+        RefundStatus::Requested,
+        RefundStatus::Processing,
+        "accepted by WeChat Pay",
+    ),
+    (
+        RefundStatus::Requested,
+        RefundStatus::Failed,
+        "refused by WeChat Pay",
+    ),
+    // WeChat Pay's outcome may arrive before its acceptance was recorded (a crash between
+    // the two): the outcome is what counts.
+    (
+        RefundStatus::Requested,
+        RefundStatus::Success,
+        "refund succeeded",
+    ),
+    (
+        RefundStatus::Requested,
+        RefundStatus::Closed,
+        "refund closed",
+    ),
+    (
+        RefundStatus::Requested,
+        RefundStatus::Abnormal,
+        "refund abnormal",
+    ),
+    (
+        RefundStatus::Processing,
+        RefundStatus::Success,
+        "refund succeeded",
+    ),
+    (
+        RefundStatus::Processing,
+        RefundStatus::Closed,
+        "refund closed",
+    ),
+    (
+        RefundStatus::Processing,
+        RefundStatus::Abnormal,
+        "refund abnormal",
+    ),
+    (
+        RefundStatus::Abnormal,
+        RefundStatus::Success,
+        "refund succeeded",
+    ),
+    (
+        RefundStatus::Abnormal,
+        RefundStatus::Closed,
+        "refund closed",
+    ),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a refund cannot go from {from} to {to}")]
+pub struct RefundTransitionError {
+    pub from: RefundStatus,
+    pub to: RefundStatus,
+}
+
+impl RefundStatus {
+    pub const ALL: [RefundStatus; 6] = [
+        RefundStatus::Requested,
+        RefundStatus::Processing,
+        RefundStatus::Success,
+        RefundStatus::Closed,
+        RefundStatus::Abnormal,
+        RefundStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Requested => "REQUESTED",
+            RefundStatus::Processing => "PROCESSING",
+            RefundStatus::Success => "SUCCESS",
+            RefundStatus::Closed => "CLOSED",
+            RefundStatus::Abnormal => "ABNORMAL",
+            RefundStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RefundStatus> {
+        RefundStatus::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn edge_cause(self, to: RefundStatus) -> Option<&'static str> {
+        REFUND_TRANSITIONS
+            .iter()
+            .find(|&&(f, t, _)| f == self && t == to)
+            .map(|&(_, _, cause)| cause)
+    }
+
+    /// Whether its amount is still reserved on the order (`refund_pending_total`).
+    pub fn holds_reservation(self) -> bool {
+        matches!(
+            self,
+            RefundStatus::Requested | RefundStatus::Processing | RefundStatus::Abnormal
+        )
+    }
+}
+
+impl fmt::Display for RefundStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Units of one order line to return to stock when the refund succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestockLine {
+    pub sku_id: SkuId,
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub out_refund_no: OutRefundNo,
+    pub out_trade_no: OutTradeNo,
+    /// WeChat Pay's id, once it accepted the refund.
+    pub refund_id: Option<String>,
+    pub amount: Money,
+    pub reason: Option<String>,
+    pub restock: Vec<RestockLine>,
+    pub status: RefundStatus,
+    pub created_at: OffsetDateTime,
+    pub submitted_at: Option<OffsetDateTime>,
+    pub success_time: Option<OffsetDateTime>,
+    pub history: Vec<HistoryEntry<RefundStatus>>,
+}
+
+impl Refund {
+    /// A new REQUESTED refund of `amount` on an order.
+    pub fn requested(
+        out_refund_no: OutRefundNo,
+        out_trade_no: OutTradeNo,
+        amount: Money,
+        reason: Option<String>,
+        restock: Vec<RestockLine>,
+        at: OffsetDateTime,
+    ) -> Refund {
+        Refund {
+            out_refund_no,
+            out_trade_no,
+            refund_id: None,
+            amount,
+            reason,
+            restock,
+            status: RefundStatus::Requested,
+            created_at: at,
+            submitted_at: None,
+            success_time: None,
+            history: vec![HistoryEntry {
+                from: None,
+                to: RefundStatus::Requested,
+                at,
+                cause: "refund requested".to_owned(),
+            }],
+        }
+    }
+
+    /// The refund as a move to `to` leaves it (status and a history entry); refused unless
+    /// the edge exists.
+    pub fn transitioned(
+        &self,
+        to: RefundStatus,
+        at: OffsetDateTime,
+    ) -> Result<Refund, RefundTransitionError> {
+        let from = self.status;
+        let cause = from
+            .edge_cause(to)
+            .ok_or(RefundTransitionError { from, to })?;
+        let mut next = self.clone();
+        next.status = to;
+        next.history.push(HistoryEntry {
+            from: Some(from),
+            to,
+            at,
+            cause: cause.to_owned(),
+        });
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefundStatus::*;
+    use super::*;
+
+    #[test]
+    fn refund_edges_follow_the_design() {
+        for from in RefundStatus::ALL {
+            for to in RefundStatus::ALL {
+                let expected = matches!(
+                    (from, to),
+                    (Requested, Processing | Failed | Success | Closed | Abnormal)
+                        | (Processing, Success | Closed | Abnormal)
+                        | (Abnormal, Success | Closed)
+                );
+                assert_eq!(from.edge_cause(to).is_some(), expected, "{from} -> {to}");
+            }
+            assert_eq!(RefundStatus::parse(from.as_str()), Some(from));
+            assert_eq!(serde_json::to_string(&from).unwrap(), format!("\"{from}\""));
+        }
+        assert!(Requested.holds_reservation() && Abnormal.holds_reservation());
+        assert!(!Success.holds_reservation() && !Closed.holds_reservation());
+        assert!(!Failed.holds_reservation());
+    }
+}

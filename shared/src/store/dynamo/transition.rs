@@ -1,0 +1,247 @@
+//! Applying the domain's plans (`domain::lifecycle`): one TransactWriteItems whose first
+//! action is the conditional write on the order, then the plan's records, then its stock
+//! moves; and the one retry-and-read-the-winner loop every transition shares.
+
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use time::OffsetDateTime;
+
+use super::DynamoStore;
+use super::expr::{Expr, build_err, is_ccf, put_action, unexplained_cancel, update_action};
+use super::items::{self, Item, attr};
+use crate::domain::{
+    LifecycleError, Order, OrderChange, Plan, Record, SkuId, StockChange, StockMove,
+};
+use crate::store::StoreError;
+
+/// A plan rebuilt from a fresher read of the order (version moved on, e.g. a prepay_id was
+/// recorded) is retried this many times before giving up as a conflict.
+const STALE_RETRIES: usize = 3;
+
+/// How applying a plan ended.
+pub(super) enum Applied {
+    /// Written: the order as the plan left it.
+    Done(Option<Box<Order>>),
+    /// The order refused: as it is now (the domain refused to plan on it, or it failed a
+    /// condition of the plan such as the amount), or `None` when there is no such order.
+    OrderRefused(Option<Box<Order>>),
+    /// The `index`th record's condition failed (the payment or anomaly already exists); the
+    /// item that refused, if the engine returned it.
+    RecordRefused { index: usize, item: Option<Item> },
+}
+
+impl DynamoStore {
+    /// Applies the plan `plan_for` makes of `read` (the caller's read of the order; a stale
+    /// one is fine) as one conditional transaction. A version that moved on is planned again
+    /// on the order the transaction lost to, so the domain decides on what is there; a
+    /// product deleted since the order was placed never blocks the transition (its stock
+    /// move is dropped, and the history and a log line say so).
+    pub(super) async fn apply<F>(
+        &self,
+        read: &Order,
+        plan_for: F,
+        now: OffsetDateTime,
+    ) -> Result<Applied, StoreError>
+    where
+        F: Fn(&Order) -> Result<Plan, LifecycleError>,
+    {
+        let mut current = read.clone();
+        let mut missing: Vec<SkuId> = Vec::new();
+        for _ in 0..STALE_RETRIES + read.lines.len() {
+            let plan = match plan_for(&current) {
+                Ok(plan) => plan.without_stock_of(&missing),
+                Err(_) => return Ok(Applied::OrderRefused(Some(Box::new(current)))),
+            };
+            let reasons = match self.transact(self.plan_actions(&plan)?).await? {
+                Ok(()) => {
+                    for sku_id in &missing {
+                        tracing::warn!(out_trade_no = %read.out_trade_no, %sku_id, outcome = "product_missing", "product deleted; the transition applied without moving its stock");
+                        crate::telemetry::emit_metrics(&[("ProductMissing", 1)], now);
+                    }
+                    return Ok(Applied::Done(plan.order().cloned().map(Box::new)));
+                }
+                Err(reasons) => reasons,
+            };
+            let records_at = usize::from(plan.order.is_some());
+            if plan.order.is_some()
+                && let Some(r) = reasons.first().filter(|r| is_ccf(r))
+            {
+                let Some(item) = r.item() else {
+                    return Ok(Applied::OrderRefused(None));
+                };
+                let latest = items::order_from_item(item)?;
+                if latest.version != current.version {
+                    current = latest;
+                    continue;
+                }
+                return Ok(Applied::OrderRefused(Some(Box::new(latest))));
+            }
+            let records = plan.records.len();
+            if let Some((index, r)) = reasons
+                .iter()
+                .enumerate()
+                .skip(records_at)
+                .take(records)
+                .find(|(_, r)| is_ccf(r))
+            {
+                return Ok(Applied::RecordRefused {
+                    index: index - records_at,
+                    item: r.item().cloned(),
+                });
+            }
+            let gone: Vec<SkuId> = plan
+                .stock
+                .iter()
+                .zip(reasons.iter().skip(records_at + records))
+                .filter(|(_, r)| is_ccf(r))
+                .map(|(m, _)| m.sku_id.clone())
+                .collect();
+            if gone.is_empty() {
+                return Err(unexplained_cancel(&reasons));
+            }
+            missing.extend(gone);
+        }
+        Err(StoreError::TransactionConflict {
+            op: "TransactWriteItems",
+            message: format!("order {} kept changing", read.out_trade_no),
+        })
+    }
+
+    /// The plan's actions: the order first, then its records, then a stock move per sku.
+    fn plan_actions(&self, plan: &Plan) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut actions = Vec::with_capacity(1 + plan.records.len() + plan.stock.len());
+        if let Some(change) = &plan.order {
+            actions.push(self.order_update(change)?);
+        }
+        for record in &plan.records {
+            actions.push(self.record_action(record)?);
+        }
+        for stock_move in &plan.stock {
+            actions.push(self.stock_action(stock_move)?);
+        }
+        Ok(actions)
+    }
+
+    /// The order as read -> as planned: every attribute that differs is set (or removed),
+    /// new history entries appended, `version` set; conditional on the status and version
+    /// read, so any change in between makes it lose. Attributes the plan did not change
+    /// (a sync claim written since the read) are left as they are.
+    fn order_update(&self, change: &OrderChange) -> Result<TransactWriteItem, StoreError> {
+        let (from, to) = (change.from.as_ref(), change.to.as_ref());
+        let old = items::order_item(from, self.shards);
+        let new = items::order_item(to, self.shards);
+        let mut e = Expr::default();
+        let fixed = [attr::PK, attr::SK, attr::HISTORY, attr::VERSION];
+        let mut changed: Vec<&String> = new
+            .iter()
+            .filter(|(name, v)| !fixed.contains(&name.as_str()) && old.get(*name) != Some(v))
+            .map(|(name, _)| name)
+            .collect();
+        changed.sort();
+        let mut sets: Vec<String> = changed
+            .into_iter()
+            .map(|name| {
+                format!(
+                    "{} = {}",
+                    e.name(name),
+                    e.value(&format!("to_{name}"), new[name].clone())
+                )
+            })
+            .collect();
+        sets.push(format!(
+            "{} = {}",
+            e.name(attr::VERSION),
+            e.value("to_version", items::n(to.version))
+        ));
+        let appended = to
+            .history
+            .get(from.history.len()..)
+            .filter(|_| to.history.starts_with(&from.history))
+            .ok_or_else(|| StoreError::Invalid("a plan rewrote the order's history".into()))?;
+        if !appended.is_empty() {
+            sets.push(format!(
+                "{h} = list_append({h}, {v})",
+                h = e.name(attr::HISTORY),
+                v = e.value(
+                    "history",
+                    aws_sdk_dynamodb::types::AttributeValue::L(
+                        appended.iter().map(items::history_value).collect()
+                    )
+                )
+            ));
+        }
+        let mut removed: Vec<&String> = old.keys().filter(|k| !new.contains_key(*k)).collect();
+        removed.sort();
+        let mut update = format!("SET {}", sets.join(", "));
+        if !removed.is_empty() {
+            let names: Vec<String> = removed.into_iter().map(|n| e.name(n)).collect();
+            update.push_str(&format!(" REMOVE {}", names.join(", ")));
+        }
+        let mut condition = format!(
+            "{} = {} AND {} = {}",
+            e.name(attr::STATUS),
+            e.value("from_status", items::s(from.status.as_str())),
+            e.name(attr::VERSION),
+            e.value("from_version", items::n(from.version)),
+        );
+        if let Some(amount) = change.expect_amount_total {
+            condition.push_str(&format!(
+                " AND {} = {}",
+                e.name(attr::AMOUNT_TOTAL),
+                e.value("expect_amount_total", items::money(amount))
+            ));
+        }
+        update_action(
+            &self.table,
+            items::order_key(&from.out_trade_no),
+            update,
+            condition,
+            e,
+        )
+    }
+
+    fn record_action(&self, record: &Record) -> Result<TransactWriteItem, StoreError> {
+        let if_absent = |item: Item| {
+            let mut e = Expr::default();
+            let condition = format!("attribute_not_exists({})", e.name(attr::PK));
+            put_action(&self.table, item, condition, e)
+        };
+        match record {
+            Record::Payment(payment) => if_absent(items::payment_item(payment)),
+            Record::Anomaly(anomaly) => if_absent(items::anomaly_item(anomaly)),
+            // Unconditional: a re-delivery overwrites the same record, never cancels.
+            Record::Notification(record) => Ok(TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(items::notification_item(record)))
+                        .build()
+                        .map_err(build_err)?,
+                )
+                .build()),
+            Record::Refund { .. } | Record::Event(_) => Err(StoreError::Invalid(
+                "refund and event items are not stored by this version".into(),
+            )),
+        }
+    }
+
+    /// One sku's counters moved by a transition. Conditional on the product existing:
+    /// without it the ADD would create a product item for a deleted sku.
+    fn stock_action(&self, m: &StockMove) -> Result<TransactWriteItem, StoreError> {
+        let (from, to) = match m.change {
+            StockChange::Sell => (attr::RESERVED, attr::SOLD),
+            StockChange::Release => (attr::RESERVED, attr::AVAILABLE),
+            StockChange::Restock => (attr::SOLD, attr::AVAILABLE),
+        };
+        let q = i64::from(m.quantity);
+        let mut e = Expr::default();
+        let update = format!(
+            "ADD {} {}, {} {}",
+            e.name(from),
+            e.value("neg_q", items::n(-q)),
+            e.name(to),
+            e.value("q", items::n(q)),
+        );
+        let condition = format!("attribute_exists({})", e.name(attr::PK));
+        self.stock_update(&m.sku_id, e, &update, &condition)
+    }
+}
