@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use shared::domain::{Money, Product, SkuId};
-use shared::store::{Store, StoreError};
+use shared::store::{StoreError, StoreSupport};
 
 /// The repository's `infra/local/products.json`, compiled in so the binary runs from any
 /// directory (cargo rebuilds the sandbox when the file changes).
@@ -172,7 +172,7 @@ impl Catalog {
 
     /// Inserts missing skus and refreshes the definition of existing ones, keeping their
     /// counters (see the module docs). Run before anything serves orders.
-    pub async fn seed(&self, store: &dyn Store) -> Result<SeedReport, CatalogError> {
+    pub async fn seed(&self, store: &dyn StoreSupport) -> Result<SeedReport, CatalogError> {
         let existing = store.get_products(&self.sku_ids()).await?;
         let mut report = SeedReport::default();
         let mut writes = Vec::new();

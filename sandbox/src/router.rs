@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use shared::domain::{OutTradeNo, Product};
 use shared::http::{ApiError, Handler, Request, Response, json};
-use shared::store::{Anomaly, Payment, Store};
+use shared::store::{Anomaly, Payment, StoreSupport};
 
 use crate::catalog::Catalog;
 
@@ -190,7 +190,7 @@ pub struct SandboxRouter {
     // The timeout-sweeper has no route: the sandbox runs it every `--sweep-every` (see
     // `server.rs`).
     /// The store the inspection routes read (the same table the functions use).
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn StoreSupport>,
     pub catalog: Catalog,
 }
 

@@ -16,7 +16,7 @@ use shared::config::{ConfigError, Env};
 use shared::runtime::{RuntimeError, serve_http_until};
 use shared::service::{SweepSummary, sweep_expired};
 use shared::store::embedded::{Embedded, Storage};
-use shared::store::{ClientSettings, DynamoStore, Store, StoreError};
+use shared::store::{ClientSettings, DynamoStore, StoreError, StoreSupport};
 use shared::sweeper::SweeperJob;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -108,7 +108,7 @@ pub struct Sandbox {
     order_ttl: Duration,
     sweep_every: Duration,
     retry_scale: f64,
-    store: Arc<dyn Store>,
+    store: Arc<dyn StoreSupport>,
     simulator: Option<SimulatorHandle>,
     engine: Option<Embedded>,
     server: Option<JoinHandle<Result<(), RuntimeError>>>,
@@ -134,7 +134,8 @@ impl Sandbox {
             &ClientSettings::local(),
         )
         .await?;
-        let store: Arc<dyn Store> = Arc::new(DynamoStore::new(engine.client().clone(), TABLE_NAME));
+        let store: Arc<dyn StoreSupport> =
+            Arc::new(DynamoStore::new(engine.client().clone(), TABLE_NAME));
         let seed = settings.catalog.seed(store.as_ref()).await?;
 
         let listener = tokio::net::TcpListener::bind(settings.functions_addr)
@@ -281,7 +282,7 @@ impl Sandbox {
         self.retry_scale
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn StoreSupport> {
         &self.store
     }
 

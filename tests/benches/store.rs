@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo bench -p wxpay-tests --bench store` (criterion flags after `--`).
 
+use shared::store::StoreSupport;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};

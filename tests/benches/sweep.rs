@@ -12,6 +12,7 @@
 //! Run: `cargo bench -p wxpay-tests --bench sweep` (`SWEEP_BENCH_ORDERS=n` for another size,
 //! `SWEEP_BENCH_CONCURRENCY=n` for another concurrency than the default 8).
 
+use shared::store::StoreSupport;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};

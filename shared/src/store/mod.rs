@@ -144,9 +144,6 @@ pub enum AnomalyOutcome {
 /// and conditional; see each outcome type for what a losing writer learns.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Seeds or replaces catalog entries (whole items, counters included).
-    async fn put_products(&self, products: &[Product]) -> Result<(), StoreError>;
-    async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError>;
     /// The catalog entries among `sku_ids` that exist (missing ones are simply absent).
     async fn get_products(&self, sku_ids: &[SkuId]) -> Result<HashMap<SkuId, Product>, StoreError>;
 
@@ -157,10 +154,6 @@ pub trait Store: Send + Sync {
         order: &Order,
     ) -> Result<CreateOrderOutcome, StoreError>;
 
-    async fn get_idempotency(
-        &self,
-        scope: &IdempotencyScope,
-    ) -> Result<Option<IdempotencyRecord>, StoreError>;
     /// Takes over an IN_PROGRESS record whose lock expired, if the request hash matches.
     async fn take_over_idempotency(
         &self,
@@ -185,12 +178,6 @@ pub trait Store: Send + Sync {
     ) -> Result<FencedOutcome, StoreError>;
 
     async fn get_order(&self, out_trade_no: &OutTradeNo) -> Result<Option<Order>, StoreError>;
-    /// Stores the JSAPI prepay_id, only while the order is PENDING.
-    async fn record_prepay(
-        &self,
-        out_trade_no: &OutTradeNo,
-        prepay_id: &str,
-    ) -> Result<PrepayOutcome, StoreError>;
     /// place-order's last step, one transaction: stores the prepay_id and the `Request-ID`
     /// of WeChat Pay's answer (only while PENDING) and completes the idempotency record with
     /// the response (only while `owner` holds it).
@@ -251,13 +238,9 @@ pub trait Store: Send + Sync {
         lease: time::Duration,
     ) -> Result<SyncClaim, StoreError>;
 
-    async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;
-
     async fn record_anomaly(&self, anomaly: &Anomaly) -> Result<AnomalyOutcome, StoreError>;
     /// Keeps a verified notification (overwriting an earlier delivery of the same id).
     async fn record_notification(&self, record: &NotificationRecord) -> Result<(), StoreError>;
-    async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError>;
-    async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError>;
 
     /// A user's orders, newest first.
     async fn list_orders(
@@ -274,4 +257,27 @@ pub trait Store: Send + Sync {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<Order>, StoreError>;
+}
+
+/// What tests and the sandbox need besides the port: seeding the catalog and reading items
+/// directly. Behind the `test-support` feature, so the function binaries never carry it.
+#[cfg(feature = "test-support")]
+#[async_trait]
+pub trait StoreSupport: Store {
+    /// Seeds or replaces catalog entries (whole items, counters included).
+    async fn put_products(&self, products: &[Product]) -> Result<(), StoreError>;
+    async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError>;
+    async fn get_idempotency(
+        &self,
+        scope: &IdempotencyScope,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Stores the JSAPI prepay_id, only while the order is PENDING.
+    async fn record_prepay(
+        &self,
+        out_trade_no: &OutTradeNo,
+        prepay_id: &str,
+    ) -> Result<PrepayOutcome, StoreError>;
+    async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;
+    async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError>;
+    async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError>;
 }

@@ -3,5 +3,6 @@
 
 mod deploy_support;
 
+mod features;
 mod template;
 mod tencent_config;

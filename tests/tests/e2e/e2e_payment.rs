@@ -8,6 +8,7 @@
 //! Every test asserts answers (status, `code`) and the store's state read back through
 //! `DynamoStore`; waits are polls with a deadline, never bare sleeps.
 
+use shared::store::StoreSupport;
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -5,6 +5,7 @@
 //! reached (500 FAIL: WeChat Pay retries; nothing half-applied); and what a notification
 //! costs in DynamoDB calls. The real handler, over embedded Dynoxide.
 
+use shared::store::StoreSupport;
 use std::{sync::Arc, time::Duration};
 
 use shared::domain::OrderStatus;

@@ -4,6 +4,7 @@
 //! ambiguous close, REFUND, an order WeChat Pay never saw) and a count of the calls made;
 //! and DynamoDB failing on cue, after WeChat Pay answered, through an SDK interceptor.
 
+use shared::store::StoreSupport;
 use std::sync::Arc;
 
 use shared::config::AuthMode;

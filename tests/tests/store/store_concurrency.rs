@@ -3,6 +3,7 @@
 //! engine and checks DESIGN 6.1 and 6.2: one PAID transition, one payment item, `sold` counted
 //! once, stock never negative, reserved stock released exactly once.
 
+use shared::store::StoreSupport;
 use std::sync::Arc;
 
 use shared::domain::OrderStatus;

@@ -2,6 +2,7 @@
 //! lose, run against two independent DynamoDB implementations (embedded Dynoxide and moto),
 //! with the DynamoDB calls each operation costs counted and asserted.
 
+use shared::store::StoreSupport;
 use std::collections::HashSet;
 
 use shared::domain::{OrderStatus, Product};

@@ -1,1 +1,166 @@
+//! `StoreSupport` on DynamoDB: catalog seeding and direct reads for tests and the sandbox
+//! (behind the `test-support` feature; the function binaries never carry them).
 
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+
+use super::expr::Expr;
+use super::expr::build_err;
+use super::items;
+use super::items::attr;
+use super::{BATCH_ROUNDS, BATCH_WRITE_MAX, DynamoStore, backoff, prepay_expression};
+use crate::domain::{OutTradeNo, Product, SkuId};
+use crate::idempotency::{IdempotencyRecord, IdempotencyScope};
+use crate::store::error::from_sdk;
+use crate::store::{Anomaly, NotificationRecord, Payment, PrepayOutcome, StoreError, StoreSupport};
+
+impl DynamoStore {
+    /// The stored `available` counter of a product (a denormalised `stock - reserved - sold`
+    /// that conditions can compare); exposed so tests can check it never drifts.
+    pub async fn product_available_counter(
+        &self,
+        sku_id: &SkuId,
+    ) -> Result<Option<i64>, StoreError> {
+        match self.get_item("GetItem", items::product_key(sku_id)).await? {
+            Some(item) => items::product_available_attr(&item),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl StoreSupport for DynamoStore {
+    async fn put_products(&self, products: &[Product]) -> Result<(), StoreError> {
+        let mut seen = HashSet::new();
+        if let Some(dup) = products.iter().find(|p| !seen.insert(&p.sku_id)) {
+            return Err(StoreError::Invalid(format!(
+                "sku {} listed twice",
+                dup.sku_id
+            )));
+        }
+        for chunk in products.chunks(BATCH_WRITE_MAX) {
+            let mut pending = chunk
+                .iter()
+                .map(|p| {
+                    PutRequest::builder()
+                        .set_item(Some(items::product_item(p)))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map_err(build_err)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for round in 0..=BATCH_ROUNDS {
+                if pending.is_empty() {
+                    break;
+                }
+                if round == BATCH_ROUNDS {
+                    return Err(StoreError::Throttled {
+                        op: "BatchWriteItem",
+                        message: format!("{} items still unprocessed", pending.len()),
+                    });
+                }
+                backoff(round).await;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk("BatchWriteItem", e))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError> {
+        self.get_item("GetItem", items::product_key(sku_id))
+            .await?
+            .as_ref()
+            .map(items::product_from_item)
+            .transpose()
+    }
+
+    async fn get_idempotency(
+        &self,
+        scope: &IdempotencyScope,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.get_item("GetItem", items::idempotency_key(scope))
+            .await?
+            .as_ref()
+            .map(items::idempotency_from_item)
+            .transpose()
+    }
+
+    async fn record_prepay(
+        &self,
+        out_trade_no: &OutTradeNo,
+        prepay_id: &str,
+    ) -> Result<PrepayOutcome, StoreError> {
+        let (e, update, condition) = prepay_expression(prepay_id, None);
+        Ok(
+            match self
+                .update_order(out_trade_no, e, update, condition)
+                .await?
+            {
+                Ok(order) => PrepayOutcome::Recorded(Box::new(order)),
+                Err(Some(old)) => PrepayOutcome::NotPending(Box::new(old)),
+                Err(None) => PrepayOutcome::NotFound,
+            },
+        )
+    }
+
+    async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError> {
+        self.get_item("GetItem", items::payment_key(transaction_id))
+            .await?
+            .as_ref()
+            .map(items::payment_from_item)
+            .transpose()
+    }
+
+    async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError> {
+        self.get_item("GetItem", items::notification_key(id))
+            .await?
+            .as_ref()
+            .map(items::notification_from_item)
+            .transpose()
+    }
+
+    async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let mut e = Expr::default();
+            let condition = format!(
+                "{} = {}",
+                e.name(attr::PK),
+                e.value("pk", items::s(items::anomaly_pk(out_trade_no)))
+            );
+            let (names, values) = e.into_parts();
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| from_sdk("Query", e))?;
+            for item in out.items() {
+                found.push(items::anomaly_from_item(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+}

@@ -463,6 +463,8 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
 
 // ---- products ------------------------------------------------------------------------------
 
+// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn product_item(p: &Product) -> Item {
     let mut item = product_key(&p.sku_id);
     item.extend([
@@ -496,6 +498,8 @@ pub(crate) fn product_from_item(item: &Item) -> Result<Product, StoreError> {
 }
 
 /// The stored `available` counter, for tests that check it tracks stock - reserved - sold.
+// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn product_available_attr(item: &Item) -> Result<Option<i64>, StoreError> {
     Fields::new(item, "product").opt_i64(AVAILABLE)
 }
@@ -573,6 +577,8 @@ pub(crate) fn payment_item(p: &Payment) -> Item {
     item
 }
 
+// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
     let f = Fields::new(item, "payment");
     Ok(Payment {
@@ -625,6 +631,8 @@ pub(crate) fn anomaly_item(a: &Anomaly) -> Item {
     item
 }
 
+// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn anomaly_from_item(item: &Item) -> Result<Anomaly, StoreError> {
     let f = Fields::new(item, "anomaly");
     Ok(Anomaly {
@@ -675,6 +683,8 @@ pub(crate) fn notification_item(r: &NotificationRecord) -> Item {
     item
 }
 
+// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn notification_from_item(item: &Item) -> Result<NotificationRecord, StoreError> {
     let f = Fields::new(item, "notification");
     let mut headers: Vec<(String, String)> = match f.get(HEADERS) {

@@ -6,6 +6,7 @@
 //! the item that decides; its cancellation reason carries that item (ALL_OLD), which is all a
 //! loser needs to answer.
 
+#[cfg(feature = "test-support")]
 mod admin;
 mod client;
 mod expr;
@@ -24,22 +25,20 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, KeysAndAttributes, PutRequest, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+    AttributeValue, CancellationReason, KeysAndAttributes, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use time::OffsetDateTime;
 
 use super::error::from_sdk;
 use super::{
     Anomaly, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome, Cursor,
-    FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, PrepayOutcome, Store,
-    StoreError, SyncClaim, TakeOverOutcome,
+    FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, Store, StoreError,
+    SyncClaim, TakeOverOutcome,
 };
 use crate::domain::time::to_utc_string;
 use crate::domain::{LifecycleError, Openid, Order, OrderStatus, OutTradeNo, Plan, Product, SkuId};
-use crate::idempotency::{
-    IdempotencyRecord, IdempotencyScope, NewIdempotencyClaim, StoredResponse,
-};
+use crate::idempotency::{IdempotencyScope, NewIdempotencyClaim, StoredResponse};
 use items::{Item, attr};
 
 /// The store on one table. Cheap to clone (the SDK client is an `Arc`).
@@ -58,6 +57,7 @@ const MAX_PAGE: u32 = 100;
 
 /// BatchGetItem / BatchWriteItem limits per request.
 const BATCH_GET_MAX: usize = 100;
+#[cfg(feature = "test-support")]
 const BATCH_WRITE_MAX: usize = 25;
 
 /// TransactWriteItems takes 100 actions; an order uses two besides its lines.
@@ -91,18 +91,6 @@ impl DynamoStore {
 
     pub fn shards(&self) -> u32 {
         self.shards
-    }
-
-    /// The stored `available` counter of a product (a denormalised `stock - reserved - sold`
-    /// that conditions can compare); exposed so tests can check it never drifts.
-    pub async fn product_available_counter(
-        &self,
-        sku_id: &SkuId,
-    ) -> Result<Option<i64>, StoreError> {
-        match self.get_item("GetItem", items::product_key(sku_id)).await? {
-            Some(item) => items::product_available_attr(&item),
-            None => Ok(None),
-        }
     }
 
     async fn get_item(&self, op: &'static str, key: Item) -> Result<Option<Item>, StoreError> {
@@ -355,60 +343,6 @@ impl DynamoStore {
 
 #[async_trait]
 impl Store for DynamoStore {
-    async fn put_products(&self, products: &[Product]) -> Result<(), StoreError> {
-        let mut seen = HashSet::new();
-        if let Some(dup) = products.iter().find(|p| !seen.insert(&p.sku_id)) {
-            return Err(StoreError::Invalid(format!(
-                "sku {} listed twice",
-                dup.sku_id
-            )));
-        }
-        for chunk in products.chunks(BATCH_WRITE_MAX) {
-            let mut pending = chunk
-                .iter()
-                .map(|p| {
-                    PutRequest::builder()
-                        .set_item(Some(items::product_item(p)))
-                        .build()
-                        .map(|put| WriteRequest::builder().put_request(put).build())
-                        .map_err(build_err)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            for round in 0..=BATCH_ROUNDS {
-                if pending.is_empty() {
-                    break;
-                }
-                if round == BATCH_ROUNDS {
-                    return Err(StoreError::Throttled {
-                        op: "BatchWriteItem",
-                        message: format!("{} items still unprocessed", pending.len()),
-                    });
-                }
-                backoff(round).await;
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk("BatchWriteItem", e))?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-            }
-        }
-        Ok(())
-    }
-
-    async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError> {
-        self.get_item("GetItem", items::product_key(sku_id))
-            .await?
-            .as_ref()
-            .map(items::product_from_item)
-            .transpose()
-    }
-
     async fn get_products(&self, sku_ids: &[SkuId]) -> Result<HashMap<SkuId, Product>, StoreError> {
         // BatchGetItem refuses duplicate keys.
         let mut seen = HashSet::new();
@@ -571,17 +505,6 @@ impl Store for DynamoStore {
         Err(unexplained_cancel(&reasons))
     }
 
-    async fn get_idempotency(
-        &self,
-        scope: &IdempotencyScope,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.get_item("GetItem", items::idempotency_key(scope))
-            .await?
-            .as_ref()
-            .map(items::idempotency_from_item)
-            .transpose()
-    }
-
     async fn take_over_idempotency(
         &self,
         scope: &IdempotencyScope,
@@ -679,24 +602,6 @@ impl Store for DynamoStore {
             .as_ref()
             .map(items::order_from_item)
             .transpose()
-    }
-
-    async fn record_prepay(
-        &self,
-        out_trade_no: &OutTradeNo,
-        prepay_id: &str,
-    ) -> Result<PrepayOutcome, StoreError> {
-        let (e, update, condition) = prepay_expression(prepay_id, None);
-        Ok(
-            match self
-                .update_order(out_trade_no, e, update, condition)
-                .await?
-            {
-                Ok(order) => PrepayOutcome::Recorded(Box::new(order)),
-                Err(Some(old)) => PrepayOutcome::NotPending(Box::new(old)),
-                Err(None) => PrepayOutcome::NotFound,
-            },
-        )
     }
 
     async fn complete_order(
@@ -812,14 +717,6 @@ impl Store for DynamoStore {
             .await
     }
 
-    async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError> {
-        self.get_item("GetItem", items::payment_key(transaction_id))
-            .await?
-            .as_ref()
-            .map(items::payment_from_item)
-            .transpose()
-    }
-
     async fn record_anomaly(&self, anomaly: &Anomaly) -> Result<AnomalyOutcome, StoreError> {
         let mut e = Expr::default();
         let condition = format!("attribute_not_exists({})", e.name(attr::PK));
@@ -849,47 +746,6 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| from_sdk("PutItem", e))?;
         Ok(())
-    }
-
-    async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError> {
-        self.get_item("GetItem", items::notification_key(id))
-            .await?
-            .as_ref()
-            .map(items::notification_from_item)
-            .transpose()
-    }
-
-    async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let mut e = Expr::default();
-            let condition = format!(
-                "{} = {}",
-                e.name(attr::PK),
-                e.value("pk", items::s(items::anomaly_pk(out_trade_no)))
-            );
-            let (names, values) = e.into_parts();
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| from_sdk("Query", e))?;
-            for item in out.items() {
-                found.push(items::anomaly_from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(found);
-            }
-        }
     }
 
     async fn list_orders(

@@ -15,6 +15,7 @@
 
 #![allow(dead_code)] // not every test uses every helper
 
+use shared::store::StoreSupport;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::ops::Deref;
