@@ -291,7 +291,7 @@ impl SandboxRouter {
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
-    shared::domain::time::to_wechat(t)
+    shared::timefmt::to_wechat(t)
 }
 
 fn payment_json(p: &Payment) -> Value {

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sandbox::{Fault, SandboxKeys, Simulator, SimulatorConfig, SimulatorHandle};
-use shared::domain::time::to_wechat;
+use shared::timefmt::to_wechat;
 use shared::wechatpay::{
     ApiV3Key, GatewaySettings, HttpPayGateway, MerchantSigner, PayError, PayGateway, PrepayRequest,
     RsaPrivateKey, RsaPublicKey, TradeState, Transaction, Verifier, nonce, verify_and_decrypt,

@@ -16,5 +16,6 @@ pub mod session;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod timefmt;
 pub mod tls;
 pub mod wechatpay;

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use sandbox::{SandboxKeys, Simulator, SimulatorConfig};
-use shared::domain::time::to_wechat;
 use shared::domain::{Order, OrderStatus, Product};
 use shared::service::{Deps, ServiceSettings, SweepSettings, sweep_expired, system_clock};
 use shared::store::embedded::Embedded;
 use shared::store::{CallCounter, DynamoStore, Store, with_interceptor};
+use shared::timefmt::to_wechat;
 use shared::wechatpay::{
     GatewaySettings, HttpPayGateway, PayGateway, PrepayRequest, RetryPolicy, TradeState,
 };

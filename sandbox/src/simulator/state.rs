@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand::Rng as _;
 use serde::Serialize;
-use shared::domain::time::{CHINA, to_wechat};
+use shared::timefmt::{CHINA, to_wechat};
 use shared::wechatpay::{Payer, TradeState, Transaction, TransactionAmount};
 use time::OffsetDateTime;
 

@@ -550,7 +550,7 @@ fn parse_prepay(config: &SimulatorConfig, body: &[u8]) -> Result<NewOrder, ApiEr
     let time_expire = match optional_str(&value, "/time_expire", 64)? {
         None => None,
         Some(raw) => {
-            let at = shared::domain::time::parse_rfc3339(raw).map_err(|_| {
+            let at = shared::timefmt::parse_rfc3339(raw).map_err(|_| {
                 param_error(
                     "/time_expire",
                     Some(&Value::String(bounded(raw))),

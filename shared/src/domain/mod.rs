@@ -13,7 +13,6 @@ mod order;
 mod payment;
 mod refund;
 mod status;
-pub mod time;
 
 pub use anomaly::{Anomaly, AnomalyKind};
 pub use event::{EventData, EventType, OrderEvent};

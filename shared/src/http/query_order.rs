@@ -11,12 +11,13 @@ use super::{
     json,
 };
 use crate::{
-    domain::{Order, OrderLine, OrderStatus, OutTradeNo, time::to_wechat},
+    domain::{Order, OrderLine, OrderStatus, OutTradeNo},
     service::{
         CloseError, DEFAULT_LIST_LIMIT, Deps, MAX_LIST_LIMIT, OrderView, QueryError, close_order,
         list_orders, query_order,
     },
     store::Cursor,
+    timefmt::to_wechat,
     wechatpay::sign::PayParams,
 };
 

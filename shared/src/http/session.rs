@@ -20,11 +20,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, Handler, Request, Response, json, response};
-use crate::domain::time::to_wechat;
 use crate::session::{
     JWKS_PATH, LoginCode, LoginError, OPENID_CONFIGURATION_PATH, PublicKey, TokenSigner, WxLogin,
     jwks, openid_configuration,
 };
+use crate::timefmt::to_wechat;
 
 const FUNCTION: &str = "session";
 /// The discovery documents change only with a deployment; API Gateway caches keys for up to
@@ -205,8 +205,7 @@ mod tests {
         let b = body(&r);
         assert_eq!(b["openid"], "o_alice");
         assert_eq!(b.as_object().unwrap().len(), 3, "{b}");
-        let expires_at =
-            crate::domain::time::parse_rfc3339(b["expires_at"].as_str().unwrap()).unwrap();
+        let expires_at = crate::timefmt::parse_rfc3339(b["expires_at"].as_str().unwrap()).unwrap();
         let left = expires_at - time::OffsetDateTime::now_utc();
         assert!(left > time::Duration::seconds(7100) && left <= time::Duration::seconds(7200));
         let v = TokenVerifier::new([key.public_key().clone()], ISS, AUD);

@@ -6,8 +6,9 @@ use time::OffsetDateTime;
 
 use super::Deps;
 use crate::{
-    domain::{Money, Openid, Order, OrderStatus, OutTradeNo, time::parse_rfc3339},
+    domain::{Money, Openid, Order, OrderStatus, OutTradeNo},
     store::{Anomaly, AnomalyKind, MarkPaidOutcome, Payment, StoreError},
+    timefmt::parse_rfc3339,
     wechatpay::notification::Transaction,
 };
 

@@ -14,12 +14,12 @@ use super::Deps;
 use crate::{
     domain::{
         IdempotencyKey, Money, Openid, Order, OrderLine, OrderStatus, OutTradeNo, Quantity, SkuId,
-        time::to_wechat,
     },
     idempotency::{
         self, Decision, IdempotencyScope, NewIdempotencyClaim, StoredResponse, lock_until,
     },
     store::{CompleteOrderOutcome, CreateOrderOutcome, StoreError, TakeOverOutcome},
+    timefmt::to_wechat,
     wechatpay::{
         PayParams,
         gateway::{PayError, PrepayRequest},

@@ -16,7 +16,7 @@ use super::{
 pub struct PrepayRequest {
     pub out_trade_no: String,
     pub description: String,
-    /// RFC 3339 at `+08:00`, whole seconds (see `domain::time::to_wechat`).
+    /// RFC 3339 at `+08:00`, whole seconds (see `timefmt::to_wechat`).
     pub time_expire: String,
     pub attach: Option<String>,
     pub amount_total: i64,

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use sandbox::SandboxKeys;
 use serde_json::json;
-use shared::domain::time::to_wechat;
+use shared::timefmt::to_wechat;
 use shared::wechatpay::{
     NotificationDraft, Payer, TradeState, Transaction, TransactionAmount, build_notification,
 };

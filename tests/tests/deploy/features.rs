@@ -22,7 +22,12 @@ fn function_binaries_enable_no_test_only_feature_of_shared() {
             .lines()
             .filter(|l| l.trim_start().starts_with("shared"))
             .collect();
-        assert_eq!(shared.len(), 1, "{}: one shared dependency", manifest.display());
+        assert_eq!(
+            shared.len(),
+            1,
+            "{}: one shared dependency",
+            manifest.display()
+        );
         for feature in TEST_ONLY {
             assert!(
                 !shared[0].contains(feature),
@@ -36,9 +41,14 @@ fn function_binaries_enable_no_test_only_feature_of_shared() {
 
     let shared = std::fs::read_to_string(root().join("shared/Cargo.toml")).unwrap();
     for feature in TEST_ONLY {
-        assert!(shared.contains(&format!("\n{feature} = ")), "shared declares {feature}");
+        assert!(
+            shared.contains(&format!("\n{feature} = ")),
+            "shared declares {feature}"
+        );
     }
-    let default = shared.lines().find(|l| l.trim_start().starts_with("default"));
+    let default = shared
+        .lines()
+        .find(|l| l.trim_start().starts_with("default"));
     assert!(
         default.is_none_or(|d| TEST_ONLY.iter().all(|f| !d.contains(f))),
         "shared's default features: {default:?}"

@@ -19,10 +19,10 @@ use base64::engine::general_purpose::STANDARD;
 use http::HeaderValue;
 use sandbox::{Fault, PayRequest};
 use serde_json::{Value, json};
-use shared::domain::time::to_wechat;
 use shared::domain::{IdempotencyKey, Openid, OrderStatus, OutTradeNo};
 use shared::idempotency::{IdempotencyScope, IdempotencyState};
 use shared::store::{AnomalyKind, Store};
+use shared::timefmt::to_wechat;
 use shared::wechatpay::{ApiV3Key, NotificationDraft, PayParams, build_notification};
 
 const JSAPI: &str = "/v3/pay/transactions/jsapi";
@@ -75,7 +75,7 @@ fn assert_placed(app: &TestApp, body: &Value, amount_total: i64) -> PayParams {
     assert_eq!(body["currency"], "CNY");
     let expire_at = body["expire_at"].as_str().expect("expire_at");
     assert!(expire_at.ends_with("+08:00"), "China time: {expire_at}");
-    let expire = shared::domain::time::parse_rfc3339(expire_at).expect("RFC 3339");
+    let expire = shared::timefmt::parse_rfc3339(expire_at).expect("RFC 3339");
     let ahead = (expire - time::OffsetDateTime::now_utc()).whole_seconds();
     assert!(
         (1700..=1800).contains(&ahead),

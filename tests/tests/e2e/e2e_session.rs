@@ -147,7 +147,7 @@ async fn login_gives_a_token_that_places_and_queries_orders() {
         .collect();
     keys.sort_unstable();
     assert_eq!(keys, ["expires_at", "openid", "token"], "{body}");
-    let expires_at = shared::domain::time::parse_rfc3339(body["expires_at"].as_str().unwrap())
+    let expires_at = shared::timefmt::parse_rfc3339(body["expires_at"].as_str().unwrap())
         .expect("expires_at is RFC 3339");
     let left = expires_at - OffsetDateTime::now_utc();
     assert!(left > time::Duration::seconds(7000) && left <= time::Duration::seconds(7200));

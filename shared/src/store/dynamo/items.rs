@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
-use crate::domain::time::{parse_rfc3339, to_utc_string};
 use crate::domain::{
     HistoryEntry, Money, Openid, Order, OrderLine, OrderStatus, OutTradeNo, Product, Quantity,
     SkuId,
@@ -19,6 +18,7 @@ use crate::idempotency::{IdempotencyRecord, IdempotencyScope, IdempotencyState, 
 use crate::store::{
     Anomaly, AnomalyKind, NOTIFICATION_RETENTION, NotificationRecord, Payment, StoreError,
 };
+use crate::timefmt::{parse_rfc3339, to_utc_string};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 

@@ -36,9 +36,9 @@ use super::{
     FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, Store, StoreError,
     SyncClaim, TakeOverOutcome,
 };
-use crate::domain::time::to_utc_string;
 use crate::domain::{LifecycleError, Openid, Order, OrderStatus, OutTradeNo, Plan, Product, SkuId};
 use crate::idempotency::{IdempotencyScope, NewIdempotencyClaim, StoredResponse};
+use crate::timefmt::to_utc_string;
 use items::{Item, attr};
 
 /// The store on one table. Cheap to clone (the SDK client is an `Arc`).

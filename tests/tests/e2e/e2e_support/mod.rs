@@ -28,10 +28,10 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 use sandbox::{DeliveryAttempt, SandboxKeys, Simulator, SimulatorConfig, SimulatorHandle};
 use serde_json::{Value, json};
-use shared::domain::time::{to_utc_string, to_wechat};
 use shared::domain::{Openid, Order, OutTradeNo, Product, SkuId};
 use shared::store::embedded::Embedded;
 use shared::store::{DynamoStore, Payment, Store};
+use shared::timefmt::{to_utc_string, to_wechat};
 use shared::wechatpay::{
     NotificationDraft, Payer, TradeState, Transaction, TransactionAmount, build_notification,
 };

@@ -1,5 +1,6 @@
-//! Time at the edges. Inside, every instant is an `OffsetDateTime` in UTC; clients get RFC
-//! 3339, and WeChat Pay gets RFC 3339 at `+08:00` without fractions (as its docs show).
+//! Time at the edges, kept out of the domain. Inside, every instant is an `OffsetDateTime` in
+//! UTC; clients get RFC 3339, WeChat Pay gets RFC 3339 at `+08:00` without fractions (as its
+//! docs show), and the table stores fixed-width UTC so index sort keys order by time.
 
 use time::{OffsetDateTime, UtcOffset, format_description::well_known::Rfc3339};
 
@@ -45,10 +46,6 @@ pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, TimeError> {
     OffsetDateTime::parse(s, &Rfc3339)
         .map(|t| t.to_offset(UtcOffset::UTC))
         .map_err(|_| TimeError(s.to_owned()))
-}
-
-pub fn now_utc() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
 }
 
 #[cfg(test)]
