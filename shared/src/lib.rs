@@ -1,8 +1,10 @@
 //! wxpay-orders core: everything except process wiring.
 //!
-//! Dependencies point one way: `domain` imports nothing else; `wechatpay` and `store` are
-//! the ports (`PayGateway`, `Store`) with their one implementation each; the function
-//! binaries only wire configuration to these.
+//! Dependencies point one way: `domain` imports nothing else and owns the order's lifecycle
+//! (each transition a pure plan); `wechatpay` and `store` are the ports (`PayGateway`,
+//! `Store`) with their one implementation each, the store applying the domain's plans;
+//! `service` holds the use cases over the ports and never sees HTTP; `http` and `runtime`
+//! are the edge; the function binaries only wire configuration to these.
 
 pub mod app;
 pub mod config;

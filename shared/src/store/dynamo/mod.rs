@@ -1,6 +1,7 @@
 //! `DynamoStore`, the one implementation of `Store`, on the DynamoDB API (AWS, Dynoxide, moto
-//! or any compatible endpoint), and the client construction with the time budget every call
-//! must fit in (DESIGN 8: the notify endpoint answers within 5 s, so ~3 s for the store).
+//! or any compatible endpoint). Here: the port's operations; `client` builds the SDK client
+//! with its time budget, `expr` the requests, `items` the item codecs, `transition` applies
+//! the domain's plans, `admin` is `StoreSupport` (tests and sandbox only).
 //!
 //! Every transition is one TransactWriteItems whose first action is the conditional write on
 //! the item that decides; its cancellation reason carries that item (ALL_OLD), which is all a
