@@ -6,8 +6,8 @@
 use time::OffsetDateTime;
 
 use super::{
-    Anomaly, EventType, Money, MoneyError, NotificationRecord, Order, OrderEvent, OrderStatus,
-    Payment, Refund, RefundStatus, RefundTransitionError, SkuId, TransitionError,
+    Anomaly, Money, MoneyError, NotificationRecord, Order, OrderEvent, OrderStatus, Payment,
+    Refund, RefundStatus, RefundTransitionError, SkuId, TransitionError,
 };
 
 /// Why the domain refuses a transition of the order as read.
@@ -67,14 +67,27 @@ pub enum Record {
     Event(Box<OrderEvent>),
 }
 
-/// The order side of a transition: written on the condition that the order is still as
-/// read (`from.version`, `from.status`), and that `amount_total` is `expect_amount_total`
-/// when set.
+/// The order side of a transition, and what must still hold when it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderChange {
     pub from: Box<Order>,
     pub to: Box<Order>,
+    pub guard: Guard,
+    /// `amount_total` must be this (a payment's transition).
     pub expect_amount_total: Option<Money>,
+}
+
+/// What a change of the order insists on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The order is still exactly as read (`from.version`, `from.status`): every status
+    /// transition and settlement.
+    Version,
+    /// A refund reservation of `amount`: the order is in a refundable state and its refunds
+    /// (refunded + reserved) leave room for `amount`. Reservations commute, so concurrent
+    /// ones do not make each other retry; each still bumps the version, so a transition
+    /// planned on an older read retries and sees it.
+    RefundHeadroom { amount: Money },
 }
 
 /// One transition, all or nothing.
@@ -132,6 +145,7 @@ impl Order {
         OrderChange {
             from: Box::new(self.clone()),
             to: Box::new(to),
+            guard: Guard::Version,
             expect_amount_total: None,
         }
     }
@@ -239,8 +253,12 @@ impl Order {
         let mut next = self.clone();
         next.version += 1;
         next.refund_pending_total = self.refund_pending_total.checked_add(refund.amount)?;
+        let mut change = self.change(next);
+        change.guard = Guard::RefundHeadroom {
+            amount: refund.amount,
+        };
         Ok(Plan {
-            order: Some(self.change(next)),
+            order: Some(change),
             stock: Vec::new(),
             records: vec![Record::Refund {
                 refund: Box::new(refund.clone()),
@@ -253,7 +271,7 @@ impl Order {
     /// to `refunded_total` (PARTIALLY_REFUNDED or REFUNDED when the order was PAID; a
     /// shipped or completed order keeps its status until everything is refunded) and
     /// restocks the lines it names; CLOSED (or FAILED) releases the reservation. The refund
-    /// moves with it and the event is written.
+    /// moves with it. (Its event joins the plan with the outbox, issue 15.)
     pub fn plan_refund_outcome(
         &self,
         refund: &Refund,
@@ -286,7 +304,7 @@ impl Order {
         next.refunded_total = refunded_total;
         next.refund_pending_total = self.refund_pending_total.checked_sub(refund.amount)?;
         let mut stock = Vec::new();
-        let event_type = match outcome {
+        match outcome {
             RefundStatus::Success => {
                 moved.success_time = success_time.or(Some(at));
                 stock.extend(refund.restock.iter().map(|l| StockMove {
@@ -294,9 +312,8 @@ impl Order {
                     quantity: l.quantity.get(),
                     change: StockChange::Restock,
                 }));
-                EventType::RefundSucceeded
             }
-            RefundStatus::Closed | RefundStatus::Failed => EventType::RefundClosed,
+            RefundStatus::Closed | RefundStatus::Failed => {}
             other => {
                 return Err(RefundTransitionError {
                     from: refund.status,
@@ -304,18 +321,14 @@ impl Order {
                 }
                 .into());
             }
-        };
-        let event = OrderEvent::of_refund(event_type, &next, &moved, at);
+        }
         Ok(Plan {
             order: Some(self.change(next)),
             stock,
-            records: vec![
-                Record::Refund {
-                    refund: Box::new(moved),
-                    from: Some(refund.status),
-                },
-                Record::Event(Box::new(event)),
-            ],
+            records: vec![Record::Refund {
+                refund: Box::new(moved),
+                from: Some(refund.status),
+            }],
         })
     }
 
@@ -327,6 +340,28 @@ impl Order {
                 out_refund_no: refund.out_refund_no.to_string(),
             })
         }
+    }
+}
+
+impl Refund {
+    /// REQUESTED -> PROCESSING: WeChat Pay accepted the refund as `refund_id`. Only the
+    /// refund moves (the amount stays reserved on the order).
+    pub fn plan_accepted(
+        &self,
+        refund_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<Plan, LifecycleError> {
+        let mut next = self.transitioned(RefundStatus::Processing, at)?;
+        next.refund_id = Some(refund_id.to_owned());
+        next.submitted_at = Some(at);
+        Ok(Plan {
+            order: None,
+            stock: Vec::new(),
+            records: vec![Record::Refund {
+                refund: Box::new(next),
+                from: Some(self.status),
+            }],
+        })
     }
 }
 
@@ -549,7 +584,6 @@ mod tests {
                 refund: moved,
                 from,
             },
-            Record::Event(event),
         ] = &plan.records[..]
         else {
             panic!("{:?}", plan.records)
@@ -559,8 +593,6 @@ mod tests {
             (RefundStatus::Success, Some(RefundStatus::Requested))
         );
         assert_eq!(moved.success_time, Some(later));
-        assert_eq!(event.event_type, EventType::RefundSucceeded);
-        assert_eq!(event.id, format!("evt_{}_SUCCESS", part.out_refund_no));
         // The same refund cannot succeed twice.
         assert!(
             after
@@ -582,6 +614,26 @@ mod tests {
         assert_eq!(done.status, OrderStatus::Refunded);
         assert_eq!(done.refunded_total, done.amount_total);
         assert_eq!(done.history.last().unwrap().cause, "refund succeeded, rest");
+    }
+
+    #[test]
+    fn accepted_moves_only_the_refund() {
+        let o = paid();
+        let r = refund(&o, 100, &[]);
+        let plan = r.plan_accepted("50300000000000000001", T).unwrap();
+        assert!(plan.order.is_none() && plan.stock.is_empty());
+        let [
+            Record::Refund {
+                refund: moved,
+                from: Some(RefundStatus::Requested),
+            },
+        ] = &plan.records[..]
+        else {
+            panic!("{:?}", plan.records)
+        };
+        assert_eq!(moved.status, RefundStatus::Processing);
+        assert_eq!(moved.refund_id.as_deref(), Some("50300000000000000001"));
+        assert!(moved.plan_accepted("x", T).is_err(), "accepted once");
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod status;
 pub use anomaly::{Anomaly, AnomalyKind};
 pub use event::{EventData, EventType, OrderEvent};
 pub use ids::{IdError, IdempotencyKey, Openid, OutRefundNo, OutTradeNo, SkuId};
-pub use lifecycle::{LifecycleError, OrderChange, Plan, Record, StockChange, StockMove};
+pub use lifecycle::{Guard, LifecycleError, OrderChange, Plan, Record, StockChange, StockMove};
 pub use money::{Money, MoneyError};
 pub use order::{HistoryEntry, Order, OrderLine, Product, Quantity, QuantityError};
 pub use payment::{NOTIFICATION_RETENTION, NotificationRecord, Payment};

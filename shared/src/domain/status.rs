@@ -83,6 +83,17 @@ pub struct TransitionError {
 }
 
 impl OrderStatus {
+    pub const ALL: [OrderStatus; 8] = [
+        OrderStatus::Pending,
+        OrderStatus::Paid,
+        OrderStatus::Closed,
+        OrderStatus::AmountMismatch,
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
+        OrderStatus::Shipped,
+        OrderStatus::Completed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Pending => "PENDING",
@@ -167,16 +178,7 @@ mod tests {
     use super::OrderStatus::*;
     use super::*;
 
-    const ALL: [OrderStatus; 8] = [
-        Pending,
-        Paid,
-        Closed,
-        AmountMismatch,
-        PartiallyRefunded,
-        Refunded,
-        Shipped,
-        Completed,
-    ];
+    const ALL: [OrderStatus; 8] = OrderStatus::ALL;
 
     /// Exactly the edges of DESIGN.md section 5, and nothing leads back to PENDING.
     #[test]

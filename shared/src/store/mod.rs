@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 pub use crate::domain::{
     Anomaly, AnomalyKind, NOTIFICATION_RETENTION, NotificationRecord, Payment,
 };
-use crate::domain::{Openid, Order, OutTradeNo, Product, SkuId};
+use crate::domain::{Openid, Order, OutTradeNo, Product, Refund, SkuId};
 use crate::idempotency::{
     IdempotencyRecord, IdempotencyScope, NewIdempotencyClaim, StoredResponse,
 };
@@ -122,6 +122,51 @@ pub enum CloseOutcome {
     NotFound,
 }
 
+/// Outcome of reserving a refund on its order (`Store::reserve_refund`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundReserveOutcome {
+    /// The refund item is written REQUESTED and its amount reserved on the order: the order
+    /// as this reservation left it (concurrent reservations may have added theirs).
+    Reserved(Box<Order>),
+    /// The order refused it as it stands (not refundable, or no room left); the domain's
+    /// reason. Nothing was written.
+    Refused {
+        order: Box<Order>,
+        reason: crate::domain::LifecycleError,
+    },
+    /// A refund with this out_refund_no exists (as it is). Nothing was written.
+    Exists(Box<Refund>),
+    NotFound,
+}
+
+/// Outcome of recording WeChat Pay's acceptance of a refund (`Store::accept_refund`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundAcceptOutcome {
+    /// REQUESTED -> PROCESSING with its refund_id.
+    Accepted(Box<Refund>),
+    /// The refund was no longer REQUESTED (its outcome arrived first): as it is.
+    NotRequested(Box<Refund>),
+}
+
+/// Outcome of settling a refund with WeChat Pay's word (`Store::settle_refund`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundSettleOutcome {
+    /// The refund and its order moved together: both as they now stand.
+    Applied {
+        order: Box<Order>,
+        refund: Box<Refund>,
+    },
+    /// The refund had already left the status it was read in (another notification, a query
+    /// or the sweeper settled it): as it is. Nothing was written.
+    AlreadyMoved(Box<Refund>),
+    /// The domain refused the settlement on the order as it stands. Nothing was written.
+    Refused {
+        order: Box<Order>,
+        reason: crate::domain::LifecycleError,
+    },
+    NotFound,
+}
+
 /// Outcome of claiming the right to ask WeChat Pay about an order (`Store::claim_sync`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncClaim {
@@ -220,6 +265,38 @@ pub trait Store: Send + Sync {
     /// (and owned by `owner`, when given), so concurrent callers ask WeChat Pay about one
     /// order at most once per interval. One conditional write; `version` is not bumped, so a
     /// transition prepared from an earlier read still applies.
+    /// Creates the REQUESTED refund and reserves its amount on the order, in one
+    /// transaction, only while the order is refundable and its refunds (refunded + reserved
+    /// + this one) stay within what was paid. Concurrent reservations never make each other
+    /// retry.
+    async fn reserve_refund(
+        &self,
+        order: &Order,
+        refund: &Refund,
+    ) -> Result<RefundReserveOutcome, StoreError>;
+    /// REQUESTED -> PROCESSING with WeChat Pay's refund_id (the refund item alone).
+    async fn accept_refund(
+        &self,
+        refund: &Refund,
+        refund_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<RefundAcceptOutcome, StoreError>;
+    /// WeChat Pay's final word on a refund (`outcome` SUCCESS, CLOSED, or FAILED for one it
+    /// certainly never created), applied once with its order: totals, status, restock.
+    /// `refund` is the caller's read; a refund that moved since is `AlreadyMoved`.
+    async fn settle_refund(
+        &self,
+        order: &Order,
+        refund: &Refund,
+        outcome: crate::domain::RefundStatus,
+        success_time: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Result<RefundSettleOutcome, StoreError>;
+    async fn get_refund(
+        &self,
+        out_refund_no: &crate::domain::OutRefundNo,
+    ) -> Result<Option<Refund>, StoreError>;
+
     async fn claim_sync(
         &self,
         out_trade_no: &OutTradeNo,

@@ -5,3 +5,4 @@
 mod secrets_moto;
 mod store_concurrency;
 mod store_conformance;
+mod store_refunds;

@@ -11,8 +11,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    HistoryEntry, Money, Openid, Order, OrderLine, OrderStatus, OutTradeNo, Product, Quantity,
-    SkuId,
+    HistoryEntry, Money, Openid, Order, OrderLine, OrderStatus, OutRefundNo, OutTradeNo, Product,
+    Quantity, Refund, RefundStatus, RestockLine, SkuId,
 };
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope, IdempotencyState, StoredResponse};
 use crate::store::{
@@ -54,6 +54,12 @@ pub(crate) mod attr {
     pub const SWEPT_AT: &str = "swept_at";
     pub const REFUNDED_TOTAL: &str = "refunded_total";
     pub const REFUND_PENDING_TOTAL: &str = "refund_pending_total";
+    pub const REFUND_RESERVED_TOTAL: &str = "refund_reserved_total";
+    pub const OUT_REFUND_NO: &str = "out_refund_no";
+    pub const REFUND_ID: &str = "refund_id";
+    pub const REASON: &str = "reason";
+    pub const RESTOCK: &str = "restock";
+    pub const SUBMITTED_AT: &str = "submitted_at";
     pub const VERSION: &str = "version";
     pub const HISTORY: &str = "history";
     // product
@@ -158,6 +164,10 @@ pub(crate) fn idempotency_key(scope: &IdempotencyScope) -> Item {
 
 pub(crate) fn notification_key(id: &str) -> Item {
     key(format!("NOTIFY#{id}"), "NOTIFY")
+}
+
+pub(crate) fn refund_key(out_refund_no: &OutRefundNo) -> Item {
+    key(format!("REFUND#{out_refund_no}"), "REFUND")
 }
 
 pub(crate) fn payment_key(transaction_id: &str) -> Item {
@@ -323,14 +333,55 @@ impl<'a> Fields<'a> {
 
 // ---- orders --------------------------------------------------------------------------------
 
-pub(crate) fn history_value(h: &HistoryEntry) -> AttributeValue {
+/// A status stored by its name in a history entry (orders' and refunds').
+pub(crate) trait StatusName: Copy + Sized {
+    fn name(self) -> &'static str;
+    fn from_name(s: &str) -> Option<Self>;
+}
+
+impl StatusName for OrderStatus {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn from_name(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+}
+
+impl StatusName for RefundStatus {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn from_name(s: &str) -> Option<Self> {
+        RefundStatus::parse(s)
+    }
+}
+
+pub(crate) fn history_value<S: StatusName>(h: &HistoryEntry<S>) -> AttributeValue {
     let mut m = HashMap::from([
-        ("to".to_owned(), s(h.to.as_str())),
+        ("to".to_owned(), s(h.to.name())),
         (AT.to_owned(), t(h.at)),
         ("cause".to_owned(), s(h.cause.clone())),
     ]);
-    put_opt(&mut m, "from", h.from.map(|f| s(f.as_str())));
+    put_opt(&mut m, "from", h.from.map(|f| s(f.name())));
     AttributeValue::M(m)
+}
+
+fn history_from<S: StatusName>(f: &Fields<'_>) -> Result<Vec<HistoryEntry<S>>, StoreError> {
+    let status = |h: &Fields<'_>, v: &str| {
+        S::from_name(v).ok_or_else(|| h.err(format!("unknown status {v:?}")))
+    };
+    f.maps(HISTORY)?
+        .into_iter()
+        .map(|h| {
+            Ok(HistoryEntry {
+                from: h.opt_s("from")?.map(|v| status(&h, v)).transpose()?,
+                to: status(&h, h.s("to")?)?,
+                at: h.time(AT)?,
+                cause: h.s("cause")?.to_owned(),
+            })
+        })
+        .collect()
 }
 
 fn line_value(l: &OrderLine) -> AttributeValue {
@@ -386,10 +437,15 @@ pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
         order.notification_id.clone().map(s),
     );
     put_opt(&mut item, LAST_SYNCED_AT, order.last_synced_at.map(t));
-    // Absent means zero: an order never refunded carries neither.
+    // Absent means zero: an order never refunded carries none. `refund_reserved_total`
+    // (refunded + pending) is what a reservation's condition compares, since a condition
+    // cannot add two attributes; it is derived, never read back.
+    let reserved = Money::from_fen(order.refunded_total.fen() + order.refund_pending_total.fen())
+        .unwrap_or(Money::ZERO);
     for (name, total) in [
         (REFUNDED_TOTAL, order.refunded_total),
         (REFUND_PENDING_TOTAL, order.refund_pending_total),
+        (REFUND_RESERVED_TOTAL, reserved),
     ] {
         put_opt(
             &mut item,
@@ -422,21 +478,7 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let history = f
-        .maps(HISTORY)?
-        .into_iter()
-        .map(|h| {
-            Ok(HistoryEntry {
-                from: h
-                    .opt_s("from")?
-                    .map(|v| v.parse::<OrderStatus>().map_err(|e| h.err(e)))
-                    .transpose()?,
-                to: h.status("to")?,
-                at: h.time(AT)?,
-                cause: h.s("cause")?.to_owned(),
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let history = history_from::<OrderStatus>(&f)?;
     let version = f.i64(VERSION)?;
     Ok(Order {
         out_trade_no: f.parse(OUT_TRADE_NO, OutTradeNo::parse)?,
@@ -710,6 +752,73 @@ pub(crate) fn notification_from_item(item: &Item) -> Result<NotificationRecord, 
             .map(|v| OutTradeNo::parse(v).map_err(|e| f.err(format!("{OUT_TRADE_NO}: {e}"))))
             .transpose()?,
         outcome: f.s(OUTCOME)?.to_owned(),
+    })
+}
+
+// ---- refunds -------------------------------------------------------------------------------
+
+pub(crate) fn refund_item(r: &Refund) -> Item {
+    let mut item = refund_key(&r.out_refund_no);
+    item.extend([
+        (ENTITY.to_owned(), s("REFUND")),
+        (OUT_REFUND_NO.to_owned(), s(r.out_refund_no.as_str())),
+        (OUT_TRADE_NO.to_owned(), s(r.out_trade_no.as_str())),
+        (AMOUNT.to_owned(), money(r.amount)),
+        (STATUS.to_owned(), s(r.status.as_str())),
+        (CREATED_AT.to_owned(), t(r.created_at)),
+        (
+            RESTOCK.to_owned(),
+            AttributeValue::L(
+                r.restock
+                    .iter()
+                    .map(|l| {
+                        AttributeValue::M(HashMap::from([
+                            (SKU_ID.to_owned(), s(l.sku_id.as_str())),
+                            ("quantity".to_owned(), n(l.quantity.get())),
+                        ]))
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            HISTORY.to_owned(),
+            AttributeValue::L(r.history.iter().map(history_value).collect()),
+        ),
+    ]);
+    put_opt(&mut item, REFUND_ID, r.refund_id.clone().map(s));
+    put_opt(&mut item, REASON, r.reason.clone().map(s));
+    put_opt(&mut item, SUBMITTED_AT, r.submitted_at.map(t));
+    put_opt(&mut item, SUCCESS_TIME, r.success_time.map(t));
+    item
+}
+
+pub(crate) fn refund_from_item(item: &Item) -> Result<Refund, StoreError> {
+    let f = Fields::new(item, "refund");
+    let restock = f
+        .maps(RESTOCK)?
+        .into_iter()
+        .map(|l| {
+            Ok(RestockLine {
+                sku_id: l.parse(SKU_ID, SkuId::parse)?,
+                quantity: Quantity::new(l.i64("quantity")?)
+                    .map_err(|e| l.err(format!("quantity: {e}")))?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Refund {
+        out_refund_no: f.parse(OUT_REFUND_NO, OutRefundNo::parse)?,
+        out_trade_no: f.parse(OUT_TRADE_NO, OutTradeNo::parse)?,
+        refund_id: f.opt_s(REFUND_ID)?.map(str::to_owned),
+        amount: f.money(AMOUNT)?,
+        reason: f.opt_s(REASON)?.map(str::to_owned),
+        restock,
+        status: f.parse(STATUS, |v| {
+            RefundStatus::parse(v).ok_or_else(|| format!("unknown refund status {v:?}"))
+        })?,
+        created_at: f.time(CREATED_AT)?,
+        submitted_at: f.opt_time(SUBMITTED_AT)?,
+        success_time: f.opt_time(SUCCESS_TIME)?,
+        history: history_from::<RefundStatus>(&f)?,
     })
 }
 

@@ -34,10 +34,13 @@ use time::OffsetDateTime;
 use super::error::from_sdk;
 use super::{
     Anomaly, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome, Cursor,
-    FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, Store, StoreError,
-    SyncClaim, TakeOverOutcome,
+    FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, RefundAcceptOutcome,
+    RefundReserveOutcome, RefundSettleOutcome, Store, StoreError, SyncClaim, TakeOverOutcome,
 };
-use crate::domain::{LifecycleError, Openid, Order, OrderStatus, OutTradeNo, Plan, Product, SkuId};
+use crate::domain::{
+    LifecycleError, Openid, Order, OrderStatus, OutRefundNo, OutTradeNo, Plan, Product, Record,
+    Refund, RefundStatus, SkuId,
+};
 use crate::idempotency::{IdempotencyScope, NewIdempotencyClaim, StoredResponse};
 use crate::timefmt::to_utc_string;
 use items::{Item, attr};
@@ -308,8 +311,11 @@ impl DynamoStore {
         }
         Ok(match self.apply(order, plan_for, now).await? {
             Applied::Done(Some(paid)) => MarkPaidOutcome::Applied(paid),
-            Applied::OrderRefused(None) => MarkPaidOutcome::NotFound,
-            Applied::OrderRefused(Some(latest)) => match latest.status {
+            Applied::OrderRefused { order: None, .. } => MarkPaidOutcome::NotFound,
+            Applied::OrderRefused {
+                order: Some(latest),
+                ..
+            } => match latest.status {
                 OrderStatus::Closed => MarkPaidOutcome::Closed(latest),
                 OrderStatus::Pending if latest.amount_total != payment.amount => {
                     MarkPaidOutcome::AmountMismatch(latest)
@@ -683,10 +689,11 @@ impl Store for DynamoStore {
         Ok(
             match self.apply(order, |o| o.plan_close(cause, now), now).await? {
                 Applied::Done(Some(closed)) => CloseOutcome::Closed(closed),
-                Applied::OrderRefused(Some(latest)) if latest.status != OrderStatus::Pending => {
-                    CloseOutcome::NotPending(latest)
-                }
-                Applied::OrderRefused(None) => CloseOutcome::NotFound,
+                Applied::OrderRefused {
+                    order: Some(latest),
+                    ..
+                } if latest.status != OrderStatus::Pending => CloseOutcome::NotPending(latest),
+                Applied::OrderRefused { order: None, .. } => CloseOutcome::NotFound,
                 _ => {
                     return Err(StoreError::Inconsistent(format!(
                         "order {} refused CLOSED in the state it was read",
@@ -695,6 +702,164 @@ impl Store for DynamoStore {
                 }
             },
         )
+    }
+
+    async fn reserve_refund(
+        &self,
+        order: &Order,
+        refund: &Refund,
+    ) -> Result<RefundReserveOutcome, StoreError> {
+        let mut read = order.clone();
+        loop {
+            let plan_for = |o: &Order| o.plan_refund_request(refund);
+            let (order, reason) = match self.apply(&read, plan_for, refund.created_at).await? {
+                Applied::Done(Some(reserved)) => {
+                    return Ok(RefundReserveOutcome::Reserved(reserved));
+                }
+                Applied::OrderRefused { order: None, .. } => {
+                    return Ok(RefundReserveOutcome::NotFound);
+                }
+                Applied::OrderRefused {
+                    order: Some(order),
+                    reason,
+                } => (order, reason),
+                Applied::RecordRefused { item, .. } => {
+                    return Ok(RefundReserveOutcome::Exists(Box::new(refund_of(item)?)));
+                }
+                Applied::Done(None) => {
+                    return Err(StoreError::Inconsistent(
+                        "a reservation planned no order".into(),
+                    ));
+                }
+            };
+            // A refusal is final only on the order as it is and for a refund not already
+            // there (a retry of a reservation that was written): at most two reads, and
+            // only on this path.
+            if let Some(kept) = self.get_refund(&refund.out_refund_no).await? {
+                return Ok(RefundReserveOutcome::Exists(Box::new(kept)));
+            }
+            if order.version == read.version
+                && let Some(fresh) = self.get_order(&order.out_trade_no).await?
+                && fresh.version != read.version
+            {
+                read = fresh;
+                continue;
+            }
+            let reason = match reason {
+                Some(reason) => reason,
+                None => order.plan_refund_request(refund).err().ok_or_else(|| {
+                    StoreError::Inconsistent(format!(
+                        "order {} refused a reservation it has room for",
+                        order.out_trade_no
+                    ))
+                })?,
+            };
+            return Ok(RefundReserveOutcome::Refused { order, reason });
+        }
+    }
+
+    async fn accept_refund(
+        &self,
+        refund: &Refund,
+        refund_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<RefundAcceptOutcome, StoreError> {
+        let plan = match refund.plan_accepted(refund_id, now) {
+            Ok(plan) => plan,
+            Err(_) => return Ok(RefundAcceptOutcome::NotRequested(Box::new(refund.clone()))),
+        };
+        Ok(match self.apply_records(&plan).await? {
+            Ok(()) => match plan.records.first() {
+                Some(Record::Refund { refund, .. }) => {
+                    RefundAcceptOutcome::Accepted(refund.clone())
+                }
+                _ => {
+                    return Err(StoreError::Inconsistent(
+                        "acceptance planned no refund".into(),
+                    ));
+                }
+            },
+            Err((_, item)) => RefundAcceptOutcome::NotRequested(Box::new(refund_of(item)?)),
+        })
+    }
+
+    async fn settle_refund(
+        &self,
+        order: &Order,
+        refund: &Refund,
+        outcome: RefundStatus,
+        success_time: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Result<RefundSettleOutcome, StoreError> {
+        let plan_for = |o: &Order| o.plan_refund_outcome(refund, outcome, success_time, now);
+        let mut read = order.clone();
+        loop {
+            return Ok(match self.apply(&read, plan_for, now).await? {
+                Applied::Done(Some(settled)) => {
+                    let refund = plan_for(&read)
+                        .ok()
+                        .and_then(|p| {
+                            p.records.into_iter().find_map(|r| match r {
+                                Record::Refund { refund, .. } => Some(refund),
+                                _ => None,
+                            })
+                        })
+                        .ok_or_else(|| {
+                            StoreError::Inconsistent("a settlement planned no refund".into())
+                        })?;
+                    RefundSettleOutcome::Applied {
+                        order: settled,
+                        refund,
+                    }
+                }
+                Applied::RecordRefused { item, .. } => {
+                    RefundSettleOutcome::AlreadyMoved(Box::new(refund_of(item)?))
+                }
+                Applied::OrderRefused { order: None, .. } => RefundSettleOutcome::NotFound,
+                Applied::OrderRefused {
+                    order: Some(order),
+                    reason,
+                } => {
+                    // The caller's read may be older than the reservation it settles:
+                    // planned again on the order as it is before refusing.
+                    if order.version == read.version
+                        && let Some(fresh) = self.get_order(&order.out_trade_no).await?
+                        && fresh.version != read.version
+                    {
+                        read = fresh;
+                        continue;
+                    }
+                    // So may the caller's read of the refund: a refund already settled is
+                    // a duplicate, not a refusal.
+                    if let Some(kept) = self.get_refund(&refund.out_refund_no).await?
+                        && kept.status != refund.status
+                    {
+                        return Ok(RefundSettleOutcome::AlreadyMoved(Box::new(kept)));
+                    }
+                    RefundSettleOutcome::Refused {
+                        order,
+                        reason: reason.ok_or_else(|| {
+                            StoreError::Inconsistent(
+                                "an order refused a settlement planned on it".into(),
+                            )
+                        })?,
+                    }
+                }
+                Applied::Done(None) => {
+                    return Err(StoreError::Inconsistent(
+                        "a settlement planned no order".into(),
+                    ));
+                }
+            });
+        }
+    }
+
+    async fn get_refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<Refund>, StoreError> {
+        self.get_item("GetItem", items::refund_key(out_refund_no))
+            .await?
+            .as_ref()
+            .map(items::refund_from_item)
+            .transpose()
     }
 
     async fn claim_sync(
@@ -876,4 +1041,12 @@ async fn backoff(round: u32) {
         let ms = 20u64 << round.min(6);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+}
+
+/// The refund item a refund write lost to (its condition's ALL_OLD).
+fn refund_of(item: Option<Item>) -> Result<Refund, StoreError> {
+    item.as_ref()
+        .map(items::refund_from_item)
+        .transpose()?
+        .ok_or_else(|| StoreError::Inconsistent("refund write refused without its item".into()))
 }

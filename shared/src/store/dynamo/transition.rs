@@ -9,7 +9,8 @@ use super::DynamoStore;
 use super::expr::{Expr, build_err, is_ccf, put_action, unexplained_cancel, update_action};
 use super::items::{self, Item, attr};
 use crate::domain::{
-    LifecycleError, Order, OrderChange, Plan, Record, SkuId, StockChange, StockMove,
+    Guard, LifecycleError, Money, Order, OrderChange, OrderStatus, Plan, Record, SkuId,
+    StockChange, StockMove,
 };
 use crate::store::StoreError;
 
@@ -21,9 +22,13 @@ const STALE_RETRIES: usize = 3;
 pub(super) enum Applied {
     /// Written: the order as the plan left it.
     Done(Option<Box<Order>>),
-    /// The order refused: as it is now (the domain refused to plan on it, or it failed a
-    /// condition of the plan such as the amount), or `None` when there is no such order.
-    OrderRefused(Option<Box<Order>>),
+    /// The order refused: as it is now (the domain refused to plan on it, with its reason,
+    /// or it failed a condition of the plan such as the amount), or `None` when there is no
+    /// such order.
+    OrderRefused {
+        order: Option<Box<Order>>,
+        reason: Option<LifecycleError>,
+    },
     /// The `index`th record's condition failed (the payment or anomaly already exists); the
     /// item that refused, if the engine returned it.
     RecordRefused { index: usize, item: Option<Item> },
@@ -49,7 +54,12 @@ impl DynamoStore {
         for _ in 0..STALE_RETRIES + read.lines.len() {
             let plan = match plan_for(&current) {
                 Ok(plan) => plan.without_stock_of(&missing),
-                Err(_) => return Ok(Applied::OrderRefused(Some(Box::new(current)))),
+                Err(reason) => {
+                    return Ok(Applied::OrderRefused {
+                        order: Some(Box::new(current)),
+                        reason: Some(reason),
+                    });
+                }
             };
             let reasons = match self.transact(self.plan_actions(&plan)?).await? {
                 Ok(()) => {
@@ -66,14 +76,20 @@ impl DynamoStore {
                 && let Some(r) = reasons.first().filter(|r| is_ccf(r))
             {
                 let Some(item) = r.item() else {
-                    return Ok(Applied::OrderRefused(None));
+                    return Ok(Applied::OrderRefused {
+                        order: None,
+                        reason: None,
+                    });
                 };
                 let latest = items::order_from_item(item)?;
                 if latest.version != current.version {
                     current = latest;
                     continue;
                 }
-                return Ok(Applied::OrderRefused(Some(Box::new(latest))));
+                return Ok(Applied::OrderRefused {
+                    order: Some(Box::new(latest)),
+                    reason: None,
+                });
             }
             let records = plan.records.len();
             if let Some((index, r)) = reasons
@@ -106,6 +122,27 @@ impl DynamoStore {
         })
     }
 
+    /// Applies a plan that writes no order (a refund accepted by WeChat Pay): `Err` names
+    /// the record whose condition failed and the item that failed it.
+    pub(super) async fn apply_records(
+        &self,
+        plan: &Plan,
+    ) -> Result<Result<(), (usize, Option<Item>)>, StoreError> {
+        if plan.order.is_some() {
+            return Err(StoreError::Invalid(
+                "a plan with an order goes through apply".into(),
+            ));
+        }
+        let reasons = match self.transact(self.plan_actions(plan)?).await? {
+            Ok(()) => return Ok(Ok(())),
+            Err(reasons) => reasons,
+        };
+        match reasons.iter().enumerate().find(|(_, r)| is_ccf(r)) {
+            Some((index, r)) if index < plan.records.len() => Ok(Err((index, r.item().cloned()))),
+            _ => Err(unexplained_cancel(&reasons)),
+        }
+    }
+
     /// The plan's actions: the order first, then its records, then a stock move per sku.
     fn plan_actions(&self, plan: &Plan) -> Result<Vec<TransactWriteItem>, StoreError> {
         let mut actions = Vec::with_capacity(1 + plan.records.len() + plan.stock.len());
@@ -126,6 +163,9 @@ impl DynamoStore {
     /// read, so any change in between makes it lose. Attributes the plan did not change
     /// (a sync claim written since the read) are left as they are.
     fn order_update(&self, change: &OrderChange) -> Result<TransactWriteItem, StoreError> {
+        if let Guard::RefundHeadroom { amount } = change.guard {
+            return self.refund_reservation(change.from.as_ref(), amount);
+        }
         let (from, to) = (change.from.as_ref(), change.to.as_ref());
         let old = items::order_item(from, self.shards);
         let new = items::order_item(to, self.shards);
@@ -199,6 +239,47 @@ impl DynamoStore {
         )
     }
 
+    /// A refund's reservation: commutative counters, conditional on a refundable status and
+    /// on `refund_reserved_total + amount <= amount_total` (written as `<= amount_total -
+    /// amount`: `amount_total` never changes, and a condition cannot add attributes).
+    fn refund_reservation(
+        &self,
+        from: &Order,
+        amount: Money,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let limit = from.amount_total.checked_sub(amount).map_err(|_| {
+            StoreError::Invalid(format!("a refund of {amount} exceeds the order's amount"))
+        })?;
+        let mut e = Expr::default();
+        let update = format!(
+            "ADD {} {amount}, {} {amount}, {} {one}",
+            e.name(attr::REFUND_PENDING_TOTAL),
+            e.name(attr::REFUND_RESERVED_TOTAL),
+            e.name(attr::VERSION),
+            amount = e.value("amount", items::money(amount)),
+            one = e.value("one", items::n(1)),
+        );
+        let refundable: Vec<String> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_refundable())
+            .map(|s| e.value(&format!("s_{}", s.as_str()), items::s(s.as_str())))
+            .collect();
+        let reserved = e.name(attr::REFUND_RESERVED_TOTAL);
+        let condition = format!(
+            "{} IN ({}) AND (attribute_not_exists({reserved}) OR {reserved} <= {})",
+            e.name(attr::STATUS),
+            refundable.join(", "),
+            e.value("limit", items::money(limit)),
+        );
+        update_action(
+            &self.table,
+            items::order_key(&from.out_trade_no),
+            update,
+            condition,
+            e,
+        )
+    }
+
     fn record_action(&self, record: &Record) -> Result<TransactWriteItem, StoreError> {
         let if_absent = |item: Item| {
             let mut e = Expr::default();
@@ -218,8 +299,21 @@ impl DynamoStore {
                         .map_err(build_err)?,
                 )
                 .build()),
-            Record::Refund { .. } | Record::Event(_) => Err(StoreError::Invalid(
-                "refund and event items are not stored by this version".into(),
+            Record::Refund { refund, from: None } => if_absent(items::refund_item(refund)),
+            Record::Refund {
+                refund,
+                from: Some(status),
+            } => {
+                let mut e = Expr::default();
+                let condition = format!(
+                    "{} = {}",
+                    e.name(attr::STATUS),
+                    e.value("refund_from", items::s(status.as_str()))
+                );
+                put_action(&self.table, items::refund_item(refund), condition, e)
+            }
+            Record::Event(_) => Err(StoreError::Invalid(
+                "event items are not stored by this version (issue 15)".into(),
             )),
         }
     }
