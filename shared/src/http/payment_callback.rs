@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{ApiError, Handler, InvocationDeadline, Request, Response, no_content};
-use crate::service::{Deps, NotifyError, handle_notification};
+use crate::service::{Deps, NotifyError, WechatpayHeaders, handle_notification};
 
 /// WeChat Pay waits 5 s for an answer; this leaves the rest for the network and the
 /// platform's own hops. Past it the answer is a 500 at once (WeChat Pay retries), never a
@@ -62,9 +62,10 @@ impl Handler for PaymentCallbackHandler {
             return ApiError::method_not_allowed().into_response();
         }
         let deadline = self.deadline(&request);
+        let headers = WechatpayHeaders::from(request.headers());
         let handled = tokio::time::timeout_at(
             deadline,
-            handle_notification(&self.deps, request.headers(), request.body()),
+            handle_notification(&self.deps, &headers, request.body()),
         )
         .await;
         let Ok(handled) = handled else {
