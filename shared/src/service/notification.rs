@@ -9,6 +9,7 @@ use super::{ApplyError, Deps, PaymentOutcome};
 use crate::{
     domain::OutTradeNo,
     store::{Anomaly, AnomalyKind, NotificationRecord, Payment, StoreError},
+    telemetry::Metric,
     wechatpay::{
         WechatpayHeaders,
         notification::{NotificationError, TradeState, Transaction, VerifiedNotification},
@@ -244,7 +245,7 @@ async fn keep_malformed(
     if let Err(e) = deps.store.record_anomaly(&anomaly).await {
         return NotifyError::Store(e);
     }
-    crate::telemetry::emit_metrics(&[("PaymentAnomaly", 1)], now);
+    crate::telemetry::emit_metrics(&[(Metric::PaymentAnomaly, 1)], now);
     tracing::error!(
         notification_id = %id,
         out_trade_no = out_trade_no.as_ref().map(OutTradeNo::as_str).unwrap_or(""),
