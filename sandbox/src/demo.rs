@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::catalog::{Catalog, CatalogEntry};
+use crate::catalog::{Catalog, CatalogEntry, CatalogError};
 use crate::cli::Options;
 use crate::serve::{settings, yuan};
-use crate::server::Sandbox;
+use crate::server::{Sandbox, SandboxError};
 
 /// How long the demo waits for something asynchronous (a notification to be acknowledged).
 const WAIT: Duration = Duration::from_secs(30);
@@ -23,15 +23,56 @@ const LOGIN_CODE: &str = "alice";
 /// Copies of the payment notification WeChat Pay sends at once in step 2.
 const DELIVERIES: u32 = 3;
 
+/// Why the demo stopped; its `Display` is the one line printed before exiting 1.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The catalog has no sku the story can run out of.
+    #[error("{catalog}: the demo needs an active sku with limited stock")]
+    NoLimitedSku { catalog: String },
+    #[error("demo: could not start the sandbox: {0}")]
+    Start(SandboxError),
+    #[error("demo: HTTP client: {0}")]
+    Client(reqwest::Error),
+    /// A step saw something other than what the story expects.
+    #[error("demo: FAILED: {at}: {problem}")]
+    Step { at: At, problem: String },
+    /// A step's request got no answer, or one it could not read.
+    #[error("demo: FAILED: {at}: {request}: {error}")]
+    Http {
+        at: At,
+        /// `METHOD url`, and what was being done with it.
+        request: String,
+        #[source]
+        error: reqwest::Error,
+    },
+    #[error("demo: FAILED: interrupted (Ctrl-C)")]
+    Interrupted,
+}
+
+/// The step a failure happened in, as the story printed it: `step [n] title`.
+#[derive(Debug, Clone)]
+pub struct At {
+    pub step: u32,
+    pub title: String,
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step [{}] {}", self.step, self.title)
+    }
+}
+
 /// `Ok` when the story completed; `Err` is the one line to print before exiting 1.
-pub async fn run(options: Options) -> Result<(), String> {
-    let catalog = Catalog::load(options.products.as_deref()).map_err(|e| e.to_string())?;
-    let limited = catalog.limited().cloned().ok_or_else(|| {
-        format!(
-            "{}: the demo needs an active sku with limited stock",
-            catalog.source_name
-        )
-    })?;
+pub async fn run(options: Options) -> Result<(), DemoError> {
+    let catalog = Catalog::load(options.products.as_deref())?;
+    let limited = catalog
+        .limited()
+        .cloned()
+        .ok_or_else(|| DemoError::NoLimitedSku {
+            catalog: catalog.source_name.clone(),
+        })?;
     let inactive = catalog.inactive().cloned();
 
     let dir = fresh_dir(&options.data_dir);
@@ -42,7 +83,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         Ok(s) => s,
         Err(e) => {
             remove_dir(&dir);
-            return Err(format!("demo: could not start the sandbox: {e}"));
+            return Err(DemoError::Start(e));
         }
     };
     println!(
@@ -55,7 +96,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     let story = Story::new(&sandbox, limited, inactive)?;
     let outcome = tokio::select! {
         outcome = story.run() => outcome,
-        _ = tokio::signal::ctrl_c() => Err("interrupted (Ctrl-C)".to_owned()),
+        _ = tokio::signal::ctrl_c() => Err(DemoError::Interrupted),
     };
     if let Err(e) = sandbox.shutdown().await {
         println!("demo: warning: stopping the sandbox: {e}");
@@ -72,7 +113,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         }
         Err(e) => {
             println!("demo: data kept for inspection in {}", dir.display());
-            Err(format!("demo: FAILED: {e}"))
+            Err(e)
         }
     }
 }
@@ -131,19 +172,31 @@ struct Story {
     openid: String,
 }
 
-type Step<T> = Result<T, String>;
+/// The first order: most later steps come back to it.
+struct FirstOrder {
+    /// Its `Idempotency-Key` and body.
+    key: &'static str,
+    body: Value,
+    /// place-order's answer.
+    placed: Reply,
+    no: String,
+    amount: i64,
+    /// The sku's `reserved` and `sold` before it was placed.
+    reserved0: i64,
+    sold0: i64,
+}
 
 impl Story {
     fn new(
         sandbox: &Sandbox,
         sku: CatalogEntry,
         inactive: Option<CatalogEntry>,
-    ) -> Result<Story, String> {
+    ) -> Result<Story, DemoError> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| format!("demo: HTTP client: {e}"))?;
+            .map_err(DemoError::Client)?;
         Ok(Story {
             http,
             functions: sandbox.functions_url().to_owned(),
@@ -159,18 +212,47 @@ impl Story {
         })
     }
 
+    /// Runs every step, in the story's order; the number of steps on success.
+    async fn run(mut self) -> Result<u32, DemoError> {
+        self.log_in().await?;
+        let order = self.place_order().await?;
+        let transaction_id = self.pay(&order.no).await?;
+        let notifications = self.notification_acknowledged(&order.no).await?;
+        let stock = self
+            .paid_exactly_once(&order, &transaction_id, notifications)
+            .await?;
+        self.replayed(&order, stock).await?;
+        self.key_reused(&order).await?;
+        self.out_of_stock(stock).await?;
+        self.not_for_sale().await?;
+        self.lost_notification(&order.no).await?;
+        self.left_unpaid(stock).await?;
+        Ok(self.step)
+    }
+
     fn begin(&mut self, title: impl Into<String>) {
         self.step += 1;
         self.title = title.into();
         println!("\n[{}] {}", self.step, self.title);
     }
 
-    /// The failure of the current step.
-    fn fail(&self, what: impl std::fmt::Display) -> String {
-        format!("step [{}] {}: {what}", self.step, self.title)
+    /// The step under way.
+    fn at(&self) -> At {
+        At {
+            step: self.step,
+            title: self.title.clone(),
+        }
     }
 
-    fn check(&self, ok: bool, what: impl FnOnce() -> String) -> Step<()> {
+    /// The failure of the current step.
+    fn fail(&self, problem: impl std::fmt::Display) -> DemoError {
+        DemoError::Step {
+            at: self.at(),
+            problem: problem.to_string(),
+        }
+    }
+
+    fn check(&self, ok: bool, what: impl FnOnce() -> String) -> Result<(), DemoError> {
         if ok { Ok(()) } else { Err(self.fail(what())) }
     }
 
@@ -180,7 +262,7 @@ impl Story {
         url: &str,
         headers: &[(&str, &str)],
         body: Option<&Value>,
-    ) -> Step<Reply> {
+    ) -> Result<Reply, DemoError> {
         let mut request = self.http.request(method.clone(), url);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -190,16 +272,21 @@ impl Story {
                 .header("content-type", "application/json")
                 .body(body.to_string());
         }
+        let failed = |request: String, error| DemoError::Http {
+            at: self.at(),
+            request,
+            error,
+        };
         let response = request
             .send()
             .await
-            .map_err(|e| self.fail(format!("{method} {url}: {e}")))?;
+            .map_err(|e| failed(format!("{method} {url}"), e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response
             .text()
             .await
-            .map_err(|e| self.fail(format!("{method} {url}: reading the answer: {e}")))?;
+            .map_err(|e| failed(format!("{method} {url}: reading the answer"), e))?;
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(Reply {
             status,
@@ -209,7 +296,7 @@ impl Story {
         })
     }
 
-    async fn place(&self, key: &str, body: &Value) -> Step<Reply> {
+    async fn place(&self, key: &str, body: &Value) -> Result<Reply, DemoError> {
         self.send(
             http::Method::POST,
             &format!("{}/orders", self.functions),
@@ -223,19 +310,19 @@ impl Story {
     }
 
     /// `GET url`, which must answer 200: its JSON.
-    async fn get_ok(&self, url: &str) -> Step<Value> {
+    async fn get_ok(&self, url: &str) -> Result<Value, DemoError> {
         let r = self.send(http::Method::GET, url, &[], None).await?;
         self.check(r.status == 200, || format!("GET {url}: {}", r.short()))?;
         Ok(r.json)
     }
 
-    async fn order(&self, no: &str) -> Step<Value> {
+    async fn order(&self, no: &str) -> Result<Value, DemoError> {
         self.get_ok(&format!("{}/sandbox/orders/{no}", self.functions))
             .await
     }
 
     /// `GET {path_and_query}` on query-order, as the demo user.
-    async fn query(&self, path_and_query: &str) -> Step<Reply> {
+    async fn query(&self, path_and_query: &str) -> Result<Reply, DemoError> {
         self.send(
             http::Method::GET,
             &format!("{}{path_and_query}", self.functions),
@@ -245,8 +332,20 @@ impl Story {
         .await
     }
 
+    /// The simulator's `POST /sandbox/pay`: the user pays `no`, and WeChat Pay sends its
+    /// notification `deliveries` times at once.
+    async fn sandbox_pay(&self, no: &str, deliveries: u32) -> Result<Reply, DemoError> {
+        self.send(
+            http::Method::POST,
+            &format!("{}/sandbox/pay", self.wechat),
+            &[],
+            Some(&json!({"out_trade_no": no, "deliveries": deliveries})),
+        )
+        .await
+    }
+
     /// WeChat Pay's side of an order: the simulator's `trade_state`.
-    async fn trade_state(&self, no: &str) -> Step<String> {
+    async fn trade_state(&self, no: &str) -> Result<String, DemoError> {
         let transaction = self
             .get_ok(&format!("{}/sandbox/transactions/{no}", self.wechat))
             .await?;
@@ -257,7 +356,7 @@ impl Story {
     }
 
     /// Polls the stored order until it leaves PENDING (the timeout-sweeper's work).
-    async fn settled(&self, no: &str) -> Step<Value> {
+    async fn settled(&self, no: &str) -> Result<Value, DemoError> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let view = self.order(no).await?;
@@ -275,7 +374,7 @@ impl Story {
     }
 
     /// `(reserved, sold, available)` of the demo's sku.
-    async fn stock(&self) -> Step<(i64, i64, i64)> {
+    async fn stock(&self) -> Result<(i64, i64, i64), DemoError> {
         let products = self
             .get_ok(&format!("{}/sandbox/products", self.functions))
             .await?;
@@ -296,7 +395,7 @@ impl Story {
 
     /// The mini-program's login: a `wx.login()` code for a session token, and a used-up code
     /// refused.
-    async fn log_in(&mut self) -> Step<()> {
+    async fn log_in(&mut self) -> Result<(), DemoError> {
         self.begin(format!(
             "log in: wx.login() code {LOGIN_CODE:?} -> POST /sessions -> a session token"
         ));
@@ -339,15 +438,11 @@ impl Story {
         Ok(())
     }
 
-    /// Runs every step; the number of steps on success.
-    async fn run(mut self) -> Step<u32> {
+    /// An order: 2 of the sku, its amount from the catalog, its stock reserved.
+    async fn place_order(&mut self) -> Result<FirstOrder, DemoError> {
         let sku = self.sku.sku_id.as_str().to_owned();
         let price = self.sku.price.fen();
         let stock = self.sku.stock.unwrap_or(0);
-
-        self.log_in().await?;
-
-        // An order.
         self.begin(format!(
             "place an order: 2 x {sku} ({}, {} CNY each, {stock} in stock) as {}",
             self.sku.name,
@@ -392,19 +487,23 @@ impl Story {
         println!(
             "    ok: stock reserved in the same transaction: reserved {reserved}, sold {sold}, available {available}"
         );
+        Ok(FirstOrder {
+            key,
+            body,
+            placed,
+            no,
+            amount,
+            reserved0,
+            sold0,
+        })
+    }
 
-        // 2. The user pays; WeChat Pay notifies several times at once.
+    /// The user pays; WeChat Pay notifies several times at once. Its transaction_id.
+    async fn pay(&mut self, no: &str) -> Result<String, DemoError> {
         self.begin(format!(
             "the user pays; WeChat Pay sends the notification {DELIVERIES} times, concurrently"
         ));
-        let pay = self
-            .send(
-                http::Method::POST,
-                &format!("{}/sandbox/pay", self.wechat),
-                &[],
-                Some(&json!({"out_trade_no": no, "deliveries": DELIVERIES})),
-            )
-            .await?;
+        let pay = self.sandbox_pay(no, DELIVERIES).await?;
         self.check(
             pay.status == 200 && pay.json["trade_state"] == "SUCCESS",
             || format!("POST /sandbox/pay: {}", pay.short()),
@@ -417,10 +516,13 @@ impl Story {
             "    POST {}/sandbox/pay -> SUCCESS, transaction_id {transaction_id}",
             self.wechat
         );
+        Ok(transaction_id)
+    }
 
-        // 3. Acknowledged.
+    /// Every copy of the notification answered, none refused. How many deliveries there were.
+    async fn notification_acknowledged(&mut self, no: &str) -> Result<usize, DemoError> {
         self.begin("wait until WeChat Pay's notification is acknowledged");
-        let attempts = self.acknowledged(&no).await?;
+        let attempts = self.acknowledged(no).await?;
         for a in &attempts {
             let when = match a["round"].as_u64() {
                 Some(0) => "at once".to_owned(),
@@ -447,15 +549,26 @@ impl Story {
         println!(
             "    ok: acknowledged (204); duplicates are acknowledged too, never applied twice"
         );
+        Ok(attempts.len())
+    }
 
-        // 4. PAID exactly once.
+    /// The first order is PAID exactly once, its stock sold once. The sku's
+    /// `(reserved, sold, available)` then.
+    async fn paid_exactly_once(
+        &mut self,
+        first: &FirstOrder,
+        transaction_id: &str,
+        notifications: usize,
+    ) -> Result<(i64, i64, i64), DemoError> {
+        let (no, amount) = (first.no.as_str(), first.amount);
+        let (reserved0, sold0) = (first.reserved0, first.sold0);
         self.begin("the order is PAID exactly once");
-        let view = self.order(&no).await?;
+        let view = self.order(no).await?;
         let order = &view["order"];
         self.check(order["status"] == "PAID", || {
             format!("status {}, expected PAID", order["status"])
         })?;
-        self.check(order["transaction_id"] == transaction_id.as_str(), || {
+        self.check(order["transaction_id"] == transaction_id, || {
             format!(
                 "transaction_id {}, expected {transaction_id}",
                 order["transaction_id"]
@@ -469,7 +582,7 @@ impl Story {
         })?;
         let payment = &view["payment"];
         self.check(
-            payment["transaction_id"] == transaction_id.as_str() && payment["amount"] == amount,
+            payment["transaction_id"] == transaction_id && payment["amount"] == amount,
             || format!("payment item {payment}, expected {transaction_id} for {amount} fen"),
         )?;
         let anomalies = view["anomalies"].as_array().map_or(0, Vec::len);
@@ -496,16 +609,23 @@ impl Story {
         })?;
         println!(
             "    ok: PAID exactly once: one PENDING -> PAID transition, one payment item \
-             ({transaction_id}, {amount} fen), no anomalies, {} notifications",
-            attempts.len()
+             ({transaction_id}, {amount} fen), no anomalies, {notifications} notifications"
         );
         println!(
-            "    ok: sold raised once: {sold0} -> {sold}; reserved {reserved}; available {available} of {stock}"
+            "    ok: sold raised once: {sold0} -> {sold}; reserved {reserved}; available {available} of {}",
+            self.sku.stock.unwrap_or(0)
         );
+        Ok((reserved, sold, available))
+    }
 
-        // 5. Idempotent replay.
+    /// The client retries with the same Idempotency-Key and body: the stored answer again.
+    async fn replayed(
+        &mut self,
+        first: &FirstOrder,
+        (_, sold, _): (i64, i64, i64),
+    ) -> Result<(), DemoError> {
         self.begin("the client retries with the same Idempotency-Key and body");
-        let again = self.place(key, &body).await?;
+        let again = self.place(first.key, &first.body).await?;
         let replayed = again
             .headers
             .get("idempotent-replayed")
@@ -514,11 +634,11 @@ impl Story {
         self.check(again.status == 201, || {
             format!("expected 201, got {}", again.short())
         })?;
-        self.check(again.text == placed.text, || {
+        self.check(again.text == first.placed.text, || {
             format!(
                 "a different answer: {} instead of {}",
                 again.short(),
-                placed.short()
+                first.placed.short()
             )
         })?;
         self.check(replayed == "true", || {
@@ -527,12 +647,16 @@ impl Story {
         let (_, sold_after, _) = self.stock().await?;
         self.check(sold_after == sold, || "the replay changed the stock".into())?;
         println!(
-            "    ok: 201, the same answer (out_trade_no {no}), Idempotent-Replayed: true, no new order"
+            "    ok: 201, the same answer (out_trade_no {}), Idempotent-Replayed: true, no new order",
+            first.no
         );
+        Ok(())
+    }
 
-        // 6. Same key, another body.
+    /// The same Idempotency-Key with another body is refused.
+    async fn key_reused(&mut self, first: &FirstOrder) -> Result<(), DemoError> {
         self.begin("the same Idempotency-Key with another body");
-        let reused = self.place(key, &self.items(1)).await?;
+        let reused = self.place(first.key, &self.items(1)).await?;
         self.check(
             reused.status == 422 && reused.code() == "IDEMPOTENCY_KEY_REUSED",
             || {
@@ -546,8 +670,15 @@ impl Story {
             "    ok: 422 IDEMPOTENCY_KEY_REUSED: {}",
             reused.json["message"]
         );
+        Ok(())
+    }
 
-        // 7. Out of stock.
+    /// More than what is left is refused, and nothing is reserved.
+    async fn out_of_stock(
+        &mut self,
+        (reserved, sold, available): (i64, i64, i64),
+    ) -> Result<(), DemoError> {
+        let sku = self.sku.sku_id.as_str().to_owned();
         let too_many = available + 1;
         self.begin(format!(
             "more than what is left: {too_many} x {sku} ({available} available)"
@@ -564,20 +695,29 @@ impl Story {
             "    ok: 409 OUT_OF_STOCK: {}; nothing reserved",
             oos.json["message"]
         );
+        Ok(())
+    }
 
-        // 8. Not for sale.
-        if let Some(inactive) = self.inactive.clone() {
-            self.begin(format!("a sku that is not for sale: {}", inactive.sku_id));
-            let body = json!({"items": [{"sku_id": inactive.sku_id.as_str(), "quantity": 1}]});
-            let unknown = self.place("demo-order-3", &body).await?;
-            self.check(
-                unknown.status == 422 && unknown.code() == "UNKNOWN_SKU",
-                || format!("expected 422 UNKNOWN_SKU, got {}", unknown.short()),
-            )?;
-            println!("    ok: 422 UNKNOWN_SKU: {}", unknown.json["message"]);
-        }
+    /// A sku that is not for sale is refused (when the catalog has one).
+    async fn not_for_sale(&mut self) -> Result<(), DemoError> {
+        let Some(inactive) = self.inactive.clone() else {
+            return Ok(());
+        };
+        self.begin(format!("a sku that is not for sale: {}", inactive.sku_id));
+        let body = json!({"items": [{"sku_id": inactive.sku_id.as_str(), "quantity": 1}]});
+        let unknown = self.place("demo-order-3", &body).await?;
+        self.check(
+            unknown.status == 422 && unknown.code() == "UNKNOWN_SKU",
+            || format!("expected 422 UNKNOWN_SKU, got {}", unknown.short()),
+        )?;
+        println!("    ok: 422 UNKNOWN_SKU: {}", unknown.json["message"]);
+        Ok(())
+    }
 
-        // A payment whose notification never arrives.
+    /// A payment whose notification never arrives: query-order asks WeChat Pay and applies
+    /// it; the user's orders list; anyone else is told nothing.
+    async fn lost_notification(&mut self, no: &str) -> Result<(), DemoError> {
+        let sku = self.sku.sku_id.as_str().to_owned();
         self.begin(format!(
             "a payment whose notification is lost: 1 x {sku}, paid with no notification; \
              query-order asks WeChat Pay"
@@ -591,14 +731,7 @@ impl Story {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let pay = self
-            .send(
-                http::Method::POST,
-                &format!("{}/sandbox/pay", self.wechat),
-                &[],
-                Some(&json!({"out_trade_no": no3, "deliveries": 0})),
-            )
-            .await?;
+        let pay = self.sandbox_pay(&no3, 0).await?;
         self.check(
             pay.status == 200 && pay.json["trade_state"] == "SUCCESS",
             || format!("POST /sandbox/pay: {}", pay.short()),
@@ -662,7 +795,7 @@ impl Story {
             })
             .unwrap_or_default();
         self.check(
-            listed.status == 200 && listed_nos == [no3.as_str(), no.as_str()],
+            listed.status == 200 && listed_nos == [no3.as_str(), no],
             || {
                 format!(
                     "GET /orders?limit=2: expected [{no3}, {no}], got {}",
@@ -689,8 +822,13 @@ impl Story {
             },
         )?;
         println!("    ok: anyone else gets 404 ORDER_NOT_FOUND, no hint that it exists");
+        Ok(())
+    }
 
-        // An order left unpaid.
+    /// An order left unpaid: past expire_at WeChat Pay refuses the payment, and the
+    /// timeout-sweeper closes it there and here, returning its stock.
+    async fn left_unpaid(&mut self, (reserved, _, _): (i64, i64, i64)) -> Result<(), DemoError> {
+        let sku = self.sku.sku_id.as_str().to_owned();
         self.begin(format!(
             "an order left unpaid: 1 x {sku}, expiring after {} s; the timeout-sweeper closes it",
             self.order_ttl.as_secs()
@@ -719,14 +857,7 @@ impl Story {
             );
             tokio::time::sleep(wait.unsigned_abs()).await;
         }
-        let late = self
-            .send(
-                http::Method::POST,
-                &format!("{}/sandbox/pay", self.wechat),
-                &[],
-                Some(&json!({"out_trade_no": no2, "deliveries": 1})),
-            )
-            .await?;
+        let late = self.sandbox_pay(&no2, 1).await?;
         // ORDER_CLOSED only if a (very late) sweep got there first.
         self.check(
             late.status == 400 && matches!(late.code(), "ORDER_EXPIRED" | "ORDER_CLOSED"),
@@ -784,12 +915,12 @@ impl Story {
         println!(
             "    ok: stock returned in the same transaction: reserved {reserved2} -> {r}; sold {s}, available {a}"
         );
-        Ok(self.step)
+        Ok(())
     }
 
     /// Polls the simulator's delivery log until the round-0 copies have all been answered and
     /// one of the attempts was acknowledged; returns the attempts.
-    async fn acknowledged(&self, no: &str) -> Step<Vec<Value>> {
+    async fn acknowledged(&self, no: &str) -> Result<Vec<Value>, DemoError> {
         let url = format!("{}/sandbox/notifications?out_trade_no={no}", self.wechat);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
@@ -811,5 +942,31 @@ impl Story {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one line printed on failure names the step and what was off.
+    #[test]
+    fn a_failure_names_its_step_and_the_problem() {
+        let at = At {
+            step: 4,
+            title: "the order is PAID exactly once".into(),
+        };
+        let failed = DemoError::Step {
+            at,
+            problem: "status \"PENDING\", expected PAID".into(),
+        };
+        assert_eq!(
+            failed.to_string(),
+            "demo: FAILED: step [4] the order is PAID exactly once: status \"PENDING\", expected PAID"
+        );
+        assert_eq!(
+            DemoError::Interrupted.to_string(),
+            "demo: FAILED: interrupted (Ctrl-C)"
+        );
     }
 }

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         match command {
             Command::Serve(options) => sandbox::serve::run(options).await,
-            Command::Demo(options) => sandbox::demo::run(options).await,
+            Command::Demo(options) => sandbox::demo::run(options).await.map_err(|e| e.to_string()),
             Command::Help => Ok(()),
         }
     });

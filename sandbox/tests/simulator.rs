@@ -17,7 +17,8 @@ use sandbox::{Fault, SandboxKeys, Simulator, SimulatorConfig, SimulatorHandle};
 use shared::timefmt::to_wechat;
 use shared::wechatpay::{
     ApiV3Key, GatewaySettings, HttpPayGateway, MerchantSigner, PayError, PayGateway, PrepayRequest,
-    RsaPrivateKey, RsaPublicKey, TradeState, Transaction, Verifier, nonce, verify_and_decrypt,
+    RsaPrivateKey, RsaPublicKey, TradeState, Transaction, Verifier, WechatpayHeaders, nonce,
+    verify_and_decrypt,
 };
 use time::OffsetDateTime;
 
@@ -279,7 +280,7 @@ async fn receive(
     let verified = verify_and_decrypt(
         &verifier(),
         &ApiV3Key::new(APIV3).unwrap(),
-        &headers,
+        &WechatpayHeaders::from(&headers),
         &body,
         now,
     );
@@ -799,7 +800,9 @@ async fn every_response_is_signed_errors_and_204s_included() {
     .send(&sim)
     .await;
     assert_eq!(status, 404);
-    let info = verifier().verify(&headers, &body, now()).unwrap();
+    let info = verifier()
+        .verify(&WechatpayHeaders::from(&headers), &body, now())
+        .unwrap();
     assert_eq!(info.serial, PUB_KEY_ID);
     assert_eq!(
         headers["wechatpay-signature-type"],
@@ -821,7 +824,9 @@ async fn every_response_is_signed_errors_and_204s_included() {
     .await;
     assert_eq!(status, 204);
     assert!(answer.is_empty());
-    verifier().verify(&headers, b"", now()).unwrap();
+    verifier()
+        .verify(&WechatpayHeaders::from(&headers), b"", now())
+        .unwrap();
 
     // Public-key merchants have no platform certificates, as at WeChat Pay.
     let (status, _, body) = Raw::new("GET", "/v3/certificates", "").send(&sim).await;

@@ -14,7 +14,7 @@ use serde_json::Value;
 use shared::wechatpay::aead::{self, ApiV3Key};
 use shared::wechatpay::keys::{PlatformCertificate, RsaPrivateKey};
 use shared::wechatpay::sign::MerchantSigner;
-use shared::wechatpay::verify::Verifier;
+use shared::wechatpay::verify::{Verifier, WechatpayHeaders};
 use shared::wechatpay::{Notification, verify_and_decrypt};
 
 fn testdata(relative: &str) -> PathBuf {
@@ -52,6 +52,7 @@ fn notification(c: &mut Criterion) {
     ] {
         headers.insert(name, HeaderValue::from_str(value).expect("header"));
     }
+    let headers = WechatpayHeaders::from(&headers);
     let body = field(v, "body").as_bytes().to_vec();
     let now = 1_700_000_000;
 

@@ -73,10 +73,74 @@ pub fn set_function_name(name: &'static str) {
     let _ = FUNCTION_NAME.set(name);
 }
 
+/// Every count the functions emit, by its CloudWatch metric name (in [`METRICS_NAMESPACE`]);
+/// the template's alarms watch some of them by these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// A payment that could not be applied as is (kept as an anomaly).
+    PaymentAnomaly,
+    /// An order paid by someone other than its owner.
+    PayerNotOwner,
+    /// An order line whose product is missing from the catalog.
+    ProductMissing,
+    /// payment-callback: a notification refused with 401 (signature, timestamp, decryption).
+    NotifyRejected,
+    /// payment-callback: a verified notification refused with 400 (kept, needs a fix).
+    NotifyRefused,
+    /// payment-callback: answered 5xx, so WeChat Pay retries.
+    NotifyFailed,
+    /// payment-callback: not answered within its deadline.
+    NotifyDeadlineExceeded,
+    /// timeout-sweeper's summary of one run.
+    SweepScanned,
+    SweepPaid,
+    SweepClosed,
+    SweepSkipped,
+    SweepFailed,
+    SweepAnomalies,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 13] = [
+        Metric::PaymentAnomaly,
+        Metric::PayerNotOwner,
+        Metric::ProductMissing,
+        Metric::NotifyRejected,
+        Metric::NotifyRefused,
+        Metric::NotifyFailed,
+        Metric::NotifyDeadlineExceeded,
+        Metric::SweepScanned,
+        Metric::SweepPaid,
+        Metric::SweepClosed,
+        Metric::SweepSkipped,
+        Metric::SweepFailed,
+        Metric::SweepAnomalies,
+    ];
+
+    /// The metric's name in CloudWatch (and the key of its count in the EMF line).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Metric::PaymentAnomaly => "PaymentAnomaly",
+            Metric::PayerNotOwner => "PayerNotOwner",
+            Metric::ProductMissing => "ProductMissing",
+            Metric::NotifyRejected => "NotifyRejected",
+            Metric::NotifyRefused => "NotifyRefused",
+            Metric::NotifyFailed => "NotifyFailed",
+            Metric::NotifyDeadlineExceeded => "NotifyDeadlineExceeded",
+            Metric::SweepScanned => "SweepScanned",
+            Metric::SweepPaid => "SweepPaid",
+            Metric::SweepClosed => "SweepClosed",
+            Metric::SweepSkipped => "SweepSkipped",
+            Metric::SweepFailed => "SweepFailed",
+            Metric::SweepAnomalies => "SweepAnomalies",
+        }
+    }
+}
+
 /// One CloudWatch Embedded Metric Format line: counts with the `Function` dimension. EMF is
 /// a plain JSON line on stdout that CloudWatch Logs turns into metrics, so no SDK call and no
 /// latency; elsewhere (SCF, local) it is just a structured log line.
-pub fn emf_line(counts: &[(&str, u64)], at: time::OffsetDateTime) -> String {
+pub fn emf_line(counts: &[(Metric, u64)], at: time::OffsetDateTime) -> String {
     let function = FUNCTION_NAME.get().copied().unwrap_or("unknown");
     let mut root = serde_json::Map::new();
     root.insert(
@@ -86,7 +150,7 @@ pub fn emf_line(counts: &[(&str, u64)], at: time::OffsetDateTime) -> String {
             "CloudWatchMetrics": [{
                 "Namespace": METRICS_NAMESPACE,
                 "Dimensions": [["Function"]],
-                "Metrics": counts.iter().map(|(name, _)| serde_json::json!({"Name": name, "Unit": "Count"})).collect::<Vec<_>>(),
+                "Metrics": counts.iter().map(|(name, _)| serde_json::json!({"Name": name.as_str(), "Unit": "Count"})).collect::<Vec<_>>(),
             }],
         }),
     );
@@ -96,13 +160,13 @@ pub fn emf_line(counts: &[(&str, u64)], at: time::OffsetDateTime) -> String {
     root.insert("level".into(), "INFO".into());
     root.insert("message".into(), "metrics".into());
     for (name, value) in counts {
-        root.insert((*name).into(), (*value).into());
+        root.insert(name.as_str().into(), (*value).into());
     }
     serde_json::Value::Object(root).to_string()
 }
 
 /// Writes [`emf_line`] to stdout, beside the log lines, where Lambda's log agent reads it.
-pub fn emit_metrics(counts: &[(&str, u64)], at: time::OffsetDateTime) {
+pub fn emit_metrics(counts: &[(Metric, u64)], at: time::OffsetDateTime) {
     use std::io::Write;
     let line = emf_line(counts, at);
     let mut out = std::io::stdout().lock();
@@ -157,8 +221,11 @@ mod tests {
     fn emf_line_declares_each_count_under_the_namespace() {
         set_function_name("timeout-sweeper");
         let at = time::macros::datetime!(2026-11-24 04:00:00 UTC);
-        let v: serde_json::Value =
-            serde_json::from_str(&emf_line(&[("SweepFailed", 2), ("SweepPaid", 0)], at)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&emf_line(
+            &[(Metric::SweepFailed, 2), (Metric::SweepPaid, 0)],
+            at,
+        ))
+        .unwrap();
         assert_eq!(v["_aws"]["Timestamp"], 1_795_492_800_000_i64);
         let m = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], "WxpayOrders");
@@ -175,5 +242,54 @@ mod tests {
         assert_eq!(v["Function"], "timeout-sweeper");
         assert_eq!(v["SweepFailed"], 2);
         assert_eq!(v["SweepPaid"], 0);
+    }
+
+    /// Every metric an alarm of template.yaml watches in our namespace is one we emit.
+    #[test]
+    fn every_metric_the_template_alarms_on_is_a_variant() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+        let template = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = template.lines().collect();
+        let indent = |line: &str| line.len() - line.trim_start().len();
+        let value = |line: &str, key: &str| {
+            line.trim()
+                .strip_prefix(key)
+                .map(|v| v.trim().trim_matches(['"', '\'']).to_owned())
+        };
+        let mut alarmed = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(name) = value(line, "MetricName:") else {
+                continue;
+            };
+            // The `Namespace:` of the same mapping: same indentation, nothing shallower between.
+            let depth = indent(line);
+            let same_mapping = |l: &&&str| l.trim().is_empty() || indent(l) >= depth;
+            let before = lines[..i].iter().rev().take_while(same_mapping);
+            let after = lines[i + 1..].iter().take_while(same_mapping);
+            let namespace = before
+                .chain(after)
+                .filter(|l| indent(l) == depth)
+                .find_map(|l| value(l, "Namespace:"));
+            if namespace.as_deref() == Some(METRICS_NAMESPACE) {
+                alarmed.push(name);
+            }
+        }
+        assert!(
+            alarmed.iter().any(|n| n == "SweepFailed"),
+            "no alarmed metric found in {path}: {alarmed:?}"
+        );
+        for name in &alarmed {
+            assert!(
+                Metric::ALL.iter().any(|m| m.as_str() == name),
+                "template.yaml alarms on {name}, which is no Metric"
+            );
+        }
+    }
+
+    #[test]
+    fn metric_names_are_distinct_and_all_listed() {
+        let names: std::collections::HashSet<&str> =
+            Metric::ALL.iter().map(|m| m.as_str()).collect();
+        assert_eq!(names.len(), Metric::ALL.len());
     }
 }

@@ -22,7 +22,7 @@ use shared::wechatpay::{
     keys::{RsaPrivateKey, RsaPublicKey},
     notification::{NotificationDraft, NotificationError, TradeState, build_notification},
     sign::{parse_authorization, request_message},
-    verify::{VerifyError, sign_response_headers},
+    verify::{VerifyError, WechatpayHeaders, sign_response_headers},
 };
 
 const APIV3: &str = "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb";
@@ -517,14 +517,14 @@ fn downloads(server: &Server) -> usize {
 }
 
 /// A notification (the NOTPAY transaction) signed by the platform key under `serial`.
-fn notification_as(serial: &str, id: &str) -> (http::HeaderMap, Vec<u8>, i64) {
+fn notification_as(serial: &str, id: &str) -> (WechatpayHeaders, Vec<u8>, i64) {
     let platform = RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap();
     let key = ApiV3Key::new(APIV3).unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let draft =
         NotificationDraft::transaction_success(id, "2026-11-24T12:01:03+08:00", NOTPAY.as_bytes());
     let (headers, body) = build_notification(&platform, serial, &key, &draft, now);
-    (headers, body, now)
+    (WechatpayHeaders::from(&headers), body, now)
 }
 
 /// Issue 12.7: while a merchant migrates from platform certificates to the public key,
@@ -766,6 +766,7 @@ async fn notifications_verify_and_decrypt_through_the_same_key_map() {
         NOTPAY.as_bytes(),
     );
     let (headers, body) = build_notification(&platform, PUB_KEY_ID, &key, &draft, now);
+    let headers = WechatpayHeaders::from(&headers);
     let verified = gw.verify_notification(&headers, &body, now).await.unwrap();
     assert_eq!(verified.signature.serial, PUB_KEY_ID);
     assert_eq!(verified.notification.id, "n-1");
@@ -788,6 +789,7 @@ async fn notifications_verify_and_decrypt_through_the_same_key_map() {
     // signed correctly, but sealed under another APIv3 key: the tag does not verify
     let other = ApiV3Key::new("00000000000000000000000000000000").unwrap();
     let (headers, body) = build_notification(&platform, PUB_KEY_ID, &other, &draft, now);
+    let headers = WechatpayHeaders::from(&headers);
     let e = gw
         .verify_notification(&headers, &body, now)
         .await

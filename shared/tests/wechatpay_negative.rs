@@ -12,7 +12,7 @@ use shared::wechatpay::notification::{
     NotificationDraft, NotificationError, build_notification, verify_and_decrypt,
 };
 use shared::wechatpay::sign::{MerchantSigner, parse_authorization};
-use shared::wechatpay::verify::{Verifier, VerifyError, sign_response_headers};
+use shared::wechatpay::verify::{Verifier, VerifyError, WechatpayHeaders, sign_response_headers};
 
 fn testdata(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -90,8 +90,11 @@ fn v12() -> Signed {
 
 impl Signed {
     fn verify(&self) -> Result<shared::wechatpay::SignatureInfo, VerifyError> {
-        self.verifier
-            .verify(&self.headers, &self.body, self.timestamp)
+        self.verifier.verify(
+            &WechatpayHeaders::from(&self.headers),
+            &self.body,
+            self.timestamp,
+        )
     }
 
     fn set(&mut self, name: &'static str, value: &str) {
@@ -140,12 +143,20 @@ fn reserialized_notification_body_fails() {
         HeaderValue::from_str(s(v, "serial")).unwrap(),
     );
     let raw = s(v, "body").as_bytes();
-    assert!(verifier.verify(&headers, raw, 1_700_000_000).is_ok());
+    assert!(
+        verifier
+            .verify(&WechatpayHeaders::from(&headers), raw, 1_700_000_000)
+            .is_ok()
+    );
 
     let reserialized = serde_json::to_vec(&serde_json::from_slice::<Value>(raw).unwrap()).unwrap();
     assert_ne!(reserialized, raw);
     assert_eq!(
-        verifier.verify(&headers, &reserialized, 1_700_000_000),
+        verifier.verify(
+            &WechatpayHeaders::from(&headers),
+            &reserialized,
+            1_700_000_000
+        ),
         Err(VerifyError::BadSignature)
     );
 }
@@ -155,7 +166,9 @@ fn timestamp_301_seconds_old_fails() {
     let signed = v12();
     let now = signed.timestamp + 301;
     assert_eq!(
-        signed.verifier.verify(&signed.headers, &signed.body, now),
+        signed
+            .verifier
+            .verify(&WechatpayHeaders::from(&signed.headers), &signed.body, now),
         Err(VerifyError::Expired { skew_secs: 301 })
     );
 }
@@ -165,7 +178,9 @@ fn timestamp_301_seconds_ahead_fails() {
     let signed = v12();
     let now = signed.timestamp - 301;
     assert_eq!(
-        signed.verifier.verify(&signed.headers, &signed.body, now),
+        signed
+            .verifier
+            .verify(&WechatpayHeaders::from(&signed.headers), &signed.body, now),
         Err(VerifyError::Expired { skew_secs: -301 })
     );
 }
@@ -178,7 +193,9 @@ fn timestamp_exactly_300_seconds_away_fails_as_in_the_go_and_java_sdks() {
         (signed.timestamp - 300, -300),
     ] {
         assert_eq!(
-            signed.verifier.verify(&signed.headers, &signed.body, now),
+            signed
+                .verifier
+                .verify(&WechatpayHeaders::from(&signed.headers), &signed.body, now),
             Err(VerifyError::Expired { skew_secs: skew })
         );
     }
@@ -315,7 +332,13 @@ fn signature_made_with_the_wrong_key_fails() {
     assert!(
         verifier
             .verify(
-                &sign_response_headers(&platform, "PUB_KEY_ID_TEST", now, "n", body),
+                &WechatpayHeaders::from(&sign_response_headers(
+                    &platform,
+                    "PUB_KEY_ID_TEST",
+                    now,
+                    "n",
+                    body
+                )),
                 body,
                 now
             )
@@ -326,7 +349,7 @@ fn signature_made_with_the_wrong_key_fails() {
     for wrong in [private_key("other"), private_key("merchant")] {
         let headers = sign_response_headers(&wrong, "PUB_KEY_ID_TEST", now, "n", body);
         assert_eq!(
-            verifier.verify(&headers, body, now),
+            verifier.verify(&WechatpayHeaders::from(&headers), body, now),
             Err(VerifyError::BadSignature)
         );
     }
@@ -697,13 +720,25 @@ fn notification_with_a_bad_signature_is_rejected_before_decryption() {
         build_notification(&platform, "PUB_KEY_ID_TEST", &key, &draft(b"{}"), NOW);
     body.push(b' ');
     assert!(matches!(
-        verify_and_decrypt(&verifier, &key, &headers, &body, NOW),
+        verify_and_decrypt(
+            &verifier,
+            &key,
+            &WechatpayHeaders::from(&headers),
+            &body,
+            NOW
+        ),
         Err(NotificationError::Verify(VerifyError::BadSignature))
     ));
     let (headers, body) =
         build_notification(&platform, "PUB_KEY_ID_TEST", &key, &draft(b"{}"), NOW);
     assert!(matches!(
-        verify_and_decrypt(&verifier, &key, &headers, &body, NOW + 301),
+        verify_and_decrypt(
+            &verifier,
+            &key,
+            &WechatpayHeaders::from(&headers),
+            &body,
+            NOW + 301
+        ),
         Err(NotificationError::Verify(VerifyError::Expired {
             skew_secs: 301
         }))
@@ -717,7 +752,13 @@ fn notification_decrypted_with_the_wrong_apiv3_key_fails_on_the_tag() {
         build_notification(&platform, "PUB_KEY_ID_TEST", &key, &draft(b"{}"), NOW);
     let wrong = ApiV3Key::new("1123456789abcdefghijABCDEFGHIJ01").unwrap();
     assert!(matches!(
-        verify_and_decrypt(&verifier, &wrong, &headers, &body, NOW),
+        verify_and_decrypt(
+            &verifier,
+            &wrong,
+            &WechatpayHeaders::from(&headers),
+            &body,
+            NOW
+        ),
         Err(NotificationError::Decrypt(AeadError::BadTag))
     ));
 }
@@ -736,7 +777,7 @@ fn signed_notification_with_another_algorithm_fails() {
     );
     let headers = signed_envelope(&platform, &body);
     assert!(matches!(
-        verify_and_decrypt(&verifier, &key, &headers, body.as_bytes(), NOW),
+        verify_and_decrypt(&verifier, &key, &WechatpayHeaders::from(&headers), body.as_bytes(), NOW),
         Err(NotificationError::Decrypt(AeadError::UnsupportedAlgorithm(alg))) if alg == "AEAD_SM4_GCM"
     ));
 }
@@ -748,7 +789,13 @@ fn signed_notification_with_a_malformed_envelope_fails() {
         let headers = signed_envelope(&platform, body);
         assert!(
             matches!(
-                verify_and_decrypt(&verifier, &key, &headers, body.as_bytes(), NOW),
+                verify_and_decrypt(
+                    &verifier,
+                    &key,
+                    &WechatpayHeaders::from(&headers),
+                    body.as_bytes(),
+                    NOW
+                ),
                 Err(NotificationError::MalformedEnvelope(_))
             ),
             "{body:?}"
@@ -766,7 +813,14 @@ fn notification_whose_plaintext_is_not_a_transaction_fails_on_parse() {
     ] {
         let (headers, body) =
             build_notification(&platform, "PUB_KEY_ID_TEST", &key, &draft(plaintext), NOW);
-        let verified = verify_and_decrypt(&verifier, &key, &headers, &body, NOW).unwrap();
+        let verified = verify_and_decrypt(
+            &verifier,
+            &key,
+            &WechatpayHeaders::from(&headers),
+            &body,
+            NOW,
+        )
+        .unwrap();
         assert!(matches!(
             verified.transaction(),
             Err(NotificationError::MalformedResource(_))

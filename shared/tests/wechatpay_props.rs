@@ -14,7 +14,7 @@ use shared::wechatpay::certificates::decrypt_certificates;
 use shared::wechatpay::keys::{RsaPrivateKey, RsaPublicKey};
 use shared::wechatpay::notification::{TradeState, Transaction, verify_and_decrypt};
 use shared::wechatpay::sign::{MerchantSigner, parse_authorization};
-use shared::wechatpay::verify::{Verifier, VerifyError, sign_response_headers};
+use shared::wechatpay::verify::{Verifier, VerifyError, WechatpayHeaders, sign_response_headers};
 
 fn key_file(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -95,7 +95,7 @@ proptest! {
         skew in -400i64..400,
     ) {
         let headers = sign_response_headers(&PLATFORM, SERIAL, timestamp, &nonce, &body);
-        let result = verifier().verify(&headers, &body, timestamp + skew);
+        let result = verifier().verify(&WechatpayHeaders::from(&headers), &body, timestamp + skew);
         if skew.abs() < 300 {
             let info = result.unwrap();
             prop_assert_eq!(info.timestamp, timestamp);
@@ -149,7 +149,7 @@ proptest! {
         body in prop::collection::vec(any::<u8>(), 0..256),
         now in any::<i64>(),
     ) {
-        let _ = verifier().verify(&headers_from(values), &body, now);
+        let _ = verifier().verify(&WechatpayHeaders::from(&headers_from(values)), &body, now);
     }
 
     #[test]
@@ -188,7 +188,7 @@ proptest! {
     ) {
         let key = ApiV3Key::new(API_V3_KEY).unwrap();
         let headers = sign_response_headers(&PLATFORM, SERIAL, timestamp, "nonce", &body);
-        match verify_and_decrypt(&verifier(), &key, &headers, &body, timestamp) {
+        match verify_and_decrypt(&verifier(), &key, &WechatpayHeaders::from(&headers), &body, timestamp) {
             Ok(verified) => { let _ = verified.transaction(); }
             Err(e) => { let _ = e.to_string(); }
         }

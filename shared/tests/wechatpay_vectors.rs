@@ -9,7 +9,7 @@ use serde_json::Value;
 use shared::wechatpay::aead::{self, ApiV3Key};
 use shared::wechatpay::notification::{NotificationDraft, TradeState, Transaction};
 use shared::wechatpay::sign::{self, MerchantSigner, PayParams};
-use shared::wechatpay::verify::{SignatureInfo, Verifier, sign_response_headers};
+use shared::wechatpay::verify::{SignatureInfo, Verifier, WechatpayHeaders, sign_response_headers};
 use shared::wechatpay::{
     AeadError, KeyError, NotificationError, PlatformCertificate, RsaPrivateKey, RsaPublicKey,
     build_notification, decrypt_certificates, parse_authorization, verify_and_decrypt,
@@ -222,16 +222,16 @@ fn response_signed_with_the_wechatpay_public_key_verifies_by_its_id() {
     };
     let body = s(v, "body").as_bytes();
     assert_eq!(
-        verifier.verify(&headers, body, timestamp),
+        verifier.verify(&WechatpayHeaders::from(&headers), body, timestamp),
         Ok(expected.clone())
     );
     // Inside the window on both sides.
     assert_eq!(
-        verifier.verify(&headers, body, timestamp + 299),
+        verifier.verify(&WechatpayHeaders::from(&headers), body, timestamp + 299),
         Ok(expected.clone())
     );
     assert_eq!(
-        verifier.verify(&headers, body, timestamp - 299),
+        verifier.verify(&WechatpayHeaders::from(&headers), body, timestamp - 299),
         Ok(expected)
     );
 }
@@ -324,7 +324,14 @@ fn derived_v13_notification_verifies_decrypts_and_parses() {
     let body = s(v, "body").as_bytes();
     assert_eq!(body.len(), 1017);
 
-    let verified = verify_and_decrypt(&verifier, &key, &headers, body, 1_700_000_000).unwrap();
+    let verified = verify_and_decrypt(
+        &verifier,
+        &key,
+        &WechatpayHeaders::from(&headers),
+        body,
+        1_700_000_000,
+    )
+    .unwrap();
     assert_eq!(verified.plaintext, s(v, "expected_plaintext").as_bytes());
     assert_eq!(verified.signature.serial, s(v, "serial"));
     assert_eq!(verified.signature.timestamp, 1_700_000_000);
@@ -377,7 +384,9 @@ fn derived_v13_empty_204_response_verifies() {
         s(v, "signature"),
         s(v, "serial"),
     );
-    let info = v8_verifier().verify(&headers, b"", 1_700_000_000).unwrap();
+    let info = v8_verifier()
+        .verify(&WechatpayHeaders::from(&headers), b"", 1_700_000_000)
+        .unwrap();
     assert_eq!(info.nonce, s(v, "nonce"));
 }
 
@@ -396,7 +405,9 @@ fn go_v3_notification_signature_verifies_but_its_16_byte_apiv3_key_is_refused() 
     );
     let body = s(v, "body").as_bytes();
     assert_eq!(body.len(), 568);
-    let info = verifier.verify(&headers, body, 1_624_523_846).unwrap();
+    let info = verifier
+        .verify(&WechatpayHeaders::from(&headers), body, 1_624_523_846)
+        .unwrap();
     assert_eq!(info.serial, "D7CE59D1F522D701");
     assert_eq!(
         ApiV3Key::new(s(v, "api_v3_key")),
@@ -482,7 +493,14 @@ fn built_notification_round_trips_in_public_key_and_certificate_mode() {
     let mut by_id = Verifier::new();
     by_id.add_public_key(public_id, platform.public_key());
     let (headers, body) = build_notification(&platform, public_id, &key, &draft, now);
-    let verified = verify_and_decrypt(&by_id, &key, &headers, &body, now + 5).unwrap();
+    let verified = verify_and_decrypt(
+        &by_id,
+        &key,
+        &WechatpayHeaders::from(&headers),
+        &body,
+        now + 5,
+    )
+    .unwrap();
     assert_eq!(verified.transaction().unwrap(), tx);
     assert_eq!(verified.notification.event_type, "TRANSACTION.SUCCESS");
     assert_eq!(verified.notification.id, "EV-TEST-1");
@@ -493,7 +511,14 @@ fn built_notification_round_trips_in_public_key_and_certificate_mode() {
     let mut by_cert = Verifier::new();
     by_cert.add_certificate(cert.clone());
     let (headers, body) = build_notification(&platform, &cert.serial_no, &key, &draft, now);
-    let verified = verify_and_decrypt(&by_cert, &key, &headers, &body, now).unwrap();
+    let verified = verify_and_decrypt(
+        &by_cert,
+        &key,
+        &WechatpayHeaders::from(&headers),
+        &body,
+        now,
+    )
+    .unwrap();
     assert_eq!(verified.transaction().unwrap(), tx);
     // Key order as WeChat Pay emits it.
     let text = String::from_utf8(body).unwrap();
@@ -515,12 +540,23 @@ fn one_verifier_serves_a_migrating_merchant() {
     let now = 1_795_000_000;
     let old = sign_response_headers(&platform, "9F3C5A2E7B1D40086C11", now, "n1", b"{}");
     let new = sign_response_headers(&other, "PUB_KEY_ID_NEW", now, "n2", b"{}");
-    assert!(verifier.verify(&old, b"{}", now).is_ok());
-    assert!(verifier.verify(&new, b"{}", now).is_ok());
+    assert!(
+        verifier
+            .verify(&WechatpayHeaders::from(&old), b"{}", now)
+            .is_ok()
+    );
+    assert!(
+        verifier
+            .verify(&WechatpayHeaders::from(&new), b"{}", now)
+            .is_ok()
+    );
     // Serials compare case-insensitively and without leading zeros.
     let padded = sign_response_headers(&platform, "009f3c5a2e7b1d40086c11", now, "n3", b"");
     assert_eq!(
-        verifier.verify(&padded, b"", now).unwrap().serial,
+        verifier
+            .verify(&WechatpayHeaders::from(&padded), b"", now)
+            .unwrap()
+            .serial,
         "009f3c5a2e7b1d40086c11"
     );
 }
@@ -570,7 +606,14 @@ fn refund_event_decrypts_but_is_not_a_transaction() {
     };
     let (headers, body) =
         build_notification(&platform, "PUB_KEY_ID_1", &key, &draft, 1_795_000_000);
-    let verified = verify_and_decrypt(&verifier, &key, &headers, &body, 1_795_000_000).unwrap();
+    let verified = verify_and_decrypt(
+        &verifier,
+        &key,
+        &WechatpayHeaders::from(&headers),
+        &body,
+        1_795_000_000,
+    )
+    .unwrap();
     assert_eq!(verified.plaintext, br#"{"refund_status":"SUCCESS"}"#);
     assert!(matches!(
         verified.transaction(),

@@ -11,6 +11,7 @@ use shared::service::{Deps, ServiceSettings, system_clock};
 use shared::wechatpay::gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse};
 use shared::wechatpay::notification::{NotificationError, Transaction, VerifiedNotification};
 use shared::wechatpay::sign::PayParams;
+use shared::wechatpay::verify::WechatpayHeaders;
 use time::Duration;
 
 use crate::StoreCtx;
@@ -99,7 +100,7 @@ impl PayGateway for Scripted {
     }
     async fn verify_notification(
         &self,
-        _: &http::HeaderMap,
+        _: &WechatpayHeaders,
         _: &[u8],
         _: i64,
     ) -> Result<VerifiedNotification, NotificationError> {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{ApiError, Handler, InvocationDeadline, Request, Response, no_content};
-use crate::service::{Deps, NotifyError, handle_notification};
+use crate::service::{Deps, NotifyError, WechatpayHeaders, handle_notification};
+use crate::telemetry::Metric;
 
 /// WeChat Pay waits 5 s for an answer; this leaves the rest for the network and the
 /// platform's own hops. Past it the answer is a 500 at once (WeChat Pay retries), never a
@@ -62,16 +63,20 @@ impl Handler for PaymentCallbackHandler {
             return ApiError::method_not_allowed().into_response();
         }
         let deadline = self.deadline(&request);
+        let headers = WechatpayHeaders::from(request.headers());
         let handled = tokio::time::timeout_at(
             deadline,
-            handle_notification(&self.deps, request.headers(), request.body()),
+            handle_notification(&self.deps, &headers, request.body()),
         )
         .await;
         let Ok(handled) = handled else {
             // Whatever was in flight is either applied whole or not at all (each write is one
             // conditional transaction), so WeChat Pay's retry finds a consistent table.
             crate::telemetry::emit_metrics(
-                &[("NotifyDeadlineExceeded", 1), ("NotifyFailed", 1)],
+                &[
+                    (Metric::NotifyDeadlineExceeded, 1),
+                    (Metric::NotifyFailed, 1),
+                ],
                 self.deps.now(),
             );
             tracing::error!(
@@ -86,9 +91,9 @@ impl Handler for PaymentCallbackHandler {
         // rotation), a 400 (kept, but needing a fix) and a 5xx (WeChat Pay retrying) each
         // have an alarm.
         let metric = match answer.status().as_u16() {
-            401 => Some("NotifyRejected"),
-            400 => Some("NotifyRefused"),
-            s if s >= 500 => Some("NotifyFailed"),
+            401 => Some(Metric::NotifyRejected),
+            400 => Some(Metric::NotifyRefused),
+            s if s >= 500 => Some(Metric::NotifyFailed),
             _ => None,
         };
         if let Some(metric) = metric {

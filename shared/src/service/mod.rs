@@ -15,6 +15,8 @@ mod query_order;
 mod settle;
 mod sweep;
 
+/// What the edge hands [`handle_notification`]: the notification's `Wechatpay-*` headers.
+pub use crate::wechatpay::WechatpayHeaders;
 pub use notification::{NotificationOutcome, NotifyError, handle_notification};
 pub use payment::{ApplyError, PaymentOutcome, apply_payment};
 pub use place_order::{

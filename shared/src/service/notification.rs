@@ -2,7 +2,6 @@
 //! payment exactly once, and tell the edge how to answer so WeChat Pay's retries do the
 //! right thing (2xx: stop; anything else: retry on its schedule).
 
-use http::HeaderMap;
 use time::OffsetDateTime;
 
 use super::payment::{apply_confirmed, payment_of};
@@ -10,7 +9,11 @@ use super::{ApplyError, Deps, PaymentOutcome};
 use crate::{
     domain::OutTradeNo,
     store::{Anomaly, AnomalyKind, NotificationRecord, Payment, StoreError},
-    wechatpay::notification::{NotificationError, TradeState, Transaction, VerifiedNotification},
+    telemetry::Metric,
+    wechatpay::{
+        WechatpayHeaders,
+        notification::{NotificationError, TradeState, Transaction, VerifiedNotification},
+    },
 };
 
 /// Every outcome here is acknowledged with 204: retrying cannot change it.
@@ -79,7 +82,8 @@ fn verify_reason(e: &crate::wechatpay::VerifyError) -> &'static str {
     }
 }
 
-/// Handles one delivery of a notification: `raw_body` exactly as received.
+/// Handles one delivery of a notification: its `Wechatpay-*` headers, and `raw_body` exactly
+/// as received.
 ///
 /// The rule for what answers what: 401 only when the signature, timestamp window, envelope
 /// or decryption fails (nothing is stored: it may not be WeChat Pay's). Once verified and
@@ -91,7 +95,7 @@ fn verify_reason(e: &crate::wechatpay::VerifyError) -> &'static str {
 /// the same anomaly item).
 pub async fn handle_notification(
     deps: &Deps,
-    headers: &HeaderMap,
+    headers: &WechatpayHeaders,
     raw_body: &[u8],
 ) -> Result<NotificationOutcome, NotifyError> {
     let now = deps.now();
@@ -108,7 +112,9 @@ pub async fn handle_notification(
         event_type: event_type.clone(),
         received_at: now,
         body: String::from_utf8_lossy(raw_body).into_owned(),
-        headers: wechatpay_headers(headers),
+        // The headers WeChat Pay signs with, as received (kept so a notification can be
+        // verified again later).
+        headers: headers.text_pairs(),
         out_trade_no: None,
         outcome: "ignored".into(),
     };
@@ -178,20 +184,6 @@ fn named_order(verified: &VerifiedNotification) -> Option<OutTradeNo> {
     OutTradeNo::parse(plaintext.get("out_trade_no")?.as_str()?).ok()
 }
 
-/// The headers WeChat Pay signs with, as received (kept so a notification can be verified
-/// again later).
-fn wechatpay_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    let mut kept: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(name, _)| name.as_str().starts_with("wechatpay-"))
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-        })
-        .collect();
-    kept.sort();
-    kept
-}
-
 enum Applicable {
     /// A SUCCESS transaction of this merchant: the payment it confirms.
     Payment(Payment),
@@ -253,7 +245,7 @@ async fn keep_malformed(
     if let Err(e) = deps.store.record_anomaly(&anomaly).await {
         return NotifyError::Store(e);
     }
-    crate::telemetry::emit_metrics(&[("PaymentAnomaly", 1)], now);
+    crate::telemetry::emit_metrics(&[(Metric::PaymentAnomaly, 1)], now);
     tracing::error!(
         notification_id = %id,
         out_trade_no = out_trade_no.as_ref().map(OutTradeNo::as_str).unwrap_or(""),

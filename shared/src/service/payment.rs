@@ -8,6 +8,7 @@ use super::Deps;
 use crate::{
     domain::{Money, Openid, Order, OrderStatus, OutTradeNo},
     store::{Anomaly, AnomalyKind, MarkPaidOutcome, Payment, StoreError},
+    telemetry::Metric,
     timefmt::parse_rfc3339,
     wechatpay::notification::Transaction,
 };
@@ -161,7 +162,7 @@ pub(crate) async fn apply_confirmed(
             // Someone else may pay for a user (a friend's 代付): the money is this order's,
             // but it is worth a line and a count.
             if let Some(payer) = payment.payer.as_ref().filter(|p| **p != order.openid) {
-                crate::telemetry::emit_metrics(&[("PayerNotOwner", 1)], now);
+                crate::telemetry::emit_metrics(&[(Metric::PayerNotOwner, 1)], now);
                 tracing::warn!(out_trade_no = %payment.out_trade_no, transaction_id = %payment.transaction_id, %payer, owner = %order.openid, outcome = "payer_not_owner", "paid by someone other than the order's owner");
             }
             settle(deps, order, &payment, now).await?
@@ -178,7 +179,7 @@ pub(crate) async fn apply_confirmed(
     };
     let label = outcome.label();
     if matches!(outcome, PaymentOutcome::Anomaly { .. }) {
-        crate::telemetry::emit_metrics(&[("PaymentAnomaly", 1)], now);
+        crate::telemetry::emit_metrics(&[(Metric::PaymentAnomaly, 1)], now);
         tracing::error!(
             out_trade_no = %payment.out_trade_no,
             transaction_id = %payment.transaction_id,

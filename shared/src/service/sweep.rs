@@ -19,6 +19,7 @@ use super::settle::{Settled, settle_unpaid};
 use crate::{
     domain::{Order, OrderStatus},
     store::{Cursor, SyncClaim},
+    telemetry::Metric,
 };
 
 #[derive(Debug, Clone)]
@@ -93,14 +94,14 @@ impl SweepSummary {
     }
 
     /// The EMF counts (`SweepFailed` is what the template alarms on).
-    pub fn metrics(&self) -> [(&'static str, u64); 6] {
+    pub fn metrics(&self) -> [(Metric, u64); 6] {
         [
-            ("SweepScanned", self.scanned),
-            ("SweepPaid", self.paid),
-            ("SweepClosed", self.closed),
-            ("SweepSkipped", self.skipped),
-            ("SweepFailed", self.failed),
-            ("SweepAnomalies", self.anomalies),
+            (Metric::SweepScanned, self.scanned),
+            (Metric::SweepPaid, self.paid),
+            (Metric::SweepClosed, self.closed),
+            (Metric::SweepSkipped, self.skipped),
+            (Metric::SweepFailed, self.failed),
+            (Metric::SweepAnomalies, self.anomalies),
         ]
     }
 }

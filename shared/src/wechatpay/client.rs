@@ -22,7 +22,7 @@ use super::{
     keys::{RsaPrivateKey, RsaPublicKey},
     notification::{NotificationError, Transaction, VerifiedNotification, open_verified},
     sign::{MerchantSigner, PayParams},
-    verify::{SignatureInfo, Verifier, VerifyError},
+    verify::{SignatureInfo, Verifier, VerifyError, WechatpayHeaders},
 };
 
 pub const DEFAULT_API_BASE: &str = "https://api.mch.weixin.qq.com";
@@ -237,7 +237,7 @@ impl HttpPayGateway {
     /// mode too); certificates older than their maximum age are downloaded again first.
     pub async fn verify(
         &self,
-        headers: &HeaderMap,
+        headers: &WechatpayHeaders,
         body: &[u8],
         now: i64,
     ) -> Result<SignatureInfo, VerifyError> {
@@ -276,7 +276,7 @@ impl HttpPayGateway {
 
     fn verify_now(
         &self,
-        headers: &HeaderMap,
+        headers: &WechatpayHeaders,
         body: &[u8],
         now: i64,
     ) -> Result<SignatureInfo, VerifyError> {
@@ -352,7 +352,7 @@ impl HttpPayGateway {
         if headers.get("Wechatpay-Signature").is_none() {
             return Err(PayError::UnsignedResponse);
         }
-        fresh.verify(&headers, &body, now)?;
+        fresh.verify(&WechatpayHeaders::from(&headers), &body, now)?;
         let serials = fresh.serials();
         match keys.verifier.write() {
             Ok(mut v) => *v = fresh,
@@ -383,7 +383,8 @@ impl HttpPayGateway {
         if headers.get("Wechatpay-Signature").is_none() {
             return Err(PayError::UnsignedResponse);
         }
-        self.verify(&headers, &bytes, now_unix()).await?;
+        self.verify(&WechatpayHeaders::from(&headers), &bytes, now_unix())
+            .await?;
         let request_id = request_id(&headers).map(str::to_owned);
         Ok((status, bytes, request_id))
     }
@@ -594,7 +595,7 @@ impl PayGateway for HttpPayGateway {
 
     async fn verify_notification(
         &self,
-        headers: &HeaderMap,
+        headers: &WechatpayHeaders,
         raw_body: &[u8],
         now: i64,
     ) -> Result<VerifiedNotification, NotificationError> {

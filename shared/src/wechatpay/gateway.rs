@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     notification::{NotificationError, Transaction, VerifiedNotification},
     sign::PayParams,
-    verify::VerifyError,
+    verify::{VerifyError, WechatpayHeaders},
 };
 
 /// What a JSAPI order needs from us; `appid`, `mchid` and `notify_url` come from the client's
@@ -101,7 +101,7 @@ pub trait PayGateway: Send + Sync {
     /// decrypts its resource with the APIv3 key.
     async fn verify_notification(
         &self,
-        headers: &http::HeaderMap,
+        headers: &WechatpayHeaders,
         raw_body: &[u8],
         now: i64,
     ) -> Result<VerifiedNotification, NotificationError>;

@@ -46,4 +46,4 @@ pub fn sha256_hex(data: &[u8]) -> String {
     crypto::sha256_hex(data)
 }
 
-pub use verify::{SignatureInfo, Verifier, VerifyError, sign_response_headers};
+pub use verify::{SignatureInfo, Verifier, VerifyError, WechatpayHeaders, sign_response_headers};

@@ -13,7 +13,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::aead::{self, AEAD_AES_256_GCM, AeadError, ApiV3Key};
 use super::keys::RsaPrivateKey;
 use super::sign;
-use super::verify::{SignatureInfo, Verifier, VerifyError, sign_response_headers};
+use super::verify::{
+    SignatureInfo, Verifier, VerifyError, WechatpayHeaders, sign_response_headers,
+};
 
 /// Notification envelope, field names exactly WeChat Pay's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,7 +218,7 @@ pub enum NotificationError {
 pub fn verify_and_decrypt(
     verifier: &Verifier,
     key: &ApiV3Key,
-    headers: &HeaderMap,
+    headers: &WechatpayHeaders,
     raw_body: &[u8],
     now: i64,
 ) -> Result<VerifiedNotification, NotificationError> {

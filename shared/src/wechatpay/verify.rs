@@ -56,6 +56,54 @@ pub enum VerifyError {
     MalformedAuthorization(String),
 }
 
+/// The `Wechatpay-*` headers of a signed response or notification, as received: what
+/// verification reads and what a notification record keeps, in plain types so the use cases
+/// never see HTTP. The edge builds it once from the request's headers (`From<&HeaderMap>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WechatpayHeaders {
+    /// Every `wechatpay-*` header in the order received: lowercase name, value bytes as sent
+    /// (the signature covers the timestamp and nonce bytes exactly).
+    received: Vec<(String, Vec<u8>)>,
+}
+
+impl WechatpayHeaders {
+    /// The first value received under `name` (any case), as `HeaderMap::get` answers.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.received
+            .iter()
+            .find(|(received, _)| received.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_slice())
+    }
+
+    /// The headers whose values are text, sorted by name and value: what a notification
+    /// record keeps so the notification can be verified again later.
+    pub fn text_pairs(&self) -> Vec<(String, String)> {
+        let mut kept: Vec<(String, String)> = self
+            .received
+            .iter()
+            .filter_map(|(name, value)| {
+                // Text as `HeaderValue::to_str` reads it: visible ASCII and tabs only.
+                let visible = value.iter().all(|&b| b == b'\t' || (32..127).contains(&b));
+                let text = std::str::from_utf8(value).ok().filter(|_| visible)?;
+                Some((name.clone(), text.to_owned()))
+            })
+            .collect();
+        kept.sort();
+        kept
+    }
+}
+
+impl From<&HeaderMap> for WechatpayHeaders {
+    fn from(headers: &HeaderMap) -> Self {
+        let received = headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("wechatpay-"))
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect();
+        WechatpayHeaders { received }
+    }
+}
+
 /// What a successful verification established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureInfo {
@@ -125,7 +173,7 @@ impl Verifier {
     /// serial, base64, and last the RSA signature over `timestamp\nnonce\nbody\n`.
     pub fn verify(
         &self,
-        headers: &HeaderMap,
+        headers: &WechatpayHeaders,
         body: &[u8],
         now: i64,
     ) -> Result<SignatureInfo, VerifyError> {
@@ -134,35 +182,33 @@ impl Verifier {
         let signature = required(headers, HEADER_SIGNATURE)?;
         let serial = required(headers, HEADER_SERIAL)?;
         if let Some(kind) = headers.get(HEADER_SIGNATURE_TYPE)
-            && kind.as_bytes() != AUTH_SCHEME.as_bytes()
+            && kind != AUTH_SCHEME.as_bytes()
         {
-            return Err(VerifyError::UnsupportedSignatureType(bounded_lossy(
-                kind.as_bytes(),
-            )));
+            return Err(VerifyError::UnsupportedSignatureType(bounded_lossy(kind)));
         }
 
-        let timestamp_str = std::str::from_utf8(timestamp.as_bytes())
-            .map_err(|_| VerifyError::MalformedTimestamp)?;
+        let timestamp_str =
+            std::str::from_utf8(timestamp).map_err(|_| VerifyError::MalformedTimestamp)?;
         let parsed_timestamp = check_timestamp(timestamp_str, now)?;
-        if signature.as_bytes().starts_with(PROBE_PREFIX.as_bytes()) {
+        if signature.starts_with(PROBE_PREFIX.as_bytes()) {
             return Err(VerifyError::SignatureProbe);
         }
-        let serial = String::from_utf8_lossy(serial.as_bytes());
+        let serial = String::from_utf8_lossy(serial);
         let key = self
             .key(&serial)
             .ok_or_else(|| VerifyError::UnknownSerial(serial.chars().take(64).collect()))?;
         let signature = STANDARD
-            .decode(signature.as_bytes())
+            .decode(signature)
             .map_err(|_| VerifyError::MalformedSignature)?;
 
-        let message = join_lines(&[timestamp.as_bytes(), nonce.as_bytes(), body]);
+        let message = join_lines(&[timestamp, nonce, body]);
         if !key.verify(&message, &signature) {
             return Err(VerifyError::BadSignature);
         }
         Ok(SignatureInfo {
             serial: serial.into_owned(),
             timestamp: parsed_timestamp,
-            nonce: String::from_utf8_lossy(nonce.as_bytes()).into_owned(),
+            nonce: String::from_utf8_lossy(nonce).into_owned(),
         })
     }
 }
@@ -248,15 +294,46 @@ pub(crate) fn normalize_serial(serial: &str) -> String {
 }
 
 fn required<'h>(
-    headers: &'h HeaderMap,
+    headers: &'h WechatpayHeaders,
     name: &'static str,
-) -> Result<&'h HeaderValue, VerifyError> {
+) -> Result<&'h [u8], VerifyError> {
     headers
         .get(name)
-        .filter(|value| !value.as_bytes().iter().all(u8::is_ascii_whitespace))
+        .filter(|value| !value.iter().all(u8::is_ascii_whitespace))
         .ok_or(VerifyError::MissingHeader(name))
 }
 
 fn bounded_lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wechatpay_headers_keep_what_the_header_map_held() {
+        let mut map = HeaderMap::new();
+        map.insert("Wechatpay-Serial", HeaderValue::from_static("PUB_KEY_ID_1"));
+        map.append("Wechatpay-Serial", HeaderValue::from_static("PUB_KEY_ID_2"));
+        map.insert(
+            "Wechatpay-Nonce",
+            HeaderValue::from_bytes(b"n\xff").unwrap(),
+        );
+        map.insert("Content-Type", HeaderValue::from_static("application/json"));
+        let headers = WechatpayHeaders::from(&map);
+
+        assert_eq!(headers.get(HEADER_SERIAL), Some(&b"PUB_KEY_ID_1"[..]));
+        assert_eq!(headers.get("wechatpay-nonce"), Some(&b"n\xff"[..]));
+        assert_eq!(headers.get("content-type"), None);
+        assert_eq!(headers.get(HEADER_TIMESTAMP), None);
+        // What the notification record keeps: text values only, sorted.
+        assert_eq!(
+            headers.text_pairs(),
+            [
+                ("wechatpay-serial".to_owned(), "PUB_KEY_ID_1".to_owned()),
+                ("wechatpay-serial".to_owned(), "PUB_KEY_ID_2".to_owned()),
+            ]
+        );
+    }
 }

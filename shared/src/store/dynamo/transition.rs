@@ -65,7 +65,10 @@ impl DynamoStore {
                 Ok(()) => {
                     for sku_id in &missing {
                         tracing::warn!(out_trade_no = %read.out_trade_no, %sku_id, outcome = "product_missing", "product deleted; the transition applied without moving its stock");
-                        crate::telemetry::emit_metrics(&[("ProductMissing", 1)], now);
+                        crate::telemetry::emit_metrics(
+                            &[(crate::telemetry::Metric::ProductMissing, 1)],
+                            now,
+                        );
                     }
                     return Ok(Applied::Done(plan.order().cloned().map(Box::new)));
                 }
