@@ -10,6 +10,7 @@ use shared::domain::Order;
 use shared::service::{Deps, ServiceSettings, system_clock};
 use shared::wechatpay::gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse};
 use shared::wechatpay::notification::{NotificationError, Transaction, VerifiedNotification};
+use shared::wechatpay::refund::{RefundRequest, RefundResult};
 use shared::wechatpay::sign::PayParams;
 use shared::wechatpay::verify::WechatpayHeaders;
 use time::Duration;
@@ -28,6 +29,8 @@ pub struct Scripted {
     prepays: Mutex<VecDeque<Result<PrepayResponse, PayError>>>,
     queries: Mutex<VecDeque<Result<Transaction, PayError>>>,
     closes: Mutex<VecDeque<Result<(), PayError>>>,
+    refunds: Mutex<VecDeque<Result<RefundResult, PayError>>>,
+    refund_queries: Mutex<VecDeque<Result<RefundResult, PayError>>>,
     calls: Mutex<Vec<String>>,
 }
 
@@ -42,6 +45,14 @@ impl Scripted {
     }
     pub fn close(&self, answer: Result<(), PayError>) -> &Self {
         self.closes.lock().unwrap().push_back(answer);
+        self
+    }
+    pub fn refund(&self, answer: Result<RefundResult, PayError>) -> &Self {
+        self.refunds.lock().unwrap().push_back(answer);
+        self
+    }
+    pub fn refund_query(&self, answer: Result<RefundResult, PayError>) -> &Self {
+        self.refund_queries.lock().unwrap().push_back(answer);
         self
     }
     pub fn calls(&self) -> Vec<String> {
@@ -98,6 +109,28 @@ impl PayGateway for Scripted {
             .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
             .map(|()| Some(SCRIPTED_REQUEST_ID.to_owned()))
     }
+    async fn create_refund(&self, request: &RefundRequest) -> Result<RefundResult, PayError> {
+        self.calls.lock().unwrap().push(format!(
+            "refund {} {} {}",
+            request.out_refund_no, request.refund, request.total
+        ));
+        self.refunds
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
+    }
+    async fn query_refund(&self, out_refund_no: &str) -> Result<RefundResult, PayError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("refund-query {out_refund_no}"));
+        self.refund_queries
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
+    }
     async fn verify_notification(
         &self,
         _: &WechatpayHeaders,
@@ -129,6 +162,31 @@ pub fn txn(order: &Order, trade_state: &str) -> Transaction {
         v["amount"] = json!({"total": order.amount_total.fen(), "payer_total": order.amount_total.fen(), "currency": "CNY"});
     }
     serde_json::from_value(v).expect("a transaction")
+}
+
+/// WeChat Pay's refund object for `out_refund_no` of `order` in `status`.
+pub fn refund_result(
+    order: &Order,
+    out_refund_no: &str,
+    refund: i64,
+    status: &str,
+) -> RefundResult {
+    let mut v = json!({
+        "refund_id": format!("503{}", &out_refund_no[..out_refund_no.len().min(20)]),
+        "out_refund_no": out_refund_no,
+        "out_trade_no": order.out_trade_no.as_str(),
+        "transaction_id": format!("42000{}", &order.out_trade_no.as_str()[..10]),
+        "status": status,
+        "create_time": "2026-11-24T12:05:00+08:00",
+        "amount": {"refund": refund, "total": order.amount_total.fen(), "currency": "CNY"},
+    });
+    if status == "SUCCESS" {
+        v["success_time"] = json!("2026-11-24T12:06:00+08:00");
+    }
+    RefundResult {
+        request_id: Some(SCRIPTED_REQUEST_ID.to_owned()),
+        ..serde_json::from_value(v).expect("a refund")
+    }
 }
 
 pub fn api_error(status: u16, code: &str) -> PayError {

@@ -21,6 +21,7 @@ use super::{
     gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse},
     keys::{RsaPrivateKey, RsaPublicKey},
     notification::{NotificationError, Transaction, VerifiedNotification, open_verified},
+    refund::{RefundRequest, RefundResult},
     sign::{MerchantSigner, PayParams},
     verify::{SignatureInfo, Verifier, VerifyError, WechatpayHeaders},
 };
@@ -161,17 +162,28 @@ fn now_unix() -> i64 {
 /// WeChat Pay ids travel in URL paths; anything outside their documented charset is refused
 /// before it can change the path we sign.
 fn path_segment(what: &str, id: &str) -> Result<String, PayError> {
+    id_path_segment(what, id, false)
+}
+
+/// As [`path_segment`]; `at` also allows `@` (out_refund_no's charset).
+fn id_path_segment(what: &str, id: &str, at: bool) -> Result<String, PayError> {
     let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'|' | b'*' | b'-'));
+        && id.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'|' | b'*' | b'-') || (at && b == b'@')
+        });
     if !ok {
+        let charset = if at {
+            "[0-9A-Za-z_|*@-]"
+        } else {
+            "[0-9A-Za-z_|*-]"
+        };
         return Err(PayError::InvalidRequest(format!(
-            "{what} must be 1-64 of [0-9A-Za-z_|*-]"
+            "{what} must be 1-64 of {charset}"
         )));
     }
-    // `|` is not allowed raw in a URL path; the signed path must be the bytes on the wire.
-    Ok(id.replace('|', "%7C"))
+    // `|` and `@` are not allowed raw in a URL path; the signed path must be the bytes on
+    // the wire.
+    Ok(id.replace('|', "%7C").replace('@', "%40"))
 }
 
 impl HttpPayGateway {
@@ -591,6 +603,45 @@ impl PayGateway for HttpPayGateway {
             )));
         }
         Ok(request_id)
+    }
+
+    async fn create_refund(&self, request: &RefundRequest) -> Result<RefundResult, PayError> {
+        let notify_url = self.inner.notify_url.as_deref().ok_or_else(|| {
+            PayError::Config("WXPAY_NOTIFY_URL is needed to request refunds".into())
+        })?;
+        let mut body = serde_json::json!({
+            "out_trade_no": request.out_trade_no,
+            "out_refund_no": request.out_refund_no,
+            "notify_url": notify_url,
+            "amount": {"refund": request.refund, "total": request.total, "currency": "CNY"},
+        });
+        // No nulls: an absent reason is left out.
+        if let (Some(reason), Some(map)) = (&request.reason, body.as_object_mut()) {
+            map.insert("reason".into(), reason.clone().into());
+        }
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| PayError::InvalidRequest(format!("refund body: {e}")))?;
+        let (_, response, request_id) = self
+            .call(Method::POST, "/v3/refund/domestic/refunds", Some(bytes))
+            .await?;
+        let refund: RefundResult = parse("refund", &response)?;
+        Ok(RefundResult {
+            request_id,
+            ..refund
+        })
+    }
+
+    async fn query_refund(&self, out_refund_no: &str) -> Result<RefundResult, PayError> {
+        let path = format!(
+            "/v3/refund/domestic/refunds/{}",
+            id_path_segment("out_refund_no", out_refund_no, true)?
+        );
+        let (_, response, request_id) = self.call(Method::GET, &path, None).await?;
+        let refund: RefundResult = parse("refund", &response)?;
+        Ok(RefundResult {
+            request_id,
+            ..refund
+        })
     }
 
     async fn verify_notification(

@@ -1,4 +1,4 @@
-//! The `PayGateway` port: the four WeChat Pay calls the use cases make, in WeChat Pay's own
+//! The `PayGateway` port: the WeChat Pay calls the use cases make, in WeChat Pay's own
 //! terms. The HTTP implementation lives in `client`; tests and the sandbox may plug in others.
 
 use async_trait::async_trait;
@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     notification::{NotificationError, Transaction, VerifiedNotification},
+    refund::{RefundRequest, RefundResult},
     sign::PayParams,
     verify::{VerifyError, WechatpayHeaders},
 };
@@ -95,6 +96,15 @@ pub trait PayGateway: Send + Sync {
     /// `POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close` (204 on success); the
     /// answer's `Request-ID`.
     async fn close(&self, out_trade_no: &str) -> Result<Option<String>, PayError>;
+
+    /// `POST /v3/refund/domestic/refunds` with the configured `notify_url`. Repeating it
+    /// with the same out_refund_no never refunds twice (WeChat Pay's rule); a timeout or 5xx
+    /// may still have been accepted, so the caller queries before giving up on it.
+    async fn create_refund(&self, request: &RefundRequest) -> Result<RefundResult, PayError>;
+
+    /// `GET /v3/refund/domestic/refunds/{out_refund_no}`; `404 RESOURCE_NOT_EXISTS` (as
+    /// `PayError::Api`) means WeChat Pay accepted no such refund.
+    async fn query_refund(&self, out_refund_no: &str) -> Result<RefundResult, PayError>;
 
     /// Verifies a notification's signature over the raw body with the same key map that
     /// verifies responses (so certificate refresh on an unknown serial serves both), then

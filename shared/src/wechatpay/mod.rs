@@ -13,6 +13,7 @@
 //! - [`verify`]: `Wechatpay-*` header verification against the key map.
 //! - [`aead`]: AEAD_AES_256_GCM with the APIv3 key.
 //! - [`notification`]: verify-then-decrypt of payment notifications, and `Transaction`.
+//! - [`refund`]: the refund API's request, refund object and `REFUND.*` notification.
 //! - [`certificates`]: decrypting a `/v3/certificates` answer.
 //! - [`gateway`]: the `PayGateway` port; [`client`]: its signed, verified HTTP implementation.
 
@@ -25,6 +26,7 @@ pub mod gateway;
 pub mod keys;
 mod message;
 pub mod notification;
+pub mod refund;
 pub mod sign;
 pub mod verify;
 
@@ -38,6 +40,7 @@ pub use notification::{
     Transaction, TransactionAmount, VerifiedNotification, build_notification, open_verified,
     verify_and_decrypt,
 };
+pub use refund::{RefundAmount, RefundNotice, RefundRequest, RefundResult, RefundState};
 pub use sign::{
     AuthorizationHeader, MerchantSigner, PayParams, nonce, parse_authorization, request_message,
 };
