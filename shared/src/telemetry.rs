@@ -98,10 +98,18 @@ pub enum Metric {
     SweepSkipped,
     SweepFailed,
     SweepAnomalies,
+    /// A refund reserved on its order (merchant-api).
+    RefundRequested,
+    /// A refund WeChat Pay paid back, applied to its order.
+    RefundSucceeded,
+    /// A refund closed or refused by WeChat Pay; its reservation released.
+    RefundClosed,
+    /// A refund WeChat Pay could not pay back: the merchant must act.
+    RefundAbnormal,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 17] = [
         Metric::PaymentAnomaly,
         Metric::PayerNotOwner,
         Metric::ProductMissing,
@@ -115,6 +123,10 @@ impl Metric {
         Metric::SweepSkipped,
         Metric::SweepFailed,
         Metric::SweepAnomalies,
+        Metric::RefundRequested,
+        Metric::RefundSucceeded,
+        Metric::RefundClosed,
+        Metric::RefundAbnormal,
     ];
 
     /// The metric's name in CloudWatch (and the key of its count in the EMF line).
@@ -133,6 +145,10 @@ impl Metric {
             Metric::SweepSkipped => "SweepSkipped",
             Metric::SweepFailed => "SweepFailed",
             Metric::SweepAnomalies => "SweepAnomalies",
+            Metric::RefundRequested => "RefundRequested",
+            Metric::RefundSucceeded => "RefundSucceeded",
+            Metric::RefundClosed => "RefundClosed",
+            Metric::RefundAbnormal => "RefundAbnormal",
         }
     }
 }

@@ -19,7 +19,9 @@ use time::{Duration, OffsetDateTime};
 pub use aws_sdk_dynamodb;
 
 pub mod scripted;
-pub use scripted::{APPID, MCHID, SCRIPTED_REQUEST_ID, Scripted, api_error, scripted_deps, txn};
+pub use scripted::{
+    APPID, MCHID, SCRIPTED_REQUEST_ID, Scripted, api_error, refund_result, scripted_deps, txn,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {

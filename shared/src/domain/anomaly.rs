@@ -17,15 +17,23 @@ pub enum AnomalyKind {
     /// field missing or out of range, another merchant's appid/mchid): kept with its
     /// plaintext so nothing WeChat Pay said is lost.
     MalformedNotification,
+    /// WeChat Pay could not pay a refund back (REFUND.ABNORMAL): the merchant must act
+    /// (the abnormal-refund API, or the merchant platform). One per out_refund_no.
+    RefundAbnormal,
+    /// A verified refund notification or answer that does not match a refund here (unknown
+    /// out_refund_no, another amount or order): kept, never applied.
+    RefundMismatch,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 5] = [
+    pub const ALL: [AnomalyKind; 7] = [
         AnomalyKind::AmountMismatch,
         AnomalyKind::PaidAfterClose,
         AnomalyKind::DoublePayment,
         AnomalyKind::UnknownOrder,
         AnomalyKind::MalformedNotification,
+        AnomalyKind::RefundAbnormal,
+        AnomalyKind::RefundMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +43,8 @@ impl AnomalyKind {
             AnomalyKind::DoublePayment => "DOUBLE_PAYMENT",
             AnomalyKind::UnknownOrder => "UNKNOWN_ORDER",
             AnomalyKind::MalformedNotification => "MALFORMED_NOTIFICATION",
+            AnomalyKind::RefundAbnormal => "REFUND_ABNORMAL",
+            AnomalyKind::RefundMismatch => "REFUND_MISMATCH",
         }
     }
 

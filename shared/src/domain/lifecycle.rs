@@ -344,6 +344,27 @@ impl Order {
 }
 
 impl Refund {
+    /// PROCESSING (or REQUESTED) -> ABNORMAL: WeChat Pay could not pay it back. The amount
+    /// stays reserved (a SUCCESS or CLOSED still follows); the anomaly tells the merchant.
+    pub fn plan_abnormal(
+        &self,
+        anomaly: &Anomaly,
+        at: OffsetDateTime,
+    ) -> Result<Plan, LifecycleError> {
+        let next = self.transitioned(RefundStatus::Abnormal, at)?;
+        Ok(Plan {
+            order: None,
+            stock: Vec::new(),
+            records: vec![
+                Record::Refund {
+                    refund: Box::new(next),
+                    from: Some(self.status),
+                },
+                Record::Anomaly(Box::new(anomaly.clone())),
+            ],
+        })
+    }
+
     /// REQUESTED -> PROCESSING: WeChat Pay accepted the refund as `refund_id`. Only the
     /// refund moves (the amount stays reserved on the order).
     pub fn plan_accepted(

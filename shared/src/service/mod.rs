@@ -12,6 +12,7 @@ mod notification;
 mod payment;
 mod place_order;
 mod query_order;
+mod refund;
 mod settle;
 mod sweep;
 
@@ -25,6 +26,10 @@ pub use place_order::{
 pub use query_order::{
     CloseError, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, OrderView, QueryError, SYNC_INTERVAL,
     close_order, list_orders, query_order,
+};
+pub use refund::{
+    RefundError, RefundInput, RefundReply, apply_result as apply_refund_result, get_refund,
+    out_refund_no_for, request_refund, submit as submit_refund,
 };
 pub use sweep::{SweepSettings, SweepSummary, sweep_expired};
 

@@ -325,6 +325,8 @@ fn anomaly_detail(kind: AnomalyKind, order: &Order, payment: &Payment) -> String
         AnomalyKind::PaidAfterClose => "order was closed before the payment".to_owned(),
         AnomalyKind::UnknownOrder => "no such order".to_owned(),
         AnomalyKind::MalformedNotification => "malformed".to_owned(),
+        // Not a payment's anomalies.
+        AnomalyKind::RefundAbnormal | AnomalyKind::RefundMismatch => kind.as_str().to_owned(),
     }
 }
 

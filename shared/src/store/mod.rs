@@ -139,13 +139,14 @@ pub enum RefundReserveOutcome {
     NotFound,
 }
 
-/// Outcome of recording WeChat Pay's acceptance of a refund (`Store::accept_refund`).
+/// Outcome of a move of the refund alone (`Store::accept_refund`, `Store::refund_abnormal`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefundAcceptOutcome {
-    /// REQUESTED -> PROCESSING with its refund_id.
-    Accepted(Box<Refund>),
-    /// The refund was no longer REQUESTED (its outcome arrived first): as it is.
-    NotRequested(Box<Refund>),
+pub enum RefundMoveOutcome {
+    /// Moved (REQUESTED -> PROCESSING with its refund_id, or -> ABNORMAL with its anomaly).
+    Moved(Box<Refund>),
+    /// The refund was no longer in the status it was read in (or the move is not one its
+    /// status allows): as it is.
+    NotMoved(Box<Refund>),
 }
 
 /// Outcome of settling a refund with WeChat Pay's word (`Store::settle_refund`).
@@ -280,7 +281,14 @@ pub trait Store: Send + Sync {
         refund: &Refund,
         refund_id: &str,
         now: OffsetDateTime,
-    ) -> Result<RefundAcceptOutcome, StoreError>;
+    ) -> Result<RefundMoveOutcome, StoreError>;
+    /// -> ABNORMAL with its `REFUND_ABNORMAL` anomaly, the amount still reserved.
+    async fn refund_abnormal(
+        &self,
+        refund: &Refund,
+        anomaly: &Anomaly,
+        now: OffsetDateTime,
+    ) -> Result<RefundMoveOutcome, StoreError>;
     /// WeChat Pay's final word on a refund (`outcome` SUCCESS, CLOSED, or FAILED for one it
     /// certainly never created), applied once with its order: totals, status, restock.
     /// `refund` is the caller's read; a refund that moved since is `AlreadyMoved`.

@@ -4,4 +4,5 @@
 
 mod callback_edges;
 mod reconcile_service;
+mod refund_service;
 mod tls_roots;

@@ -8,7 +8,7 @@ use shared::domain::{
 };
 use shared::store::DynamoStore;
 use shared::store::{
-    MarkPaidOutcome, RefundAcceptOutcome, RefundReserveOutcome, RefundSettleOutcome, Store,
+    MarkPaidOutcome, RefundMoveOutcome, RefundReserveOutcome, RefundSettleOutcome, Store,
     StoreSupport,
 };
 use wxpay_tests::aws_sdk_dynamodb::types::AttributeValue;
@@ -187,7 +187,7 @@ async fn a_refund_settles_once_with_its_restock(ctx: StoreCtx) {
         .await
         .unwrap()
     {
-        RefundAcceptOutcome::Accepted(r) => *r,
+        RefundMoveOutcome::Moved(r) => *r,
         other => panic!("{other:?}"),
     };
     assert_eq!(
@@ -196,7 +196,7 @@ async fn a_refund_settles_once_with_its_restock(ctx: StoreCtx) {
     );
     assert!(matches!(
         ctx.store.accept_refund(&part, "50300000000000000001", now_ms()).await.unwrap(),
-        RefundAcceptOutcome::NotRequested(r) if r.status == RefundStatus::Processing
+        RefundMoveOutcome::NotMoved(r) if r.status == RefundStatus::Processing
     ));
 
     // WeChat Pay's SUCCESS, delivered (and queried) many times at once, applies once.

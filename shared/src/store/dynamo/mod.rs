@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use super::error::from_sdk;
 use super::{
     Anomaly, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome, Cursor,
-    FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, RefundAcceptOutcome,
+    FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, RefundMoveOutcome,
     RefundReserveOutcome, RefundSettleOutcome, Store, StoreError, SyncClaim, TakeOverOutcome,
 };
 use crate::domain::{
@@ -291,6 +291,35 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// A plan that moves the refund alone (and writes its records).
+    async fn move_refund(
+        &self,
+        refund: &Refund,
+        plan: Result<Plan, LifecycleError>,
+    ) -> Result<RefundMoveOutcome, StoreError> {
+        let Ok(plan) = plan else {
+            return Ok(RefundMoveOutcome::NotMoved(Box::new(refund.clone())));
+        };
+        Ok(match self.apply_records(&plan).await? {
+            Ok(()) => match plan.records.into_iter().next() {
+                Some(Record::Refund { refund, .. }) => RefundMoveOutcome::Moved(refund),
+                _ => {
+                    return Err(StoreError::Inconsistent(
+                        "a refund move planned no refund".into(),
+                    ));
+                }
+            },
+            Err((0, item)) => RefundMoveOutcome::NotMoved(Box::new(refund_of(item)?)),
+            // Only the refund's own anomaly follows it: present only if this very move
+            // happened already, and then the refund's condition fails first.
+            Err(_) => RefundMoveOutcome::NotMoved(Box::new(
+                self.get_refund(&refund.out_refund_no)
+                    .await?
+                    .unwrap_or_else(|| refund.clone()),
+            )),
+        })
+    }
+
     /// A payment's transition (PAID, or AMOUNT_MISMATCH held for the merchant), with what a
     /// loser learns from the order or the payment item it lost to.
     async fn paid<F>(
@@ -763,24 +792,19 @@ impl Store for DynamoStore {
         refund: &Refund,
         refund_id: &str,
         now: OffsetDateTime,
-    ) -> Result<RefundAcceptOutcome, StoreError> {
-        let plan = match refund.plan_accepted(refund_id, now) {
-            Ok(plan) => plan,
-            Err(_) => return Ok(RefundAcceptOutcome::NotRequested(Box::new(refund.clone()))),
-        };
-        Ok(match self.apply_records(&plan).await? {
-            Ok(()) => match plan.records.first() {
-                Some(Record::Refund { refund, .. }) => {
-                    RefundAcceptOutcome::Accepted(refund.clone())
-                }
-                _ => {
-                    return Err(StoreError::Inconsistent(
-                        "acceptance planned no refund".into(),
-                    ));
-                }
-            },
-            Err((_, item)) => RefundAcceptOutcome::NotRequested(Box::new(refund_of(item)?)),
-        })
+    ) -> Result<RefundMoveOutcome, StoreError> {
+        self.move_refund(refund, refund.plan_accepted(refund_id, now))
+            .await
+    }
+
+    async fn refund_abnormal(
+        &self,
+        refund: &Refund,
+        anomaly: &Anomaly,
+        now: OffsetDateTime,
+    ) -> Result<RefundMoveOutcome, StoreError> {
+        self.move_refund(refund, refund.plan_abnormal(anomaly, now))
+            .await
     }
 
     async fn settle_refund(

@@ -1,0 +1,373 @@
+//! Refunds as the merchant asks for them and as WeChat Pay settles them (DESIGN.md sections
+//! 3 and 5, invariant 8): the amount is reserved on the order before WeChat Pay is called,
+//! and each outcome is one transition whoever learns it first (a notification, the
+//! merchant's lookup, the sweeper), so a refund is never lost, doubled or over the paid sum.
+
+use time::OffsetDateTime;
+
+use super::Deps;
+use crate::{
+    domain::{
+        Anomaly, AnomalyKind, IdempotencyKey, LifecycleError, Money, Order, OrderStatus,
+        OutRefundNo, OutTradeNo, Quantity, Refund, RefundStatus, RestockLine, SkuId,
+    },
+    store::{RefundMoveOutcome, RefundReserveOutcome, RefundSettleOutcome, StoreError},
+    telemetry::Metric,
+    timefmt::parse_rfc3339,
+    wechatpay::{
+        crypto::sha256_hex,
+        gateway::PayError,
+        refund::{RefundRequest, RefundResult, RefundState},
+    },
+};
+
+/// The merchant's refund request as parsed at the edge (amounts in fen).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundInput {
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub restock: Vec<(String, i64)>,
+}
+
+/// What the merchant learns: the refund, and whether WeChat Pay has it yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundReply {
+    /// WeChat Pay accepted it (PROCESSING) or already settled it.
+    Submitted(Box<Refund>),
+    /// Reserved here, REQUESTED: WeChat Pay could not take it yet (its one-minute spacing,
+    /// or no certain answer); the sweeper submits it with the same out_refund_no.
+    Reserved(Box<Refund>),
+}
+
+impl RefundReply {
+    pub fn refund(&self) -> &Refund {
+        match self {
+            RefundReply::Submitted(r) | RefundReply::Reserved(r) => r,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("no such order")]
+    OrderNotFound,
+    #[error("the order is {0}: only a paid order can be refunded")]
+    OrderNotPaid(OrderStatus),
+    #[error("the refund exceeds what is left to refund ({refundable} fen)")]
+    ExceedsPaid { refundable: Money },
+    #[error("Idempotency-Key was used with a different refund")]
+    KeyReused,
+    /// WeChat Pay refused the refund for certain; nothing is reserved any more.
+    #[error("WeChat Pay refused the refund: {code}: {message}")]
+    Refused { code: String, message: String },
+    #[error("no such refund")]
+    RefundNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The out_refund_no of a merchant's Idempotency-Key: derived, so a retry after any crash
+/// lands on the same refund item (the item is the idempotency record) and WeChat Pay, which
+/// refunds one out_refund_no at most once, never refunds twice.
+pub fn out_refund_no_for(key: &IdempotencyKey) -> OutRefundNo {
+    let digest = sha256_hex(format!("merchant-refund\n{}", key.as_str()).as_bytes());
+    // 32 chars of [0-9a-f] after the prefix: inside WeChat Pay's 64 and its charset.
+    OutRefundNo::parse(&format!("R{}", &digest[..31]))
+        .unwrap_or_else(|_| OutRefundNo::generate(OffsetDateTime::UNIX_EPOCH))
+}
+
+/// `POST /merchant/orders/{out_trade_no}/refunds`.
+pub async fn request_refund(
+    deps: &Deps,
+    out_trade_no: &OutTradeNo,
+    key: &IdempotencyKey,
+    input: RefundInput,
+) -> Result<RefundReply, RefundError> {
+    let now = deps.now();
+    let order = deps
+        .store
+        .get_order(out_trade_no)
+        .await?
+        .ok_or(RefundError::OrderNotFound)?;
+    let refund = Refund::requested(
+        out_refund_no_for(key),
+        out_trade_no.clone(),
+        parse_amount(input.amount)?,
+        parse_reason(input.reason)?,
+        parse_restock(&order, &input.restock)?,
+        now,
+    );
+    let refund = match deps.store.reserve_refund(&order, &refund).await? {
+        RefundReserveOutcome::Reserved(_) => {
+            tracing::info!(out_trade_no = %out_trade_no, out_refund_no = %refund.out_refund_no, amount = refund.amount.fen(), outcome = "reserved", "refund reserved");
+            crate::telemetry::emit_metrics(&[(Metric::RefundRequested, 1)], now);
+            refund
+        }
+        RefundReserveOutcome::Exists(kept) => {
+            if !same_request(&kept, &refund) {
+                return Err(RefundError::KeyReused);
+            }
+            tracing::info!(out_trade_no = %out_trade_no, out_refund_no = %kept.out_refund_no, status = %kept.status, outcome = "resumed", "refund request retried");
+            *kept
+        }
+        RefundReserveOutcome::Refused { reason, .. } => return Err(refused(reason)),
+        RefundReserveOutcome::NotFound => return Err(RefundError::OrderNotFound),
+    };
+    match refund.status {
+        RefundStatus::Requested => submit(deps, &order, refund).await,
+        RefundStatus::Failed => Err(RefundError::Refused {
+            code: "REFUND_FAILED".into(),
+            message: "WeChat Pay refused this refund; ask again with a new Idempotency-Key".into(),
+        }),
+        _ => Ok(RefundReply::Submitted(Box::new(refund))),
+    }
+}
+
+/// Sends a REQUESTED refund to WeChat Pay with its own out_refund_no and records what
+/// became of it. Also the sweeper's way to submit a refund WeChat Pay was not ready for.
+pub async fn submit(
+    deps: &Deps,
+    order: &Order,
+    refund: Refund,
+) -> Result<RefundReply, RefundError> {
+    let request = RefundRequest {
+        out_trade_no: order.out_trade_no.to_string(),
+        out_refund_no: refund.out_refund_no.to_string(),
+        reason: refund.reason.clone(),
+        refund: refund.amount.fen(),
+        total: order.amount_total.fen(),
+    };
+    let answer = match deps.gateway.create_refund(&request).await {
+        Ok(result) => result,
+        Err(e) if e.code() == Some("FREQUENCY_LIMITED") => {
+            tracing::info!(out_trade_no = %order.out_trade_no, out_refund_no = %refund.out_refund_no, outcome = "deferred", "WeChat Pay wants refunds of one order a minute apart; kept REQUESTED");
+            return Ok(RefundReply::Reserved(Box::new(refund)));
+        }
+        Err(e) => {
+            // Accepted or not? Only WeChat Pay knows: ask it before releasing anything.
+            match deps
+                .gateway
+                .query_refund(refund.out_refund_no.as_str())
+                .await
+            {
+                Ok(result) => result,
+                Err(q) if is_not_found(&q) && !e.retryable() => {
+                    settle(deps, order, &refund, &RefundStatus::Failed, None).await?;
+                    tracing::warn!(out_trade_no = %order.out_trade_no, out_refund_no = %refund.out_refund_no, code = e.code().unwrap_or(""), outcome = "refused", "WeChat Pay refused the refund; reservation released");
+                    return Err(refusal_of(e));
+                }
+                Err(q) => {
+                    tracing::warn!(out_trade_no = %order.out_trade_no, out_refund_no = %refund.out_refund_no, error = %e, query_error = %q, outcome = "uncertain", "refund not confirmed; kept REQUESTED for the sweeper");
+                    return Ok(RefundReply::Reserved(Box::new(refund)));
+                }
+            }
+        }
+    };
+    let now = deps.now();
+    let refund = apply_result(deps, order, refund, &answer, now).await?;
+    Ok(RefundReply::Submitted(Box::new(refund)))
+}
+
+/// WeChat Pay's word on a refund (a create or query answer, or a notification's refund
+/// object), applied once: PROCESSING accepts it, SUCCESS/CLOSED settle it with its order,
+/// ABNORMAL records the anomaly the merchant must act on. Returns the refund as it stands.
+pub async fn apply_result(
+    deps: &Deps,
+    order: &Order,
+    refund: Refund,
+    answer: &RefundResult,
+    now: OffsetDateTime,
+) -> Result<Refund, RefundError> {
+    let mut refund = refund;
+    if refund.status == RefundStatus::Requested {
+        match deps
+            .store
+            .accept_refund(&refund, &answer.refund_id, now)
+            .await?
+        {
+            RefundMoveOutcome::Moved(r) | RefundMoveOutcome::NotMoved(r) => refund = *r,
+        }
+    }
+    match &answer.status {
+        RefundState::Processing | RefundState::Other(_) => Ok(refund),
+        RefundState::Success => {
+            let success_time = answer
+                .success_time
+                .as_deref()
+                .and_then(|t| parse_rfc3339(t).ok());
+            settle(deps, order, &refund, &RefundStatus::Success, success_time).await
+        }
+        RefundState::Closed => settle(deps, order, &refund, &RefundStatus::Closed, None).await,
+        RefundState::Abnormal => {
+            let anomaly = Anomaly {
+                out_trade_no: Some(order.out_trade_no.clone()),
+                kind: AnomalyKind::RefundAbnormal,
+                cause: refund.out_refund_no.to_string(),
+                at: now,
+                transaction_id: order.transaction_id.clone(),
+                notification_id: None,
+                detail: format!(
+                    "WeChat Pay could not pay back refund {} ({} fen): resolve it with the abnormal-refund API or the merchant platform",
+                    refund.out_refund_no,
+                    refund.amount.fen()
+                ),
+                plaintext: None,
+            };
+            Ok(
+                match deps.store.refund_abnormal(&refund, &anomaly, now).await? {
+                    RefundMoveOutcome::Moved(r) => {
+                        tracing::warn!(out_trade_no = %order.out_trade_no, out_refund_no = %r.out_refund_no, outcome = "abnormal", "refund abnormal: the merchant must act");
+                        crate::telemetry::emit_metrics(&[(Metric::RefundAbnormal, 1)], now);
+                        *r
+                    }
+                    RefundMoveOutcome::NotMoved(r) => *r,
+                },
+            )
+        }
+    }
+}
+
+/// The refund's final transition with its order; a duplicate answers the refund as it is.
+async fn settle(
+    deps: &Deps,
+    order: &Order,
+    refund: &Refund,
+    outcome: &RefundStatus,
+    success_time: Option<OffsetDateTime>,
+) -> Result<Refund, RefundError> {
+    let now = deps.now();
+    match deps
+        .store
+        .settle_refund(order, refund, *outcome, success_time, now)
+        .await?
+    {
+        RefundSettleOutcome::Applied { order, refund } => {
+            let metric = match refund.status {
+                RefundStatus::Success => Metric::RefundSucceeded,
+                _ => Metric::RefundClosed,
+            };
+            tracing::info!(out_trade_no = %order.out_trade_no, out_refund_no = %refund.out_refund_no, status = %refund.status, order_status = %order.status, refunded_total = order.refunded_total.fen(), outcome = "applied", "refund settled");
+            crate::telemetry::emit_metrics(&[(metric, 1)], now);
+            Ok(*refund)
+        }
+        RefundSettleOutcome::AlreadyMoved(refund) => Ok(*refund),
+        RefundSettleOutcome::Refused { reason, .. } => Err(RefundError::Store(
+            StoreError::Inconsistent(format!("refund {} refused: {reason}", refund.out_refund_no)),
+        )),
+        RefundSettleOutcome::NotFound => Err(RefundError::OrderNotFound),
+    }
+}
+
+/// `GET /merchant/refunds/{out_refund_no}`: the refund, synced with WeChat Pay first while
+/// WeChat Pay holds it (PROCESSING, ABNORMAL).
+pub async fn get_refund(deps: &Deps, out_refund_no: &OutRefundNo) -> Result<Refund, RefundError> {
+    let refund = deps
+        .store
+        .get_refund(out_refund_no)
+        .await?
+        .ok_or(RefundError::RefundNotFound)?;
+    if !matches!(
+        refund.status,
+        RefundStatus::Processing | RefundStatus::Abnormal
+    ) {
+        return Ok(refund);
+    }
+    let Some(order) = deps.store.get_order(&refund.out_trade_no).await? else {
+        return Ok(refund);
+    };
+    match deps.gateway.query_refund(out_refund_no.as_str()).await {
+        Ok(answer) => apply_result(deps, &order, refund, &answer, deps.now()).await,
+        Err(e) => {
+            tracing::warn!(out_refund_no = %out_refund_no, error = %e, outcome = "sync_failed", "refund not synced; answered as stored");
+            Ok(refund)
+        }
+    }
+}
+
+fn same_request(kept: &Refund, asked: &Refund) -> bool {
+    kept.out_trade_no == asked.out_trade_no
+        && kept.amount == asked.amount
+        && kept.reason == asked.reason
+        && kept.restock == asked.restock
+}
+
+fn refused(reason: LifecycleError) -> RefundError {
+    match reason {
+        LifecycleError::NotRefundable(OrderStatus::Refunded) => RefundError::ExceedsPaid {
+            refundable: Money::ZERO,
+        },
+        LifecycleError::NotRefundable(status) => RefundError::OrderNotPaid(status),
+        LifecycleError::RefundExceedsPaid { refundable, .. } => {
+            RefundError::ExceedsPaid { refundable }
+        }
+        other => RefundError::InvalidRequest(other.to_string()),
+    }
+}
+
+fn is_not_found(e: &PayError) -> bool {
+    matches!(e, PayError::Api { status: 404, code, .. } if code == "RESOURCE_NOT_EXISTS")
+}
+
+fn refusal_of(e: PayError) -> RefundError {
+    match e {
+        PayError::Api { code, message, .. } => RefundError::Refused { code, message },
+        other => RefundError::Refused {
+            code: "PAYMENT_PROVIDER_ERROR".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn parse_amount(fen: i64) -> Result<Money, RefundError> {
+    if fen < 1 {
+        return Err(RefundError::InvalidRequest(format!(
+            "amount must be at least 1 fen (got {fen})"
+        )));
+    }
+    Money::from_fen(fen).map_err(|e| RefundError::InvalidRequest(e.to_string()))
+}
+
+/// WeChat Pay takes 80 characters of reason.
+fn parse_reason(reason: Option<String>) -> Result<Option<String>, RefundError> {
+    match reason {
+        Some(r) if r.chars().count() > 80 => Err(RefundError::InvalidRequest(
+            "reason must be at most 80 characters".into(),
+        )),
+        Some(r) if r.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// Only lines of the order, never more than was bought, each sku once.
+fn parse_restock(
+    order: &Order,
+    restock: &[(String, i64)],
+) -> Result<Vec<RestockLine>, RefundError> {
+    let mut lines: Vec<RestockLine> = Vec::with_capacity(restock.len());
+    for (sku, quantity) in restock {
+        let sku_id = SkuId::parse(sku).map_err(|e| RefundError::InvalidRequest(e.to_string()))?;
+        let quantity =
+            Quantity::new(*quantity).map_err(|e| RefundError::InvalidRequest(e.to_string()))?;
+        let Some(line) = order.lines.iter().find(|l| l.sku_id == sku_id) else {
+            return Err(RefundError::InvalidRequest(format!(
+                "restock of sku {sku_id}, which is not in the order"
+            )));
+        };
+        if quantity.get() > line.quantity.get() {
+            return Err(RefundError::InvalidRequest(format!(
+                "restock of {} x {sku_id}, but the order has {}",
+                quantity.get(),
+                line.quantity.get()
+            )));
+        }
+        if lines.iter().any(|l| l.sku_id == sku_id) {
+            return Err(RefundError::InvalidRequest(format!(
+                "sku {sku_id} listed twice in restock"
+            )));
+        }
+        lines.push(RestockLine { sku_id, quantity });
+    }
+    Ok(lines)
+}
