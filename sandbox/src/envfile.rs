@@ -80,6 +80,8 @@ pub fn variables(i: &EnvInputs<'_>) -> Vec<(&'static str, String)> {
         ),
         ("SESSION_ISSUER", i.functions_url.to_owned()),
         ("AUTH_MODE", "token".to_owned()),
+        ("MERCHANT_AUTH", "token".to_owned()),
+        ("MERCHANT_API_TOKEN", i.keys.merchant_api_token().to_owned()),
         ("ALLOW_DEBUG_IDENTITY", "1".to_owned()),
         ("LOG_FORMAT", "text".to_owned()),
     ]

@@ -20,6 +20,7 @@ pub const WECHATPAY_KEY_FILE: &str = "wechatpay_key.pem";
 pub const WECHATPAY_PUBLIC_FILE: &str = "wechatpay_public.pem";
 pub const APIV3_KEY_FILE: &str = "apiv3_key.txt";
 pub const APP_SECRET_FILE: &str = "app_secret.txt";
+pub const MERCHANT_API_TOKEN_FILE: &str = "merchant_api_token.txt";
 pub const SESSION_KEY_FILE: &str = "session_key.pem";
 pub const SESSION_PUBLIC_FILE: &str = "session_public.pem";
 
@@ -62,6 +63,7 @@ pub struct SandboxKeys {
     apiv3_key_text: String,
     apiv3_key: ApiV3Key,
     app_secret: String,
+    merchant_api_token: String,
     session_key: SigningKey,
 }
 
@@ -88,6 +90,8 @@ impl SandboxKeys {
             sync_public(&dir, WECHATPAY_PUBLIC_FILE, &wechatpay_key.public_key())?;
         let (apiv3_key_text, apiv3_key) = load_or_generate_apiv3(&dir, &mut generated)?;
         let app_secret = load_or_generate_text(&dir.join(APP_SECRET_FILE), &mut generated)?;
+        let merchant_api_token =
+            load_or_generate_text(&dir.join(MERCHANT_API_TOKEN_FILE), &mut generated)?;
         let session_key = load_or_generate_session_key(&dir, &mut generated)?;
 
         Ok(SandboxKeys {
@@ -104,6 +108,7 @@ impl SandboxKeys {
             apiv3_key_text,
             apiv3_key,
             app_secret,
+            merchant_api_token,
             session_key,
         })
     }
@@ -198,6 +203,11 @@ impl SandboxKeys {
     /// The simulated mini-program's AppSecret (`WX_APP_SECRET`), 32 of `[0-9A-Za-z]`. Secret.
     pub fn app_secret(&self) -> &str {
         &self.app_secret
+    }
+
+    /// merchant-api's bearer token (`MERCHANT_API_TOKEN`). Secret.
+    pub fn merchant_api_token(&self) -> &str {
+        &self.merchant_api_token
     }
 
     /// The EC P-256 key that signs session tokens (`SESSION_SIGNING_KEY_FILE`). Secret.

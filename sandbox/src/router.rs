@@ -30,6 +30,8 @@ pub enum Route {
     QueryOrder,
     /// `/sessions` and the two `/.well-known/` documents: the session function.
     Session,
+    /// `/merchant/...`: merchant-api (the bearer token of `sandbox.env`).
+    MerchantApi,
     /// `GET /sandbox/orders/{out_trade_no}`.
     InspectOrder(String),
     /// `GET /sandbox/products`.
@@ -115,6 +117,41 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: "GET",
+        path: "/merchant/orders",
+        other_methods: false,
+        what: "merchant-api: the order of a WeChat Pay transaction (?transaction_id=)",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/merchant/orders/{out_trade_no}",
+        other_methods: true,
+        what: "merchant-api: any order, whole (history, payment, anomalies)",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/merchant/orders/{out_trade_no}/refunds",
+        other_methods: true,
+        what: "merchant-api: refund (part of) a paid order (Idempotency-Key)",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/merchant/orders/{out_trade_no}/close",
+        other_methods: true,
+        what: "merchant-api: close an unpaid order",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/merchant/refunds/{out_refund_no}",
+        other_methods: true,
+        what: "merchant-api: one refund (synced with WeChat Pay while processing)",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
+        method: "GET",
         path: "/sandbox/orders/{out_trade_no}",
         other_methods: false,
         what: "sandbox-only: the stored order, payment, anomalies",
@@ -187,6 +224,8 @@ pub struct SandboxRouter {
     pub query_order: Arc<dyn Handler>,
     /// `POST /sessions` and the discovery documents.
     pub session: Arc<dyn Handler>,
+    /// `/merchant/...`.
+    pub merchant_api: Arc<dyn Handler>,
     // The timeout-sweeper has no route: the sandbox runs it every `--sweep-every` (see
     // `server.rs`).
     /// The store the inspection routes read (the same table the functions use).
@@ -202,6 +241,7 @@ impl Handler for SandboxRouter {
             Route::PaymentCallback => self.payment_callback.handle(request).await,
             Route::QueryOrder => self.query_order.handle(request).await,
             Route::Session => self.session.handle(request).await,
+            Route::MerchantApi => self.merchant_api.handle(request).await,
             Route::InspectOrder(no) => self.inspect_order(&no).await,
             Route::InspectProducts => self.inspect_products().await,
             Route::Index => index(),

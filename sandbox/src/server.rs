@@ -189,6 +189,7 @@ impl Sandbox {
         let payment_callback = app::build(Function::PaymentCallback, &env_map()).await?;
         let session = app::build(Function::Session, &env_map()).await?;
         let query_order = app::build(Function::QueryOrder, &env_map()).await?;
+        let merchant_api = app::build(Function::MerchantApi, &env_map()).await?;
         // The timeout-sweeper as its binary builds it, run here on an interval instead of a
         // schedule event.
         let sweeper = Arc::new(app::build_sweeper(&env_map()).await?);
@@ -198,6 +199,7 @@ impl Sandbox {
             payment_callback,
             query_order,
             session,
+            merchant_api,
             store: store.clone(),
             catalog: settings.catalog.clone(),
         });

@@ -8,12 +8,13 @@ use std::{process::ExitCode, sync::Arc};
 
 use crate::{
     config::{
-        AuthConfig, ConfigError, Env, LogFormat, SessionConfig, StoreConfig, SweeperConfig,
-        WechatPayConfig,
+        AuthConfig, ConfigError, Env, LogFormat, MerchantAuth, SessionConfig, StoreConfig,
+        SweeperConfig, WechatPayConfig,
     },
     http::{
-        Handler, identity::IdentitySettings, payment_callback::PaymentCallbackHandler,
-        place_order::PlaceOrderHandler, query_order::QueryOrderHandler, session::SessionHandler,
+        Handler, identity::IdentitySettings, merchant::MerchantApiHandler,
+        payment_callback::PaymentCallbackHandler, place_order::PlaceOrderHandler,
+        query_order::QueryOrderHandler, session::SessionHandler,
     },
     service::{Deps, ServiceSettings, SweepSettings, system_clock},
     session::{HttpWxLogin, LoginSettings, PublicKey, TokenSigner},
@@ -29,6 +30,7 @@ pub enum Function {
     QueryOrder,
     TimeoutSweeper,
     Session,
+    MerchantApi,
 }
 
 impl Function {
@@ -39,6 +41,7 @@ impl Function {
             Function::QueryOrder => "query-order",
             Function::TimeoutSweeper => "timeout-sweeper",
             Function::Session => "session",
+            Function::MerchantApi => "merchant-api",
         }
     }
 }
@@ -135,6 +138,10 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
             deps,
             identity: identity()?,
         }),
+        Function::MerchantApi => Arc::new(MerchantApiHandler {
+            deps,
+            auth: MerchantAuth::from_env(env)?,
+        }),
         Function::Session => return build_session(env),
         Function::TimeoutSweeper => {
             return Err(ConfigError {
@@ -230,7 +237,11 @@ fn retry_policy(function: Function) -> RetryPolicy {
 async fn deps(function: Function, env: &Env) -> Result<(Deps, StoreConfig), ConfigError> {
     let wechatpay = match function {
         Function::PaymentCallback => WechatPayConfig::for_notifications(env)?,
-        _ => WechatPayConfig::from_env(env, function == Function::PlaceOrder)?,
+        // place-order sends notify_url with each prepay, merchant-api with each refund.
+        _ => WechatPayConfig::from_env(
+            env,
+            matches!(function, Function::PlaceOrder | Function::MerchantApi),
+        )?,
     };
     let store_config = StoreConfig::from_env(env)?;
     // WeChat Pay waits 5 s for a notification's answer: keep DynamoDB and WeChat Pay calls

@@ -402,6 +402,50 @@ pub fn aws_credentials(env: &Env) -> Option<(String, Secret<String>, Option<Secr
     }
 }
 
+/// How merchant-api knows the merchant (`MERCHANT_AUTH`, DESIGN.md section 3).
+#[derive(Debug, Clone)]
+pub enum MerchantAuth {
+    /// API Gateway authorized the route with IAM (SigV4): the caller's ARN is in the request
+    /// context (AWS).
+    Iam,
+    /// `Authorization: Bearer <MERCHANT_API_TOKEN>` (SCF, local).
+    Token(Secret<String>),
+}
+
+impl MerchantAuth {
+    /// Shortest `MERCHANT_API_TOKEN` accepted.
+    pub const MIN_TOKEN_LEN: usize = 32;
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.get("MERCHANT_AUTH").as_deref().map(str::trim) {
+            None | Some("iam") => Ok(MerchantAuth::Iam),
+            Some("token") => {
+                let (token, name) = env
+                    .inline_or_file("MERCHANT_API_TOKEN", "MERCHANT_API_TOKEN_FILE")?
+                    .ok_or_else(|| {
+                        bad("MERCHANT_API_TOKEN", "is required when MERCHANT_AUTH=token")
+                    })?;
+                let token = token.trim().to_owned();
+                if token.len() < Self::MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(bad(
+                        name,
+                        format!(
+                            "must be at least {} printable characters without spaces",
+                            Self::MIN_TOKEN_LEN
+                        ),
+                    ));
+                }
+                Ok(MerchantAuth::Token(Secret::new(token)))
+            }
+            Some(other) => Err(bad(
+                "MERCHANT_AUTH",
+                format!("must be iam or token (got {other:?})"),
+            )),
+        }
+    }
+}
+
 /// How place-order and query-order learn who is calling (DESIGN.md section 3, Identity).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {

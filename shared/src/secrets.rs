@@ -16,11 +16,12 @@ pub const SECRETS_ID: &str = "SECRETS_ID";
 pub const SECRETS_ENDPOINT: &str = "SECRETS_ENDPOINT";
 
 /// The only keys a secret may hold: the variables of DESIGN.md section 2 that are secrets.
-pub const SECRET_VARIABLES: [&str; 4] = [
+pub const SECRET_VARIABLES: [&str; 5] = [
     "WXPAY_MCH_PRIVATE_KEY",
     "WXPAY_APIV3_KEY",
     "WX_APP_SECRET",
     "SESSION_SIGNING_KEY",
+    "MERCHANT_API_TOKEN",
 ];
 
 fn bad(problem: impl Into<String>) -> ConfigError {

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 pub mod identity;
+pub mod merchant;
 pub mod payment_callback;
 pub mod place_order;
 pub mod query_order;
@@ -136,6 +137,21 @@ pub fn json<T: Serialize>(status: u16, value: &T) -> Response {
         Ok(body) => response(status, Bytes::from(body), Some("application/json")),
         Err(_) => ApiError::new(500, "INTERNAL", "response could not be encoded").into_response(),
     }
+}
+
+/// The `Idempotency-Key` header, parsed (400 `IDEMPOTENCY_KEY_REQUIRED` when absent or
+/// malformed).
+pub fn idempotency_key(request: &Request) -> Result<crate::domain::IdempotencyKey, ApiError> {
+    let refused = |message: &str| ApiError::new(400, "IDEMPOTENCY_KEY_REQUIRED", message);
+    let value = request
+        .headers()
+        .get("idempotency-key")
+        .ok_or_else(|| refused("the Idempotency-Key header is required"))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|s| crate::domain::IdempotencyKey::parse(s).ok())
+        .ok_or_else(|| refused("Idempotency-Key must be 1-64 characters of [A-Za-z0-9_-]"))
 }
 
 /// `204 No Content`.

@@ -9,10 +9,7 @@ use super::{
     identity::{IdentitySettings, caller},
     response,
 };
-use crate::{
-    domain::IdempotencyKey,
-    service::{Deps, PlaceOrderError, PlaceOrderInput, PlaceOrderRequest, place_order},
-};
+use crate::service::{Deps, PlaceOrderError, PlaceOrderInput, PlaceOrderRequest, place_order};
 
 pub struct PlaceOrderHandler {
     pub deps: Deps,
@@ -49,28 +46,7 @@ impl From<PlaceOrderError> for ApiError {
 impl PlaceOrderHandler {
     async fn place(&self, request: Request) -> Result<Response, ApiError> {
         let openid = caller(&request, &self.identity)?;
-        let idempotency_key = request
-            .headers()
-            .get("idempotency-key")
-            .ok_or_else(|| {
-                ApiError::new(
-                    400,
-                    "IDEMPOTENCY_KEY_REQUIRED",
-                    "the Idempotency-Key header is required",
-                )
-            })
-            .and_then(|v| {
-                v.to_str()
-                    .ok()
-                    .and_then(|s| IdempotencyKey::parse(s).ok())
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            400,
-                            "IDEMPOTENCY_KEY_REQUIRED",
-                            "Idempotency-Key must be 1-64 characters of [A-Za-z0-9_-]",
-                        )
-                    })
-            })?;
+        let idempotency_key = super::idempotency_key(&request)?;
         let input = PlaceOrderInput::parse(request.body())?;
         let deadline = request
             .extensions()

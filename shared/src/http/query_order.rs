@@ -62,6 +62,13 @@ pub struct OrderBody<'a> {
     pub paid_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<&'a str>,
+    /// What refunds gave back, in fen (absent while nothing is refunded).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refunded_total: i64,
+}
+
+fn is_zero(fen: &i64) -> bool {
+    *fen == 0
 }
 
 impl<'a> From<&'a Order> for OrderBody<'a> {
@@ -78,6 +85,7 @@ impl<'a> From<&'a Order> for OrderBody<'a> {
             expire_at: to_wechat(o.expire_at),
             paid_at: o.paid_at.map(to_wechat),
             transaction_id: o.transaction_id.as_deref(),
+            refunded_total: o.refunded_total.fen(),
         }
     }
 }

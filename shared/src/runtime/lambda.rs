@@ -163,6 +163,11 @@ pub fn authorizer_claims(context: &RequestContext) -> HashMap<String, String> {
             out.insert(key.clone(), value.clone());
         }
     }
+    // An IAM-authorized HTTP API route (merchant-api): who signed the request. Set last, so
+    // no claim of another authorizer can pose as it.
+    if let Some(arn) = authorizer.iam.as_ref().and_then(|iam| iam.user_arn.clone()) {
+        out.insert(crate::http::merchant::IAM_CALLER_CLAIM.to_owned(), arn);
+    }
     out
 }
 

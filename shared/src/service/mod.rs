@@ -25,7 +25,7 @@ pub use place_order::{
 };
 pub use query_order::{
     CloseError, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, OrderView, QueryError, SYNC_INTERVAL,
-    close_order, list_orders, query_order,
+    close_order, close_order_as_merchant, list_orders, query_order,
 };
 pub use refund::{
     RefundError, RefundInput, RefundReply, apply_result as apply_refund_result, get_refund,

@@ -176,8 +176,26 @@ pub async fn close_order(
     caller: &Openid,
     out_trade_no: &OutTradeNo,
 ) -> Result<Order, CloseError> {
+    close(deps, Some(caller), out_trade_no, "closed by its owner").await
+}
+
+/// `POST /merchant/orders/{out_trade_no}/close`: the merchant closes an unpaid order, as
+/// its owner would.
+pub async fn close_order_as_merchant(
+    deps: &Deps,
+    out_trade_no: &OutTradeNo,
+) -> Result<Order, CloseError> {
+    close(deps, None, out_trade_no, "closed by the merchant").await
+}
+
+async fn close(
+    deps: &Deps,
+    caller: Option<&Openid>,
+    out_trade_no: &OutTradeNo,
+    cause: &str,
+) -> Result<Order, CloseError> {
     let order = match deps.store.get_order(out_trade_no).await {
-        Ok(Some(order)) if order.openid == *caller => order,
+        Ok(Some(order)) if caller.is_none_or(|c| order.openid == *c) => order,
         Ok(_) => return Err(CloseError::NotFound),
         Err(e) => return Err(CloseError::Store(e)),
     };
@@ -186,7 +204,7 @@ pub async fn close_order(
         OrderStatus::Pending => {}
         _ => return Err(CloseError::Paid(Box::new(order))),
     }
-    let settled = settle_unpaid(deps, order, "closed by its owner").await;
+    let settled = settle_unpaid(deps, order, cause).await;
     tracing::info!(%out_trade_no, outcome = settled_label(&settled), "close on demand");
     match settled {
         Settled::Closed(o) => Ok(*o),

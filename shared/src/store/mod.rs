@@ -323,6 +323,10 @@ pub trait Store: Send + Sync {
         lease: time::Duration,
     ) -> Result<SyncClaim, StoreError>;
 
+    /// The payment item of a WeChat Pay transaction (merchant-api's lookup by transaction_id).
+    async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;
+    /// An order's anomalies (merchant-api's whole order).
+    async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError>;
     async fn record_anomaly(&self, anomaly: &Anomaly) -> Result<AnomalyOutcome, StoreError>;
     /// Keeps a verified notification (overwriting an earlier delivery of the same id).
     async fn record_notification(&self, record: &NotificationRecord) -> Result<(), StoreError>;
@@ -362,7 +366,5 @@ pub trait StoreSupport: Store {
         out_trade_no: &OutTradeNo,
         prepay_id: &str,
     ) -> Result<PrepayOutcome, StoreError>;
-    async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;
     async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError>;
-    async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError>;
 }

@@ -12,12 +12,13 @@ use serde_norway::{Mapping, Value};
 use shared::secrets::SECRET_VARIABLES;
 use shared::store::TableDefinition;
 
-const FUNCTIONS: [&str; 5] = [
+const FUNCTIONS: [&str; 6] = [
     "session",
     "place-order",
     "query-order",
     "payment-callback",
     "timeout-sweeper",
+    "merchant-api",
 ];
 
 fn template_text() -> String {
@@ -514,6 +515,9 @@ fn actions(statement: &Value) -> Vec<String> {
 /// get_idempotency), BatchGetItem (get_products), PutItem/UpdateItem for the Put and Update
 /// actions of TransactWriteItems and for record_anomaly, take_over_idempotency, record_prepay,
 /// the query-order sync claim; DeleteItem (release_idempotency). Query only on an index.
+/// A Query on the table itself (one partition by key), in place of an index name.
+const TABLE_QUERY: &str = "(table)";
+
 fn expected_dynamodb(binary: &str) -> (BTreeSet<&'static str>, Option<&'static str>) {
     let base = [
         "dynamodb:GetItem",
@@ -537,6 +541,11 @@ fn expected_dynamodb(binary: &str) -> (BTreeSet<&'static str>, Option<&'static s
             base.into_iter().chain(["dynamodb:Query"]).collect(),
             Some("gsi2"),
         ),
+        // list_anomalies: Query of one order's anomaly partition, on the table itself.
+        "merchant-api" => (
+            base.into_iter().chain(["dynamodb:Query"]).collect(),
+            Some(TABLE_QUERY),
+        ),
         other => panic!("unknown function {other}"),
     }
 }
@@ -555,8 +564,12 @@ fn each_function_gets_only_the_dynamodb_actions_and_indexes_it_uses() {
                     continue;
                 }
                 let resource = at(&s, "Resource");
-                if a == "dynamodb:Query" {
-                    // `${OrdersTable.Arn}/index/<name>`: one index, never the table.
+                if a == "dynamodb:Query"
+                    && get_att_resource(resource).as_deref() == Some("OrdersTable")
+                {
+                    query_indexes.insert(TABLE_QUERY.to_owned());
+                } else if a == "dynamodb:Query" {
+                    // `${OrdersTable.Arn}/index/<name>`: one index.
                     let (n, arg) = intrinsic(resource).expect("Query resource");
                     let sub = arg
                         .as_str()
@@ -676,6 +689,19 @@ fn notify_and_session_routes_never_have_an_authorizer() {
             "catch-all route {key}"
         );
     }
+}
+
+#[test]
+fn merchant_routes_are_iam_authorized_and_nothing_else_is() {
+    let t = template();
+    let mut merchant = 0;
+    for (key, (binary, p)) in routes(&t) {
+        let iam = text(at(&p, "AuthorizationType")) == Some("AWS_IAM");
+        assert_eq!(binary == "merchant-api", iam, "{key}: AuthorizationType");
+        assert_eq!(key.contains(" /merchant/"), iam, "{key}");
+        merchant += usize::from(iam);
+    }
+    assert_eq!(merchant, 5);
 }
 
 #[test]

@@ -6,15 +6,13 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 
-use super::expr::Expr;
 use super::expr::build_err;
 use super::items;
-use super::items::attr;
 use super::{BATCH_ROUNDS, BATCH_WRITE_MAX, DynamoStore, backoff, prepay_expression};
 use crate::domain::{OutTradeNo, Product, SkuId};
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope};
 use crate::store::error::from_sdk;
-use crate::store::{Anomaly, NotificationRecord, Payment, PrepayOutcome, StoreError, StoreSupport};
+use crate::store::{NotificationRecord, PrepayOutcome, StoreError, StoreSupport};
 
 impl DynamoStore {
     /// The stored `available` counter of a product (a denormalised `stock - reserved - sold`
@@ -115,52 +113,11 @@ impl StoreSupport for DynamoStore {
         )
     }
 
-    async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError> {
-        self.get_item("GetItem", items::payment_key(transaction_id))
-            .await?
-            .as_ref()
-            .map(items::payment_from_item)
-            .transpose()
-    }
-
     async fn get_notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError> {
         self.get_item("GetItem", items::notification_key(id))
             .await?
             .as_ref()
             .map(items::notification_from_item)
             .transpose()
-    }
-
-    async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let mut e = Expr::default();
-            let condition = format!(
-                "{} = {}",
-                e.name(attr::PK),
-                e.value("pk", items::s(items::anomaly_pk(out_trade_no)))
-            );
-            let (names, values) = e.into_parts();
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| from_sdk("Query", e))?;
-            for item in out.items() {
-                found.push(items::anomaly_from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(found);
-            }
-        }
     }
 }

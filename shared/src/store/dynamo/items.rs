@@ -505,7 +505,6 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
 
 // ---- products ------------------------------------------------------------------------------
 
-// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
 #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn product_item(p: &Product) -> Item {
     let mut item = product_key(&p.sku_id);
@@ -540,7 +539,6 @@ pub(crate) fn product_from_item(item: &Item) -> Result<Product, StoreError> {
 }
 
 /// The stored `available` counter, for tests that check it tracks stock - reserved - sold.
-// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
 #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn product_available_attr(item: &Item) -> Result<Option<i64>, StoreError> {
     Fields::new(item, "product").opt_i64(AVAILABLE)
@@ -619,7 +617,6 @@ pub(crate) fn payment_item(p: &Payment) -> Item {
     item
 }
 
-// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
 #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
     let f = Fields::new(item, "payment");
@@ -673,7 +670,6 @@ pub(crate) fn anomaly_item(a: &Anomaly) -> Item {
     item
 }
 
-// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
 #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn anomaly_from_item(item: &Item) -> Result<Anomaly, StoreError> {
     let f = Fields::new(item, "anomaly");
@@ -725,7 +721,6 @@ pub(crate) fn notification_item(r: &NotificationRecord) -> Item {
     item
 }
 
-// Read back only by `StoreSupport` (tests, sandbox) until merchant-api needs it.
 #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
 pub(crate) fn notification_from_item(item: &Item) -> Result<NotificationRecord, StoreError> {
     let f = Fields::new(item, "notification");

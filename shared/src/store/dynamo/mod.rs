@@ -907,6 +907,47 @@ impl Store for DynamoStore {
             .await
     }
 
+    async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError> {
+        self.get_item("GetItem", items::payment_key(transaction_id))
+            .await?
+            .as_ref()
+            .map(items::payment_from_item)
+            .transpose()
+    }
+
+    async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let mut e = Expr::default();
+            let condition = format!(
+                "{} = {}",
+                e.name(attr::PK),
+                e.value("pk", items::s(items::anomaly_pk(out_trade_no)))
+            );
+            let (names, values) = e.into_parts();
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| from_sdk("Query", e))?;
+            for item in out.items() {
+                found.push(items::anomaly_from_item(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
     async fn record_anomaly(&self, anomaly: &Anomaly) -> Result<AnomalyOutcome, StoreError> {
         let mut e = Expr::default();
         let condition = format!("attribute_not_exists({})", e.name(attr::PK));

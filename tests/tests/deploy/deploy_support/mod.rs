@@ -31,6 +31,14 @@ pub fn design_routes() -> BTreeMap<String, String> {
         ("GET /orders/{out_trade_no}", "query-order"),
         ("POST /orders/{out_trade_no}/close", "query-order"),
         ("POST /notify/wechatpay", "payment-callback"),
+        ("GET /merchant/orders", "merchant-api"),
+        ("GET /merchant/orders/{out_trade_no}", "merchant-api"),
+        (
+            "POST /merchant/orders/{out_trade_no}/refunds",
+            "merchant-api",
+        ),
+        ("POST /merchant/orders/{out_trade_no}/close", "merchant-api"),
+        ("GET /merchant/refunds/{out_refund_no}", "merchant-api"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

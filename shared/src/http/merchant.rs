@@ -1,0 +1,373 @@
+//! merchant-api at the edge: the merchant's back office under `/merchant/` (DESIGN.md
+//! section 3). Authorized as the merchant, never by a user's session token: API Gateway's
+//! IAM (SigV4) authorization on AWS, a bearer token compared in constant time elsewhere.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AuthorizerClaims, Handler, Request, Response, json};
+use crate::{
+    config::MerchantAuth,
+    domain::{Anomaly, Order, OutRefundNo, OutTradeNo, Payment, Refund},
+    http::query_order::OrderBody,
+    service::{
+        Deps, RefundError, RefundInput, RefundReply, close_order_as_merchant, get_refund,
+        request_refund,
+    },
+    store::StoreError,
+    timefmt::to_wechat,
+};
+
+/// The claim the runtime adapter sets from an IAM-authorized API Gateway request.
+pub const IAM_CALLER_CLAIM: &str = "iam:userArn";
+
+pub struct MerchantApiHandler {
+    pub deps: Deps,
+    pub auth: MerchantAuth,
+}
+
+impl From<RefundError> for ApiError {
+    fn from(e: RefundError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            RefundError::InvalidRequest(_) => ApiError::new(422, "INVALID_REQUEST", message),
+            RefundError::OrderNotFound => ApiError::new(404, "ORDER_NOT_FOUND", message),
+            RefundError::RefundNotFound => ApiError::new(404, "REFUND_NOT_FOUND", message),
+            RefundError::OrderNotPaid(_) => ApiError::new(409, "ORDER_NOT_PAID", message),
+            RefundError::ExceedsPaid { .. } => ApiError::new(422, "REFUND_EXCEEDS_PAID", message),
+            RefundError::KeyReused => ApiError::new(422, "IDEMPOTENCY_KEY_REUSED", message),
+            RefundError::Refused { code, message } => ApiError::new(
+                502,
+                "PAYMENT_PROVIDER_ERROR",
+                format!("WeChat Pay refused the refund: {code}: {message}"),
+            ),
+            RefundError::Store(e) if e.retryable() => ApiError::new(
+                503,
+                "STORE_UNAVAILABLE",
+                "the order store is busy or unavailable; retry with the same Idempotency-Key",
+            ),
+            RefundError::Store(_) => ApiError::new(500, "INTERNAL", "internal error"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    amount: i64,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    restock: Vec<RestockBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestockBody {
+    sku_id: String,
+    quantity: i64,
+}
+
+/// A refund as the merchant sees it.
+#[derive(Serialize)]
+struct RefundView<'a> {
+    out_refund_no: &'a str,
+    out_trade_no: &'a str,
+    refund_id: Option<&'a str>,
+    amount: i64,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    restock: Vec<RestockView<'a>>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    submitted_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    success_time: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RestockView<'a> {
+    sku_id: &'a str,
+    quantity: u32,
+}
+
+impl<'a> From<&'a Refund> for RefundView<'a> {
+    fn from(r: &'a Refund) -> Self {
+        RefundView {
+            out_refund_no: r.out_refund_no.as_str(),
+            out_trade_no: r.out_trade_no.as_str(),
+            refund_id: r.refund_id.as_deref(),
+            amount: r.amount.fen(),
+            status: r.status.as_str(),
+            reason: r.reason.as_deref(),
+            restock: r
+                .restock
+                .iter()
+                .map(|l| RestockView {
+                    sku_id: l.sku_id.as_str(),
+                    quantity: l.quantity.get(),
+                })
+                .collect(),
+            created_at: to_wechat(r.created_at),
+            submitted_at: r.submitted_at.map(to_wechat),
+            success_time: r.success_time.map(to_wechat),
+        }
+    }
+}
+
+/// The whole order, for the merchant: the owner's view and what only the merchant sees.
+#[derive(Serialize)]
+struct MerchantOrderView<'a> {
+    #[serde(flatten)]
+    order: OrderBody<'a>,
+    openid: &'a str,
+    refund_pending_total: i64,
+    history: Vec<HistoryView<'a>>,
+    payment: Option<PaymentView<'a>>,
+    anomalies: Vec<AnomalyView<'a>>,
+}
+
+#[derive(Serialize)]
+struct HistoryView<'a> {
+    from: Option<&'static str>,
+    to: &'static str,
+    at: String,
+    cause: &'a str,
+}
+
+#[derive(Serialize)]
+struct PaymentView<'a> {
+    transaction_id: &'a str,
+    amount: i64,
+    payer_total: i64,
+    currency: &'a str,
+    success_time: String,
+}
+
+#[derive(Serialize)]
+struct AnomalyView<'a> {
+    kind: &'static str,
+    cause: &'a str,
+    at: String,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_id: Option<&'a str>,
+}
+
+fn order_view<'a>(
+    order: &'a Order,
+    payment: Option<&'a Payment>,
+    anomalies: &'a [Anomaly],
+) -> MerchantOrderView<'a> {
+    MerchantOrderView {
+        order: OrderBody::from(order),
+        openid: order.openid.as_str(),
+        refund_pending_total: order.refund_pending_total.fen(),
+        history: order
+            .history
+            .iter()
+            .map(|h| HistoryView {
+                from: h.from.map(|s| s.as_str()),
+                to: h.to.as_str(),
+                at: to_wechat(h.at),
+                cause: &h.cause,
+            })
+            .collect(),
+        payment: payment.map(|p| PaymentView {
+            transaction_id: &p.transaction_id,
+            amount: p.amount.fen(),
+            payer_total: p.payer_total.fen(),
+            currency: &p.currency,
+            success_time: to_wechat(p.success_time),
+        }),
+        anomalies: anomalies
+            .iter()
+            .map(|a| AnomalyView {
+                kind: a.kind.as_str(),
+                cause: &a.cause,
+                at: to_wechat(a.at),
+                detail: &a.detail,
+                transaction_id: a.transaction_id.as_deref(),
+            })
+            .collect(),
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    RefundError::Store(e).into()
+}
+
+impl MerchantApiHandler {
+    /// Who the merchant is, or 401: the caller IAM authorized (AWS), or the bearer token.
+    fn authorize(&self, request: &Request) -> Result<String, ApiError> {
+        let refused = || ApiError::new(401, "UNAUTHENTICATED", "merchant credentials required");
+        match &self.auth {
+            MerchantAuth::Iam => request
+                .extensions()
+                .get::<AuthorizerClaims>()
+                .and_then(|c| c.0.get(IAM_CALLER_CLAIM))
+                .filter(|arn| !arn.is_empty())
+                .cloned()
+                .ok_or_else(refused),
+            MerchantAuth::Token(token) => {
+                let presented = request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .ok_or_else(refused)?;
+                if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
+                    Ok("merchant-token".to_owned())
+                } else {
+                    Err(refused())
+                }
+            }
+        }
+    }
+
+    async fn refund(&self, request: &Request, no: &str) -> Result<Response, ApiError> {
+        let out_trade_no = order_no(no)?;
+        let key = super::idempotency_key(request)?;
+        let body: RefundBody = serde_json::from_slice(request.body())
+            .map_err(|e| ApiError::new(400, "INVALID_REQUEST", format!("request body: {e}")))?;
+        let input = RefundInput {
+            amount: body.amount,
+            reason: body.reason,
+            restock: body
+                .restock
+                .into_iter()
+                .map(|l| (l.sku_id, l.quantity))
+                .collect(),
+        };
+        let reply = request_refund(&self.deps, &out_trade_no, &key, input).await?;
+        let status = match reply {
+            RefundReply::Submitted(_) => 201,
+            RefundReply::Reserved(_) => 202,
+        };
+        Ok(json(status, &RefundView::from(reply.refund())))
+    }
+
+    async fn refund_view(&self, no: &str) -> Result<Response, ApiError> {
+        let out_refund_no = OutRefundNo::parse(no)
+            .map_err(|_| ApiError::new(404, "REFUND_NOT_FOUND", "no such refund"))?;
+        let refund = get_refund(&self.deps, &out_refund_no).await?;
+        Ok(json(200, &RefundView::from(&refund)))
+    }
+
+    async fn order(&self, no: &str) -> Result<Response, ApiError> {
+        let out_trade_no = order_no(no)?;
+        let store = &self.deps.store;
+        let order = store
+            .get_order(&out_trade_no)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::new(404, "ORDER_NOT_FOUND", "no such order"))?;
+        let payment = match &order.transaction_id {
+            Some(id) => store.get_payment(id).await.map_err(store_error)?,
+            None => None,
+        };
+        let anomalies = store
+            .list_anomalies(&order.out_trade_no)
+            .await
+            .map_err(store_error)?;
+        Ok(json(200, &order_view(&order, payment.as_ref(), &anomalies)))
+    }
+
+    async fn by_transaction(&self, request: &Request) -> Result<Response, ApiError> {
+        let transaction_id = request
+            .uri()
+            .query()
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("transaction_id="))
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "INVALID_REQUEST",
+                    "the transaction_id parameter is required",
+                )
+            })?;
+        let payment = self
+            .deps
+            .store
+            .get_payment(transaction_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::new(404, "ORDER_NOT_FOUND", "no order of that transaction"))?;
+        self.order(payment.out_trade_no.as_str()).await
+    }
+
+    async fn close(&self, no: &str) -> Result<Response, ApiError> {
+        let out_trade_no = order_no(no)?;
+        let order = close_order_as_merchant(&self.deps, &out_trade_no)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(json(200, &OrderBody::from(&order)))
+    }
+
+    async fn route(&self, request: &Request, merchant: &str) -> Result<Response, ApiError> {
+        let path = request.uri().path().trim_end_matches('/');
+        let Some(rest) = path.strip_prefix("/merchant/") else {
+            return Err(ApiError::not_found());
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
+        let method = request.method();
+        tracing::info!(merchant, method = method.as_str(), path, "merchant call");
+        match segments.as_slice() {
+            ["orders"] if method == http::Method::GET => self.by_transaction(request).await,
+            ["orders", no] if !no.is_empty() && method == http::Method::GET => self.order(no).await,
+            ["orders", no, "refunds"] if !no.is_empty() && method == http::Method::POST => {
+                self.refund(request, no).await
+            }
+            ["orders", no, "close"] if !no.is_empty() && method == http::Method::POST => {
+                self.close(no).await
+            }
+            ["refunds", no] if !no.is_empty() && method == http::Method::GET => {
+                self.refund_view(no).await
+            }
+            ["orders"] | ["orders", _] | ["orders", _, "refunds" | "close"] | ["refunds", _] => {
+                Err(ApiError::method_not_allowed())
+            }
+            _ => Err(ApiError::not_found()),
+        }
+    }
+}
+
+/// A malformed order number names no order.
+fn order_no(no: &str) -> Result<OutTradeNo, ApiError> {
+    OutTradeNo::parse(no).map_err(|_| ApiError::new(404, "ORDER_NOT_FOUND", "no such order"))
+}
+
+/// Equal bytes, in time that depends only on the lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[async_trait]
+impl Handler for MerchantApiHandler {
+    async fn handle(&self, request: Request) -> Response {
+        let result = match self.authorize(&request) {
+            Ok(merchant) => self.route(&request, &merchant).await,
+            Err(e) => Err(e),
+        };
+        result.unwrap_or_else(|e| e.logged("merchant-api"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-token", b"secret-tokex"));
+        assert!(!constant_time_eq(b"secret-token", b"secret-token-longer"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
