@@ -198,34 +198,34 @@ fn store_error(e: StoreError) -> ApiError {
     RefundError::Store(e).into()
 }
 
-impl MerchantApiHandler {
-    /// Who the merchant is, or 401: the caller IAM authorized (AWS), or the bearer token.
-    fn authorize(&self, request: &Request) -> Result<String, ApiError> {
-        let refused = || ApiError::new(401, "UNAUTHENTICATED", "merchant credentials required");
-        match &self.auth {
-            MerchantAuth::Iam => request
-                .extensions()
-                .get::<AuthorizerClaims>()
-                .and_then(|c| c.0.get(IAM_CALLER_CLAIM))
-                .filter(|arn| !arn.is_empty())
-                .cloned()
-                .ok_or_else(refused),
-            MerchantAuth::Token(token) => {
-                let presented = request
-                    .headers()
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .ok_or_else(refused)?;
-                if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
-                    Ok("merchant-token".to_owned())
-                } else {
-                    Err(refused())
-                }
+/// Who the merchant is, or 401: the caller IAM authorized (AWS), or the bearer token.
+fn authorize(auth: &MerchantAuth, request: &Request) -> Result<String, ApiError> {
+    let refused = || ApiError::new(401, "UNAUTHENTICATED", "merchant credentials required");
+    match auth {
+        MerchantAuth::Iam => request
+            .extensions()
+            .get::<AuthorizerClaims>()
+            .and_then(|c| c.0.get(IAM_CALLER_CLAIM))
+            .filter(|arn| !arn.is_empty())
+            .cloned()
+            .ok_or_else(refused),
+        MerchantAuth::Token(token) => {
+            let presented = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(refused)?;
+            if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
+                Ok("merchant-token".to_owned())
+            } else {
+                Err(refused())
             }
         }
     }
+}
 
+impl MerchantApiHandler {
     async fn refund(&self, request: &Request, no: &str) -> Result<Response, ApiError> {
         let out_trade_no = order_no(no)?;
         let key = super::idempotency_key(request)?;
@@ -351,7 +351,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[async_trait]
 impl Handler for MerchantApiHandler {
     async fn handle(&self, request: Request) -> Response {
-        let result = match self.authorize(&request) {
+        let result = match authorize(&self.auth, &request) {
             Ok(merchant) => self.route(&request, &merchant).await,
             Err(e) => Err(e),
         };
@@ -362,6 +362,51 @@ impl Handler for MerchantApiHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(authorization: Option<&str>, iam: Option<&str>) -> Request {
+        let mut r = http::Request::new(super::super::Bytes::new());
+        if let Some(a) = authorization {
+            r.headers_mut()
+                .insert(http::header::AUTHORIZATION, a.parse().unwrap());
+        }
+        if let Some(arn) = iam {
+            r.extensions_mut().insert(AuthorizerClaims(
+                [(IAM_CALLER_CLAIM.to_owned(), arn.to_owned())].into(),
+            ));
+        }
+        r
+    }
+
+    #[test]
+    fn merchant_auth_admits_only_its_own_credential() {
+        let token = "t".repeat(40);
+        let by_token = MerchantAuth::Token(crate::config::Secret::new(token.clone()));
+        let bearer = format!("Bearer {token}");
+        assert!(authorize(&by_token, &request(Some(&bearer), None)).is_ok());
+        for refused in [
+            request(None, None),
+            request(Some(&token), None),
+            request(Some(&format!("Bearer {token}x")), None),
+            request(Some("Bearer "), None),
+            request(None, Some("arn:aws:iam::1:user/x")),
+        ] {
+            let e = authorize(&by_token, &refused).unwrap_err();
+            assert_eq!((e.status, e.code), (401, "UNAUTHENTICATED"));
+            assert!(!e.message.contains(&token));
+        }
+        let by_iam = MerchantAuth::Iam;
+        assert_eq!(
+            authorize(&by_iam, &request(None, Some("arn:aws:iam::1:user/x"))).unwrap(),
+            "arn:aws:iam::1:user/x"
+        );
+        for refused in [
+            request(Some(&bearer), None),
+            request(None, Some("")),
+            request(None, None),
+        ] {
+            assert_eq!(authorize(&by_iam, &refused).unwrap_err().status, 401);
+        }
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -163,8 +163,9 @@ pub fn authorizer_claims(context: &RequestContext) -> HashMap<String, String> {
             out.insert(key.clone(), value.clone());
         }
     }
-    // An IAM-authorized HTTP API route (merchant-api): who signed the request. Set last, so
-    // no claim of another authorizer can pose as it.
+    // An IAM-authorized HTTP API route (merchant-api): who signed the request. Only IAM sets
+    // it: a claim of that name from any other authorizer is dropped.
+    out.remove(crate::http::merchant::IAM_CALLER_CLAIM);
     if let Some(arn) = authorizer.iam.as_ref().and_then(|iam| iam.user_arn.clone()) {
         out.insert(crate::http::merchant::IAM_CALLER_CLAIM.to_owned(), arn);
     }
@@ -235,6 +236,29 @@ mod tests {
             "body": "eyJhIjoxfQ==",
             "isBase64Encoded": true
         })
+    }
+
+    /// merchant-api's routes are IAM-authorized: the signer's ARN is what the handler
+    /// trusts, and no Lambda-authorizer context key of the same name can pose as it.
+    #[test]
+    fn http_api_iam_caller_becomes_the_merchant_claim() {
+        let iam = json!({"iam": {"accessKey": "AKIA", "accountId": "123456789012",
+            "callerId": "AIDA", "principalOrgId": null,
+            "userArn": "arn:aws:iam::123456789012:user/back-office", "userId": "AIDA"}});
+        let request = to_request(event(v2("/merchant/orders/1", "$default", iam))).unwrap();
+        let claims = &request.extensions().get::<AuthorizerClaims>().unwrap().0;
+        assert_eq!(
+            claims[crate::http::merchant::IAM_CALLER_CLAIM],
+            "arn:aws:iam::123456789012:user/back-office"
+        );
+        let forged = json!({"lambda": {crate::http::merchant::IAM_CALLER_CLAIM: "arn:forged"}});
+        let request = to_request(event(v2("/merchant/orders/1", "$default", forged))).unwrap();
+        let claims = request.extensions().get::<AuthorizerClaims>();
+        assert_eq!(
+            claims.and_then(|c| c.0.get(crate::http::merchant::IAM_CALLER_CLAIM)),
+            None,
+            "only IAM authorization sets the merchant claim"
+        );
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub enum Function {
     QueryOrder,
     TimeoutSweeper,
     Session,
+    MerchantApi,
 }
 
 impl Function {
@@ -73,6 +74,7 @@ impl Function {
         Function::QueryOrder,
         Function::TimeoutSweeper,
         Function::Session,
+        Function::MerchantApi,
     ];
 
     pub fn binary(self) -> &'static str {
@@ -82,6 +84,7 @@ impl Function {
             Function::QueryOrder => "query-order",
             Function::TimeoutSweeper => "timeout-sweeper",
             Function::Session => "session",
+            Function::MerchantApi => "merchant-api",
         }
     }
 }

@@ -1,0 +1,171 @@
+//! merchant-api, the built binary over plain HTTP: only the merchant's bearer token opens
+//! it (never a user's session token), and its lookups and refusals answer as DESIGN.md
+//! section 3 says, against the simulator and embedded Dynoxide.
+
+use sandbox::simulator::PayRequest;
+use serde_json::Value;
+use shared::domain::OrderStatus;
+
+use crate::e2e_support::*;
+
+const TOKEN: &str = "merchant-e2e-token-0123456789abcdef-0123";
+
+/// merchant-api as deployed off AWS: `MERCHANT_AUTH=token`, no debug identity.
+async fn start_merchant_api(app: &TestApp) -> (FunctionProcess, String) {
+    let mut env: Vec<(String, String)> = app
+        .token_env(Some(&app.notify_url))
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AUTH_") && !k.starts_with("SESSION_"))
+        .collect();
+    env.push(("MERCHANT_AUTH".into(), "token".into()));
+    env.push(("MERCHANT_API_TOKEN".into(), TOKEN.into()));
+    let mut process = FunctionProcess::spawn(Function::MerchantApi, &env);
+    let url = process.wait_http().await;
+    (process, url)
+}
+
+async fn get(app: &TestApp, url: &str, authorization: Option<&str>) -> Reply {
+    let mut request = app.http.get(url);
+    if let Some(a) = authorization {
+        request = request.header("authorization", a);
+    }
+    Reply::read(request.send().await.expect("merchant-api answers")).await
+}
+
+async fn post(app: &TestApp, url: &str, key: &str, body: Value) -> Reply {
+    let request = app
+        .http
+        .post(url)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("idempotency-key", key)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    Reply::read(request.send().await.expect("merchant-api answers")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_merchant_opens_merchant_api_and_its_lookups_answer_whole_orders() {
+    let app = spawn_app().await;
+    let (mut merchant, url) = start_merchant_api(&app).await;
+    let (_, no) = app
+        .place("o_alice", "merchant-e2e-1", &[(SKU_LIMITED, 2)])
+        .await;
+    let order_url = format!("{url}/merchant/orders/{no}");
+
+    // No credentials, a wrong token, a user's own session token: 401, nothing said.
+    let user = app.bearer("o_alice");
+    for auth in [
+        None,
+        Some("Bearer wrong-token-wrong-token-wrong-token"),
+        Some(user.as_str()),
+        Some(TOKEN),
+    ] {
+        let reply = get(&app, &order_url, auth).await;
+        reply.assert_error(401, "UNAUTHENTICATED");
+        assert!(!reply.text().contains(no.as_str()));
+    }
+
+    // A PENDING order cannot be refunded, and nothing is reserved.
+    let refused = post(
+        &app,
+        &format!("{order_url}/refunds"),
+        "merchant-refund-1",
+        serde_json::json!({"amount": 1}),
+    )
+    .await;
+    refused.assert_error(409, "ORDER_NOT_PAID");
+
+    // Paid: the whole order by out_trade_no and by transaction_id.
+    let paid = app
+        .sim
+        .pay(&PayRequest {
+            deliveries: 1,
+            ..PayRequest::new(&no)
+        })
+        .expect("the user pays");
+    app.wait_acknowledged(&no).await;
+    assert_eq!(app.order(&no).await.status, OrderStatus::Paid);
+    let bearer = format!("Bearer {TOKEN}");
+    let whole = get(&app, &order_url, Some(&bearer)).await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    let body = whole.json();
+    assert_eq!(body["out_trade_no"], no.as_str());
+    assert_eq!(body["status"], "PAID");
+    assert_eq!(body["openid"], "o_alice");
+    assert_eq!(
+        body["payment"]["transaction_id"],
+        paid.transaction_id.as_str()
+    );
+    assert_eq!(body["history"].as_array().map(Vec::len), Some(2));
+    assert_eq!(body["anomalies"], serde_json::json!([]));
+    let by_txn = get(
+        &app,
+        &format!(
+            "{url}/merchant/orders?transaction_id={}",
+            paid.transaction_id
+        ),
+        Some(&bearer),
+    )
+    .await;
+    assert_eq!(by_txn.json(), body);
+
+    // Bad refunds change nothing.
+    for (key, body, status, code) in [
+        (
+            "merchant-refund-2",
+            serde_json::json!({"amount": 0}),
+            422,
+            "INVALID_REQUEST",
+        ),
+        (
+            "merchant-refund-3",
+            serde_json::json!({"amount": 999999}),
+            422,
+            "REFUND_EXCEEDS_PAID",
+        ),
+        (
+            "merchant-refund-4",
+            serde_json::json!({"amount": 1, "restock": [{"sku_id": "nope", "quantity": 1}]}),
+            422,
+            "INVALID_REQUEST",
+        ),
+        (
+            "merchant-refund-5",
+            serde_json::json!({"amount": "1"}),
+            400,
+            "INVALID_REQUEST",
+        ),
+    ] {
+        post(&app, &format!("{order_url}/refunds"), key, body)
+            .await
+            .assert_error(status, code);
+    }
+    get(
+        &app,
+        &format!("{url}/merchant/orders/NOPE00000000"),
+        Some(&bearer),
+    )
+    .await
+    .assert_error(404, "ORDER_NOT_FOUND");
+    get(
+        &app,
+        &format!("{url}/merchant/refunds/Rnope"),
+        Some(&bearer),
+    )
+    .await
+    .assert_error(404, "REFUND_NOT_FOUND");
+    let after = app.order(&no).await;
+    assert_eq!(
+        (after.refund_pending_total.fen(), after.refunded_total.fen()),
+        (0, 0)
+    );
+
+    // The token never reaches the logs.
+    merchant.kill();
+    let logs = merchant.stdout().join("\n") + &merchant.stderr().join("\n");
+    assert!(!logs.contains(TOKEN));
+    assert!(
+        logs.contains("merchant call"),
+        "every call is logged with its caller"
+    );
+}
