@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::{
     runtime::{ScheduledJob, Trigger},
-    service::{Deps, SweepSettings, sweep_expired},
+    service::{Deps, SweepSettings, sweep_expired, sweep_refunds},
 };
 
 pub struct SweeperJob {
@@ -23,9 +23,16 @@ impl ScheduledJob for SweeperJob {
     async fn run(&self, trigger: Trigger, deadline: Option<OffsetDateTime>) -> Value {
         let started = self.deps.now();
         let summary = sweep_expired(&self.deps, &self.settings, self.shards, deadline).await;
+        // Refunds after orders, inside the same deadline margin.
+        let refunds_deadline = deadline.map(|d| d - self.settings.deadline_margin);
+        let refunds = sweep_refunds(&self.deps, refunds_deadline).await;
         let elapsed_ms = (self.deps.now() - started).whole_milliseconds();
         crate::telemetry::emit_metrics(&summary.metrics(), self.deps.now());
-        let outcome = if summary.failed > 0 { "failed" } else { "ok" };
+        let outcome = if summary.failed > 0 || refunds.failed > 0 {
+            "failed"
+        } else {
+            "ok"
+        };
         tracing::info!(
             trigger = trigger.kind(),
             scanned = summary.scanned,
@@ -35,10 +42,21 @@ impl ScheduledJob for SweeperJob {
             failed = summary.failed,
             anomalies = summary.anomalies,
             stopped_early = summary.stopped_early,
+            refunds_checked = refunds.checked,
+            refunds_submitted = refunds.submitted,
+            refunds_settled = refunds.settled,
+            refunds_failed = refunds.failed,
             elapsed_ms = elapsed_ms as i64,
             outcome,
             "sweep finished"
         );
-        serde_json::to_value(summary).unwrap_or(Value::Null)
+        let mut out = serde_json::to_value(summary).unwrap_or(Value::Null);
+        if let Some(map) = out.as_object_mut() {
+            map.insert(
+                "refunds".into(),
+                serde_json::to_value(refunds).unwrap_or(Value::Null),
+            );
+        }
+        out
     }
 }

@@ -156,8 +156,16 @@ pub struct Refund {
     pub created_at: OffsetDateTime,
     pub submitted_at: Option<OffsetDateTime>,
     pub success_time: Option<OffsetDateTime>,
+    /// When to ask WeChat Pay about it next, while WeChat Pay may still change it (REQUESTED:
+    /// submit it; PROCESSING, ABNORMAL: query it); `None` once final. Refunds whose
+    /// notification never came are found by it.
+    pub next_check_at: Option<OffsetDateTime>,
     pub history: Vec<HistoryEntry<RefundStatus>>,
 }
+
+/// WeChat Pay wants refunds of one order a minute apart: a REQUESTED refund is tried again
+/// no sooner.
+pub const REFUND_SPACING: time::Duration = time::Duration::minutes(1);
 
 impl Refund {
     /// A new REQUESTED refund of `amount` on an order.
@@ -180,6 +188,7 @@ impl Refund {
             created_at: at,
             submitted_at: None,
             success_time: None,
+            next_check_at: Some(at + REFUND_SPACING),
             history: vec![HistoryEntry {
                 from: None,
                 to: RefundStatus::Requested,
@@ -202,6 +211,7 @@ impl Refund {
             .ok_or(RefundTransitionError { from, to })?;
         let mut next = self.clone();
         next.status = to;
+        next.next_check_at = Refund::first_check(to, at);
         next.history.push(HistoryEntry {
             from: Some(from),
             to,
@@ -209,6 +219,36 @@ impl Refund {
             cause: cause.to_owned(),
         });
         Ok(next)
+    }
+}
+
+impl Refund {
+    /// When a refund that just became `status` is first looked at again: REQUESTED after the
+    /// spacing, PROCESSING after WeChat Pay's usual few minutes (its notification normally
+    /// comes first), ABNORMAL after an hour (the merchant acts, WeChat Pay settles).
+    fn first_check(status: RefundStatus, at: OffsetDateTime) -> Option<OffsetDateTime> {
+        match status {
+            RefundStatus::Requested => Some(at + REFUND_SPACING),
+            RefundStatus::Processing => Some(at + time::Duration::minutes(5)),
+            RefundStatus::Abnormal => Some(at + time::Duration::hours(1)),
+            RefundStatus::Success | RefundStatus::Closed | RefundStatus::Failed => None,
+        }
+    }
+
+    /// After a check at `now` that changed nothing: when to check again. Backs off with the
+    /// refund's age as WeChat Pay advises (1, 5, then up to 30 minutes between queries); a
+    /// REQUESTED refund is retried every spacing.
+    pub fn recheck_at(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let age: time::Duration = now - self.created_at;
+        let wait = match self.status {
+            RefundStatus::Requested => REFUND_SPACING,
+            RefundStatus::Processing => {
+                (age / 2_i32).clamp(time::Duration::minutes(1), time::Duration::minutes(30))
+            }
+            RefundStatus::Abnormal => time::Duration::hours(1),
+            _ => return None,
+        };
+        Some(now + wait)
     }
 }
 
@@ -235,5 +275,35 @@ mod tests {
         assert!(Requested.holds_reservation() && Abnormal.holds_reservation());
         assert!(!Success.holds_reservation() && !Closed.holds_reservation());
         assert!(!Failed.holds_reservation());
+    }
+
+    #[test]
+    fn a_refund_is_checked_until_final_backing_off_with_age() {
+        use time::macros::datetime;
+        let t = datetime!(2026-12-07 04:00:00 UTC);
+        let r = Refund::requested(
+            OutRefundNo::parse("R1").unwrap(),
+            OutTradeNo::parse("ORDER-0001").unwrap(),
+            Money::from_fen(1).unwrap(),
+            None,
+            Vec::new(),
+            t,
+        );
+        assert_eq!(r.next_check_at, Some(t + REFUND_SPACING));
+        assert_eq!(
+            r.recheck_at(t + time::Duration::minutes(3)),
+            Some(t + time::Duration::minutes(4))
+        );
+        let p = r.transitioned(Processing, t).unwrap();
+        assert_eq!(p.next_check_at, Some(t + time::Duration::minutes(5)));
+        let hour = t + time::Duration::hours(1);
+        assert_eq!(p.recheck_at(hour), Some(hour + time::Duration::minutes(30)));
+        let minute = t + time::Duration::minutes(1);
+        assert_eq!(
+            p.recheck_at(minute),
+            Some(minute + time::Duration::minutes(1))
+        );
+        let done = p.transitioned(Success, hour).unwrap();
+        assert_eq!((done.next_check_at, done.recheck_at(hour)), (None, None));
     }
 }

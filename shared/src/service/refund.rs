@@ -371,3 +371,105 @@ fn parse_restock(
     }
     Ok(lines)
 }
+
+/// What one sweep of due refunds did (the timeout-sweeper runs it after the orders).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RefundSweepSummary {
+    /// Due refunds taken up (claimed by this sweep).
+    pub checked: u64,
+    /// REQUESTED ones WeChat Pay accepted now.
+    pub submitted: u64,
+    /// Ones that reached a final status now (SUCCESS, CLOSED, FAILED) or became ABNORMAL.
+    pub settled: u64,
+    /// Could not be checked (WeChat Pay or the store failed); due again at their next check.
+    pub failed: u64,
+}
+
+/// Refunds whose notification never came, or that WeChat Pay was not ready for: REQUESTED
+/// ones are submitted (same out_refund_no), PROCESSING and ABNORMAL ones queried, each
+/// through the same transitions as a notification. One at a time (refunds are few), leased
+/// by `claim_refund_check` so two sweeps never check one refund; stops at `deadline`.
+pub async fn sweep_refunds(deps: &Deps, deadline: Option<OffsetDateTime>) -> RefundSweepSummary {
+    let mut summary = RefundSweepSummary::default();
+    let mut cursor = None;
+    loop {
+        let now = deps.now();
+        let page = match deps.store.due_refunds(now, 50, cursor.as_ref()).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, outcome = "failed", "due refunds not read");
+                summary.failed += 1;
+                return summary;
+            }
+        };
+        for refund in page.items {
+            if deadline.is_some_and(|d| deps.now() >= d) {
+                return summary;
+            }
+            let now = deps.now();
+            let Some(next) = refund.recheck_at(now) else {
+                continue;
+            };
+            let refund = match deps.store.claim_refund_check(&refund, now, next).await {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(out_refund_no = %refund.out_refund_no, error = %e, outcome = "failed", "refund not claimed");
+                    summary.failed += 1;
+                    continue;
+                }
+            };
+            summary.checked += 1;
+            match check(deps, refund).await {
+                Ok((before, after)) if before != after => {
+                    if after == RefundStatus::Processing {
+                        summary.submitted += 1;
+                    } else if after != RefundStatus::Requested {
+                        summary.settled += 1;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, outcome = "failed", "refund check failed; due again later");
+                    summary.failed += 1;
+                }
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return summary,
+        }
+    }
+}
+
+/// One due refund checked with WeChat Pay: (status before, status after).
+async fn check(deps: &Deps, refund: Refund) -> Result<(RefundStatus, RefundStatus), RefundError> {
+    let before = refund.status;
+    let order = deps
+        .store
+        .get_order(&refund.out_trade_no)
+        .await?
+        .ok_or(RefundError::OrderNotFound)?;
+    let after = match refund.status {
+        RefundStatus::Requested => match submit(deps, &order, refund).await {
+            Ok(reply) => reply.refund().status,
+            Err(RefundError::Refused { .. }) => RefundStatus::Failed,
+            Err(e) => return Err(e),
+        },
+        _ => {
+            let answer = deps
+                .gateway
+                .query_refund(refund.out_refund_no.as_str())
+                .await
+                .map_err(|e| RefundError::Refused {
+                    code: e.code().unwrap_or("PAYMENT_PROVIDER_ERROR").to_owned(),
+                    message: e.to_string(),
+                })?;
+            apply_result(deps, &order, refund, &answer, deps.now())
+                .await?
+                .status
+        }
+    };
+    tracing::info!(out_trade_no = %order.out_trade_no, from = %before, to = %after, outcome = "checked", "due refund checked with WeChat Pay");
+    Ok((before, after))
+}

@@ -338,6 +338,22 @@ pub trait Store: Send + Sync {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<Order>, StoreError>;
+    /// Refunds WeChat Pay may still change whose `next_check_at` has come, soonest first.
+    async fn due_refunds(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Refund>, StoreError>;
+    /// A sweep's lease on a due refund: `next_check_at = next`, only if the refund is still
+    /// in its status and due at `now` (two sweeps never check one refund at once). The
+    /// refund as claimed, or `None` when someone else took it or it moved.
+    async fn claim_refund_check(
+        &self,
+        refund: &Refund,
+        now: OffsetDateTime,
+        next: OffsetDateTime,
+    ) -> Result<Option<Refund>, StoreError>;
     /// PENDING orders of one shard of the pending index with expire_at <= now, oldest first.
     async fn due_pending(
         &self,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use shared::domain::{AnomalyKind, IdempotencyKey, Order, OrderStatus, Product, RefundStatus};
 use shared::service::{
-    Deps, RefundError, RefundInput, RefundReply, get_refund, out_refund_no_for, request_refund,
+    Deps, RefundError, RefundInput, RefundReply, RefundSweepSummary, get_refund, out_refund_no_for,
+    request_refund, sweep_refunds,
 };
 use shared::store::{MarkPaidOutcome, Store, StoreSupport};
 use shared::wechatpay::gateway::PayError;
@@ -353,4 +354,118 @@ async fn abnormal_is_an_anomaly_for_the_merchant_and_the_amount_stays_reserved()
         (after.refund_pending_total, after.status),
         (fen(0), OrderStatus::Paid)
     );
+}
+
+/// `deps` on a clock the test moves.
+fn with_clock(deps: &Deps, at: std::sync::Arc<std::sync::Mutex<time::OffsetDateTime>>) -> Deps {
+    Deps {
+        clock: std::sync::Arc::new(move || *at.lock().unwrap()),
+        ..deps.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_sweeper_submits_deferred_refunds_and_settles_those_whose_notification_never_came() {
+    let f = fixture("refund_sweep").await;
+    let o = f.paid(2).await;
+    let now = std::sync::Arc::new(std::sync::Mutex::new(now_ms()));
+    let deps = with_clock(&f.deps, now.clone());
+    let no = out_refund_no_for(&idem("refund-key-0007"));
+    f.gateway.refund(Err(api_error(429, "FREQUENCY_LIMITED")));
+    let reply = request_refund(
+        &deps,
+        &o.out_trade_no,
+        &idem("refund-key-0007"),
+        input(1000, &[("tea", 1)]),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(reply, RefundReply::Reserved(_)));
+
+    // Not due within the minute WeChat Pay asks for: nothing is sent.
+    assert_eq!(
+        sweep_refunds(&deps, None).await,
+        RefundSweepSummary::default()
+    );
+    assert_eq!(f.gateway.count("refund "), 1);
+
+    // A minute later it is submitted, with the same out_refund_no, and accepted.
+    *now.lock().unwrap() += time::Duration::seconds(61);
+    f.gateway
+        .refund(Ok(refund_result(&o, no.as_str(), 1000, "PROCESSING")));
+    let first = sweep_refunds(&deps, None).await;
+    assert_eq!(
+        (first.checked, first.submitted, first.failed),
+        (1, 1, 0),
+        "{first:?}"
+    );
+    let sent: Vec<String> = f
+        .gateway
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("refund "))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            format!("refund {no} 1000 2000"),
+            format!("refund {no} 1000 2000")
+        ]
+    );
+
+    // Its notification never comes: five minutes on, the sweep asks and applies SUCCESS once.
+    *now.lock().unwrap() += time::Duration::minutes(5);
+    f.gateway
+        .refund_query(Ok(refund_result(&o, no.as_str(), 1000, "SUCCESS")));
+    let second = sweep_refunds(&deps, None).await;
+    assert_eq!((second.checked, second.settled), (1, 1), "{second:?}");
+    let after = f.order(&o).await;
+    assert_eq!(
+        (
+            after.status,
+            after.refunded_total,
+            after.refund_pending_total
+        ),
+        (OrderStatus::PartiallyRefunded, fen(1000), fen(0))
+    );
+    let settled = f.ctx.store.get_refund(&no).await.unwrap().unwrap();
+    assert_eq!(
+        (settled.status, settled.next_check_at),
+        (RefundStatus::Success, None)
+    );
+    // Final: out of the due index, never checked again.
+    *now.lock().unwrap() += time::Duration::hours(2);
+    assert_eq!(
+        sweep_refunds(&deps, None).await,
+        RefundSweepSummary::default()
+    );
+    assert_eq!(f.gateway.count("refund-query"), 1);
+}
+
+#[tokio::test]
+async fn two_sweeps_at_once_check_a_due_refund_once() {
+    let f = fixture("refund_sweep_race").await;
+    let o = f.paid(1).await;
+    let now = std::sync::Arc::new(std::sync::Mutex::new(now_ms()));
+    let deps = with_clock(&f.deps, now.clone());
+    let no = out_refund_no_for(&idem("refund-key-0008"));
+    f.gateway
+        .refund(Ok(refund_result(&o, no.as_str(), 300, "PROCESSING")));
+    request_refund(
+        &deps,
+        &o.out_trade_no,
+        &idem("refund-key-0008"),
+        input(300, &[]),
+    )
+    .await
+    .unwrap();
+    *now.lock().unwrap() += time::Duration::minutes(6);
+    f.gateway
+        .refund_query(Ok(refund_result(&o, no.as_str(), 300, "PROCESSING")))
+        .refund_query(Ok(refund_result(&o, no.as_str(), 300, "PROCESSING")));
+    let (a, b) = tokio::join!(sweep_refunds(&deps, None), sweep_refunds(&deps, None));
+    assert_eq!(a.checked + b.checked, 1, "{a:?} {b:?}");
+    assert_eq!(f.gateway.count("refund-query"), 1);
+    // Still processing: checked again only after the backoff.
+    assert_eq!(sweep_refunds(&deps, None).await.checked, 0);
 }

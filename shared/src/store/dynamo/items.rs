@@ -60,6 +60,7 @@ pub(crate) mod attr {
     pub const REASON: &str = "reason";
     pub const RESTOCK: &str = "restock";
     pub const SUBMITTED_AT: &str = "submitted_at";
+    pub const NEXT_CHECK_AT: &str = "next_check_at";
     pub const VERSION: &str = "version";
     pub const HISTORY: &str = "history";
     // product
@@ -138,6 +139,9 @@ pub(crate) const ANOMALY_PK_NO_ORDER: &str = "ANOMALY#-";
 pub(crate) fn user_gsi1pk(openid: &Openid) -> String {
     format!("USER#{openid}")
 }
+
+/// The due-refunds partition of `gsi2` (refunds WeChat Pay may still change).
+pub(crate) const REFUNDS_DUE_GSI2PK: &str = "REFUNDS_DUE";
 
 pub(crate) fn pending_gsi2pk(shard: u32) -> String {
     format!("PENDING#{shard}")
@@ -784,6 +788,13 @@ pub(crate) fn refund_item(r: &Refund) -> Item {
     put_opt(&mut item, REASON, r.reason.clone().map(s));
     put_opt(&mut item, SUBMITTED_AT, r.submitted_at.map(t));
     put_opt(&mut item, SUCCESS_TIME, r.success_time.map(t));
+    // Sparse: only a refund WeChat Pay may still change is in the due index (one partition:
+    // refunds are few and never hot).
+    if let Some(at) = r.next_check_at {
+        item.insert(NEXT_CHECK_AT.to_owned(), t(at));
+        item.insert(GSI2PK.to_owned(), s(REFUNDS_DUE_GSI2PK));
+        item.insert(GSI2SK.to_owned(), t(at));
+    }
     item
 }
 
@@ -813,6 +824,7 @@ pub(crate) fn refund_from_item(item: &Item) -> Result<Refund, StoreError> {
         created_at: f.time(CREATED_AT)?,
         submitted_at: f.opt_time(SUBMITTED_AT)?,
         success_time: f.opt_time(SUCCESS_TIME)?,
+        next_check_at: f.opt_time(NEXT_CHECK_AT)?,
         history: history_from::<RefundStatus>(&f)?,
     })
 }

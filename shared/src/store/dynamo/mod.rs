@@ -152,6 +152,29 @@ impl DynamoStore {
         limit: u32,
         start: Option<Item>,
     ) -> Result<Page<Order>, StoreError> {
+        self.query_page_of(
+            index,
+            key_condition,
+            condition,
+            forward,
+            limit,
+            start,
+            items::order_from_item,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn query_page_of<T>(
+        &self,
+        index: &'static str,
+        key_condition: Expr,
+        condition: &str,
+        forward: bool,
+        limit: u32,
+        start: Option<Item>,
+        decode: fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Page<T>, StoreError> {
         let (names, values) = key_condition.into_parts();
         let out = self
             .client
@@ -170,7 +193,7 @@ impl DynamoStore {
         let items = out
             .items()
             .iter()
-            .map(items::order_from_item)
+            .map(decode)
             .collect::<Result<Vec<_>, _>>()?;
         let next = out.last_evaluated_key().map(Cursor::encode).transpose()?;
         Ok(Page { items, next })
@@ -995,6 +1018,70 @@ impl Store for DynamoStore {
         );
         self.query_page(items::GSI1, e, &condition, false, limit, start)
             .await
+    }
+
+    async fn due_refunds(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Refund>, StoreError> {
+        let partition = items::REFUNDS_DUE_GSI2PK.to_owned();
+        let start = index_start(cursor, attr::GSI2PK, attr::GSI2SK, &partition)?;
+        let mut e = Expr::default();
+        let condition = format!(
+            "{} = {} AND {} <= {}",
+            e.name(attr::GSI2PK),
+            e.value("due", items::s(partition.clone())),
+            e.name(attr::GSI2SK),
+            e.value("now", items::s(to_utc_string(now))),
+        );
+        self.query_page_of(
+            items::GSI2,
+            e,
+            &condition,
+            true,
+            limit,
+            start,
+            items::refund_from_item,
+        )
+        .await
+    }
+
+    async fn claim_refund_check(
+        &self,
+        refund: &Refund,
+        now: OffsetDateTime,
+        next: OffsetDateTime,
+    ) -> Result<Option<Refund>, StoreError> {
+        let mut e = Expr::default();
+        let update = format!(
+            "SET {} = {at}, {} = {at}",
+            e.name(attr::NEXT_CHECK_AT),
+            e.name(attr::GSI2SK),
+            at = e.value("next", items::t(next)),
+        );
+        let condition = format!(
+            "{} = {} AND {} <= {}",
+            e.name(attr::STATUS),
+            e.value("status", items::s(refund.status.as_str())),
+            e.name(attr::NEXT_CHECK_AT),
+            e.value("now", items::t(now)),
+        );
+        Ok(
+            match self
+                .update_returning(
+                    items::refund_key(&refund.out_refund_no),
+                    e,
+                    update,
+                    condition,
+                )
+                .await?
+            {
+                Ok(item) => Some(items::refund_from_item(&item)?),
+                Err(_) => None,
+            },
+        )
     }
 
     async fn due_pending(
