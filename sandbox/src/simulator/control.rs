@@ -19,7 +19,7 @@ use serde_json::json;
 use shared::wechatpay::RefundState;
 use time::OffsetDateTime;
 
-use super::wechat::json_response;
+use super::wechat::{json_response, reply};
 use super::{ApiError, Endpoint, Fault, PayOutcome, PayRequest, RefundSettled, Shared, notify};
 
 /// Copies of one notification sent at once; more is a load test, not a simulation.
@@ -104,13 +104,6 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| invalid(format!("malformed JSON body: {e}")))
-}
-
-fn reply<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
-    match result {
-        Ok(value) => json_response(StatusCode::OK, &value),
-        Err(e) => e.into_response(),
-    }
 }
 
 /// The user pays the order: SUCCESS, then the notification goes out.

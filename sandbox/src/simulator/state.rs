@@ -980,28 +980,25 @@ fn prepay_id(now: OffsetDateTime) -> String {
 /// 28 digits like WeChat Pay's: `4200` + 6 random digits + the date at +08:00 + 10 random
 /// digits.
 fn transaction_id(now: OffsetDateTime) -> String {
-    let t = now.to_offset(CHINA);
-    format!(
-        "4200{}{:04}{:02}{:02}{}",
-        random_chars(6, b"0123456789"),
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        random_chars(10, b"0123456789")
-    )
+    dated_digits("4200", now, 10)
 }
 
 /// 29 digits like WeChat Pay's (`50` or `52` first, reference 1.4): `50` + 6 random
 /// digits + the date at +08:00 + 13 random digits.
 fn refund_id(now: OffsetDateTime) -> String {
+    dated_digits("50", now, 13)
+}
+
+/// `prefix` + 6 random digits + the date at +08:00 + `tail` random digits.
+fn dated_digits(prefix: &str, now: OffsetDateTime, tail: usize) -> String {
     let t = now.to_offset(CHINA);
     format!(
-        "50{}{:04}{:02}{:02}{}",
+        "{prefix}{}{:04}{:02}{:02}{}",
         random_chars(6, b"0123456789"),
         t.year(),
         u8::from(t.month()),
         t.day(),
-        random_chars(13, b"0123456789")
+        random_chars(tail, b"0123456789")
     )
 }
 

@@ -87,6 +87,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// 200 with the value as JSON, or the error.
+pub(super) fn reply<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(e) => e.into_response(),
+    }
+}
+
 pub(super) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (
@@ -384,44 +392,34 @@ async fn create_refund(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         spacing: s.config.refund_spacing,
     };
     let created = parse_refund(&body).and_then(|new| s.store().create_refund(new, now(), rules));
-    match created {
-        Ok((refund, accepted)) => {
-            if accepted {
-                tracing::info!(out_trade_no = %refund.out_trade_no, out_refund_no = %refund.out_refund_no, refund = refund.amount.refund, "refund accepted");
-                control::settle_later(&s, refund.out_refund_no.clone());
-            }
-            json_response(StatusCode::OK, &refund)
+    match &created {
+        Ok((refund, true)) => {
+            tracing::info!(out_trade_no = %refund.out_trade_no, out_refund_no = %refund.out_refund_no, refund = refund.amount.refund, "refund accepted");
+            control::settle_later(&s, refund.out_refund_no.clone());
         }
-        Err(e) => {
-            tracing::info!(code = %e.code, error = %e.message, "refund refused");
-            e.into_response()
-        }
+        Ok((_, false)) => {}
+        Err(e) => tracing::info!(code = %e.code, error = %e.message, "refund refused"),
     }
+    reply(created.map(|(refund, _)| refund))
 }
 
 async fn query_refund(
     State(s): State<Arc<Shared>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let found = path
-        .map_err(|_| param_error("out_refund_no", None, "malformed path", "path"))
-        .and_then(|Path(out_refund_no)| {
-            if !valid_out_refund_no(&out_refund_no) {
-                return Err(param_error(
-                    "out_refund_no",
-                    Some(&Value::String(bounded(&out_refund_no))),
-                    OUT_REFUND_NO_RULE,
-                    "path",
-                ));
-            }
+    reply(
+        path_id(
+            path,
+            "out_refund_no",
+            valid_out_refund_no,
+            OUT_REFUND_NO_RULE,
+        )
+        .and_then(|out_refund_no| {
             s.store()
                 .refund(&out_refund_no)
                 .ok_or_else(|| ApiError::new(404, "RESOURCE_NOT_EXISTS", "退款单不存在"))
-        });
-    match found {
-        Ok(refund) => json_response(StatusCode::OK, &refund),
-        Err(e) => e.into_response(),
-    }
+        }),
+    )
 }
 
 /// The platform certificates, each sealed under the APIv3 key as WeChat Pay does; a merchant
@@ -514,17 +512,31 @@ fn valid_out_refund_no(s: &str) -> bool {
 }
 
 fn path_out_trade_no(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(out_trade_no) =
-        path.map_err(|_| param_error("out_trade_no", None, "malformed path", "path"))?;
-    if !valid_out_trade_no(&out_trade_no) {
+    path_id(
+        path,
+        "out_trade_no",
+        valid_out_trade_no,
+        "must be 6-32 characters of [0-9A-Za-z_|*-]",
+    )
+}
+
+/// The merchant's id in the path, checked against its rule.
+fn path_id(
+    path: Result<Path<String>, PathRejection>,
+    name: &str,
+    valid: fn(&str) -> bool,
+    rule: &str,
+) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|_| param_error(name, None, "malformed path", "path"))?;
+    if !valid(&id) {
         return Err(param_error(
-            "out_trade_no",
-            Some(&Value::String(bounded(&out_trade_no))),
-            "must be 6-32 characters of [0-9A-Za-z_|*-]",
+            name,
+            Some(&Value::String(bounded(&id))),
+            rule,
             "path",
         ));
     }
-    Ok(out_trade_no)
+    Ok(id)
 }
 
 fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
@@ -589,6 +601,50 @@ fn required_str<'a>(
     }
 }
 
+/// The object at `pointer` (`/amount`, `/payer`) must be there.
+fn required_object(value: &Value, pointer: &str) -> Result<(), ApiError> {
+    if value.pointer(pointer).is_some_and(Value::is_object) {
+        Ok(())
+    } else {
+        Err(param_error(
+            pointer,
+            None,
+            "is required and must be an object",
+            "body",
+        ))
+    }
+}
+
+/// A required amount: a whole number of fen, at least 1 (and an `i32`, as WeChat Pay's).
+fn fen(value: &Value, pointer: &str) -> Result<i64, ApiError> {
+    let Some(v) = value.pointer(pointer) else {
+        return Err(param_error(pointer, None, "is required", "body"));
+    };
+    v.as_i64()
+        .filter(|t| (1..=i64::from(i32::MAX)).contains(t))
+        .ok_or_else(|| {
+            param_error(
+                pointer,
+                Some(v),
+                "must be a whole number of fen, at least 1",
+                "body",
+            )
+        })
+}
+
+/// Domestic merchants take CNY only.
+fn cny(currency: &str) -> Result<&str, ApiError> {
+    if currency == "CNY" {
+        return Ok(currency);
+    }
+    Err(param_error(
+        "/amount/currency",
+        Some(&Value::String(bounded(currency))),
+        "Currency code is invalid (domestic merchants take CNY only)",
+        "body",
+    ))
+}
+
 /// Checks a JSAPI prepay body the way WeChat Pay does (reference section 4.1). The
 /// `time_expire` minimum is checked by the store, only for new orders: a repeat keeps the
 /// original `time_expire`, which may by then be closer than the minimum.
@@ -631,45 +687,10 @@ fn parse_prepay(config: &SimulatorConfig, body: &[u8]) -> Result<NewOrder, ApiEr
     let notify_url = required_str(&value, "/notify_url", 255)?;
     check_notify_url(notify_url)?;
 
-    if !value.get("amount").is_some_and(Value::is_object) {
-        return Err(param_error(
-            "/amount",
-            None,
-            "is required and must be an object",
-            "body",
-        ));
-    }
-    let amount_total = match value.pointer("/amount/total") {
-        Some(total) => total
-            .as_i64()
-            .filter(|t| (1..=i64::from(i32::MAX)).contains(t))
-            .ok_or_else(|| {
-                param_error(
-                    "/amount/total",
-                    Some(total),
-                    "must be a whole number of fen, at least 1",
-                    "body",
-                )
-            })?,
-        None => return Err(param_error("/amount/total", None, "is required", "body")),
-    };
-    let currency = optional_str(&value, "/amount/currency", 16)?.unwrap_or("CNY");
-    if currency != "CNY" {
-        return Err(param_error(
-            "/amount/currency",
-            Some(&Value::String(bounded(currency))),
-            "Currency code is invalid (domestic merchants take CNY only)",
-            "body",
-        ));
-    }
-    if !value.get("payer").is_some_and(Value::is_object) {
-        return Err(param_error(
-            "/payer",
-            None,
-            "is required and must be an object",
-            "body",
-        ));
-    }
+    required_object(&value, "/amount")?;
+    let amount_total = fen(&value, "/amount/total")?;
+    let currency = cny(optional_str(&value, "/amount/currency", 16)?.unwrap_or("CNY"))?;
+    required_object(&value, "/payer")?;
     let payer_openid = required_str(&value, "/payer/openid", 128)?;
 
     Ok(NewOrder {
@@ -738,39 +759,10 @@ fn parse_refund(body: &[u8]) -> Result<NewRefund, ApiError> {
     if let Some(url) = notify_url {
         check_notify_url(url)?;
     }
-    if !value.get("amount").is_some_and(Value::is_object) {
-        return Err(param_error(
-            "/amount",
-            None,
-            "is required and must be an object",
-            "body",
-        ));
-    }
-    let fen = |pointer: &str| match value.pointer(pointer) {
-        Some(v) => v
-            .as_i64()
-            .filter(|t| (1..=i64::from(i32::MAX)).contains(t))
-            .ok_or_else(|| {
-                param_error(
-                    pointer,
-                    Some(v),
-                    "must be a whole number of fen, at least 1",
-                    "body",
-                )
-            }),
-        None => Err(param_error(pointer, None, "is required", "body")),
-    };
-    let refund = fen("/amount/refund")?;
-    let total = fen("/amount/total")?;
-    let currency = required_str(&value, "/amount/currency", 16)?;
-    if currency != "CNY" {
-        return Err(param_error(
-            "/amount/currency",
-            Some(&Value::String(bounded(currency))),
-            "Currency code is invalid (only CNY)",
-            "body",
-        ));
-    }
+    required_object(&value, "/amount")?;
+    let refund = fen(&value, "/amount/refund")?;
+    let total = fen(&value, "/amount/total")?;
+    cny(required_str(&value, "/amount/currency", 16)?)?;
     if refund > total {
         return Err(ApiError::new(
             400,

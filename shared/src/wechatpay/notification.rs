@@ -189,28 +189,14 @@ pub struct VerifiedNotification {
 impl VerifiedNotification {
     /// The decrypted payment of a `TRANSACTION.*` event.
     pub fn transaction(&self) -> Result<Transaction, NotificationError> {
-        let event = &self.notification.event_type;
-        if !event.starts_with("TRANSACTION.") {
-            return Err(NotificationError::MalformedResource(format!(
-                "event `{}` does not carry a transaction",
-                event.chars().take(64).collect::<String>()
-            )));
-        }
-        serde_json::from_slice(&self.plaintext).map_err(|e| {
-            NotificationError::MalformedResource(format!("decrypted transaction: {e}"))
-        })
+        self.expect_event("TRANSACTION.", "transaction")?;
+        self.parse_plaintext("transaction")
     }
 
     /// The decrypted refund of a `REFUND.*` event (resource `original_type` `refund`,
     /// plaintext with `refund_status`; reference `wechatpay-refunds-bills.md` section 4).
     pub fn refund_notice(&self) -> Result<RefundNotice, NotificationError> {
-        let event = &self.notification.event_type;
-        if !event.starts_with("REFUND.") {
-            return Err(NotificationError::MalformedResource(format!(
-                "event `{}` does not carry a refund",
-                event.chars().take(64).collect::<String>()
-            )));
-        }
+        self.expect_event("REFUND.", "refund")?;
         let original_type = &self.notification.resource.original_type;
         if original_type != REFUND_ORIGINAL_TYPE {
             return Err(NotificationError::MalformedResource(format!(
@@ -218,9 +204,26 @@ impl VerifiedNotification {
                 original_type.chars().take(64).collect::<String>()
             )));
         }
-        serde_json::from_slice(&self.plaintext).map_err(|e| {
-            NotificationError::MalformedResource(format!("decrypted refund notice: {e}"))
-        })
+        self.parse_plaintext("refund notice")
+    }
+
+    fn expect_event(&self, prefix: &str, what: &str) -> Result<(), NotificationError> {
+        let event = &self.notification.event_type;
+        if event.starts_with(prefix) {
+            return Ok(());
+        }
+        Err(NotificationError::MalformedResource(format!(
+            "event `{}` does not carry a {what}",
+            event.chars().take(64).collect::<String>()
+        )))
+    }
+
+    fn parse_plaintext<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+    ) -> Result<T, NotificationError> {
+        serde_json::from_slice(&self.plaintext)
+            .map_err(|e| NotificationError::MalformedResource(format!("decrypted {what}: {e}")))
     }
 }
 
