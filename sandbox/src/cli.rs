@@ -8,6 +8,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::simulator::{DEFAULT_REFUND_DELAY, WECHAT_REFUND_SPACING};
+
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -34,6 +36,10 @@ pub struct Options {
     pub sweep_every: Duration,
     /// `--retry-scale`: multiplies WeChat Pay's notification retry schedule.
     pub retry_scale: f64,
+    /// `--refund-delay`: how long a refund stays PROCESSING before the simulator settles it.
+    pub refund_delay: Duration,
+    /// `--refund-spacing`: least time between two refunds of one order (WeChat Pay: 60 s).
+    pub refund_spacing: Duration,
     /// `--products`: a catalog file instead of the built-in copy of
     /// `infra/local/products.json`.
     pub products: Option<PathBuf>,
@@ -51,6 +57,8 @@ impl Options {
             order_ttl: Duration::from_secs(1800),
             sweep_every: Duration::from_secs(60),
             retry_scale: 1.0,
+            refund_delay: DEFAULT_REFUND_DELAY,
+            refund_spacing: WECHAT_REFUND_SPACING,
             products: None,
             keep: false,
         }
@@ -65,6 +73,8 @@ impl Options {
             order_ttl: Duration::from_secs(4),
             sweep_every: Duration::from_secs(1),
             retry_scale: 0.01,
+            refund_delay: DEFAULT_REFUND_DELAY,
+            refund_spacing: WECHAT_REFUND_SPACING,
             products: None,
             keep: false,
         }
@@ -92,6 +102,8 @@ fn err(message: impl Into<String>) -> CliError {
 const MAX_ORDER_TTL_SECS: u64 = 7200;
 const MAX_SWEEP_EVERY_SECS: u64 = 86_400;
 const MAX_RETRY_SCALE: f64 = 1000.0;
+const MAX_REFUND_DELAY_SECS: u64 = 86_400;
+const MAX_REFUND_SPACING_SECS: u64 = 3600;
 
 /// Parses the arguments after the program name.
 pub fn parse<I>(args: I) -> Result<Command, CliError>
@@ -183,6 +195,12 @@ where
                 options.sweep_every = seconds(&name, &value, 1, MAX_SWEEP_EVERY_SECS)?;
             }
             "retry-scale" => options.retry_scale = retry_scale(&value)?,
+            "refund-delay" => {
+                options.refund_delay = seconds(&name, &value, 0, MAX_REFUND_DELAY_SECS)?;
+            }
+            "refund-spacing" => {
+                options.refund_spacing = seconds(&name, &value, 0, MAX_REFUND_SPACING_SECS)?;
+            }
             "products" => {
                 if value.is_empty() {
                     return Err(err("--products must not be empty"));
@@ -220,6 +238,8 @@ fn takes_value(name: &str) -> bool {
             | "order-ttl"
             | "sweep-every"
             | "retry-scale"
+            | "refund-delay"
+            | "refund-spacing"
             | "products"
     )
 }
@@ -275,6 +295,10 @@ OPTIONS:                                                          [serve / demo 
     --sweep-every SECONDS  timeout-sweeper interval                        [{sse} / {dse}]
     --retry-scale FACTOR   multiplies WeChat Pay's notification retry      [{srs} / {drs}]
                            schedule (15 s, 15 s, 30 s, 3 m, ... 6 h)
+    --refund-delay SECONDS a refund stays PROCESSING this long, then       [{srd} / {drd}]
+                           succeeds and is notified (0-86400)
+    --refund-spacing SECONDS  least time between two refunds of one order  [{srsp} / {drsp}]
+                           (429 FREQUENCY_LIMITED sooner; 0-3600)
     --products FILE        catalog to seed (default: the built-in copy of infra/local/products.json)
     --keep                 demo: keep its data dir instead of deleting it
 
@@ -312,6 +336,10 @@ demo:
         dse = d.sweep_every.as_secs(),
         srs = s.retry_scale,
         drs = d.retry_scale,
+        srd = s.refund_delay.as_secs(),
+        drd = d.refund_delay.as_secs(),
+        srsp = s.refund_spacing.as_secs(),
+        drsp = d.refund_spacing.as_secs(),
         functions = routes.functions,
         wechat = routes.wechat,
         controls = routes.controls,
@@ -392,6 +420,9 @@ mod tests {
             "5",
             "--retry-scale",
             "0.001",
+            "--refund-delay=0",
+            "--refund-spacing",
+            "5",
             "--keep",
         ])
         .unwrap() else {
@@ -403,6 +434,8 @@ mod tests {
         assert_eq!(o.order_ttl, Duration::from_secs(2));
         assert_eq!(o.sweep_every, Duration::from_secs(5));
         assert_eq!(o.retry_scale, 0.001);
+        assert_eq!(o.refund_delay, Duration::ZERO);
+        assert_eq!(o.refund_spacing, Duration::from_secs(5));
         assert!(o.keep);
     }
 
@@ -412,6 +445,8 @@ mod tests {
         assert_eq!(parse_strs(&["-h"]).unwrap(), Command::Help);
         assert_eq!(parse_strs(&["help"]).unwrap(), Command::Help);
         assert!(usage().contains("--retry-scale"));
+        assert!(usage().contains("--refund-delay SECONDS"));
+        assert!(usage().contains("--refund-spacing SECONDS"));
     }
 
     /// The route lists are the ones the routers are built from, so a route added to either
@@ -461,6 +496,9 @@ mod tests {
         assert!(e(&["--order-ttl", "7201"]).contains("--order-ttl"));
         assert!(e(&["--retry-scale", "-1"]).contains("--retry-scale"));
         assert!(e(&["--retry-scale", "NaN"]).contains("--retry-scale"));
+        assert!(e(&["--refund-delay", "-1"]).contains("--refund-delay"));
+        assert!(e(&["--refund-delay", "1.5"]).contains("--refund-delay"));
+        assert!(e(&["--refund-spacing", "3601"]).contains("--refund-spacing"));
         assert!(e(&["--keep"]).contains("demo"));
         assert!(e(&["demo", "serve"]).contains("serve"));
         assert!(e(&["--port", "3000", "--wechat-port", "3000"]).contains("different"));

@@ -23,6 +23,7 @@ pub mod simulator;
 
 pub use keys::{KeysError, SandboxKeys};
 pub use simulator::{
-    ApiError, DeliveryAttempt, Fault, NotificationStatus, PayOutcome, PayRequest, SimTransaction,
-    Simulator, SimulatorConfig, SimulatorError, SimulatorHandle,
+    ApiError, DeliveryAttempt, Fault, NotificationStatus, PayOutcome, PayRequest, RefundSettled,
+    SimRefund, SimRefundAmount, SimTransaction, Simulator, SimulatorConfig, SimulatorError,
+    SimulatorHandle,
 };

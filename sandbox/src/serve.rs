@@ -45,6 +45,8 @@ pub fn settings(options: &Options, catalog: Catalog) -> SandboxSettings {
         order_ttl: options.order_ttl,
         sweep_every: options.sweep_every,
         retry_scale: options.retry_scale,
+        refund_delay: options.refund_delay,
+        refund_spacing: options.refund_spacing,
         catalog,
     }
 }

@@ -85,6 +85,9 @@ pub struct SandboxSettings {
     /// How often the in-process timeout-sweeper runs (`--sweep-every`).
     pub sweep_every: Duration,
     pub retry_scale: f64,
+    /// The simulator's `--refund-delay` and `--refund-spacing`.
+    pub refund_delay: Duration,
+    pub refund_spacing: Duration,
     pub catalog: Catalog,
 }
 
@@ -152,6 +155,8 @@ impl Sandbox {
 
         let mut sim_config = SimulatorConfig::new(settings.wechat_addr, APPID, MCHID, &keys);
         sim_config.retry_scale = settings.retry_scale;
+        sim_config.refund_delay = settings.refund_delay;
+        sim_config.refund_spacing = settings.refund_spacing;
         sim_config.min_time_expire_ahead = min_time_expire_ahead(settings.order_ttl);
         let simulator = Simulator::start(sim_config).await.map_err(|e| match e {
             SimulatorError::Bind { .. } => SandboxError::SimulatorBind(e),

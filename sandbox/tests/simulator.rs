@@ -17,8 +17,8 @@ use sandbox::{Fault, SandboxKeys, Simulator, SimulatorConfig, SimulatorHandle};
 use shared::timefmt::to_wechat;
 use shared::wechatpay::{
     ApiV3Key, GatewaySettings, HttpPayGateway, MerchantSigner, PayError, PayGateway, PrepayRequest,
-    RsaPrivateKey, RsaPublicKey, TradeState, Transaction, Verifier, WechatpayHeaders, nonce,
-    verify_and_decrypt,
+    RefundNotice, RefundRequest, RefundState, RsaPrivateKey, RsaPublicKey, TradeState, Transaction,
+    Verifier, WechatpayHeaders, nonce, verify_and_decrypt,
 };
 use time::OffsetDateTime;
 
@@ -60,6 +60,8 @@ fn config() -> SimulatorConfig {
         retry_scale: 0.001,
         min_time_expire_ahead: Duration::from_secs(60),
         delivery_timeout: Duration::from_secs(5),
+        refund_delay: Duration::from_secs(2),
+        refund_spacing: Duration::from_secs(60),
         certificates: Vec::new(),
     }
 }
@@ -223,11 +225,20 @@ struct Received {
     in_flight: usize,
 }
 
+/// A verified, decrypted `REFUND.*` notification.
+#[derive(Debug, Clone)]
+struct ReceivedRefund {
+    notification_id: String,
+    event_type: String,
+    notice: RefundNotice,
+}
+
 #[derive(Default)]
 struct ReceiverState {
     /// Statuses to answer, in order; 204 once used up.
     plan: VecDeque<u16>,
     received: Vec<Received>,
+    refunds: Vec<ReceivedRefund>,
     rejected: Vec<String>,
     in_flight: usize,
     /// The most deliveries ever in flight together.
@@ -264,6 +275,10 @@ impl Receiver {
 
     fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
+    }
+
+    fn refunds(&self) -> Vec<ReceivedRefund> {
+        self.state.lock().unwrap().refunds.clone()
     }
 
     fn rejected(&self) -> Vec<String> {
@@ -310,13 +325,21 @@ async fn receive(
     let mut s = state.lock().unwrap();
     s.in_flight -= 1;
     let in_flight = s.peak;
-    s.received.push(Received {
-        notification_id: verified.notification.id.clone(),
-        event_type: verified.notification.event_type.clone(),
-        signature_nonce: verified.signature.nonce.clone(),
-        transaction: verified.transaction().unwrap(),
-        in_flight,
-    });
+    if verified.notification.event_type.starts_with("REFUND.") {
+        s.refunds.push(ReceivedRefund {
+            notification_id: verified.notification.id.clone(),
+            event_type: verified.notification.event_type.clone(),
+            notice: verified.refund_notice().unwrap(),
+        });
+    } else {
+        s.received.push(Received {
+            notification_id: verified.notification.id.clone(),
+            event_type: verified.notification.event_type.clone(),
+            signature_nonce: verified.signature.nonce.clone(),
+            transaction: verified.transaction().unwrap(),
+            in_flight,
+        });
+    }
     let status = s.plan.pop_front().unwrap_or(204);
     drop(s);
     if status == 204 {
@@ -1356,4 +1379,430 @@ async fn certificate_mode_serves_sealed_certificates_and_rotates() {
     let mut serials = client.known_serials();
     serials.sort();
     assert_eq!(serials, ["5EC0AD0CE27000000002", "9F3C5A2E7B1D40086C11"]);
+}
+
+// -----------------------------------------------------------------------------------------
+// Refunds
+// -----------------------------------------------------------------------------------------
+
+fn refund(out_trade_no: &str, out_refund_no: &str, refund: i64, total: i64) -> RefundRequest {
+    RefundRequest {
+        out_trade_no: out_trade_no.into(),
+        out_refund_no: out_refund_no.into(),
+        reason: Some("商品已售完".into()),
+        refund,
+        total,
+    }
+}
+
+fn api_error_message(e: PayError) -> (u16, String, String) {
+    match e {
+        PayError::Api {
+            status,
+            code,
+            message,
+            ..
+        } => (status, code, message),
+        other => panic!("expected a WeChat Pay error body, got {other:?}"),
+    }
+}
+
+/// A paid order of `total` fen whose payment notification was acknowledged.
+async fn paid_order(
+    sim: &SimulatorHandle,
+    client: &HttpPayGateway,
+    receiver: &Receiver,
+    no: &str,
+    total: i64,
+) {
+    client.jsapi_prepay(&order(no, total)).await.unwrap();
+    sim.pay(&sandbox::PayRequest::new(no)).unwrap();
+    eventually("the payment notification", || {
+        receiver
+            .received()
+            .iter()
+            .any(|r| r.transaction.out_trade_no == no)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refund_is_processing_then_succeeds_and_is_notified() {
+    let receiver = Receiver::start(&[], 0).await;
+    let sim = Simulator::start(SimulatorConfig {
+        refund_delay: Duration::from_millis(700),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let client = gateway(&sim, &receiver.url());
+    let no = "REFUND-ORDER-0001";
+    paid_order(&sim, &client, &receiver, no, 1980).await;
+    let paid = client.query_by_out_trade_no(no).await.unwrap();
+
+    let created = client
+        .create_refund(&refund(no, "R|1*a@b_c-1", 300, 1980))
+        .await
+        .unwrap();
+    assert_eq!(created.status, RefundState::Processing);
+    assert_eq!(created.out_refund_no, "R|1*a@b_c-1");
+    assert_eq!(created.out_trade_no.as_deref(), Some(no));
+    assert_eq!(created.transaction_id, paid.transaction_id);
+    assert!(
+        created.refund_id.starts_with("50")
+            && created.refund_id.len() == 29
+            && created.refund_id.bytes().all(|b| b.is_ascii_digit()),
+        "{}",
+        created.refund_id
+    );
+    assert!(created.create_time.as_deref().unwrap().ends_with("+08:00"));
+    assert_eq!(created.success_time, None);
+    assert_eq!((created.amount.refund, created.amount.total), (300, 1980));
+
+    // Like WeChat Pay: the order says REFUND, by out_trade_no and by transaction_id, with
+    // its amounts unchanged.
+    let after = client.query_by_out_trade_no(no).await.unwrap();
+    assert_eq!(after.trade_state, TradeState::Refund);
+    assert_eq!(after.amount, paid.amount);
+    assert_eq!(after.transaction_id, paid.transaction_id);
+    let by_id = client
+        .query_by_transaction_id(paid.transaction_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(by_id.trade_state, TradeState::Refund);
+
+    // Still PROCESSING before the delay.
+    let queried = client.query_refund("R|1*a@b_c-1").await.unwrap();
+    assert_eq!(queried.status, RefundState::Processing);
+    assert_eq!(queried.refund_id, created.refund_id);
+
+    let notified = eventually("the REFUND.SUCCESS notification", || {
+        receiver.refunds().pop()
+    })
+    .await;
+    assert_eq!(notified.event_type, "REFUND.SUCCESS");
+    let notice = &notified.notice;
+    assert_eq!(notice.refund_status, RefundState::Success);
+    assert_eq!(notice.mchid, MCHID);
+    assert_eq!(notice.out_trade_no, no);
+    assert_eq!(Some(&notice.transaction_id), paid.transaction_id.as_ref());
+    assert_eq!(notice.out_refund_no, "R|1*a@b_c-1");
+    assert_eq!(notice.refund_id, created.refund_id);
+    assert_eq!((notice.amount.refund, notice.amount.total), (300, 1980));
+    assert!(receiver.rejected().is_empty());
+
+    let settled = client.query_refund("R|1*a@b_c-1").await.unwrap();
+    assert_eq!(settled.status, RefundState::Success);
+    assert!(settled.success_time.as_deref().unwrap().ends_with("+08:00"));
+    assert_eq!(settled.success_time, notice.success_time);
+
+    // The order's delivery log lists the refund's delivery after the payment's.
+    let (status, log) = control(
+        &sim,
+        "GET",
+        &format!("/sandbox/notifications?out_trade_no={no}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let events: Vec<(&str, u64)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["event_type"].as_str().unwrap(),
+                a["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [("TRANSACTION.SUCCESS", 204), ("REFUND.SUCCESS", 204)]
+    );
+    assert_eq!(
+        log[1]["notification_id"].as_str(),
+        Some(notified.notification_id.as_str())
+    );
+
+    // The same out_refund_no and amount: the same refund, not a second one (no spacing
+    // refusal either). Another amount under that number is refused.
+    let again = client
+        .create_refund(&refund(no, "R|1*a@b_c-1", 300, 1980))
+        .await
+        .unwrap();
+    assert_eq!(again.refund_id, created.refund_id);
+    assert_eq!(again.status, RefundState::Success);
+    let changed = client
+        .create_refund(&refund(no, "R|1*a@b_c-1", 301, 1980))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(changed), (400, "INVALID_REQUEST".to_owned()));
+
+    // A new refund of the order within the minute: FREQUENCY_LIMITED (after the client's
+    // own retries), and nothing accepted.
+    let spaced = client
+        .create_refund(&refund(no, "R-2", 100, 1980))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(spaced), (429, "FREQUENCY_LIMITED".to_owned()));
+    assert!(sim.refund("R-2").is_none());
+    let unknown = client.query_refund("R-2").await.unwrap_err();
+    assert_eq!(api_error(unknown), (404, "RESOURCE_NOT_EXISTS".to_owned()));
+    // The notification count did not move: one refund notified once.
+    assert_eq!(receiver.refunds().len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn refunds_follow_wechat_pays_rules() {
+    let receiver = Receiver::start(&[], 0).await;
+    let sim = Simulator::start(SimulatorConfig {
+        refund_delay: Duration::from_secs(60),
+        refund_spacing: Duration::ZERO,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let client = gateway(&sim, &receiver.url());
+
+    // No such order, or not paid: one answer.
+    let unknown = client
+        .create_refund(&refund("NO-SUCH-ORDER", "R-0", 100, 100))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        api_error_message(unknown),
+        (
+            404,
+            "RESOURCE_NOT_EXISTS".to_owned(),
+            "订单不存在或未支付".to_owned()
+        )
+    );
+    let no = "REFUND-ORDER-0002";
+    client.jsapi_prepay(&order(no, 2000)).await.unwrap();
+    let unpaid = client
+        .create_refund(&refund(no, "R-0", 100, 2000))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(unpaid), (404, "RESOURCE_NOT_EXISTS".to_owned()));
+    sim.pay(&sandbox::PayRequest::new(no)).unwrap();
+
+    // amount.total is the order's total, not what is left.
+    let wrong_total = client
+        .create_refund(&refund(no, "R-0", 100, 1999))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(wrong_total), (400, "INVALID_REQUEST".to_owned()));
+
+    client
+        .create_refund(&refund(no, "R-1", 1000, 2000))
+        .await
+        .unwrap();
+    let over = client
+        .create_refund(&refund(no, "R-2", 1001, 2000))
+        .await
+        .unwrap_err();
+    let (status, code, message) = api_error_message(over);
+    assert_eq!((status, code.as_str()), (400, "INVALID_REQUEST"));
+    assert!(message.contains("exceeds the refundable 1000"), "{message}");
+    assert!(sim.refund("R-2").is_none());
+    // Exactly what is left is fine.
+    client
+        .create_refund(&refund(no, "R-2", 1000, 2000))
+        .await
+        .unwrap();
+    let nothing_left = client
+        .create_refund(&refund(no, "R-3", 1, 2000))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(nothing_left), (400, "INVALID_REQUEST".to_owned()));
+    // A CLOSED refund gave its amount back.
+    sim.settle_refund("R-1", RefundState::Closed, 0).unwrap();
+    client
+        .create_refund(&refund(no, "R-3", 1000, 2000))
+        .await
+        .unwrap();
+
+    let missing = client.query_refund("R-404").await.unwrap_err();
+    assert_eq!(api_error(missing), (404, "RESOURCE_NOT_EXISTS".to_owned()));
+
+    // What the client never sends: appid/mchid in the body, a bad out_refund_no.
+    let with_ids = format!(
+        r#"{{"appid":"{APPID}","mchid":"{MCHID}","out_trade_no":"{no}","out_refund_no":"R-9","amount":{{"refund":1,"total":2000,"currency":"CNY"}}}}"#
+    );
+    let (status, _, body) = Raw::new("POST", "/v3/refund/domestic/refunds", &with_ids)
+        .send(&sim)
+        .await;
+    assert_eq!((status, code_of(&body).as_str()), (400, "PARAM_ERROR"));
+    let detail: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        detail["detail"]["value"],
+        serde_json::json!(["/body/appid", "/body/mchid"])
+    );
+    let long = "R".repeat(65);
+    for bad in ["R#1", "", long.as_str()] {
+        let body = format!(
+            r#"{{"out_trade_no":"{no}","out_refund_no":"{bad}","amount":{{"refund":1,"total":2000,"currency":"CNY"}}}}"#
+        );
+        let (status, _, answer) = Raw::new("POST", "/v3/refund/domestic/refunds", &body)
+            .send(&sim)
+            .await;
+        assert_eq!(
+            (status, code_of(&answer).as_str()),
+            (400, "PARAM_ERROR"),
+            "{bad}"
+        );
+    }
+    assert!(sim.refund("R-9").is_none());
+    // An unsigned refund request is refused like any other.
+    let (status, _, answer) = Raw {
+        key: RsaPrivateKey::from_pkcs8_pem(&pem("test_other_key.pem")).unwrap(),
+        ..Raw::new("GET", "/v3/refund/domestic/refunds/R-1", "")
+    }
+    .send(&sim)
+    .await;
+    assert_eq!((status, code_of(&answer).as_str()), (401, "SIGN_ERROR"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_control_route_settles_refunds_closed_abnormal_or_silently() {
+    // The payment and the CLOSED notification are acknowledged, the two concurrent ABNORMAL
+    // copies are not, their retry is.
+    let receiver = Receiver::start(&[204, 204, 503, 503], 0).await;
+    let sim = Simulator::start(SimulatorConfig {
+        refund_delay: Duration::from_millis(300),
+        refund_spacing: Duration::ZERO,
+        ..config()
+    })
+    .await
+    .unwrap();
+    let client = gateway(&sim, &receiver.url());
+    let no = "REFUND-ORDER-0003";
+    paid_order(&sim, &client, &receiver, no, 1000).await;
+    client
+        .create_refund(&refund(no, "R-closed", 100, 1000))
+        .await
+        .unwrap();
+    client
+        .create_refund(&refund(no, "R-abnormal", 200, 1000))
+        .await
+        .unwrap();
+
+    let (status, closed) = control(
+        &sim,
+        "POST",
+        "/sandbox/refunds/R-closed",
+        Some(serde_json::json!({"status": "CLOSED", "deliveries": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["refund"]["status"], "CLOSED");
+    eventually("the CLOSED notification", || {
+        (receiver.refunds().len() == 1).then_some(())
+    })
+    .await;
+    let (status, abnormal) = control(
+        &sim,
+        "POST",
+        "/sandbox/refunds/R-abnormal",
+        Some(serde_json::json!({"status": "ABNORMAL", "deliveries": 2})),
+    )
+    .await;
+    assert_eq!(status, 200, "{abnormal}");
+    let abnormal_id = abnormal["notification_id"].as_str().unwrap().to_owned();
+
+    let notified = eventually("CLOSED once and ABNORMAL three times", || {
+        let r = receiver.refunds();
+        (r.len() == 4).then_some(r)
+    })
+    .await;
+    let closed_notices: Vec<_> = notified
+        .iter()
+        .filter(|r| r.event_type == "REFUND.CLOSED")
+        .collect();
+    assert_eq!(closed_notices.len(), 1);
+    assert_eq!(closed_notices[0].notice.refund_status, RefundState::Closed);
+    assert_eq!(closed_notices[0].notice.success_time, None);
+    let abnormal_notices: Vec<_> = notified
+        .iter()
+        .filter(|r| r.event_type == "REFUND.ABNORMAL")
+        .collect();
+    assert_eq!(abnormal_notices.len(), 3);
+    assert!(
+        abnormal_notices
+            .iter()
+            .all(|r| r.notification_id == abnormal_id
+                && r.notice.refund_status == RefundState::Abnormal
+                && r.notice.out_refund_no == "R-abnormal")
+    );
+    let status_of = |id: &str| {
+        sim.notifications(no)
+            .into_iter()
+            .find(|n| n.notification_id == id)
+            .unwrap()
+    };
+    let abnormal_status = eventually("the ABNORMAL notification finished", || {
+        let n = status_of(&abnormal_id);
+        n.finished.then_some(n)
+    })
+    .await;
+    assert!(abnormal_status.acknowledged);
+    assert_eq!(abnormal_status.attempts, 3);
+    assert_eq!(abnormal_status.event_type, "REFUND.ABNORMAL");
+
+    // The delay passes: neither refund is settled SUCCESS behind the control route's back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed_now = client.query_refund("R-closed").await.unwrap();
+    assert_eq!(closed_now.status, RefundState::Closed);
+    assert_eq!(closed_now.success_time, None);
+    assert_eq!(
+        client.query_refund("R-abnormal").await.unwrap().status,
+        RefundState::Abnormal
+    );
+    assert_eq!(receiver.refunds().len(), 4);
+
+    // ABNORMAL is not final: SUCCESS with no notification (the query path's case).
+    let silent = sim
+        .settle_refund("R-abnormal", RefundState::Success, 0)
+        .unwrap();
+    assert_eq!(silent.refund.status, RefundState::Success);
+    assert!(status_of(&silent.notification_id).finished);
+    assert_eq!(status_of(&silent.notification_id).attempts, 0);
+    let succeeded = client.query_refund("R-abnormal").await.unwrap();
+    assert_eq!(succeeded.status, RefundState::Success);
+    assert!(succeeded.success_time.is_some());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(receiver.refunds().len(), 4);
+
+    // Final refunds stay final; unknown ones and unknown statuses are refused.
+    for (path, body, expected) in [
+        (
+            "/sandbox/refunds/R-closed",
+            serde_json::json!({"status": "SUCCESS"}),
+            409,
+        ),
+        (
+            "/sandbox/refunds/R-abnormal",
+            serde_json::json!({"status": "CLOSED"}),
+            409,
+        ),
+        (
+            "/sandbox/refunds/R-unknown",
+            serde_json::json!({"status": "SUCCESS"}),
+            404,
+        ),
+        (
+            "/sandbox/refunds/R-closed",
+            serde_json::json!({"status": "PROCESSING"}),
+            400,
+        ),
+    ] {
+        let (status, answer) = control(&sim, "POST", path, Some(body)).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+    }
+    assert!(receiver.rejected().is_empty());
+    sim.shutdown().await;
 }

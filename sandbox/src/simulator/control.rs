@@ -1,5 +1,5 @@
 //! The simulator's control endpoints under `/sandbox/`: the user's side of a payment (pay,
-//! start paying), fault injection for the WeChat Pay API, and inspection of transactions and
+//! start paying), WeChat Pay's side of a refund (settle it now), fault injection for the WeChat Pay API, and inspection of transactions and
 //! notification deliveries. Not part of WeChat Pay's API: no merchant signature, JSON in and
 //! out, refusals as `{code, message}` like WeChat Pay's.
 
@@ -16,10 +16,11 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use shared::wechatpay::RefundState;
 use time::OffsetDateTime;
 
-use super::wechat::json_response;
-use super::{ApiError, Endpoint, Fault, PayOutcome, PayRequest, Shared, notify};
+use super::wechat::{json_response, reply};
+use super::{ApiError, Endpoint, Fault, PayOutcome, PayRequest, RefundSettled, Shared, notify};
 
 /// Copies of one notification sent at once; more is a load test, not a simulation.
 const MAX_DELIVERIES: u32 = 100;
@@ -48,6 +49,12 @@ pub(super) const ROUTES: &[Endpoint] = &[
         path: "/sandbox/notify",
         what: "notify a paid order again: {\"out_trade_no\"}",
         handler: |m| on(m, redeliver_endpoint),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/sandbox/refunds/{out_refund_no}",
+        what: "settle a refund now: {\"status\": \"SUCCESS\"|\"CLOSED\"|\"ABNORMAL\", \"deliveries\": 1}",
+        handler: |m| on(m, settle_refund_endpoint),
     },
     Endpoint {
         method: "POST",
@@ -99,13 +106,6 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| invalid(format!("malformed JSON body: {e}")))
 }
 
-fn reply<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
-    match result {
-        Ok(value) => json_response(StatusCode::OK, &value),
-        Err(e) => e.into_response(),
-    }
-}
-
 /// The user pays the order: SUCCESS, then the notification goes out.
 pub(super) fn pay(shared: &Arc<Shared>, request: &PayRequest) -> Result<PayOutcome, ApiError> {
     if request.deliveries > MAX_DELIVERIES {
@@ -148,6 +148,69 @@ pub(super) fn redeliver(
     Ok(notification_id)
 }
 
+/// WeChat Pay's side of a refund: it reaches `status` now and its `REFUND.<status>`
+/// notification goes out, `deliveries` copies at once, then retried until acknowledged.
+pub(super) fn settle_refund(
+    shared: &Arc<Shared>,
+    out_refund_no: &str,
+    status: RefundState,
+    deliveries: u32,
+) -> Result<RefundSettled, ApiError> {
+    if deliveries > MAX_DELIVERIES {
+        return Err(invalid(format!(
+            "deliveries must be at most {MAX_DELIVERIES}"
+        )));
+    }
+    if !matches!(
+        status,
+        RefundState::Success | RefundState::Closed | RefundState::Abnormal
+    ) {
+        return Err(invalid("status must be SUCCESS, CLOSED or ABNORMAL"));
+    }
+    let settled = shared.store().settle_refund(
+        out_refund_no,
+        status,
+        OffsetDateTime::now_utc(),
+        deliveries,
+        false,
+    )?;
+    // Only an automatic settlement skips a refund that moved on.
+    let (refund, job) = settled.ok_or_else(|| invalid("the refund is no longer PROCESSING"))?;
+    let notification_id = job.notification_id.clone();
+    tracing::info!(%out_refund_no, status = %refund.status, deliveries, "refund settled");
+    notify::start(shared, job, &refund.transaction_id);
+    Ok(RefundSettled {
+        refund,
+        notification_id,
+        deliveries,
+    })
+}
+
+/// A refund just accepted settles SUCCESS after `refund_delay`, notified once (then retried),
+/// unless `/sandbox/refunds/...` settled it first.
+pub(super) fn settle_later(shared: &Arc<Shared>, out_refund_no: String) {
+    let task_shared = shared.clone();
+    shared.spawn(async move {
+        let mut shutdown = task_shared.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(task_shared.config.refund_delay) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let settled = task_shared.store().settle_refund(
+            &out_refund_no,
+            RefundState::Success,
+            OffsetDateTime::now_utc(),
+            1,
+            true,
+        );
+        // Otherwise settled through the control route meanwhile.
+        if let Ok(Some((refund, job))) = settled {
+            tracing::info!(%out_refund_no, "refund succeeded");
+            notify::start(&task_shared, job, &refund.transaction_id);
+        }
+    });
+}
+
 pub(super) fn inject_fault(shared: &Shared, fault: Fault) -> Result<(), ApiError> {
     let slow_only = (200..300).contains(&fault.status) && fault.delay_ms > 0;
     if !(400..=599).contains(&fault.status) && !slow_only {
@@ -180,6 +243,8 @@ async fn info(State(s): State<Arc<Shared>>) -> Response {
             "retry_scale": c.retry_scale,
             "min_time_expire_ahead_secs": c.min_time_expire_ahead.as_secs_f64(),
             "delivery_timeout_secs": c.delivery_timeout.as_secs_f64(),
+            "refund_delay_secs": c.refund_delay.as_secs_f64(),
+            "refund_spacing_secs": c.refund_spacing.as_secs_f64(),
         }),
     )
 }
@@ -220,6 +285,45 @@ async fn redeliver_endpoint(State(s): State<Arc<Shared>>, body: Bytes) -> Respon
             "notification_id": notification_id,
             "deliveries": b.deliveries,
         }))
+    }))
+}
+
+#[derive(Deserialize)]
+struct SettleRefundBody {
+    #[serde(default = "success")]
+    status: String,
+    #[serde(default = "one")]
+    deliveries: u32,
+}
+
+fn success() -> String {
+    "SUCCESS".to_owned()
+}
+
+async fn settle_refund_endpoint(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    let Ok(Path(out_refund_no)) = path else {
+        return invalid("malformed out_refund_no").into_response();
+    };
+    // An empty body settles SUCCESS with one delivery.
+    let request = if body.is_empty() {
+        Ok(SettleRefundBody {
+            status: success(),
+            deliveries: 1,
+        })
+    } else {
+        parse::<SettleRefundBody>(&body)
+    };
+    reply(request.and_then(|b| {
+        settle_refund(
+            &s,
+            &out_refund_no,
+            RefundState::from(b.status.as_str()),
+            b.deliveries,
+        )
     }))
 }
 

@@ -1,11 +1,13 @@
-//! The WeChat Pay v3 simulator: a local HTTP server that answers the four JSAPI calls the
-//! backend makes exactly as WeChat Pay does (paths, merchant-signature checks, signed
+//! The WeChat Pay v3 simulator: a local HTTP server that answers the JSAPI and refund calls
+//! the backend makes exactly as WeChat Pay does (paths, merchant-signature checks, signed
 //! responses, `{code, message}` errors), and plays the user's side through `/sandbox/*`.
 //!
 //! - `wechat`: the WeChat Pay API surface, request authentication and response signing.
-//! - `control`: the `/sandbox/*` endpoints (pay, user paying, fault injection, inspection).
-//! - `notify`: delivering `TRANSACTION.SUCCESS` notifications on WeChat Pay's retry schedule.
-//! - `state`: the simulated transactions and what happened to them.
+//! - `control`: the `/sandbox/*` endpoints (pay, user paying, settle a refund, fault
+//!   injection, inspection).
+//! - `notify`: delivering `TRANSACTION.SUCCESS` and `REFUND.*` notifications on WeChat Pay's
+//!   retry schedule.
+//! - `state`: the simulated transactions and refunds and what happened to them.
 //! - `login`: WeChat's mini-program login, `GET /sns/jscode2session` (not WeChat Pay's).
 //!
 //! `wechat`, `control` and `login` each build their router from a list of [`Endpoint`]s,
@@ -30,7 +32,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::keys::SandboxKeys;
 
-pub use state::{DeliveryAttempt, NotificationStatus, SimTransaction};
+use shared::wechatpay::RefundState;
+pub use state::{DeliveryAttempt, NotificationStatus, SimRefund, SimRefundAmount, SimTransaction};
 
 /// WeChat Pay's retry intervals after a failed notification: 15s/15s/30s/3m/10m/20m/30m/
 /// 30m/30m/60m/3h/3h/3h/6h/6h, 24 h 4 min in all (reference section 3.6).
@@ -54,6 +57,13 @@ pub const RETRY_SCHEDULE: [Duration; 15] = [
 
 /// WeChat Pay's minimum distance between the order and its `time_expire`.
 pub const WECHAT_MIN_TIME_EXPIRE_AHEAD: Duration = Duration::from_secs(60);
+
+/// How long after accepting a refund the simulator settles it SUCCESS (`--refund-delay`).
+pub const DEFAULT_REFUND_DELAY: Duration = Duration::from_secs(2);
+
+/// WeChat Pay's least distance between two refunds of one order ("同一笔订单多次退款的请求需
+/// 相隔1分钟", `--refund-spacing`).
+pub const WECHAT_REFUND_SPACING: Duration = Duration::from_secs(60);
 
 /// How long WeChat Pay waits for the merchant to answer a notification.
 pub const WECHAT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,6 +93,11 @@ pub struct SimulatorConfig {
     pub min_time_expire_ahead: Duration,
     /// How long a notification delivery may take before it counts as failed (WeChat: 5 s).
     pub delivery_timeout: Duration,
+    /// A refund stays PROCESSING this long, then settles SUCCESS and is notified.
+    pub refund_delay: Duration,
+    /// A refund of an order sooner than this after its previous accepted refund answers
+    /// `429 FREQUENCY_LIMITED` (WeChat Pay: 1 minute).
+    pub refund_spacing: Duration,
     /// Platform-certificate mode: `(serial, PEM)` of certificates of `platform_private_key`
     /// that `/v3/certificates` serves, the first one signing. Empty: a public-key merchant
     /// (signed under `public_key_id`; `/v3/certificates` answers 404).
@@ -110,6 +125,8 @@ impl SimulatorConfig {
             retry_scale: 1.0,
             min_time_expire_ahead: WECHAT_MIN_TIME_EXPIRE_AHEAD,
             delivery_timeout: WECHAT_NOTIFY_TIMEOUT,
+            refund_delay: DEFAULT_REFUND_DELAY,
+            refund_spacing: WECHAT_REFUND_SPACING,
             certificates: Vec::new(),
         }
     }
@@ -266,6 +283,15 @@ pub struct PayOutcome {
     pub trade_state: String,
     /// The amount charged (the override when one was given).
     pub amount_total: i64,
+    pub notification_id: String,
+    pub deliveries: u32,
+}
+
+/// What `POST /sandbox/refunds/{out_refund_no}` answers: the refund as it now stands and
+/// its notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundSettled {
+    pub refund: SimRefund,
     pub notification_id: String,
     pub deliveries: u32,
 }
@@ -525,6 +551,22 @@ impl SimulatorHandle {
     /// (`POST /sandbox/notify`).
     pub fn redeliver(&self, out_trade_no: &str, deliveries: u32) -> Result<String, ApiError> {
         control::redeliver(&self.shared, out_trade_no, deliveries)
+    }
+
+    /// The refund as query-refund would answer it now.
+    pub fn refund(&self, out_refund_no: &str) -> Option<SimRefund> {
+        self.shared.store().refund(out_refund_no)
+    }
+
+    /// Settles a refund now, `deliveries` copies of its notification at once (0: none), with
+    /// retries (`POST /sandbox/refunds/{out_refund_no}`).
+    pub fn settle_refund(
+        &self,
+        out_refund_no: &str,
+        status: RefundState,
+        deliveries: u32,
+    ) -> Result<RefundSettled, ApiError> {
+        control::settle_refund(&self.shared, out_refund_no, status, deliveries)
     }
 
     /// Queues a fault (`POST /sandbox/fail`).

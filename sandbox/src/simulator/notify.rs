@@ -1,5 +1,5 @@
-//! Delivering payment notifications as WeChat Pay does: `TRANSACTION.SUCCESS` signed with
-//! the platform key and its resource sealed with the APIv3 key, fresh timestamp, nonce and
+//! Delivering notifications as WeChat Pay does: `TRANSACTION.SUCCESS` and `REFUND.*` signed
+//! with the platform key and its resource sealed with the APIv3 key, fresh timestamp, nonce and
 //! signature on every attempt; only 200 or 204 acknowledges, anything else (or no answer
 //! within the timeout) is retried on WeChat Pay's schedule, scaled by `retry_scale`.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header;
-use shared::wechatpay::{NotificationDraft, build_notification};
+use shared::wechatpay::build_notification;
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
@@ -69,14 +69,13 @@ fn scaled(delay: Duration, scale: f64) -> Duration {
 
 /// One POST to notify_url; returns whether it was acknowledged.
 async fn attempt(shared: Arc<Shared>, job: Arc<DeliveryJob>, round: u32) -> bool {
+    let Some(draft) = job.draft() else {
+        // Never queued: only notified refund statuses make a job.
+        return true;
+    };
     let number = shared.store().next_attempt(&job.out_trade_no);
     let config = &shared.config;
     let now = OffsetDateTime::now_utc();
-    let draft = NotificationDraft::transaction_success(
-        &job.notification_id,
-        &job.create_time,
-        &job.transaction_json,
-    );
     let (headers, body) = build_notification(
         &config.platform_private_key,
         &shared.signing_serial(),
@@ -105,6 +104,7 @@ async fn attempt(shared: Arc<Shared>, job: Arc<DeliveryJob>, round: u32) -> bool
     tracing::info!(
         out_trade_no = %job.out_trade_no,
         notification_id = %job.notification_id,
+        event_type = draft.event_type,
         attempt = number,
         round,
         status,
@@ -117,6 +117,7 @@ async fn attempt(shared: Arc<Shared>, job: Arc<DeliveryJob>, round: u32) -> bool
         DeliveryAttempt {
             attempt: number,
             notification_id: job.notification_id.clone(),
+            event_type: draft.event_type.to_owned(),
             round,
             at: timestamp_millis(now),
             status,

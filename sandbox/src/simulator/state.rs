@@ -1,5 +1,6 @@
 //! The simulator's memory: every JSAPI order by out_trade_no, every payment by
-//! transaction_id, queued faults and the notification delivery log. All of it sits behind
+//! transaction_id, every refund by out_refund_no, queued faults and the notification
+//! delivery log. All of it sits behind
 //! one mutex held only for plain map updates (never across an await), so each WeChat Pay
 //! call is atomic, as it is at WeChat Pay.
 
@@ -9,7 +10,10 @@ use std::time::Duration;
 use rand::Rng as _;
 use serde::Serialize;
 use shared::timefmt::{CHINA, to_wechat};
-use shared::wechatpay::{Payer, TradeState, Transaction, TransactionAmount};
+use shared::wechatpay::{
+    NotificationDraft, Payer, RefundAmount, RefundNotice, RefundState, TradeState, Transaction,
+    TransactionAmount,
+};
 use time::OffsetDateTime;
 
 use super::{ApiError, Fault, PayOutcome, PayRequest};
@@ -58,9 +62,11 @@ pub struct SimTransaction {
 /// One attempt to deliver a notification (`GET /sandbox/notifications`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeliveryAttempt {
-    /// 1, 2, ... across all of the order's notifications.
+    /// 1, 2, ... across all of the order's notifications, its refunds' included.
     pub attempt: u32,
     pub notification_id: String,
+    /// `TRANSACTION.SUCCESS`, or `REFUND.SUCCESS` / `REFUND.CLOSED` / `REFUND.ABNORMAL`.
+    pub event_type: String,
     /// 0: the first delivery (with its concurrent copies); n: the n-th retry of the schedule.
     pub round: u32,
     /// When it was sent, RFC 3339 at +08:00 with milliseconds.
@@ -74,6 +80,8 @@ pub struct DeliveryAttempt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotificationStatus {
     pub notification_id: String,
+    /// `TRANSACTION.SUCCESS` or `REFUND.*`.
+    pub event_type: String,
     pub out_trade_no: String,
     pub transaction_id: String,
     pub attempts: u32,
@@ -106,11 +114,111 @@ pub(crate) struct DeliveryJob {
     pub(crate) out_trade_no: String,
     pub(crate) notification_id: String,
     pub(crate) notify_url: String,
-    /// The notification's `create_time`: when the payment succeeded.
+    /// The notification's `create_time`: when the payment succeeded or the refund settled.
     pub(crate) create_time: String,
-    /// The serialized `Transaction` to seal into the resource.
-    pub(crate) transaction_json: Vec<u8>,
+    /// What to seal into the resource.
+    pub(crate) resource: NoticeResource,
     pub(crate) copies: u32,
+}
+
+/// The plaintext of a notification and what kind it is.
+#[derive(Debug, Clone)]
+pub(crate) enum NoticeResource {
+    /// A serialized `Transaction`: `TRANSACTION.SUCCESS`.
+    Transaction(Vec<u8>),
+    /// A serialized `RefundNotice` of a refund that reached `status` (SUCCESS, CLOSED or
+    /// ABNORMAL): `REFUND.<status>`.
+    Refund {
+        status: RefundState,
+        notice_json: Vec<u8>,
+    },
+}
+
+impl DeliveryJob {
+    /// The notification to sign and seal; `None` only for a refund status WeChat Pay does not
+    /// notify (never queued).
+    pub(crate) fn draft(&self) -> Option<NotificationDraft<'_>> {
+        match &self.resource {
+            NoticeResource::Transaction(json) => Some(NotificationDraft::transaction_success(
+                &self.notification_id,
+                &self.create_time,
+                json,
+            )),
+            NoticeResource::Refund {
+                status,
+                notice_json,
+            } => NotificationDraft::refund(
+                &self.notification_id,
+                &self.create_time,
+                status,
+                notice_json,
+            ),
+        }
+    }
+
+    pub(crate) fn event_type(&self) -> String {
+        self.draft()
+            .map_or_else(String::new, |d| d.event_type.to_owned())
+    }
+}
+
+/// A refund as WeChat Pay answers for it (create and query refund, reference
+/// `wechatpay-refunds-bills.md` section 1.4); `POST /sandbox/refunds/{out_refund_no}`
+/// answers it too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimRefund {
+    pub refund_id: String,
+    pub out_refund_no: String,
+    pub transaction_id: String,
+    pub out_trade_no: String,
+    pub channel: String,
+    pub user_received_account: String,
+    /// Only once SUCCESS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_time: Option<String>,
+    pub create_time: String,
+    pub status: RefundState,
+    pub funds_account: String,
+    pub amount: SimRefundAmount,
+}
+
+/// The refund object's `amount`, in fen (no coupons in the simulator: payer = settlement =
+/// the whole amount).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimRefundAmount {
+    pub total: i64,
+    pub refund: i64,
+    pub payer_total: i64,
+    pub payer_refund: i64,
+    pub settlement_total: i64,
+    pub settlement_refund: i64,
+    pub discount_refund: i64,
+    pub currency: String,
+}
+
+/// A validated create-refund request.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRefund {
+    pub(crate) out_trade_no: Option<String>,
+    pub(crate) transaction_id: Option<String>,
+    pub(crate) out_refund_no: String,
+    pub(crate) notify_url: Option<String>,
+    pub(crate) refund: i64,
+    pub(crate) total: i64,
+}
+
+/// The refund-related rules that are settings of the simulator.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefundRules {
+    /// Least time between two accepted refunds of one order (WeChat Pay: 1 minute).
+    pub(crate) spacing: Duration,
+}
+
+struct Refund {
+    view: SimRefund,
+    /// The request's, else the order's (standing in for the merchant platform's setting).
+    notify_url: String,
+    mchid: String,
 }
 
 struct Order {
@@ -120,6 +228,8 @@ struct Order {
     prepay_issued_at: OffsetDateTime,
     /// The transaction of the latest payment, kept as notified.
     paid: Option<Transaction>,
+    /// When the order's latest refund was accepted (WeChat Pay spaces them a minute apart).
+    last_refund_at: Option<OffsetDateTime>,
 }
 
 #[derive(Default)]
@@ -129,6 +239,8 @@ pub(crate) struct Store {
     created: Vec<String>,
     /// Each payment as WeChat Pay answers for it by transaction_id.
     payments: HashMap<String, Transaction>,
+    /// Every accepted refund by out_refund_no (unique per merchant).
+    refunds: HashMap<String, Refund>,
     pub(crate) faults: Vec<Fault>,
     attempts: HashMap<String, Vec<DeliveryAttempt>>,
     next_attempt: HashMap<String, u32>,
@@ -136,6 +248,14 @@ pub(crate) struct Store {
     /// Delivery runs in progress per notification id (a redelivery may overlap the first).
     active_deliveries: HashMap<String, u32>,
 }
+
+const TRANSACTION_SUCCESS: &str = "TRANSACTION.SUCCESS";
+
+/// `trade_state_desc` of REFUND.
+const REFUND_DESC: &str = "转入退款";
+
+/// WeChat Pay's limit of partial refunds per order.
+const MAX_REFUNDS_PER_ORDER: usize = 50;
 
 fn order_not_exist() -> ApiError {
     ApiError::new(404, "ORDER_NOT_EXIST", "订单不存在")
@@ -244,6 +364,7 @@ impl Store {
                 payable_until,
                 prepay_issued_at: now,
                 paid: None,
+                last_refund_at: None,
             },
         );
         Ok(prepay_id)
@@ -385,7 +506,7 @@ impl Store {
             notification_id: notification_id.clone(),
             notify_url: order.view.notify_url.clone(),
             create_time: success_time,
-            transaction_json,
+            resource: NoticeResource::Transaction(transaction_json),
             copies: request.deliveries,
         };
         Ok((
@@ -420,7 +541,11 @@ impl Store {
             .notifications
             .iter()
             .rev()
-            .find(|n| n.out_trade_no == out_trade_no && n.transaction_id == *transaction_id)
+            .find(|n| {
+                n.out_trade_no == out_trade_no
+                    && n.transaction_id == *transaction_id
+                    && n.event_type == TRANSACTION_SUCCESS
+            })
             .map(|n| n.notification_id.clone())
             .unwrap_or_else(notification_id);
         Ok(DeliveryJob {
@@ -428,7 +553,9 @@ impl Store {
             notification_id,
             notify_url: order.view.notify_url.clone(),
             create_time: transaction.success_time.clone().unwrap_or_default(),
-            transaction_json: serde_json::to_vec(transaction).unwrap_or_default(),
+            resource: NoticeResource::Transaction(
+                serde_json::to_vec(transaction).unwrap_or_default(),
+            ),
             copies,
         })
     }
@@ -443,6 +570,251 @@ impl Store {
             .filter_map(|no| self.orders.get(no))
             .map(|o| o.view.clone())
             .collect()
+    }
+
+    /// Accepts a refund by WeChat Pay's rules (reference `wechatpay-refunds-bills.md`
+    /// sections 1.2, 1.3 and 2): a paid order, `amount.total` its total, no more refunded
+    /// than paid (CLOSED refunds gave their amount back), at most 50 refunds, and one refund
+    /// of an order per `rules.spacing`. The same out_refund_no with the same amounts answers
+    /// the existing refund (`false`: nothing new); with others, INVALID_REQUEST. An accepted
+    /// refund turns the order's trade_state to REFUND.
+    pub(crate) fn create_refund(
+        &mut self,
+        new: NewRefund,
+        now: OffsetDateTime,
+        rules: RefundRules,
+    ) -> Result<(SimRefund, bool), ApiError> {
+        if let Some(existing) = self.refunds.get(&new.out_refund_no) {
+            let view = &existing.view;
+            let same_order = new
+                .out_trade_no
+                .as_ref()
+                .is_none_or(|no| *no == view.out_trade_no)
+                && new
+                    .transaction_id
+                    .as_ref()
+                    .is_none_or(|id| *id == view.transaction_id);
+            if !same_order || new.refund != view.amount.refund || new.total != view.amount.total {
+                return Err(ApiError::new(
+                    400,
+                    "INVALID_REQUEST",
+                    "订单金额或退款金额与之前请求不一致，请核实后再试: this out_refund_no was \
+                     requested with another order or amount",
+                ));
+            }
+            return Ok((view.clone(), false));
+        }
+
+        let not_paid = || ApiError::new(404, "RESOURCE_NOT_EXISTS", "订单不存在或未支付");
+        let out_trade_no = match (&new.transaction_id, &new.out_trade_no) {
+            (Some(id), named) => {
+                let payment = self.payments.get(id).ok_or_else(not_paid)?;
+                if named.as_ref().is_some_and(|no| *no != payment.out_trade_no) {
+                    return Err(ApiError::new(
+                        400,
+                        "INVALID_REQUEST",
+                        "您的请求参数与订单信息不一致: transaction_id and out_trade_no name different orders",
+                    ));
+                }
+                payment.out_trade_no.clone()
+            }
+            (None, Some(no)) => no.clone(),
+            (None, None) => return Err(not_paid()),
+        };
+        let Store {
+            orders,
+            payments,
+            refunds,
+            ..
+        } = self;
+        let order = orders
+            .get_mut(&out_trade_no)
+            .filter(|o| o.view.trade_state.is_paid())
+            .ok_or_else(not_paid)?;
+        let transaction_id = new
+            .transaction_id
+            .clone()
+            .or_else(|| order.view.transaction_id.clone())
+            .ok_or_else(not_paid)?;
+        let paid = order.view.paid_total.unwrap_or(order.view.amount_total);
+        if new.total != paid {
+            return Err(ApiError::new(
+                400,
+                "INVALID_REQUEST",
+                format!(
+                    "您的请求参数与订单信息不一致: amount.total {} is not the order's total {paid}",
+                    new.total
+                ),
+            ));
+        }
+        let of_order: Vec<&Refund> = refunds
+            .values()
+            .filter(|r| r.view.out_trade_no == out_trade_no)
+            .collect();
+        let refunded: i64 = of_order
+            .iter()
+            .filter(|r| r.view.status != RefundState::Closed)
+            .map(|r| r.view.amount.refund)
+            .sum();
+        if refunded + new.refund > paid {
+            return Err(ApiError::new(
+                400,
+                "INVALID_REQUEST",
+                format!(
+                    "申请退款金额超过订单可退金额: refund {} exceeds the refundable {} fen (paid {paid}, refunded {refunded})",
+                    new.refund,
+                    paid - refunded
+                ),
+            ));
+        }
+        if of_order.len() >= MAX_REFUNDS_PER_ORDER {
+            return Err(ApiError::new(
+                400,
+                "INVALID_REQUEST",
+                format!("同一笔订单最多退款{MAX_REFUNDS_PER_ORDER}次"),
+            ));
+        }
+        if let Some(last) = order.last_refund_at
+            && now - last < rules.spacing
+        {
+            return Err(ApiError::new(
+                429,
+                "FREQUENCY_LIMITED",
+                format!(
+                    "该笔退款未受理，请降低频率后重试: refunds of one order must be {} s apart",
+                    rules.spacing.as_secs_f64()
+                ),
+            ));
+        }
+
+        let refund_id = loop {
+            let id = refund_id(now);
+            if !refunds.values().any(|r| r.view.refund_id == id) {
+                break id;
+            }
+        };
+        let view = SimRefund {
+            refund_id,
+            out_refund_no: new.out_refund_no.clone(),
+            transaction_id: transaction_id.clone(),
+            out_trade_no: out_trade_no.clone(),
+            channel: "ORIGINAL".into(),
+            user_received_account: "支付用户零钱".into(),
+            success_time: None,
+            create_time: to_wechat(now),
+            status: RefundState::Processing,
+            funds_account: "AVAILABLE".into(),
+            amount: SimRefundAmount {
+                total: paid,
+                refund: new.refund,
+                payer_total: paid,
+                payer_refund: new.refund,
+                settlement_total: paid,
+                settlement_refund: new.refund,
+                discount_refund: 0,
+                currency: order.view.currency.clone(),
+            },
+        };
+        refunds.insert(
+            new.out_refund_no,
+            Refund {
+                view: view.clone(),
+                notify_url: new
+                    .notify_url
+                    .unwrap_or_else(|| order.view.notify_url.clone()),
+                mchid: order.view.mchid.clone(),
+            },
+        );
+        order.last_refund_at = Some(now);
+        order.view.trade_state = TradeState::Refund;
+        // Query by transaction_id says REFUND too; the payment notification stays as sent.
+        if let Some(payment) = payments.get_mut(&transaction_id) {
+            payment.trade_state = TradeState::Refund;
+            payment.trade_state_desc = Some(REFUND_DESC.to_owned());
+        }
+        Ok((view, true))
+    }
+
+    /// The refund as WeChat Pay answers for it now.
+    pub(crate) fn refund(&self, out_refund_no: &str) -> Option<SimRefund> {
+        self.refunds.get(out_refund_no).map(|r| r.view.clone())
+    }
+
+    /// The refund reaches `status` (SUCCESS, CLOSED or ABNORMAL) and its `REFUND.<status>`
+    /// notification is due, `copies` at once. A SUCCESS or CLOSED refund is final (409).
+    /// `Ok(None)`: `only_if_processing` was asked and the refund had already moved on.
+    pub(crate) fn settle_refund(
+        &mut self,
+        out_refund_no: &str,
+        status: RefundState,
+        now: OffsetDateTime,
+        copies: u32,
+        only_if_processing: bool,
+    ) -> Result<Option<(SimRefund, DeliveryJob)>, ApiError> {
+        let refund = self
+            .refunds
+            .get_mut(out_refund_no)
+            .ok_or_else(|| ApiError::new(404, "RESOURCE_NOT_EXISTS", "退款单不存在"))?;
+        if matches!(
+            refund.view.status,
+            RefundState::Success | RefundState::Closed
+        ) {
+            return Err(ApiError::new(
+                409,
+                "REFUND_FINAL",
+                format!(
+                    "the refund is already {}, a final status",
+                    refund.view.status
+                ),
+            ));
+        }
+        if only_if_processing && refund.view.status != RefundState::Processing {
+            return Ok(None);
+        }
+        if !matches!(
+            status,
+            RefundState::Success | RefundState::Closed | RefundState::Abnormal
+        ) {
+            return Err(ApiError::new(
+                400,
+                "INVALID_REQUEST",
+                "status must be SUCCESS, CLOSED or ABNORMAL",
+            ));
+        }
+        let settled_at = to_wechat(now);
+        refund.view.status = status.clone();
+        refund.view.success_time = (status == RefundState::Success).then(|| settled_at.clone());
+        let view = &refund.view;
+        let notice = RefundNotice {
+            mchid: refund.mchid.clone(),
+            out_trade_no: view.out_trade_no.clone(),
+            transaction_id: view.transaction_id.clone(),
+            out_refund_no: view.out_refund_no.clone(),
+            refund_id: view.refund_id.clone(),
+            refund_status: status.clone(),
+            success_time: view.success_time.clone(),
+            user_received_account: Some(view.user_received_account.clone()),
+            amount: RefundAmount {
+                refund: view.amount.refund,
+                total: view.amount.total,
+                payer_total: Some(view.amount.payer_total),
+                payer_refund: Some(view.amount.payer_refund),
+                currency: None,
+            },
+        };
+        let job = DeliveryJob {
+            out_trade_no: view.out_trade_no.clone(),
+            notification_id: notification_id(),
+            notify_url: refund.notify_url.clone(),
+            create_time: settled_at,
+            resource: NoticeResource::Refund {
+                status,
+                // A struct of strings and integers always serializes.
+                notice_json: serde_json::to_vec(&notice).unwrap_or_default(),
+            },
+            copies,
+        };
+        Ok(Some((view.clone(), job)))
     }
 
     /// Takes the first fault matching the request, using one of its `times`.
@@ -476,6 +848,7 @@ impl Store {
             Some(existing) => existing.finished = false,
             None => self.notifications.push(NotificationStatus {
                 notification_id: job.notification_id.clone(),
+                event_type: job.event_type(),
                 out_trade_no: job.out_trade_no.clone(),
                 transaction_id: transaction_id.to_owned(),
                 attempts: 0,
@@ -555,7 +928,7 @@ fn wechat_view(order: &Order) -> Transaction {
         TradeState::NotPay => "订单未支付",
         TradeState::Closed => "订单已关闭",
         TradeState::UserPaying => "用户支付中（需要输入密码）",
-        TradeState::Refund => "转入退款",
+        TradeState::Refund => REFUND_DESC,
         _ => "",
     };
     Transaction {
@@ -607,14 +980,25 @@ fn prepay_id(now: OffsetDateTime) -> String {
 /// 28 digits like WeChat Pay's: `4200` + 6 random digits + the date at +08:00 + 10 random
 /// digits.
 fn transaction_id(now: OffsetDateTime) -> String {
+    dated_digits("4200", now, 10)
+}
+
+/// 29 digits like WeChat Pay's (`50` or `52` first, reference 1.4): `50` + 6 random
+/// digits + the date at +08:00 + 13 random digits.
+fn refund_id(now: OffsetDateTime) -> String {
+    dated_digits("50", now, 13)
+}
+
+/// `prefix` + 6 random digits + the date at +08:00 + `tail` random digits.
+fn dated_digits(prefix: &str, now: OffsetDateTime, tail: usize) -> String {
     let t = now.to_offset(CHINA);
     format!(
-        "4200{}{:04}{:02}{:02}{}",
+        "{prefix}{}{:04}{:02}{:02}{}",
         random_chars(6, b"0123456789"),
         t.year(),
         u8::from(t.month()),
         t.day(),
-        random_chars(10, b"0123456789")
+        random_chars(tail, b"0123456789")
     )
 }
 

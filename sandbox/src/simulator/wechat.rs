@@ -1,5 +1,5 @@
 //! The WeChat Pay API surface: JSAPI prepay, query by out_trade_no and by transaction_id,
-//! close, with WeChat Pay's request checks (headers, merchant signature, parameters) and
+//! close, create and query refund, with WeChat Pay's request checks (headers, merchant signature, parameters) and
 //! `{code, message, detail}` errors. Every response, errors and 204s included, leaves through
 //! `sign_responses`, so the backend's "an unsigned 2xx is forged" rule is exercised.
 
@@ -18,14 +18,15 @@ use serde_json::{Value, json};
 use shared::wechatpay::{VerifyError, nonce, parse_authorization, sign_response_headers};
 use time::OffsetDateTime;
 
-use super::state::NewOrder;
-use super::{ApiError, Endpoint, Shared, SimulatorConfig};
+use super::state::{NewOrder, NewRefund, RefundRules};
+use super::{ApiError, Endpoint, Shared, SimulatorConfig, control};
 
 /// Bodies of the JSAPI calls are a few hundred bytes; anything this large is not one.
 const MAX_BODY: usize = 64 * 1024;
 
 const MAX_OUT_TRADE_NO: usize = 32;
 const MIN_OUT_TRADE_NO: usize = 6;
+const MAX_OUT_REFUND_NO: usize = 64;
 
 pub(super) const ROUTES: &[Endpoint] = &[
     Endpoint {
@@ -53,6 +54,18 @@ pub(super) const ROUTES: &[Endpoint] = &[
         handler: |m| on(m, close),
     },
     Endpoint {
+        method: "POST",
+        path: "/v3/refund/domestic/refunds",
+        what: "create a refund (PROCESSING, then SUCCESS after --refund-delay)",
+        handler: |m| on(m, create_refund),
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v3/refund/domestic/refunds/{out_refund_no}",
+        what: "query a refund",
+        handler: |m| on(m, query_refund),
+    },
+    Endpoint {
         method: "GET",
         path: "/v3/certificates",
         what: "the platform certificates (404 for a public-key merchant)",
@@ -71,6 +84,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         json_response(status, &self)
+    }
+}
+
+/// 200 with the value as JSON, or the error.
+pub(super) fn reply<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -366,6 +387,41 @@ async fn close(
     }
 }
 
+async fn create_refund(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let rules = RefundRules {
+        spacing: s.config.refund_spacing,
+    };
+    let created = parse_refund(&body).and_then(|new| s.store().create_refund(new, now(), rules));
+    match &created {
+        Ok((refund, true)) => {
+            tracing::info!(out_trade_no = %refund.out_trade_no, out_refund_no = %refund.out_refund_no, refund = refund.amount.refund, "refund accepted");
+            control::settle_later(&s, refund.out_refund_no.clone());
+        }
+        Ok((_, false)) => {}
+        Err(e) => tracing::info!(code = %e.code, error = %e.message, "refund refused"),
+    }
+    reply(created.map(|(refund, _)| refund))
+}
+
+async fn query_refund(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    reply(
+        path_id(
+            path,
+            "out_refund_no",
+            valid_out_refund_no,
+            OUT_REFUND_NO_RULE,
+        )
+        .and_then(|out_refund_no| {
+            s.store()
+                .refund(&out_refund_no)
+                .ok_or_else(|| ApiError::new(404, "RESOURCE_NOT_EXISTS", "退款单不存在"))
+        }),
+    )
+}
+
 /// The platform certificates, each sealed under the APIv3 key as WeChat Pay does; a merchant
 /// with a WeChat Pay public key has none (404, reference 2.4).
 async fn certificates(State(s): State<Arc<Shared>>) -> Response {
@@ -447,18 +503,40 @@ fn valid_out_trade_no(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'|' | b'*' | b'-'))
 }
 
+const OUT_REFUND_NO_RULE: &str = "must be 1-64 characters of [0-9A-Za-z_|*@-]";
+
+fn valid_out_refund_no(s: &str) -> bool {
+    (1..=MAX_OUT_REFUND_NO).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'|' | b'*' | b'@' | b'-'))
+}
+
 fn path_out_trade_no(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let Path(out_trade_no) =
-        path.map_err(|_| param_error("out_trade_no", None, "malformed path", "path"))?;
-    if !valid_out_trade_no(&out_trade_no) {
+    path_id(
+        path,
+        "out_trade_no",
+        valid_out_trade_no,
+        "must be 6-32 characters of [0-9A-Za-z_|*-]",
+    )
+}
+
+/// The merchant's id in the path, checked against its rule.
+fn path_id(
+    path: Result<Path<String>, PathRejection>,
+    name: &str,
+    valid: fn(&str) -> bool,
+    rule: &str,
+) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|_| param_error(name, None, "malformed path", "path"))?;
+    if !valid(&id) {
         return Err(param_error(
-            "out_trade_no",
-            Some(&Value::String(bounded(&out_trade_no))),
-            "must be 6-32 characters of [0-9A-Za-z_|*-]",
+            name,
+            Some(&Value::String(bounded(&id))),
+            rule,
             "path",
         ));
     }
-    Ok(out_trade_no)
+    Ok(id)
 }
 
 fn parse_object(body: &[u8]) -> Result<Value, ApiError> {
@@ -523,6 +601,50 @@ fn required_str<'a>(
     }
 }
 
+/// The object at `pointer` (`/amount`, `/payer`) must be there.
+fn required_object(value: &Value, pointer: &str) -> Result<(), ApiError> {
+    if value.pointer(pointer).is_some_and(Value::is_object) {
+        Ok(())
+    } else {
+        Err(param_error(
+            pointer,
+            None,
+            "is required and must be an object",
+            "body",
+        ))
+    }
+}
+
+/// A required amount: a whole number of fen, at least 1 (and an `i32`, as WeChat Pay's).
+fn fen(value: &Value, pointer: &str) -> Result<i64, ApiError> {
+    let Some(v) = value.pointer(pointer) else {
+        return Err(param_error(pointer, None, "is required", "body"));
+    };
+    v.as_i64()
+        .filter(|t| (1..=i64::from(i32::MAX)).contains(t))
+        .ok_or_else(|| {
+            param_error(
+                pointer,
+                Some(v),
+                "must be a whole number of fen, at least 1",
+                "body",
+            )
+        })
+}
+
+/// Domestic merchants take CNY only.
+fn cny(currency: &str) -> Result<&str, ApiError> {
+    if currency == "CNY" {
+        return Ok(currency);
+    }
+    Err(param_error(
+        "/amount/currency",
+        Some(&Value::String(bounded(currency))),
+        "Currency code is invalid (domestic merchants take CNY only)",
+        "body",
+    ))
+}
+
 /// Checks a JSAPI prepay body the way WeChat Pay does (reference section 4.1). The
 /// `time_expire` minimum is checked by the store, only for new orders: a repeat keeps the
 /// original `time_expire`, which may by then be closer than the minimum.
@@ -565,45 +687,10 @@ fn parse_prepay(config: &SimulatorConfig, body: &[u8]) -> Result<NewOrder, ApiEr
     let notify_url = required_str(&value, "/notify_url", 255)?;
     check_notify_url(notify_url)?;
 
-    if !value.get("amount").is_some_and(Value::is_object) {
-        return Err(param_error(
-            "/amount",
-            None,
-            "is required and must be an object",
-            "body",
-        ));
-    }
-    let amount_total = match value.pointer("/amount/total") {
-        Some(total) => total
-            .as_i64()
-            .filter(|t| (1..=i64::from(i32::MAX)).contains(t))
-            .ok_or_else(|| {
-                param_error(
-                    "/amount/total",
-                    Some(total),
-                    "must be a whole number of fen, at least 1",
-                    "body",
-                )
-            })?,
-        None => return Err(param_error("/amount/total", None, "is required", "body")),
-    };
-    let currency = optional_str(&value, "/amount/currency", 16)?.unwrap_or("CNY");
-    if currency != "CNY" {
-        return Err(param_error(
-            "/amount/currency",
-            Some(&Value::String(bounded(currency))),
-            "Currency code is invalid (domestic merchants take CNY only)",
-            "body",
-        ));
-    }
-    if !value.get("payer").is_some_and(Value::is_object) {
-        return Err(param_error(
-            "/payer",
-            None,
-            "is required and must be an object",
-            "body",
-        ));
-    }
+    required_object(&value, "/amount")?;
+    let amount_total = fen(&value, "/amount/total")?;
+    let currency = cny(optional_str(&value, "/amount/currency", 16)?.unwrap_or("CNY"))?;
+    required_object(&value, "/payer")?;
     let payer_openid = required_str(&value, "/payer/openid", 128)?;
 
     Ok(NewOrder {
@@ -618,6 +705,78 @@ fn parse_prepay(config: &SimulatorConfig, body: &[u8]) -> Result<NewOrder, ApiEr
         currency: currency.to_owned(),
         payer_openid: payer_openid.to_owned(),
         request: value.clone(),
+    })
+}
+
+/// Checks a create-refund body the way WeChat Pay does (reference
+/// `wechatpay-refunds-bills.md` section 1.1): a direct merchant sends no appid or mchid, one
+/// of transaction_id and out_trade_no, an out_refund_no, and the amounts in CNY. The rules
+/// that need the order (paid, total, refundable, spacing) are the store's.
+fn parse_refund(body: &[u8]) -> Result<NewRefund, ApiError> {
+    let value = parse_object(body)?;
+    let undefined: Vec<Value> = ["appid", "mchid", "sub_mchid"]
+        .iter()
+        .filter(|field| value.get(**field).is_some())
+        .map(|field| Value::String(format!("/body/{field}")))
+        .collect();
+    if !undefined.is_empty() {
+        return Err(
+            ApiError::new(400, "PARAM_ERROR", "请求中含有未在API文档中定义的参数")
+                .with_detail(json!({ "location": "body", "value": undefined })),
+        );
+    }
+    let transaction_id = optional_str(&value, "/transaction_id", 32)?;
+    let out_trade_no = optional_str(&value, "/out_trade_no", MAX_OUT_TRADE_NO)?;
+    if transaction_id.is_none() && out_trade_no.is_none() {
+        return Err(param_error(
+            "/out_trade_no",
+            None,
+            "one of transaction_id and out_trade_no is required",
+            "body",
+        ));
+    }
+    let out_refund_no = required_str(&value, "/out_refund_no", MAX_OUT_REFUND_NO)?;
+    if !valid_out_refund_no(out_refund_no) {
+        return Err(param_error(
+            "/out_refund_no",
+            Some(&Value::String(bounded(out_refund_no))),
+            OUT_REFUND_NO_RULE,
+            "body",
+        ));
+    }
+    // string(80): counted in characters here, so a Chinese reason is not refused early.
+    if let Some(reason) = optional_str(&value, "/reason", 4 * 80)?
+        && reason.chars().count() > 80
+    {
+        return Err(param_error(
+            "/reason",
+            None,
+            "must be at most 80 characters",
+            "body",
+        ));
+    }
+    let notify_url = optional_str(&value, "/notify_url", 256)?;
+    if let Some(url) = notify_url {
+        check_notify_url(url)?;
+    }
+    required_object(&value, "/amount")?;
+    let refund = fen(&value, "/amount/refund")?;
+    let total = fen(&value, "/amount/total")?;
+    cny(required_str(&value, "/amount/currency", 16)?)?;
+    if refund > total {
+        return Err(ApiError::new(
+            400,
+            "INVALID_REQUEST",
+            "退款金额不能大于订单金额: amount.refund exceeds amount.total",
+        ));
+    }
+    Ok(NewRefund {
+        out_trade_no: out_trade_no.map(str::to_owned),
+        transaction_id: transaction_id.map(str::to_owned),
+        out_refund_no: out_refund_no.to_owned(),
+        notify_url: notify_url.map(str::to_owned),
+        refund,
+        total,
     })
 }
 

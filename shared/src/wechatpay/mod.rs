@@ -12,7 +12,7 @@
 //! - [`sign`]: the merchant's `Authorization` header and `paySign`.
 //! - [`verify`]: `Wechatpay-*` header verification against the key map.
 //! - [`aead`]: AEAD_AES_256_GCM with the APIv3 key.
-//! - [`notification`]: verify-then-decrypt of payment notifications, and `Transaction`.
+//! - [`notification`]: verify-then-decrypt of payment and refund notifications, and `Transaction`.
 //! - [`refund`]: the refund API's request, refund object and `REFUND.*` notification.
 //! - [`certificates`]: decrypting a `/v3/certificates` answer.
 //! - [`gateway`]: the `PayGateway` port; [`client`]: its signed, verified HTTP implementation.
