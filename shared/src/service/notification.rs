@@ -1,18 +1,20 @@
 //! The WeChat Pay notify endpoint's use case: verify, decrypt, check it is ours, apply the
-//! payment exactly once, and tell the edge how to answer so WeChat Pay's retries do the
+//! payment (or settle the refund) exactly once, and tell the edge how to answer so WeChat Pay's retries do the
 //! right thing (2xx: stop; anything else: retry on its schedule).
 
 use time::OffsetDateTime;
 
 use super::payment::{apply_confirmed, payment_of};
+use super::refund::{RefundError, apply_result as apply_refund_result};
 use super::{ApplyError, Deps, PaymentOutcome};
 use crate::{
-    domain::OutTradeNo,
+    domain::{OutRefundNo, OutTradeNo},
     store::{Anomaly, AnomalyKind, NotificationRecord, Payment, StoreError},
     telemetry::Metric,
     wechatpay::{
         WechatpayHeaders,
         notification::{NotificationError, TradeState, Transaction, VerifiedNotification},
+        refund::{RefundNotice, RefundResult},
     },
 };
 
@@ -20,6 +22,12 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotificationOutcome {
     Payment(PaymentOutcome),
+    /// A `REFUND.*` notification: the refund as it now stands (`applied` when this delivery
+    /// moved it), or kept as a `REFUND_MISMATCH` anomaly.
+    Refund {
+        out_refund_no: String,
+        outcome: &'static str,
+    },
     /// Verified, but an event or trade state we do not act on (refunds, for now).
     Ignored {
         event_type: String,
@@ -30,6 +38,7 @@ impl NotificationOutcome {
     pub fn label(&self) -> String {
         match self {
             NotificationOutcome::Payment(p) => p.label(),
+            NotificationOutcome::Refund { outcome, .. } => (*outcome).to_owned(),
             NotificationOutcome::Ignored { .. } => "ignored".to_owned(),
         }
     }
@@ -118,6 +127,9 @@ pub async fn handle_notification(
         out_trade_no: None,
         outcome: "ignored".into(),
     };
+    if event_type.starts_with("REFUND.") {
+        return handle_refund(deps, &verified, record, now).await;
+    }
     if event_type != "TRANSACTION.SUCCESS" {
         deps.store.record_notification(&record).await?;
         tracing::info!(
@@ -212,6 +224,129 @@ fn applicable(
         Err(ApplyError::Malformed(m)) => Err(NotifyError::Malformed(m)),
         Err(ApplyError::Store(e)) => Err(NotifyError::Store(e)),
     }
+}
+
+/// A verified `REFUND.*` notification: checked against the refund it names, then applied by
+/// the same transition as a refund query (`service::refund::apply_result`), so a duplicate,
+/// a query and the sweeper racing it apply it once. A notice for a refund we do not have,
+/// or that disagrees with ours, is kept as a `REFUND_MISMATCH` anomaly and acknowledged.
+async fn handle_refund(
+    deps: &Deps,
+    verified: &VerifiedNotification,
+    mut record: NotificationRecord,
+    now: OffsetDateTime,
+) -> Result<NotificationOutcome, NotifyError> {
+    let notice = match refund_notice(deps, verified) {
+        Ok(notice) => notice,
+        Err(refusal) => {
+            let refusal = keep_malformed(deps, verified, refusal, now).await;
+            if !matches!(refusal, NotifyError::Store(_)) {
+                record.outcome = refusal.label();
+                record.out_trade_no = named_order(verified);
+                deps.store.record_notification(&record).await?;
+            }
+            return Err(refusal);
+        }
+    };
+    record.out_trade_no = OutTradeNo::parse(&notice.out_trade_no).ok();
+    let kept = match OutRefundNo::parse(&notice.out_refund_no) {
+        Ok(no) => deps.store.get_refund(&no).await?,
+        Err(_) => None,
+    };
+    let order = match &kept {
+        Some(refund) => deps.store.get_order(&refund.out_trade_no).await?,
+        None => None,
+    };
+    let mismatch = match (&kept, &order) {
+        (None, _) => Some("no refund of this out_refund_no here".to_owned()),
+        (Some(_), None) => Some("the refund's order is missing".to_owned()),
+        (Some(refund), Some(_)) if refund.out_trade_no.as_str() != notice.out_trade_no => {
+            Some(format!(
+                "the refund is of order {}, the notice names {}",
+                refund.out_trade_no, notice.out_trade_no
+            ))
+        }
+        (Some(refund), Some(_)) if refund.amount.fen() != notice.amount.refund => Some(format!(
+            "the refund is {} fen, the notice says {}",
+            refund.amount.fen(),
+            notice.amount.refund
+        )),
+        _ => None,
+    };
+    let (Some(refund), Some(order), None) = (kept, order, &mismatch) else {
+        let detail = mismatch.unwrap_or_default();
+        let anomaly = Anomaly {
+            out_trade_no: record.out_trade_no.clone(),
+            kind: AnomalyKind::RefundMismatch,
+            cause: notice.out_refund_no.clone(),
+            at: now,
+            transaction_id: Some(notice.transaction_id.clone()),
+            notification_id: Some(record.id.clone()),
+            detail: detail.clone(),
+            plaintext: Some(String::from_utf8_lossy(&verified.plaintext).into_owned()),
+        };
+        deps.store.record_anomaly(&anomaly).await?;
+        crate::telemetry::emit_metrics(&[(Metric::PaymentAnomaly, 1)], now);
+        tracing::error!(notification_id = %record.id, out_refund_no = %notice.out_refund_no, error = %detail, outcome = "anomaly:refund_mismatch", "refund notification kept as an anomaly");
+        record.outcome = "anomaly:refund_mismatch".into();
+        deps.store.record_notification(&record).await?;
+        return Ok(NotificationOutcome::Refund {
+            out_refund_no: notice.out_refund_no,
+            outcome: "anomaly:refund_mismatch",
+        });
+    };
+    let before = refund.status;
+    let answer = RefundResult {
+        refund_id: notice.refund_id.clone(),
+        out_refund_no: notice.out_refund_no.clone(),
+        transaction_id: Some(notice.transaction_id.clone()),
+        out_trade_no: Some(notice.out_trade_no.clone()),
+        status: notice.refund_status.clone(),
+        success_time: notice.success_time.clone(),
+        create_time: None,
+        user_received_account: notice.user_received_account.clone(),
+        amount: notice.amount.clone(),
+        request_id: None,
+    };
+    let after = apply_refund_result(deps, &order, refund, &answer, now)
+        .await
+        .map_err(|e| match e {
+            RefundError::Store(e) => NotifyError::Store(e),
+            other => NotifyError::Store(StoreError::Inconsistent(other.to_string())),
+        })?;
+    let outcome = if after.status != before {
+        "applied"
+    } else {
+        "duplicate"
+    };
+    tracing::info!(notification_id = %record.id, out_trade_no = %order.out_trade_no, out_refund_no = %after.out_refund_no, refund_status = %after.status, outcome, "refund notification");
+    record.outcome = outcome.into();
+    deps.store.record_notification(&record).await?;
+    Ok(NotificationOutcome::Refund {
+        out_refund_no: notice.out_refund_no,
+        outcome,
+    })
+}
+
+/// The refund notice of this merchant, or why it cannot be applied.
+fn refund_notice(
+    deps: &Deps,
+    verified: &VerifiedNotification,
+) -> Result<RefundNotice, NotifyError> {
+    let notice = verified.refund_notice()?;
+    if notice.mchid != deps.settings.mchid {
+        return Err(NotifyError::NotOurs(format!(
+            "mchid {} is not this merchant's",
+            notice.mchid
+        )));
+    }
+    if notice.amount.refund < 1 || notice.amount.refund > notice.amount.total {
+        return Err(NotifyError::Malformed(format!(
+            "refund amount {} outside 1..={}",
+            notice.amount.refund, notice.amount.total
+        )));
+    }
+    Ok(notice)
 }
 
 /// Keeps a verified notification that cannot be applied, with its plaintext, and returns the

@@ -169,3 +169,96 @@ async fn only_the_merchant_opens_merchant_api_and_its_lookups_answer_whole_order
         "every call is logged with its caller"
     );
 }
+
+/// The order once it reaches `status` (the simulator settles refunds asynchronously).
+async fn order_in(app: &TestApp, no: &str, status: OrderStatus) -> shared::domain::Order {
+    let start = std::time::Instant::now();
+    loop {
+        let o = app.order(no).await;
+        if o.status == status {
+            return o;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "order {no} still {} (waiting for {status})",
+            o.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_refund_part_then_the_rest_and_the_order_is_refunded_with_its_stock_back() {
+    // Refunds settle 200 ms after acceptance; no one-minute spacing between them here.
+    let app = spawn_app_with(|c| {
+        c.refund_delay = std::time::Duration::from_millis(200);
+        c.refund_spacing = std::time::Duration::ZERO;
+    })
+    .await;
+    let (_merchant, url) = start_merchant_api(&app).await;
+    let (_, no) = app
+        .place("o_alice", "merchant-e2e-2", &[(SKU_LIMITED, 3)])
+        .await;
+    app.sim
+        .pay(&PayRequest {
+            deliveries: 1,
+            ..PayRequest::new(&no)
+        })
+        .expect("the user pays");
+    app.wait_acknowledged(&no).await;
+    let total = app.order(&no).await.amount_total.fen();
+    let stock_paid = app.product(SKU_LIMITED).await;
+    let refunds = format!("{url}/merchant/orders/{no}/refunds");
+
+    // Part: one unit back, WeChat Pay accepts (201 PROCESSING), then notifies SUCCESS.
+    let part = LIMITED_PRICE;
+    let body = serde_json::json!({"amount": part, "reason": "one returned",
+        "restock": [{"sku_id": SKU_LIMITED, "quantity": 1}]});
+    let first = post(&app, &refunds, "merchant-e2e-refund-1", body.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(first.json()["status"], "PROCESSING");
+    let out_refund_no = first.json()["out_refund_no"].as_str().unwrap().to_owned();
+    // A retry of the same request is the same refund, not a second one.
+    let again = post(&app, &refunds, "merchant-e2e-refund-1", body).await;
+    assert_eq!(again.json()["out_refund_no"], out_refund_no.as_str());
+    let order = order_in(&app, &no, OrderStatus::PartiallyRefunded).await;
+    assert_eq!(
+        (order.refunded_total.fen(), order.refund_pending_total.fen()),
+        (part, 0)
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let refund = get(
+        &app,
+        &format!("{url}/merchant/refunds/{out_refund_no}"),
+        Some(&bearer),
+    )
+    .await;
+    assert_eq!(refund.json()["status"], "SUCCESS", "{}", refund.text());
+    let tea = app.product(SKU_LIMITED).await;
+    assert_eq!(
+        (tea.sold, tea.available()),
+        (stock_paid.sold - 1, stock_paid.available().map(|a| a + 1))
+    );
+    // The rest: REFUNDED; nothing more can be refunded.
+    let rest = post(
+        &app,
+        &refunds,
+        "merchant-e2e-refund-2",
+        serde_json::json!({"amount": total - part}),
+    )
+    .await;
+    assert_eq!(rest.status, 201, "{}", rest.text());
+    let done = order_in(&app, &no, OrderStatus::Refunded).await;
+    assert_eq!(done.refunded_total.fen(), total);
+    post(
+        &app,
+        &refunds,
+        "merchant-e2e-refund-3",
+        serde_json::json!({"amount": 1}),
+    )
+    .await
+    .assert_error(422, "REFUND_EXCEEDS_PAID");
+    let whole = get(&app, &format!("{url}/merchant/orders/{no}"), Some(&bearer)).await;
+    assert_eq!(whole.json()["status"], "REFUNDED");
+    assert_eq!(whole.json()["refunded_total"], total);
+}

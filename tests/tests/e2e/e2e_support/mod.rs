@@ -937,7 +937,12 @@ impl Deref for TestApp {
 /// Starts everything for one test: store, catalog, simulator, keys, and the two binaries
 /// (payment-callback first, so its port can be place-order's notify_url).
 pub async fn spawn_app() -> TestApp {
-    let backend = Backend::start().await;
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with the simulator's configuration adjusted first.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut SimulatorConfig)) -> TestApp {
+    let backend = Backend::start_with(tweak).await;
     let mut callback =
         FunctionProcess::spawn(Function::PaymentCallback, &backend.function_env(None));
     let notify_url = format!("{}/notify/wechatpay", callback.wait_http().await);
