@@ -295,7 +295,6 @@ async fn handle_refund(
             outcome: "anomaly:refund_mismatch",
         });
     };
-    let before = refund.status;
     let answer = RefundResult {
         refund_id: notice.refund_id.clone(),
         out_refund_no: notice.out_refund_no.clone(),
@@ -308,17 +307,13 @@ async fn handle_refund(
         amount: notice.amount.clone(),
         request_id: None,
     };
-    let after = apply_refund_result(deps, &order, refund, &answer, now)
+    let (after, moved) = apply_refund_result(deps, &order, refund, &answer, now)
         .await
         .map_err(|e| match e {
             RefundError::Store(e) => NotifyError::Store(e),
             other => NotifyError::Store(StoreError::Inconsistent(other.to_string())),
         })?;
-    let outcome = if after.status != before {
-        "applied"
-    } else {
-        "duplicate"
-    };
+    let outcome = if moved { "applied" } else { "duplicate" };
     tracing::info!(notification_id = %record.id, out_trade_no = %order.out_trade_no, out_refund_no = %after.out_refund_no, refund_status = %after.status, outcome, "refund notification");
     record.outcome = outcome.into();
     deps.store.record_notification(&record).await?;

@@ -166,40 +166,51 @@ pub async fn submit(
         }
     };
     let now = deps.now();
-    let refund = apply_result(deps, order, refund, &answer, now).await?;
+    let (refund, _) = apply_result(deps, order, refund, &answer, now).await?;
     Ok(RefundReply::Submitted(Box::new(refund)))
 }
 
 /// WeChat Pay's word on a refund (a create or query answer, or a notification's refund
 /// object), applied once: PROCESSING accepts it, SUCCESS/CLOSED settle it with its order,
-/// ABNORMAL records the anomaly the merchant must act on. Returns the refund as it stands.
+/// ABNORMAL records the anomaly the merchant must act on. Returns the refund as it stands,
+/// and whether this call moved it (false: it was there already, a duplicate).
 pub async fn apply_result(
     deps: &Deps,
     order: &Order,
     refund: Refund,
     answer: &RefundResult,
     now: OffsetDateTime,
-) -> Result<Refund, RefundError> {
+) -> Result<(Refund, bool), RefundError> {
     let mut refund = refund;
+    let mut moved = false;
     if refund.status == RefundStatus::Requested {
         match deps
             .store
             .accept_refund(&refund, &answer.refund_id, now)
             .await?
         {
-            RefundMoveOutcome::Moved(r) | RefundMoveOutcome::NotMoved(r) => refund = *r,
+            RefundMoveOutcome::Moved(r) => {
+                refund = *r;
+                moved = true;
+            }
+            RefundMoveOutcome::NotMoved(r) => refund = *r,
         }
     }
+    let settled = |(r, m): (Refund, bool)| (r, m || moved);
     match &answer.status {
-        RefundState::Processing | RefundState::Other(_) => Ok(refund),
+        RefundState::Processing | RefundState::Other(_) => Ok((refund, moved)),
         RefundState::Success => {
             let success_time = answer
                 .success_time
                 .as_deref()
                 .and_then(|t| parse_rfc3339(t).ok());
-            settle(deps, order, &refund, &RefundStatus::Success, success_time).await
+            settle(deps, order, &refund, &RefundStatus::Success, success_time)
+                .await
+                .map(settled)
         }
-        RefundState::Closed => settle(deps, order, &refund, &RefundStatus::Closed, None).await,
+        RefundState::Closed => settle(deps, order, &refund, &RefundStatus::Closed, None)
+            .await
+            .map(settled),
         RefundState::Abnormal => {
             let anomaly = Anomaly {
                 out_trade_no: Some(order.out_trade_no.clone()),
@@ -220,9 +231,9 @@ pub async fn apply_result(
                     RefundMoveOutcome::Moved(r) => {
                         tracing::warn!(out_trade_no = %order.out_trade_no, out_refund_no = %r.out_refund_no, outcome = "abnormal", "refund abnormal: the merchant must act");
                         crate::telemetry::emit_metrics(&[(Metric::RefundAbnormal, 1)], now);
-                        *r
+                        (*r, true)
                     }
-                    RefundMoveOutcome::NotMoved(r) => *r,
+                    RefundMoveOutcome::NotMoved(r) => (*r, moved),
                 },
             )
         }
@@ -236,7 +247,15 @@ async fn settle(
     refund: &Refund,
     outcome: &RefundStatus,
     success_time: Option<OffsetDateTime>,
-) -> Result<Refund, RefundError> {
+) -> Result<(Refund, bool), RefundError> {
+    // Already final (another delivery, a query or the sweeper got there first): its final
+    // status stands, whatever this answer says.
+    if !refund.status.holds_reservation() {
+        if refund.status != *outcome {
+            tracing::warn!(out_refund_no = %refund.out_refund_no, status = %refund.status, asked = %outcome, outcome = "ignored", "a final refund was reported otherwise; kept as it is");
+        }
+        return Ok((refund.clone(), false));
+    }
     let now = deps.now();
     match deps
         .store
@@ -250,9 +269,9 @@ async fn settle(
             };
             tracing::info!(out_trade_no = %order.out_trade_no, out_refund_no = %refund.out_refund_no, status = %refund.status, order_status = %order.status, refunded_total = order.refunded_total.fen(), outcome = "applied", "refund settled");
             crate::telemetry::emit_metrics(&[(metric, 1)], now);
-            Ok(*refund)
+            Ok((*refund, true))
         }
-        RefundSettleOutcome::AlreadyMoved(refund) => Ok(*refund),
+        RefundSettleOutcome::AlreadyMoved(refund) => Ok((*refund, false)),
         RefundSettleOutcome::Refused { reason, .. } => Err(RefundError::Store(
             StoreError::Inconsistent(format!("refund {} refused: {reason}", refund.out_refund_no)),
         )),
@@ -278,7 +297,9 @@ pub async fn get_refund(deps: &Deps, out_refund_no: &OutRefundNo) -> Result<Refu
         return Ok(refund);
     };
     match deps.gateway.query_refund(out_refund_no.as_str()).await {
-        Ok(answer) => apply_result(deps, &order, refund, &answer, deps.now()).await,
+        Ok(answer) => Ok(apply_result(deps, &order, refund, &answer, deps.now())
+            .await?
+            .0),
         Err(e) => {
             tracing::warn!(out_refund_no = %out_refund_no, error = %e, outcome = "sync_failed", "refund not synced; answered as stored");
             Ok(refund)
@@ -467,6 +488,7 @@ async fn check(deps: &Deps, refund: Refund) -> Result<(RefundStatus, RefundStatu
                 })?;
             apply_result(deps, &order, refund, &answer, deps.now())
                 .await?
+                .0
                 .status
         }
     };

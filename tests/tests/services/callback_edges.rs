@@ -488,3 +488,182 @@ async fn the_payer_is_checked_and_kept_and_a_friend_may_pay() {
         .unwrap();
     assert_eq!(payment.payer.as_ref().map(|p| p.as_str()), Some("o_friend"));
 }
+
+/// A signed REFUND.* notification `id` for a refund of `o` (`refund` fen of its total).
+fn refund_notification(
+    id: &str,
+    o: &Order,
+    out_refund_no: &str,
+    refund: i64,
+    status: shared::wechatpay::RefundState,
+) -> shared::http::Request {
+    let notice = serde_json::json!({
+        "mchid": MCHID, "out_trade_no": o.out_trade_no.as_str(),
+        "transaction_id": "4200000000202611240000000042", "out_refund_no": out_refund_no,
+        "refund_id": "50300000000000000000000001", "refund_status": status.as_str(),
+        "success_time": "2026-11-24T12:05:00+08:00", "user_received_account": "支付用户零钱",
+        "amount": {"total": o.amount_total.fen(), "refund": refund, "payer_total": o.amount_total.fen(), "payer_refund": refund}
+    })
+    .to_string();
+    let draft =
+        NotificationDraft::refund(id, "2026-11-24T12:05:01+08:00", &status, notice.as_bytes())
+            .expect("a final refund status");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let platform = RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap();
+    let (headers, body) = build_notification(
+        &platform,
+        PUB_KEY_ID,
+        &ApiV3Key::new(APIV3).unwrap(),
+        &draft,
+        now,
+    );
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri("/notify/wechatpay")
+        .body(Bytes::from(body))
+        .unwrap();
+    *request.headers_mut() = headers;
+    request
+}
+
+/// REFUND.SUCCESS delivered many times at once settles the refund once; a notice for a
+/// refund we do not have, or for another amount, is kept as an anomaly and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refund_notifications_apply_once_and_strangers_are_kept_as_anomalies() {
+    use shared::domain::{OutRefundNo, Refund, RefundStatus};
+    use shared::store::{MarkPaidOutcome, RefundReserveOutcome};
+    use shared::wechatpay::RefundState;
+    let ctx = StoreCtx::dynoxide("callback_refunds").await;
+    let tea = product("tea", 990, Some(5));
+    ctx.store
+        .put_products(std::slice::from_ref(&tea))
+        .await
+        .unwrap();
+    let o = order("o_alice", &[(&tea, 2)]);
+    ctx.store.create_order(&fresh_claim(&o), &o).await.unwrap();
+    let paid = match ctx
+        .store
+        .mark_paid(
+            &o,
+            &wxpay_tests::payment(&o, "4200000000202611240000000042"),
+            wxpay_tests::now_ms(),
+        )
+        .await
+        .unwrap()
+    {
+        MarkPaidOutcome::Applied(p) => *p,
+        other => panic!("{other:?}"),
+    };
+    let refund = Refund::requested(
+        OutRefundNo::parse("R-edge-1").unwrap(),
+        o.out_trade_no.clone(),
+        wxpay_tests::fen(990),
+        None,
+        Vec::new(),
+        wxpay_tests::now_ms(),
+    );
+    assert!(matches!(
+        ctx.store.reserve_refund(&paid, &refund).await.unwrap(),
+        RefundReserveOutcome::Reserved(_)
+    ));
+    let handler = Arc::new(PaymentCallbackHandler::new(deps(Arc::new(
+        ctx.store.clone(),
+    ))));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (handler, o) = (handler.clone(), o.clone());
+        tasks.spawn(async move {
+            handler
+                .handle(refund_notification(
+                    &format!("n-refund-{i}"),
+                    &o,
+                    "R-edge-1",
+                    990,
+                    RefundState::Success,
+                ))
+                .await
+                .status()
+        });
+    }
+    let statuses = tasks.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
+    let after = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.status,
+            after.refunded_total.fen(),
+            after.refund_pending_total.fen()
+        ),
+        (OrderStatus::PartiallyRefunded, 990, 0)
+    );
+    assert_eq!(
+        after
+            .history
+            .iter()
+            .filter(|h| h.to == OrderStatus::PartiallyRefunded)
+            .count(),
+        1
+    );
+    let kept = ctx
+        .store
+        .get_refund(&refund.out_refund_no)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.status, RefundStatus::Success);
+    let outcomes: Vec<String> = {
+        let mut v = Vec::new();
+        for i in 0..20 {
+            v.push(
+                ctx.store
+                    .get_notification(&format!("n-refund-{i}"))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .outcome,
+            );
+        }
+        v
+    };
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "applied").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes.iter().filter(|o| *o == "duplicate").count(), 19);
+
+    // A refund we never asked for, and one whose amount is not ours: kept, acknowledged.
+    for (id, no, amount) in [("n-stranger", "R-unknown", 1), ("n-amount", "R-edge-1", 5)] {
+        let r = handler
+            .handle(refund_notification(id, &o, no, amount, RefundState::Closed))
+            .await;
+        assert_eq!(r.status(), 204);
+        assert_eq!(
+            ctx.store
+                .get_notification(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .outcome,
+            "anomaly:refund_mismatch"
+        );
+    }
+    let anomalies = ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
+    let mut kinds: Vec<(AnomalyKind, String)> =
+        anomalies.into_iter().map(|a| (a.kind, a.cause)).collect();
+    kinds.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        kinds,
+        [
+            (AnomalyKind::RefundMismatch, "R-edge-1".to_owned()),
+            (AnomalyKind::RefundMismatch, "R-unknown".to_owned())
+        ]
+    );
+    // Nothing else moved.
+    let last = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_eq!(
+        (last.version, last.refunded_total.fen()),
+        (after.version, 990)
+    );
+}
