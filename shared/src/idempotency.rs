@@ -29,12 +29,55 @@ impl IdempotencyScope {
     }
 }
 
-/// The response a completed request gave, replayed verbatim to a retry.
+/// The response a completed request gave, replayed verbatim to a retry. The record keeps
+/// the status it was answered with (`response_status`), so a replay is byte for byte the
+/// first answer; use cases speak of it as a [`Completion`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
     pub status_code: u16,
     /// The JSON body as sent.
     pub body: String,
+}
+
+/// What a completed request did, as the use case says it: the edge answers `Created` with
+/// 201 and `Existing` with 200, and a replay keeps the first answer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The request created its resource.
+    Created,
+    /// The request found its resource already settled (an order paid meanwhile).
+    Existing,
+}
+
+impl Completion {
+    pub fn status_code(self) -> u16 {
+        match self {
+            Completion::Created => 201,
+            Completion::Existing => 200,
+        }
+    }
+
+    /// The completion a stored status stands for.
+    pub fn of_status(status_code: u16) -> Completion {
+        if status_code == 201 {
+            Completion::Created
+        } else {
+            Completion::Existing
+        }
+    }
+}
+
+impl StoredResponse {
+    pub fn new(completion: Completion, body: String) -> Self {
+        StoredResponse {
+            status_code: completion.status_code(),
+            body,
+        }
+    }
+
+    pub fn completion(&self) -> Completion {
+        Completion::of_status(self.status_code)
+    }
 }
 
 /// A record is either still owned by a running request or done with its response; the enum

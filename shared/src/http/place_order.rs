@@ -63,7 +63,7 @@ impl PlaceOrderHandler {
         )
         .await?;
         let mut r = response(
-            reply.status_code,
+            reply.completion.status_code(),
             Bytes::from(reply.body),
             Some("application/json"),
         );

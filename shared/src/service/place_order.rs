@@ -16,7 +16,8 @@ use crate::{
         IdempotencyKey, Money, Openid, Order, OrderLine, OrderStatus, OutTradeNo, Quantity, SkuId,
     },
     idempotency::{
-        self, Decision, IdempotencyScope, NewIdempotencyClaim, StoredResponse, lock_until,
+        self, Completion, Decision, IdempotencyScope, NewIdempotencyClaim, StoredResponse,
+        lock_until,
     },
     store::{CompleteOrderOutcome, CreateOrderOutcome, StoreError, TakeOverOutcome},
     timefmt::to_wechat,
@@ -141,7 +142,8 @@ pub struct PlacedOrder {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaceOrderReply {
-    pub status_code: u16,
+    /// Created now (or by the first request with this key), or found paid already.
+    pub completion: Completion,
     /// The JSON body, byte for byte what a replay returns.
     pub body: String,
     /// True when this is a stored answer to an earlier request with the same key.
@@ -362,7 +364,7 @@ fn default_description(lines: &[OrderLine]) -> String {
 
 fn replay(stored: StoredResponse) -> PlaceOrderReply {
     PlaceOrderReply {
-        status_code: stored.status_code,
+        completion: stored.completion(),
         body: stored.body,
         replayed: true,
     }
@@ -405,10 +407,7 @@ async fn prepay_and_complete(
         pay_params,
     })
     .map_err(|e| PlaceOrderError::Internal(format!("response: {e}")))?;
-    let response = StoredResponse {
-        status_code: 201,
-        body,
-    };
+    let response = StoredResponse::new(Completion::Created, body);
     match deps
         .store
         .complete_order(
@@ -451,7 +450,7 @@ async fn prepay_and_complete(
         "order placed"
     );
     Ok(PlaceOrderReply {
-        status_code: response.status_code,
+        completion: response.completion(),
         body: response.body,
         replayed: false,
     })
@@ -475,10 +474,7 @@ async fn answer_paid(
         transaction_id: order.transaction_id.clone(),
     })
     .map_err(|e| PlaceOrderError::Internal(format!("response: {e}")))?;
-    let response = StoredResponse {
-        status_code: 200,
-        body,
-    };
+    let response = StoredResponse::new(Completion::Existing, body);
     if let crate::store::FencedOutcome::NotOwner(_) = deps
         .store
         .complete_idempotency(scope, owner, &response)
@@ -488,7 +484,7 @@ async fn answer_paid(
     }
     tracing::info!(out_trade_no = %order.out_trade_no, outcome = "already_paid", "the key's order was paid meanwhile");
     Ok(PlaceOrderReply {
-        status_code: response.status_code,
+        completion: response.completion(),
         body: response.body,
         replayed: false,
     })

@@ -173,7 +173,8 @@ pub async fn submit(
 /// WeChat Pay's word on a refund (a create or query answer, or a notification's refund
 /// object), applied once: PROCESSING accepts it, SUCCESS/CLOSED settle it with its order,
 /// ABNORMAL records the anomaly the merchant must act on. Returns the refund as it stands,
-/// and whether this call moved it (false: it was there already, a duplicate).
+/// and whether this call made the move the answer asks for (false: another delivery, query
+/// or sweep made it first: a duplicate).
 pub async fn apply_result(
     deps: &Deps,
     order: &Order,
@@ -196,7 +197,6 @@ pub async fn apply_result(
             RefundMoveOutcome::NotMoved(r) => refund = *r,
         }
     }
-    let settled = |(r, m): (Refund, bool)| (r, m || moved);
     match &answer.status {
         RefundState::Processing | RefundState::Other(_) => Ok((refund, moved)),
         RefundState::Success => {
@@ -204,13 +204,9 @@ pub async fn apply_result(
                 .success_time
                 .as_deref()
                 .and_then(|t| parse_rfc3339(t).ok());
-            settle(deps, order, &refund, &RefundStatus::Success, success_time)
-                .await
-                .map(settled)
+            settle(deps, order, &refund, &RefundStatus::Success, success_time).await
         }
-        RefundState::Closed => settle(deps, order, &refund, &RefundStatus::Closed, None)
-            .await
-            .map(settled),
+        RefundState::Closed => settle(deps, order, &refund, &RefundStatus::Closed, None).await,
         RefundState::Abnormal => {
             let anomaly = Anomaly {
                 out_trade_no: Some(order.out_trade_no.clone()),
@@ -233,7 +229,7 @@ pub async fn apply_result(
                         crate::telemetry::emit_metrics(&[(Metric::RefundAbnormal, 1)], now);
                         (*r, true)
                     }
-                    RefundMoveOutcome::NotMoved(r) => (*r, moved),
+                    RefundMoveOutcome::NotMoved(r) => (*r, false),
                 },
             )
         }

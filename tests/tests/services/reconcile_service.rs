@@ -715,7 +715,7 @@ async fn a_key_whose_release_failed_is_free_again_once_its_lock_expires() {
     )
     .await
     .expect("the retry places the order");
-    assert_eq!(retried.status_code, 201, "{}", retried.body);
+    assert_eq!(retried.completion.status_code(), 201, "{}", retried.body);
     let body: serde_json::Value = serde_json::from_str(&retried.body).unwrap();
     let no = body["out_trade_no"].as_str().unwrap();
     let prepays: Vec<_> = f
@@ -770,7 +770,7 @@ async fn a_retry_of_an_order_paid_meanwhile_answers_the_paid_order() {
     let reply = place_order(&f.deps, request.clone())
         .await
         .expect("answered");
-    assert_eq!(reply.status_code, 200, "{}", reply.body);
+    assert_eq!(reply.completion.status_code(), 200, "{}", reply.body);
     let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(body["out_trade_no"], o.out_trade_no.as_str());
     assert_eq!(body["status"], "PAID");
@@ -789,5 +789,8 @@ async fn a_retry_of_an_order_paid_meanwhile_answers_the_paid_order() {
     );
     let replay = place_order(&f.deps, request).await.unwrap();
     assert!(replay.replayed);
-    assert_eq!((replay.status_code, replay.body), (200, reply.body));
+    assert_eq!(
+        (replay.completion.status_code(), replay.body),
+        (200, reply.body)
+    );
 }
