@@ -83,8 +83,8 @@ pub enum Guard {
     /// The order is still exactly as read (`from.version`, `from.status`): every status
     /// transition and settlement.
     Version,
-    /// A refund reservation of `amount`: the order is in a refundable state and its refunds
-    /// (refunded + reserved) leave room for `amount`. Reservations commute, so concurrent
+    /// A refund reservation of `amount` (by the plan's refund): the order is in a refundable
+    /// state and its refunds (refunded + reserved) leave room for `amount`. Reservations commute, so concurrent
     /// ones do not make each other retry; each still bumps the version, so a transition
     /// planned on an older read retries and sees it.
     RefundHeadroom { amount: Money },
@@ -253,6 +253,7 @@ impl Order {
         let mut next = self.clone();
         next.version += 1;
         next.refund_pending_total = self.refund_pending_total.checked_add(refund.amount)?;
+        next.refunds.push(refund.out_refund_no.clone());
         let mut change = self.change(next);
         change.guard = Guard::RefundHeadroom {
             amount: refund.amount,

@@ -105,6 +105,9 @@ pub struct Order {
     /// paid: `refunded_total + refund_pending_total <= amount_total`.
     #[serde(default = "zero")]
     pub refund_pending_total: Money,
+    /// The refunds asked of this order (each a refund item), in no particular order.
+    #[serde(default)]
+    pub refunds: Vec<super::OutRefundNo>,
     /// Bumped by every write, so a conditional write can insist on the version it read.
     pub version: u64,
     pub history: Vec<HistoryEntry>,
@@ -141,6 +144,7 @@ impl Order {
             last_synced_at: None,
             refunded_total: Money::ZERO,
             refund_pending_total: Money::ZERO,
+            refunds: Vec::new(),
             version: 1,
             history: vec![HistoryEntry {
                 from: None,

@@ -125,6 +125,7 @@ struct MerchantOrderView<'a> {
     refund_pending_total: i64,
     history: Vec<HistoryView<'a>>,
     payment: Option<PaymentView<'a>>,
+    refunds: Vec<RefundView<'a>>,
     anomalies: Vec<AnomalyView<'a>>,
 }
 
@@ -158,6 +159,7 @@ struct AnomalyView<'a> {
 fn order_view<'a>(
     order: &'a Order,
     payment: Option<&'a Payment>,
+    refunds: &'a [Refund],
     anomalies: &'a [Anomaly],
 ) -> MerchantOrderView<'a> {
     MerchantOrderView {
@@ -181,6 +183,7 @@ fn order_view<'a>(
             currency: &p.currency,
             success_time: to_wechat(p.success_time),
         }),
+        refunds: refunds.iter().map(RefundView::from).collect(),
         anomalies: anomalies
             .iter()
             .map(|a| AnomalyView {
@@ -267,11 +270,19 @@ impl MerchantApiHandler {
             Some(id) => store.get_payment(id).await.map_err(store_error)?,
             None => None,
         };
+        let mut refunds = Vec::with_capacity(order.refunds.len());
+        for no in &order.refunds {
+            refunds.extend(store.get_refund(no).await.map_err(store_error)?);
+        }
+        refunds.sort_by_key(|r| r.created_at);
         let anomalies = store
             .list_anomalies(&order.out_trade_no)
             .await
             .map_err(store_error)?;
-        Ok(json(200, &order_view(&order, payment.as_ref(), &anomalies)))
+        Ok(json(
+            200,
+            &order_view(&order, payment.as_ref(), &refunds, &anomalies),
+        ))
     }
 
     async fn by_transaction(&self, request: &Request) -> Result<Response, ApiError> {

@@ -98,6 +98,7 @@ async fn only_the_merchant_opens_merchant_api_and_its_lookups_answer_whole_order
     );
     assert_eq!(body["history"].as_array().map(Vec::len), Some(2));
     assert_eq!(body["anomalies"], serde_json::json!([]));
+    assert_eq!(body["refunds"], serde_json::json!([]));
     let by_txn = get(
         &app,
         &format!(
@@ -261,4 +262,25 @@ async fn pay_refund_part_then_the_rest_and_the_order_is_refunded_with_its_stock_
     let whole = get(&app, &format!("{url}/merchant/orders/{no}"), Some(&bearer)).await;
     assert_eq!(whole.json()["status"], "REFUNDED");
     assert_eq!(whole.json()["refunded_total"], total);
+    let listed: Vec<(String, String, i64)> = whole.json()["refunds"]
+        .as_array()
+        .expect("refunds")
+        .iter()
+        .map(|r| {
+            (
+                r["out_refund_no"].as_str().unwrap_or("").to_owned(),
+                r["status"].as_str().unwrap_or("").to_owned(),
+                r["amount"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(
+        listed[0],
+        (out_refund_no.clone(), "SUCCESS".to_owned(), part)
+    );
+    assert_eq!(
+        (listed[1].1.as_str(), listed[1].2),
+        ("SUCCESS", total - part)
+    );
 }

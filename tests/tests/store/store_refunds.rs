@@ -147,6 +147,11 @@ async fn refund_reservations_never_exceed_what_was_paid(ctx: StoreCtx) {
         (fen(30), fen(0), OrderStatus::Paid)
     );
     assert_eq!(raw_reserved_total(&ctx, &o).await.as_deref(), Some("30"));
+    let mut listed: Vec<&OutRefundNo> = after.refunds.iter().collect();
+    let mut expected = reserved.clone();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected, "the order lists exactly its reserved refunds");
     for (no, out) in &outcomes {
         let stored = ctx.store.get_refund(no).await.unwrap();
         match out {

@@ -61,6 +61,7 @@ pub(crate) mod attr {
     pub const RESTOCK: &str = "restock";
     pub const SUBMITTED_AT: &str = "submitted_at";
     pub const NEXT_CHECK_AT: &str = "next_check_at";
+    pub const REFUND_NOS: &str = "refund_nos";
     pub const VERSION: &str = "version";
     pub const HISTORY: &str = "history";
     // product
@@ -248,6 +249,19 @@ impl<'a> Fields<'a> {
             None => Ok(None),
             Some(AttributeValue::S(v)) => Ok(Some(v.as_str())),
             Some(_) => Err(self.err(format!("{name} is not a string"))),
+        }
+    }
+
+    /// A string set (absent: empty), sorted: DynamoDB keeps no order in a set.
+    fn string_set(&self, name: &str) -> Result<Vec<&'a str>, StoreError> {
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(AttributeValue::Ss(v)) => {
+                let mut v: Vec<&str> = v.iter().map(String::as_str).collect();
+                v.sort_unstable();
+                Ok(v)
+            }
+            Some(_) => Err(self.err(format!("{name} is not a string set"))),
         }
     }
 
@@ -457,6 +471,11 @@ pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
             (total != Money::ZERO).then(|| money(total)),
         );
     }
+    if !order.refunds.is_empty() {
+        let mut nos: Vec<String> = order.refunds.iter().map(|n| n.to_string()).collect();
+        nos.sort_unstable();
+        item.insert(REFUND_NOS.to_owned(), AttributeValue::Ss(nos));
+    }
     if order.status == OrderStatus::Pending {
         item.insert(
             GSI2PK.to_owned(),
@@ -502,6 +521,11 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
         last_synced_at: f.opt_time(LAST_SYNCED_AT)?,
         refunded_total: f.opt_money(REFUNDED_TOTAL)?.unwrap_or(Money::ZERO),
         refund_pending_total: f.opt_money(REFUND_PENDING_TOTAL)?.unwrap_or(Money::ZERO),
+        refunds: f
+            .string_set(REFUND_NOS)?
+            .into_iter()
+            .map(|n| OutRefundNo::parse(n).map_err(|e| f.err(format!("{REFUND_NOS}: {e}"))))
+            .collect::<Result<_, _>>()?,
         version: u64::try_from(version).map_err(|_| f.err("version is negative"))?,
         history,
     })

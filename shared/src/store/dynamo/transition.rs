@@ -9,8 +9,8 @@ use super::DynamoStore;
 use super::expr::{Expr, build_err, is_ccf, put_action, unexplained_cancel, update_action};
 use super::items::{self, Item, attr};
 use crate::domain::{
-    Guard, LifecycleError, Money, Order, OrderChange, OrderStatus, Plan, Record, SkuId,
-    StockChange, StockMove,
+    Guard, LifecycleError, Money, Order, OrderChange, OrderStatus, OutRefundNo, Plan, Record,
+    SkuId, StockChange, StockMove,
 };
 use crate::store::StoreError;
 
@@ -167,7 +167,13 @@ impl DynamoStore {
     /// (a sync claim written since the read) are left as they are.
     fn order_update(&self, change: &OrderChange) -> Result<TransactWriteItem, StoreError> {
         if let Guard::RefundHeadroom { amount } = change.guard {
-            return self.refund_reservation(change.from.as_ref(), amount);
+            let added: Vec<&OutRefundNo> = change
+                .to
+                .refunds
+                .iter()
+                .filter(|n| !change.from.refunds.contains(n))
+                .collect();
+            return self.refund_reservation(change.from.as_ref(), amount, &added);
         }
         let (from, to) = (change.from.as_ref(), change.to.as_ref());
         let old = items::order_item(from, self.shards);
@@ -249,12 +255,13 @@ impl DynamoStore {
         &self,
         from: &Order,
         amount: Money,
+        added: &[&OutRefundNo],
     ) -> Result<TransactWriteItem, StoreError> {
         let limit = from.amount_total.checked_sub(amount).map_err(|_| {
             StoreError::Invalid(format!("a refund of {amount} exceeds the order's amount"))
         })?;
         let mut e = Expr::default();
-        let update = format!(
+        let mut update = format!(
             "ADD {} {amount}, {} {amount}, {} {one}",
             e.name(attr::REFUND_PENDING_TOTAL),
             e.name(attr::REFUND_RESERVED_TOTAL),
@@ -262,6 +269,19 @@ impl DynamoStore {
             amount = e.value("amount", items::money(amount)),
             one = e.value("one", items::n(1)),
         );
+        if !added.is_empty() {
+            // A set, so concurrent reservations each add theirs.
+            update.push_str(&format!(
+                ", {} {}",
+                e.name(attr::REFUND_NOS),
+                e.value(
+                    "refund_nos",
+                    aws_sdk_dynamodb::types::AttributeValue::Ss(
+                        added.iter().map(|n| n.to_string()).collect()
+                    )
+                )
+            ));
+        }
         let refundable: Vec<String> = OrderStatus::ALL
             .into_iter()
             .filter(|s| s.is_refundable())
