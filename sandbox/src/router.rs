@@ -145,6 +145,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: "GET",
+        path: "/merchant/anomalies",
+        other_methods: true,
+        what: "merchant-api: every anomaly, newest first (?limit=&cursor=)",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
+        method: "GET",
         path: "/merchant/refunds/{out_refund_no}",
         other_methods: true,
         what: "merchant-api: one refund (synced with WeChat Pay while processing)",

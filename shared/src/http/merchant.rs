@@ -184,16 +184,17 @@ fn order_view<'a>(
             success_time: to_wechat(p.success_time),
         }),
         refunds: refunds.iter().map(RefundView::from).collect(),
-        anomalies: anomalies
-            .iter()
-            .map(|a| AnomalyView {
-                kind: a.kind.as_str(),
-                cause: &a.cause,
-                at: to_wechat(a.at),
-                detail: &a.detail,
-                transaction_id: a.transaction_id.as_deref(),
-            })
-            .collect(),
+        anomalies: anomalies.iter().map(anomaly_view).collect(),
+    }
+}
+
+fn anomaly_view(a: &Anomaly) -> AnomalyView<'_> {
+    AnomalyView {
+        kind: a.kind.as_str(),
+        cause: &a.cause,
+        at: to_wechat(a.at),
+        detail: &a.detail,
+        transaction_id: a.transaction_id.as_deref(),
     }
 }
 
@@ -310,6 +311,44 @@ impl MerchantApiHandler {
         self.order(payment.out_trade_no.as_str()).await
     }
 
+    async fn anomalies(&self, request: &Request) -> Result<Response, ApiError> {
+        let (limit, cursor) = crate::http::query_order::list_params(request.uri().query())?;
+        let page = self
+            .deps
+            .store
+            .recent_anomalies(limit, cursor.as_ref())
+            .await
+            .map_err(|e| match e {
+                StoreError::BadCursor(m) => ApiError::new(400, "INVALID_REQUEST", m),
+                other => store_error(other),
+            })?;
+        #[derive(Serialize)]
+        struct AnomalyListView<'a> {
+            anomalies: Vec<ListedAnomaly<'a>>,
+            next_cursor: Option<&'a str>,
+        }
+        #[derive(Serialize)]
+        struct ListedAnomaly<'a> {
+            out_trade_no: Option<&'a str>,
+            #[serde(flatten)]
+            anomaly: AnomalyView<'a>,
+        }
+        Ok(json(
+            200,
+            &AnomalyListView {
+                anomalies: page
+                    .items
+                    .iter()
+                    .map(|a| ListedAnomaly {
+                        out_trade_no: a.out_trade_no.as_ref().map(OutTradeNo::as_str),
+                        anomaly: anomaly_view(a),
+                    })
+                    .collect(),
+                next_cursor: page.next.as_ref().map(crate::store::Cursor::as_str),
+            },
+        ))
+    }
+
     async fn close(&self, no: &str) -> Result<Response, ApiError> {
         let out_trade_no = order_no(no)?;
         let order = close_order_as_merchant(&self.deps, &out_trade_no)
@@ -335,12 +374,15 @@ impl MerchantApiHandler {
             ["orders", no, "close"] if !no.is_empty() && method == http::Method::POST => {
                 self.close(no).await
             }
+            ["anomalies"] if method == http::Method::GET => self.anomalies(request).await,
             ["refunds", no] if !no.is_empty() && method == http::Method::GET => {
                 self.refund_view(no).await
             }
-            ["orders"] | ["orders", _] | ["orders", _, "refunds" | "close"] | ["refunds", _] => {
-                Err(ApiError::method_not_allowed())
-            }
+            ["orders"]
+            | ["orders", _]
+            | ["orders", _, "refunds" | "close"]
+            | ["refunds", _]
+            | ["anomalies"] => Err(ApiError::method_not_allowed()),
             _ => Err(ApiError::not_found()),
         }
     }

@@ -106,7 +106,7 @@ struct ListBody<'a> {
 }
 
 /// `limit` and `cursor` of `GET /orders`; anything else in the query string is ignored.
-fn list_params(query: Option<&str>) -> Result<(u32, Option<Cursor>), ApiError> {
+pub(crate) fn list_params(query: Option<&str>) -> Result<(u32, Option<Cursor>), ApiError> {
     let mut limit = DEFAULT_LIST_LIMIT;
     let mut cursor = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {

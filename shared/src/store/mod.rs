@@ -338,6 +338,12 @@ pub trait Store: Send + Sync {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<Order>, StoreError>;
+    /// Every anomaly, newest first (merchant-api's list).
+    async fn recent_anomalies(
+        &self,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Anomaly>, StoreError>;
     /// Refunds WeChat Pay may still change whose `next_check_at` has come, soonest first.
     async fn due_refunds(
         &self,

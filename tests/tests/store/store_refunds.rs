@@ -18,7 +18,56 @@ wxpay_tests::store_suite!(
     refund_reservations_never_exceed_what_was_paid,
     a_refund_settles_once_with_its_restock,
     closed_refunds_release_and_refusals_write_nothing,
+    anomalies_are_listed_newest_first_across_orders,
 );
+
+async fn anomalies_are_listed_newest_first_across_orders(ctx: StoreCtx) {
+    use shared::domain::{Anomaly, AnomalyKind, OutTradeNo};
+    let at = now_ms();
+    let anomaly = |no: Option<&str>, cause: &str, minutes: i64| Anomaly {
+        out_trade_no: no.map(|n| OutTradeNo::parse(n).unwrap()),
+        kind: AnomalyKind::DoublePayment,
+        cause: cause.to_owned(),
+        at: at + time::Duration::minutes(minutes),
+        transaction_id: Some(cause.to_owned()),
+        notification_id: None,
+        detail: "test".into(),
+        plaintext: None,
+    };
+    let kept = [
+        anomaly(Some("ORDER-A0001"), "t-1", 0),
+        anomaly(Some("ORDER-B0001"), "t-2", 2),
+        anomaly(None, "t-3", 1),
+        // Same instant as t-2: both listed, neither lost.
+        anomaly(Some("ORDER-A0001"), "t-4", 2),
+    ];
+    for a in &kept {
+        ctx.store.record_anomaly(a).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = ctx
+            .store
+            .recent_anomalies(3, cursor.as_ref())
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.into_iter().map(|a| (a.at, a.cause)));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let causes: Vec<&str> = seen.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(causes.len(), 4, "{causes:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 >= w[1].0),
+        "newest first: {seen:?}"
+    );
+    assert_eq!(causes[3], "t-1");
+    assert_eq!(causes[2], "t-3");
+}
 
 /// A paid order of `lines`, stock reserved then sold as the payment path does it.
 async fn paid_order(ctx: &StoreCtx, lines: &[(&Product, i64)]) -> Order {
@@ -151,7 +200,10 @@ async fn refund_reservations_never_exceed_what_was_paid(ctx: StoreCtx) {
     let mut expected = reserved.clone();
     listed.sort();
     expected.sort();
-    assert_eq!(listed, expected, "the order lists exactly its reserved refunds");
+    assert_eq!(
+        listed, expected,
+        "the order lists exactly its reserved refunds"
+    );
     for (no, out) in &outcomes {
         let stored = ctx.store.get_refund(no).await.unwrap();
         match out {

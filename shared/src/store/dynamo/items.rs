@@ -695,10 +695,29 @@ pub(crate) fn anomaly_item(a: &Anomaly) -> Item {
     put_opt(&mut item, TRANSACTION_ID, a.transaction_id.clone().map(s));
     put_opt(&mut item, NOTIFICATION_ID, a.notification_id.clone().map(s));
     put_opt(&mut item, PLAINTEXT, a.plaintext.clone().map(s));
+    // Every anomaly in one partition of gsi1, by time: the merchant's list, newest first
+    // (anomalies are rare; the key's tail keeps two of one instant apart).
+    let gsi1sk = format!(
+        "{}#{}#{}",
+        to_utc_string(a.at),
+        item_s(&item, PK),
+        item_s(&item, SK)
+    );
+    item.insert(GSI1PK.to_owned(), s(ANOMALIES_GSI1PK));
+    item.insert(GSI1SK.to_owned(), s(gsi1sk));
     item
 }
 
-#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
+fn item_s<'a>(item: &'a Item, name: &str) -> &'a str {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => v,
+        _ => "",
+    }
+}
+
+/// The partition of `gsi1` that lists every anomaly.
+pub(crate) const ANOMALIES_GSI1PK: &str = "ANOMALIES";
+
 pub(crate) fn anomaly_from_item(item: &Item) -> Result<Anomaly, StoreError> {
     let f = Fields::new(item, "anomaly");
     Ok(Anomaly {

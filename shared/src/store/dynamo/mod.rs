@@ -1020,6 +1020,31 @@ impl Store for DynamoStore {
             .await
     }
 
+    async fn recent_anomalies(
+        &self,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Anomaly>, StoreError> {
+        let partition = items::ANOMALIES_GSI1PK.to_owned();
+        let start = index_start(cursor, attr::GSI1PK, attr::GSI1SK, &partition)?;
+        let mut e = Expr::default();
+        let condition = format!(
+            "{} = {}",
+            e.name(attr::GSI1PK),
+            e.value("anomalies", items::s(partition.clone()))
+        );
+        self.query_page_of(
+            items::GSI1,
+            e,
+            &condition,
+            false,
+            limit,
+            start,
+            items::anomaly_from_item,
+        )
+        .await
+    }
+
     async fn due_refunds(
         &self,
         now: OffsetDateTime,
