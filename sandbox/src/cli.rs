@@ -47,6 +47,10 @@ pub struct Options {
     pub keep: bool,
 }
 
+/// The demo refunds twice in a row: one second apart, each settled after one second.
+const DEMO_REFUND_DELAY: Duration = Duration::from_secs(1);
+const DEMO_REFUND_SPACING: Duration = Duration::from_secs(1);
+
 impl Options {
     /// `serve`'s defaults: the README's ports, `.local/`, WeChat Pay's pace.
     pub fn serve_defaults() -> Options {
@@ -73,8 +77,8 @@ impl Options {
             order_ttl: Duration::from_secs(4),
             sweep_every: Duration::from_secs(1),
             retry_scale: 0.01,
-            refund_delay: DEFAULT_REFUND_DELAY,
-            refund_spacing: WECHAT_REFUND_SPACING,
+            refund_delay: DEMO_REFUND_DELAY,
+            refund_spacing: DEMO_REFUND_SPACING,
             products: None,
             keep: false,
         }

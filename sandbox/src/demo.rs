@@ -163,6 +163,7 @@ struct Story {
     wechat: String,
     order_ttl: Duration,
     sweep_every: Duration,
+    refund_spacing: Duration,
     sku: CatalogEntry,
     inactive: Option<CatalogEntry>,
     step: u32,
@@ -170,6 +171,8 @@ struct Story {
     /// The demo user's session token and openid, from the first step's login.
     token: String,
     openid: String,
+    /// merchant-api's bearer token (`MERCHANT_API_TOKEN` of `sandbox.env`).
+    merchant_token: String,
 }
 
 /// The first order: most later steps come back to it.
@@ -203,12 +206,14 @@ impl Story {
             wechat: sandbox.wechat_url(),
             order_ttl: sandbox.order_ttl(),
             sweep_every: sandbox.sweep_every(),
+            refund_spacing: sandbox.refund_spacing(),
             sku,
             inactive,
             step: 0,
             title: String::new(),
             token: String::new(),
             openid: String::new(),
+            merchant_token: sandbox.keys().merchant_api_token().to_owned(),
         })
     }
 
@@ -227,6 +232,7 @@ impl Story {
         self.not_for_sale().await?;
         self.lost_notification(&order.no).await?;
         self.left_unpaid(stock).await?;
+        self.refunded(&order).await?;
         Ok(self.step)
     }
 
@@ -387,6 +393,51 @@ impl Story {
             .ok_or_else(|| self.fail(format!("{} is not in the store", self.sku.sku_id)))?;
         let n = |field: &str| product[field].as_i64().unwrap_or(-1);
         Ok((n("reserved"), n("sold"), n("available")))
+    }
+
+    /// merchant-api's refund of `amount` fen of `no` (restocking `restock` units).
+    async fn refund(
+        &self,
+        no: &str,
+        key: &str,
+        amount: i64,
+        restock: i64,
+    ) -> Result<Reply, DemoError> {
+        let mut body = json!({"amount": amount, "reason": "demo refund"});
+        if restock > 0 {
+            body["restock"] = json!([{"sku_id": self.sku.sku_id.as_str(), "quantity": restock}]);
+        }
+        println!("    POST /merchant/orders/{no}/refunds  Idempotency-Key: {key}  {body}");
+        self.send(
+            http::Method::POST,
+            &format!("{}/merchant/orders/{no}/refunds", self.functions),
+            &[
+                ("authorization", &format!("Bearer {}", self.merchant_token)),
+                ("idempotency-key", key),
+            ],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Polls the stored order until its status is `status` (a refund WeChat Pay settles
+    /// and notifies).
+    async fn reaches(&self, no: &str, status: &str) -> Result<Value, DemoError> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let view = self.order(no).await?;
+            if view["order"]["status"] == status {
+                return Ok(view);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.fail(format!(
+                    "still {} {} s later, expected {status}",
+                    view["order"]["status"],
+                    WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     fn items(&self, quantity: i64) -> Value {
@@ -827,6 +878,57 @@ impl Story {
 
     /// An order left unpaid: past expire_at WeChat Pay refuses the payment, and the
     /// timeout-sweeper closes it there and here, returning its stock.
+    /// The merchant refunds part of the first order (one unit back in stock), then the rest:
+    /// each reserved before WeChat Pay is asked, settled by its notification, applied once.
+    async fn refunded(&mut self, first: &FirstOrder) -> Result<(), DemoError> {
+        let no = first.no.as_str();
+        let price = self.sku.price.fen();
+        self.begin(format!(
+            "the merchant refunds one unit of the first order ({} CNY), then the rest, through merchant-api",
+            yuan(price)
+        ));
+        let (_, sold0, available0) = self.stock().await?;
+        let part = self.refund(no, "demo-refund-1", price, 1).await?;
+        self.check(
+            part.status == 201 && part.json["status"] == "PROCESSING",
+            || format!("expected 201 PROCESSING, got {}", part.short()),
+        )?;
+        println!(
+            "    -> 201 PROCESSING, out_refund_no {}",
+            part.json["out_refund_no"].as_str().unwrap_or("?")
+        );
+        let view = self.reaches(no, "PARTIALLY_REFUNDED").await?;
+        let (_, sold1, available1) = self.stock().await?;
+        self.check(
+            view["order"]["refunded_total"] == price && sold1 == sold0 - 1 && available1 == available0 + 1,
+            || format!("after the partial refund: {} (sold {sold0} -> {sold1}, available {available0} -> {available1})", view["order"]),
+        )?;
+        println!(
+            "    ok: REFUND.SUCCESS notified: PARTIALLY_REFUNDED, refunded_total {price}; one unit restocked: sold {sold0} -> {sold1}, available {available0} -> {available1}"
+        );
+        let rest = first.amount - price;
+        // WeChat Pay wants refunds of one order apart (`--refund-spacing`).
+        tokio::time::sleep(self.refund_spacing).await;
+        let full = self.refund(no, "demo-refund-2", rest, 0).await?;
+        self.check(full.status == 201, || {
+            format!("expected 201, got {}", full.short())
+        })?;
+        let view = self.reaches(no, "REFUNDED").await?;
+        self.check(view["order"]["refunded_total"] == first.amount, || {
+            format!("after the full refund: {}", view["order"])
+        })?;
+        let more = self.refund(no, "demo-refund-3", 1, 0).await?;
+        self.check(
+            more.status == 422 && more.json["code"] == "REFUND_EXCEEDS_PAID",
+            || format!("a refund past what was paid: {}", more.short()),
+        )?;
+        println!(
+            "    ok: REFUNDED, refunded_total {} of {}; one more fen: 422 REFUND_EXCEEDS_PAID",
+            first.amount, first.amount
+        );
+        Ok(())
+    }
+
     async fn left_unpaid(&mut self, (reserved, _, _): (i64, i64, i64)) -> Result<(), DemoError> {
         let sku = self.sku.sku_id.as_str().to_owned();
         self.begin(format!(

@@ -110,6 +110,7 @@ pub struct Sandbox {
     env_file: PathBuf,
     order_ttl: Duration,
     sweep_every: Duration,
+    refund_spacing: Duration,
     retry_scale: f64,
     store: Arc<dyn StoreSupport>,
     simulator: Option<SimulatorHandle>,
@@ -224,6 +225,7 @@ impl Sandbox {
             env_file,
             order_ttl: settings.order_ttl,
             sweep_every: settings.sweep_every,
+            refund_spacing: settings.refund_spacing,
             retry_scale: settings.retry_scale,
             store,
             simulator: Some(simulator),
@@ -283,6 +285,11 @@ impl Sandbox {
 
     pub fn sweep_every(&self) -> Duration {
         self.sweep_every
+    }
+
+    /// Least time the simulator wants between two refunds of one order.
+    pub fn refund_spacing(&self) -> Duration {
+        self.refund_spacing
     }
 
     pub fn retry_scale(&self) -> f64 {

@@ -101,6 +101,12 @@ fn demo_runs_the_whole_story_and_exits_0() {
         "ok: closed by the timeout-sweeper",
         "trade_state CLOSED at WeChat Pay, then CLOSED here",
         "ok: stock returned in the same transaction: reserved 1 -> 0; sold 3, available 2",
+        // refunds through merchant-api, settled by WeChat Pay's notifications
+        "-> 201 PROCESSING, out_refund_no R",
+        "ok: REFUND.SUCCESS notified: PARTIALLY_REFUNDED, refunded_total",
+        "one unit restocked: sold 3 -> 2, available 2 -> 3",
+        "ok: REFUNDED, refunded_total",
+        "422 REFUND_EXCEEDS_PAID",
         "demo: OK: the story completed",
     ] {
         assert!(
