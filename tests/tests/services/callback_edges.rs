@@ -94,13 +94,19 @@ fn sealed(id: &str, plaintext: &str) -> shared::http::Request {
         "2026-11-24T12:01:03+08:00",
         plaintext.as_bytes(),
     );
+    signed(&draft)
+}
+
+/// `draft` signed with the test platform key and sealed with the APIv3 key, as a request to
+/// the notify endpoint.
+fn signed(draft: &NotificationDraft<'_>) -> shared::http::Request {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let platform = RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap();
     let (headers, body) = build_notification(
         &platform,
         PUB_KEY_ID,
         &ApiV3Key::new(APIV3).unwrap(),
-        &draft,
+        draft,
         now,
     );
     let mut request = http::Request::builder()
@@ -508,22 +514,7 @@ fn refund_notification(
     let draft =
         NotificationDraft::refund(id, "2026-11-24T12:05:01+08:00", &status, notice.as_bytes())
             .expect("a final refund status");
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let platform = RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap();
-    let (headers, body) = build_notification(
-        &platform,
-        PUB_KEY_ID,
-        &ApiV3Key::new(APIV3).unwrap(),
-        &draft,
-        now,
-    );
-    let mut request = http::Request::builder()
-        .method("POST")
-        .uri("/notify/wechatpay")
-        .body(Bytes::from(body))
-        .unwrap();
-    *request.headers_mut() = headers;
-    request
+    signed(&draft)
 }
 
 /// REFUND.SUCCESS delivered many times at once settles the refund once; a notice for a
