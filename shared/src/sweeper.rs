@@ -27,7 +27,9 @@ impl ScheduledJob for SweeperJob {
         let refunds_deadline = deadline.map(|d| d - self.settings.deadline_margin);
         let refunds = sweep_refunds(&self.deps, refunds_deadline).await;
         let elapsed_ms = (self.deps.now() - started).whole_milliseconds();
-        crate::telemetry::emit_metrics(&summary.metrics(), self.deps.now());
+        let mut metrics = summary.metrics().to_vec();
+        metrics.push((crate::telemetry::Metric::RefundStale, refunds.stale));
+        crate::telemetry::emit_metrics(&metrics, self.deps.now());
         let outcome = if summary.failed > 0 || refunds.failed > 0 {
             "failed"
         } else {

@@ -106,10 +106,12 @@ pub enum Metric {
     RefundClosed,
     /// A refund WeChat Pay could not pay back: the merchant must act.
     RefundAbnormal,
+    /// timeout-sweeper: refunds WeChat Pay still holds an hour after accepting them.
+    RefundStale,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 17] = [
+    pub const ALL: [Metric; 18] = [
         Metric::PaymentAnomaly,
         Metric::PayerNotOwner,
         Metric::ProductMissing,
@@ -127,6 +129,7 @@ impl Metric {
         Metric::RefundSucceeded,
         Metric::RefundClosed,
         Metric::RefundAbnormal,
+        Metric::RefundStale,
     ];
 
     /// The metric's name in CloudWatch (and the key of its count in the EMF line).
@@ -149,6 +152,7 @@ impl Metric {
             Metric::RefundSucceeded => "RefundSucceeded",
             Metric::RefundClosed => "RefundClosed",
             Metric::RefundAbnormal => "RefundAbnormal",
+            Metric::RefundStale => "RefundStale",
         }
     }
 }

@@ -400,7 +400,13 @@ pub struct RefundSweepSummary {
     pub settled: u64,
     /// Could not be checked (WeChat Pay or the store failed); due again at their next check.
     pub failed: u64,
+    /// Still PROCESSING (or ABNORMAL) more than an hour after WeChat Pay accepted it: worth a
+    /// look (`RefundStaleAlarm`).
+    pub stale: u64,
 }
+
+/// A refund WeChat Pay has held longer than this is reported stale.
+pub const REFUND_STALE_AFTER: time::Duration = time::Duration::hours(1);
 
 /// Refunds whose notification never came, or that WeChat Pay was not ready for: REQUESTED
 /// ones are submitted (same out_refund_no), PROCESSING and ABNORMAL ones queried, each
@@ -437,7 +443,15 @@ pub async fn sweep_refunds(deps: &Deps, deadline: Option<OffsetDateTime>) -> Ref
                 }
             };
             summary.checked += 1;
+            let accepted = refund.submitted_at.unwrap_or(refund.created_at);
             match check(deps, refund).await {
+                Ok((_, after))
+                    if after.holds_reservation()
+                        && after != RefundStatus::Requested
+                        && deps.now() - accepted > REFUND_STALE_AFTER =>
+                {
+                    summary.stale += 1;
+                }
                 Ok((before, after)) if before != after => {
                     if after == RefundStatus::Processing {
                         summary.submitted += 1;

@@ -468,4 +468,10 @@ async fn two_sweeps_at_once_check_a_due_refund_once() {
     assert_eq!(f.gateway.count("refund-query"), 1);
     // Still processing: checked again only after the backoff.
     assert_eq!(sweep_refunds(&deps, None).await.checked, 0);
+    // An hour after acceptance and still processing: reported stale.
+    *now.lock().unwrap() += time::Duration::hours(2);
+    f.gateway
+        .refund_query(Ok(refund_result(&o, no.as_str(), 300, "PROCESSING")));
+    let late = sweep_refunds(&deps, None).await;
+    assert_eq!((late.checked, late.stale, late.settled), (1, 1, 0), "{late:?}");
 }
