@@ -34,6 +34,16 @@ pub enum Function {
 }
 
 impl Function {
+    pub const ALL: &[Function] = &[
+        Function::PlaceOrder,
+        Function::PaymentCallback,
+        Function::QueryOrder,
+        Function::TimeoutSweeper,
+        Function::Session,
+        Function::MerchantApi,
+    ];
+
+    /// Its binary's (and package's) name.
     pub fn name(self) -> &'static str {
         match self {
             Function::PlaceOrder => "place-order",

@@ -1117,7 +1117,7 @@ async fn secrets_never_reach_logs_or_answers_and_logs_are_json() {
 
     let secrets = secrets(&app);
     for process in [&app.place_order, &app.callback] {
-        let name = process.function.binary();
+        let name = process.function.name();
         let lines: Vec<String> = process
             .stdout()
             .into_iter()

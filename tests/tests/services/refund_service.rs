@@ -473,5 +473,9 @@ async fn two_sweeps_at_once_check_a_due_refund_once() {
     f.gateway
         .refund_query(Ok(refund_result(&o, no.as_str(), 300, "PROCESSING")));
     let late = sweep_refunds(&deps, None).await;
-    assert_eq!((late.checked, late.stale, late.settled), (1, 1, 0), "{late:?}");
+    assert_eq!(
+        (late.checked, late.stale, late.settled),
+        (1, 1, 0),
+        "{late:?}"
+    );
 }

@@ -57,37 +57,8 @@ pub const SKU_INACTIVE: &str = "sku-inactive";
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// The function binaries this suite drives (each is the package `functions/<binary>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Function {
-    PlaceOrder,
-    PaymentCallback,
-    QueryOrder,
-    TimeoutSweeper,
-    Session,
-    MerchantApi,
-}
-
-impl Function {
-    pub const ALL: &[Function] = &[
-        Function::PlaceOrder,
-        Function::PaymentCallback,
-        Function::QueryOrder,
-        Function::TimeoutSweeper,
-        Function::Session,
-        Function::MerchantApi,
-    ];
-
-    pub fn binary(self) -> &'static str {
-        match self {
-            Function::PlaceOrder => "place-order",
-            Function::PaymentCallback => "payment-callback",
-            Function::QueryOrder => "query-order",
-            Function::TimeoutSweeper => "timeout-sweeper",
-            Function::Session => "session",
-            Function::MerchantApi => "merchant-api",
-        }
-    }
-}
+/// The function binaries, as `shared::app` names them (`Function::name` is the binary).
+pub use shared::app::Function;
 
 // ---- locating (and if need be building) the binaries ---------------------------------------
 
@@ -147,7 +118,7 @@ fn build_functions(profile: &Path) {
     command
         .current_dir(workspace)
         .args(["build", "--quiet"])
-        .args(Function::ALL.iter().flat_map(|f| ["-p", f.binary()]))
+        .args(Function::ALL.iter().flat_map(|f| ["-p", f.name()]))
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"));
     if let Some(target) = profile.parent() {
@@ -174,7 +145,7 @@ pub fn binary(function: Function) -> PathBuf {
         let profile = profile_dir();
         let paths: Vec<PathBuf> = Function::ALL
             .iter()
-            .map(|f| profile.join(format!("{}{}", f.binary(), std::env::consts::EXE_SUFFIX)))
+            .map(|f| profile.join(format!("{}{}", f.name(), std::env::consts::EXE_SUFFIX)))
             .collect();
         if std::env::var_os("WXPAY_E2E_NO_BUILD").is_none() && paths.iter().any(|p| needs_build(p))
         {
@@ -191,7 +162,7 @@ pub fn binary(function: Function) -> PathBuf {
     });
     profile.join(format!(
         "{}{}",
-        function.binary(),
+        function.name(),
         std::env::consts::EXE_SUFFIX
     ))
 }
@@ -219,8 +190,8 @@ impl FunctionProcess {
             .stderr(Stdio::piped());
         let mut child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("{} starts: {e}", function.binary()));
-        let tag = |which: &str| format!("[{} {which}]", function.binary());
+            .unwrap_or_else(|e| panic!("{} starts: {e}", function.name()));
+        let tag = |which: &str| format!("[{} {which}]", function.name());
         let stdout = collect_lines(child.stdout.take().expect("stdout piped"), tag("out"));
         let stderr = collect_lines(child.stderr.take().expect("stderr piped"), tag("err"));
         FunctionProcess {
@@ -249,7 +220,7 @@ impl FunctionProcess {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 panic!(
                     "{} exited with {status} before it was ready:\n{}\n{}",
-                    self.function.binary(),
+                    self.function.name(),
                     self.stdout().join("\n"),
                     self.stderr().join("\n")
                 );
@@ -257,7 +228,7 @@ impl FunctionProcess {
             assert!(
                 start.elapsed() < WAIT,
                 "{} not ready within {WAIT:?}",
-                self.function.binary()
+                self.function.name()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
