@@ -108,10 +108,14 @@ pub enum Metric {
     RefundAbnormal,
     /// timeout-sweeper: refunds WeChat Pay still holds an hour after accepting them.
     RefundStale,
+    /// Fen reserved by refund requests.
+    RefundRequestedFen,
+    /// Fen WeChat Pay paid back (refunds applied as SUCCESS).
+    RefundedFen,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 18] = [
+    pub const ALL: [Metric; 20] = [
         Metric::PaymentAnomaly,
         Metric::PayerNotOwner,
         Metric::ProductMissing,
@@ -130,6 +134,8 @@ impl Metric {
         Metric::RefundClosed,
         Metric::RefundAbnormal,
         Metric::RefundStale,
+        Metric::RefundRequestedFen,
+        Metric::RefundedFen,
     ];
 
     /// The metric's name in CloudWatch (and the key of its count in the EMF line).
@@ -153,6 +159,8 @@ impl Metric {
             Metric::RefundClosed => "RefundClosed",
             Metric::RefundAbnormal => "RefundAbnormal",
             Metric::RefundStale => "RefundStale",
+            Metric::RefundRequestedFen => "RefundRequestedFen",
+            Metric::RefundedFen => "RefundedFen",
         }
     }
 }

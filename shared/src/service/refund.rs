@@ -102,7 +102,16 @@ pub async fn request_refund(
     let refund = match deps.store.reserve_refund(&order, &refund).await? {
         RefundReserveOutcome::Reserved(_) => {
             tracing::info!(out_trade_no = %out_trade_no, out_refund_no = %refund.out_refund_no, amount = refund.amount.fen(), outcome = "reserved", "refund reserved");
-            crate::telemetry::emit_metrics(&[(Metric::RefundRequested, 1)], now);
+            crate::telemetry::emit_metrics(
+                &[
+                    (Metric::RefundRequested, 1),
+                    (
+                        Metric::RefundRequestedFen,
+                        refund.amount.fen().unsigned_abs(),
+                    ),
+                ],
+                now,
+            );
             refund
         }
         RefundReserveOutcome::Exists(kept) => {
@@ -259,12 +268,15 @@ async fn settle(
         .await?
     {
         RefundSettleOutcome::Applied { order, refund } => {
-            let metric = match refund.status {
-                RefundStatus::Success => Metric::RefundSucceeded,
-                _ => Metric::RefundClosed,
+            let metrics = match refund.status {
+                RefundStatus::Success => vec![
+                    (Metric::RefundSucceeded, 1),
+                    (Metric::RefundedFen, refund.amount.fen().unsigned_abs()),
+                ],
+                _ => vec![(Metric::RefundClosed, 1)],
             };
             tracing::info!(out_trade_no = %order.out_trade_no, out_refund_no = %refund.out_refund_no, status = %refund.status, order_status = %order.status, refunded_total = order.refunded_total.fen(), outcome = "applied", "refund settled");
-            crate::telemetry::emit_metrics(&[(metric, 1)], now);
+            crate::telemetry::emit_metrics(&metrics, now);
             Ok((*refund, true))
         }
         RefundSettleOutcome::AlreadyMoved(refund) => Ok((*refund, false)),
