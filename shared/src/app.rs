@@ -247,7 +247,9 @@ fn retry_policy(function: Function) -> RetryPolicy {
 async fn deps(function: Function, env: &Env) -> Result<(Deps, StoreConfig), ConfigError> {
     let wechatpay = match function {
         Function::PaymentCallback => WechatPayConfig::for_notifications(env)?,
-        // place-order sends notify_url with each prepay, merchant-api with each refund.
+        // place-order sends notify_url with each prepay, merchant-api with each refund. The
+        // sweeper's (for refunds WeChat Pay was not ready for) is optional: without it those
+        // stay REQUESTED, never refused (the deploy files set it).
         _ => WechatPayConfig::from_env(
             env,
             matches!(function, Function::PlaceOrder | Function::MerchantApi),

@@ -22,6 +22,16 @@ pub enum LifecycleError {
     RefundExceedsPaid { amount: Money, refundable: Money },
     #[error("order {0} cannot be refunded in its state")]
     NotRefundable(OrderStatus),
+    /// This refund is reserved on the order already (a retry of its request).
+    #[error("refund {0} is reserved already")]
+    RefundAlreadyReserved(String),
+    /// A restock of more units of a sku than its line bought, counting earlier refunds.
+    #[error("restock of {asked} x {sku_id}: only {left} of the order's units are left to restock")]
+    RestockExceedsBought {
+        sku_id: SkuId,
+        asked: u32,
+        left: u32,
+    },
     #[error("refund {out_refund_no} is for another order")]
     RefundOfAnotherOrder { out_refund_no: String },
     #[error("payment for {0} is for another order")]
@@ -243,6 +253,11 @@ impl Order {
         if !self.status.is_refundable() {
             return Err(LifecycleError::NotRefundable(self.status));
         }
+        if self.refunds.contains(&refund.out_refund_no) {
+            return Err(LifecycleError::RefundAlreadyReserved(
+                refund.out_refund_no.to_string(),
+            ));
+        }
         let refundable = self.refundable()?;
         if refund.amount > refundable || refund.amount == Money::ZERO {
             return Err(LifecycleError::RefundExceedsPaid {
@@ -254,10 +269,31 @@ impl Order {
         next.version += 1;
         next.refund_pending_total = self.refund_pending_total.checked_add(refund.amount)?;
         next.refunds.push(refund.out_refund_no.clone());
+        for line in &refund.restock {
+            let bought = self
+                .lines
+                .iter()
+                .find(|l| l.sku_id == line.sku_id)
+                .map_or(0, |l| l.quantity.get());
+            let promised = restocked_of(&self.restocked, &line.sku_id);
+            let left = bought.saturating_sub(promised);
+            if line.quantity.get() > left {
+                return Err(LifecycleError::RestockExceedsBought {
+                    sku_id: line.sku_id.clone(),
+                    asked: line.quantity.get(),
+                    left,
+                });
+            }
+            add_restocked(&mut next.restocked, line, true);
+        }
         let mut change = self.change(next);
-        change.guard = Guard::RefundHeadroom {
-            amount: refund.amount,
-        };
+        // A reservation that promises stock back must see every earlier promise: it races on
+        // the version like a transition. One that only reserves money commutes.
+        if refund.restock.is_empty() {
+            change.guard = Guard::RefundHeadroom {
+                amount: refund.amount,
+            };
+        }
         Ok(Plan {
             order: Some(change),
             stock: Vec::new(),
@@ -314,7 +350,11 @@ impl Order {
                     change: StockChange::Restock,
                 }));
             }
-            RefundStatus::Closed | RefundStatus::Failed => {}
+            RefundStatus::Closed | RefundStatus::Failed => {
+                for line in &refund.restock {
+                    add_restocked(&mut next.restocked, line, false);
+                }
+            }
             other => {
                 return Err(RefundTransitionError {
                     from: refund.status,
@@ -342,6 +382,30 @@ impl Order {
             })
         }
     }
+}
+
+/// Units of `sku_id` promised back so far.
+fn restocked_of(restocked: &[super::RestockLine], sku_id: &SkuId) -> u32 {
+    restocked
+        .iter()
+        .filter(|l| &l.sku_id == sku_id)
+        .map(|l| l.quantity.get())
+        .sum()
+}
+
+/// Adds (or, `add` false, gives back) a refund's restock promise of one line.
+fn add_restocked(restocked: &mut Vec<super::RestockLine>, line: &super::RestockLine, add: bool) {
+    let now = restocked_of(restocked, &line.sku_id);
+    let q = line.quantity.get();
+    let total = if add { now + q } else { now.saturating_sub(q) };
+    restocked.retain(|l| l.sku_id != line.sku_id);
+    if let Ok(quantity) = super::Quantity::new(i64::from(total)) {
+        restocked.push(super::RestockLine {
+            sku_id: line.sku_id.clone(),
+            quantity,
+        });
+    }
+    restocked.sort_by(|a, b| a.sku_id.cmp(&b.sku_id));
 }
 
 impl Refund {
@@ -656,6 +720,43 @@ mod tests {
         assert_eq!(moved.status, RefundStatus::Processing);
         assert_eq!(moved.refund_id.as_deref(), Some("50300000000000000001"));
         assert!(moved.plan_accepted("x", T).is_err(), "accepted once");
+    }
+
+    #[test]
+    fn restock_never_exceeds_what_was_bought_across_refunds() {
+        let o = paid();
+        let first = refund(&o, 500, &[("tea", 2)]);
+        let plan = o.plan_refund_request(&first).unwrap();
+        assert_eq!(
+            plan.order.as_ref().unwrap().guard,
+            Guard::Version,
+            "stock promises race on the version"
+        );
+        let reserved = plan.order().unwrap().clone();
+        assert_eq!(
+            reserved.plan_refund_request(&refund(&o, 500, &[("tea", 1)])),
+            Err(LifecycleError::RestockExceedsBought {
+                sku_id: SkuId::parse("tea").unwrap(),
+                asked: 1,
+                left: 0
+            })
+        );
+        assert!(
+            reserved
+                .plan_refund_request(&refund(&o, 500, &[("cup", 1)]))
+                .is_ok()
+        );
+        // A closed refund gives its promise back.
+        let closed = reserved
+            .plan_refund_outcome(&first, RefundStatus::Closed, None, T)
+            .unwrap();
+        let after = closed.order().unwrap();
+        assert!(after.restocked.is_empty(), "{:?}", after.restocked);
+        assert!(
+            after
+                .plan_refund_request(&refund(&o, 500, &[("tea", 2)]))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -108,6 +108,10 @@ pub struct Order {
     /// The refunds asked of this order (each a refund item), in no particular order.
     #[serde(default)]
     pub refunds: Vec<super::OutRefundNo>,
+    /// Units promised back to stock by refunds reserved or succeeded (never more than a
+    /// line bought; a closed refund gives its promise back).
+    #[serde(default)]
+    pub restocked: Vec<super::RestockLine>,
     /// Bumped by every write, so a conditional write can insist on the version it read.
     pub version: u64,
     pub history: Vec<HistoryEntry>,
@@ -145,6 +149,7 @@ impl Order {
             refunded_total: Money::ZERO,
             refund_pending_total: Money::ZERO,
             refunds: Vec::new(),
+            restocked: Vec::new(),
             version: 1,
             history: vec![HistoryEntry {
                 from: None,

@@ -55,7 +55,7 @@ pub enum RefundError {
     OrderNotFound,
     #[error("the order is {0}: only a paid order can be refunded")]
     OrderNotPaid(OrderStatus),
-    #[error("the refund exceeds what is left to refund ({refundable} fen)")]
+    #[error("the refund exceeds what is left to refund ({} fen)", refundable.fen())]
     ExceedsPaid { refundable: Money },
     #[error("Idempotency-Key was used with a different refund")]
     KeyReused,
@@ -162,8 +162,13 @@ pub async fn submit(
                 .await
             {
                 Ok(result) => result,
-                Err(q) if is_not_found(&q) && !e.retryable() => {
-                    settle(deps, order, &refund, &RefundStatus::Failed, None).await?;
+                Err(q) if is_not_found(&q) && is_certain_refusal(&e) => {
+                    let (now_is, moved) =
+                        settle(deps, order, &refund, &RefundStatus::Failed, None).await?;
+                    if !moved && now_is.status != RefundStatus::Failed {
+                        // Another attempt with this out_refund_no got it accepted meanwhile.
+                        return Ok(RefundReply::Submitted(Box::new(now_is)));
+                    }
                     tracing::warn!(out_trade_no = %order.out_trade_no, out_refund_no = %refund.out_refund_no, code = e.code().unwrap_or(""), outcome = "refused", "WeChat Pay refused the refund; reservation released");
                     return Err(refusal_of(e));
                 }
@@ -257,7 +262,25 @@ async fn settle(
     // status stands, whatever this answer says.
     if !refund.status.holds_reservation() {
         if refund.status != *outcome {
-            tracing::warn!(out_refund_no = %refund.out_refund_no, status = %refund.status, asked = %outcome, outcome = "ignored", "a final refund was reported otherwise; kept as it is");
+            // Never silent: a refund recorded FAILED that WeChat Pay then paid out is money
+            // that left without being counted; the merchant must see it.
+            let now = deps.now();
+            let anomaly = Anomaly {
+                out_trade_no: Some(order.out_trade_no.clone()),
+                kind: AnomalyKind::RefundMismatch,
+                cause: format!("{}#{}", refund.out_refund_no, outcome),
+                at: now,
+                transaction_id: order.transaction_id.clone(),
+                notification_id: None,
+                detail: format!(
+                    "refund {} is {} here but WeChat Pay reports {outcome}",
+                    refund.out_refund_no, refund.status
+                ),
+                plaintext: None,
+            };
+            deps.store.record_anomaly(&anomaly).await?;
+            crate::telemetry::emit_metrics(&[(Metric::PaymentAnomaly, 1)], now);
+            tracing::error!(out_refund_no = %refund.out_refund_no, status = %refund.status, asked = %outcome, outcome = "anomaly:refund_mismatch", "a final refund was reported otherwise; kept as it is, and as an anomaly");
         }
         return Ok((refund.clone(), false));
     }
@@ -323,16 +346,26 @@ fn same_request(kept: &Refund, asked: &Refund) -> bool {
 }
 
 fn refused(reason: LifecycleError) -> RefundError {
-    match reason {
+    match &reason {
         LifecycleError::NotRefundable(OrderStatus::Refunded) => RefundError::ExceedsPaid {
             refundable: Money::ZERO,
         },
-        LifecycleError::NotRefundable(status) => RefundError::OrderNotPaid(status),
-        LifecycleError::RefundExceedsPaid { refundable, .. } => {
-            RefundError::ExceedsPaid { refundable }
+        LifecycleError::NotRefundable(status) => RefundError::OrderNotPaid(*status),
+        LifecycleError::RefundExceedsPaid { refundable, .. } => RefundError::ExceedsPaid {
+            refundable: *refundable,
+        },
+        LifecycleError::RestockExceedsBought { .. } => {
+            RefundError::InvalidRequest(reason.to_string())
         }
         other => RefundError::InvalidRequest(other.to_string()),
     }
+}
+
+/// WeChat Pay answered, and its answer says no: a 4xx error body (429 excepted). Anything
+/// else (no answer, a 5xx, a misconfigured client, a 2xx we could not read) may still hide
+/// an accepted refund.
+fn is_certain_refusal(e: &PayError) -> bool {
+    matches!(e, PayError::Api { status, .. } if (400..500).contains(status) && *status != 429)
 }
 
 fn is_not_found(e: &PayError) -> bool {

@@ -479,3 +479,61 @@ async fn two_sweeps_at_once_check_a_due_refund_once() {
         "{late:?}"
     );
 }
+
+/// Review findings: a client that cannot send (no notify_url on a sweeper) is no refusal;
+/// a refund recorded FAILED that WeChat Pay later reports paid is kept as an anomaly; stock
+/// promised back never exceeds what the order bought, across refunds.
+#[tokio::test]
+async fn uncertain_failures_keep_the_reservation_and_contradictions_are_never_silent() {
+    let f = fixture("refund_review").await;
+    let o = f.paid(2).await;
+    f.gateway
+        .refund(Err(PayError::Config("WXPAY_NOTIFY_URL is needed".into())))
+        .refund_query(Err(api_error(404, "RESOURCE_NOT_EXISTS")));
+    let reply = f.ask(&o, "refund-key-0009", input(100, &[])).await.unwrap();
+    assert!(
+        matches!(&reply, RefundReply::Reserved(r) if r.status == RefundStatus::Requested),
+        "{reply:?}"
+    );
+    assert_eq!(f.order(&o).await.refund_pending_total, fen(100));
+
+    // Refused for certain, then WeChat Pay says it paid it after all: kept, and seen.
+    let no = out_refund_no_for(&idem("refund-key-0010"));
+    f.gateway
+        .refund(Err(api_error(403, "NOT_ENOUGH")))
+        .refund_query(Err(api_error(404, "RESOURCE_NOT_EXISTS")));
+    assert!(f.ask(&o, "refund-key-0010", input(200, &[])).await.is_err());
+    let failed = f.ctx.store.get_refund(&no).await.unwrap().unwrap();
+    assert_eq!(failed.status, RefundStatus::Failed);
+    let order = f.order(&o).await;
+    let (kept, moved) = shared::service::apply_refund_result(
+        &f.deps,
+        &order,
+        failed,
+        &refund_result(&o, no.as_str(), 200, "SUCCESS"),
+        now_ms(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((kept.status, moved), (RefundStatus::Failed, false));
+    let anomalies = f.ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
+    assert!(
+        anomalies
+            .iter()
+            .any(|a| a.kind == AnomalyKind::RefundMismatch && a.cause.starts_with(no.as_str())),
+        "{anomalies:?}"
+    );
+
+    // Two refunds cannot together restock more than the order bought.
+    let first = out_refund_no_for(&idem("refund-key-0011"));
+    f.gateway
+        .refund(Ok(refund_result(&o, first.as_str(), 300, "PROCESSING")));
+    f.ask(&o, "refund-key-0011", input(300, &[("tea", 2)]))
+        .await
+        .unwrap();
+    let err = f
+        .ask(&o, "refund-key-0012", input(300, &[("tea", 1)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RefundError::InvalidRequest(_)), "{err:?}");
+}

@@ -62,6 +62,7 @@ pub(crate) mod attr {
     pub const SUBMITTED_AT: &str = "submitted_at";
     pub const NEXT_CHECK_AT: &str = "next_check_at";
     pub const REFUND_NOS: &str = "refund_nos";
+    pub const RESTOCKED: &str = "restocked";
     pub const VERSION: &str = "version";
     pub const HISTORY: &str = "history";
     // product
@@ -471,6 +472,9 @@ pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
             (total != Money::ZERO).then(|| money(total)),
         );
     }
+    if !order.restocked.is_empty() {
+        item.insert(RESTOCKED.to_owned(), restock_value(&order.restocked));
+    }
     if !order.refunds.is_empty() {
         let mut nos: Vec<String> = order.refunds.iter().map(|n| n.to_string()).collect();
         nos.sort_unstable();
@@ -521,6 +525,7 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
         last_synced_at: f.opt_time(LAST_SYNCED_AT)?,
         refunded_total: f.opt_money(REFUNDED_TOTAL)?.unwrap_or(Money::ZERO),
         refund_pending_total: f.opt_money(REFUND_PENDING_TOTAL)?.unwrap_or(Money::ZERO),
+        restocked: restock_from(&f, RESTOCKED)?,
         refunds: f
             .string_set(REFUND_NOS)?
             .into_iter()
@@ -799,6 +804,36 @@ pub(crate) fn notification_from_item(item: &Item) -> Result<NotificationRecord, 
 
 // ---- refunds -------------------------------------------------------------------------------
 
+fn restock_value(lines: &[RestockLine]) -> AttributeValue {
+    AttributeValue::L(
+        lines
+            .iter()
+            .map(|l| {
+                AttributeValue::M(HashMap::from([
+                    (SKU_ID.to_owned(), s(l.sku_id.as_str())),
+                    ("quantity".to_owned(), n(l.quantity.get())),
+                ]))
+            })
+            .collect(),
+    )
+}
+
+fn restock_from(f: &Fields<'_>, name: &str) -> Result<Vec<RestockLine>, StoreError> {
+    if f.get(name).is_none() {
+        return Ok(Vec::new());
+    }
+    f.maps(name)?
+        .into_iter()
+        .map(|l| {
+            Ok(RestockLine {
+                sku_id: l.parse(SKU_ID, SkuId::parse)?,
+                quantity: Quantity::new(l.i64("quantity")?)
+                    .map_err(|e| l.err(format!("quantity: {e}")))?,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn refund_item(r: &Refund) -> Item {
     let mut item = refund_key(&r.out_refund_no);
     item.extend([
@@ -808,20 +843,7 @@ pub(crate) fn refund_item(r: &Refund) -> Item {
         (AMOUNT.to_owned(), money(r.amount)),
         (STATUS.to_owned(), s(r.status.as_str())),
         (CREATED_AT.to_owned(), t(r.created_at)),
-        (
-            RESTOCK.to_owned(),
-            AttributeValue::L(
-                r.restock
-                    .iter()
-                    .map(|l| {
-                        AttributeValue::M(HashMap::from([
-                            (SKU_ID.to_owned(), s(l.sku_id.as_str())),
-                            ("quantity".to_owned(), n(l.quantity.get())),
-                        ]))
-                    })
-                    .collect(),
-            ),
-        ),
+        (RESTOCK.to_owned(), restock_value(&r.restock)),
         (
             HISTORY.to_owned(),
             AttributeValue::L(r.history.iter().map(history_value).collect()),
@@ -843,17 +865,7 @@ pub(crate) fn refund_item(r: &Refund) -> Item {
 
 pub(crate) fn refund_from_item(item: &Item) -> Result<Refund, StoreError> {
     let f = Fields::new(item, "refund");
-    let restock = f
-        .maps(RESTOCK)?
-        .into_iter()
-        .map(|l| {
-            Ok(RestockLine {
-                sku_id: l.parse(SKU_ID, SkuId::parse)?,
-                quantity: Quantity::new(l.i64("quantity")?)
-                    .map_err(|e| l.err(format!("quantity: {e}")))?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let restock = restock_from(&f, RESTOCK)?;
     Ok(Refund {
         out_refund_no: f.parse(OUT_REFUND_NO, OutRefundNo::parse)?,
         out_trade_no: f.parse(OUT_TRADE_NO, OutTradeNo::parse)?,
