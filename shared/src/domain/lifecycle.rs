@@ -116,6 +116,13 @@ impl Plan {
         self.order.as_ref().map(|c| c.to.as_ref())
     }
 
+    /// The plan with one more record written in its transaction (the notification that
+    /// brought it, say).
+    pub fn with(mut self, record: Record) -> Plan {
+        self.records.push(record);
+        self
+    }
+
     /// The plan without the stock moves of `skus` (products deleted since the order was
     /// placed), the history saying so: a deleted product never blocks a transition.
     pub fn without_stock_of(mut self, skus: &[SkuId]) -> Plan {

@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use super::payment::{apply_confirmed, payment_of};
-use super::refund::{RefundError, apply_result as apply_refund_result};
+use super::refund::{RefundError, apply_result_with as apply_refund_result};
 use super::{ApplyError, Deps, PaymentOutcome};
 use crate::{
     domain::{OutRefundNo, OutTradeNo},
@@ -14,7 +14,7 @@ use crate::{
     wechatpay::{
         WechatpayHeaders,
         notification::{NotificationError, TradeState, Transaction, VerifiedNotification},
-        refund::{RefundNotice, RefundResult},
+        refund::{RefundNotice, RefundResult, RefundState},
     },
 };
 
@@ -307,16 +307,30 @@ async fn handle_refund(
         amount: notice.amount.clone(),
         request_id: None,
     };
-    let (after, moved) = apply_refund_result(deps, &order, refund, &answer, now)
-        .await
-        .map_err(|e| match e {
-            RefundError::Store(e) => NotifyError::Store(e),
-            other => NotifyError::Store(StoreError::Inconsistent(other.to_string())),
-        })?;
+    // Kept in the settling transaction when this delivery settles it (SUCCESS, CLOSED):
+    // the first delivery's record costs no write of its own.
+    let settles = matches!(answer.status, RefundState::Success | RefundState::Closed);
+    let mut kept_with = record.clone();
+    kept_with.outcome = "applied".into();
+    let (after, moved) = apply_refund_result(
+        deps,
+        &order,
+        refund,
+        &answer,
+        settles.then_some(&kept_with),
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        RefundError::Store(e) => NotifyError::Store(e),
+        other => NotifyError::Store(StoreError::Inconsistent(other.to_string())),
+    })?;
     let outcome = if moved { "applied" } else { "duplicate" };
     tracing::info!(notification_id = %record.id, out_trade_no = %order.out_trade_no, out_refund_no = %after.out_refund_no, refund_status = %after.status, outcome, "refund notification");
-    record.outcome = outcome.into();
-    deps.store.record_notification(&record).await?;
+    if !(moved && settles) {
+        record.outcome = outcome.into();
+        deps.store.record_notification(&record).await?;
+    }
     Ok(NotificationOutcome::Refund {
         out_refund_no: notice.out_refund_no,
         outcome,

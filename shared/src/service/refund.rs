@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use super::Deps;
 use crate::{
     domain::{
-        Anomaly, AnomalyKind, IdempotencyKey, LifecycleError, Money, Order, OrderStatus,
-        OutRefundNo, OutTradeNo, Quantity, Refund, RefundStatus, RestockLine, SkuId,
+        Anomaly, AnomalyKind, IdempotencyKey, LifecycleError, Money, NotificationRecord, Order,
+        OrderStatus, OutRefundNo, OutTradeNo, Quantity, Refund, RefundStatus, RestockLine, SkuId,
     },
     store::{RefundMoveOutcome, RefundReserveOutcome, RefundSettleOutcome, StoreError},
     telemetry::Metric,
@@ -196,9 +196,30 @@ pub async fn apply_result(
     answer: &RefundResult,
     now: OffsetDateTime,
 ) -> Result<(Refund, bool), RefundError> {
+    apply_result_with(deps, order, refund, answer, None, now).await
+}
+
+/// [`apply_result`], keeping `notification` in the settling transaction when this call
+/// settles the refund (SUCCESS, CLOSED): a refund notification's first delivery then costs
+/// no separate write for its record.
+pub async fn apply_result_with(
+    deps: &Deps,
+    order: &Order,
+    refund: Refund,
+    answer: &RefundResult,
+    notification: Option<&NotificationRecord>,
+    now: OffsetDateTime,
+) -> Result<(Refund, bool), RefundError> {
     let mut refund = refund;
     let mut moved = false;
-    if refund.status == RefundStatus::Requested {
+    let final_answer = matches!(answer.status, RefundState::Success | RefundState::Closed);
+    if refund.status == RefundStatus::Requested && final_answer {
+        // Settled straight from REQUESTED (its acceptance was never recorded): one
+        // transaction, with WeChat Pay's refund_id.
+        refund
+            .refund_id
+            .get_or_insert_with(|| answer.refund_id.clone());
+    } else if refund.status == RefundStatus::Requested {
         match deps
             .store
             .accept_refund(&refund, &answer.refund_id, now)
@@ -218,9 +239,27 @@ pub async fn apply_result(
                 .success_time
                 .as_deref()
                 .and_then(|t| parse_rfc3339(t).ok());
-            settle(deps, order, &refund, &RefundStatus::Success, success_time).await
+            settle_with(
+                deps,
+                order,
+                &refund,
+                &RefundStatus::Success,
+                success_time,
+                notification,
+            )
+            .await
         }
-        RefundState::Closed => settle(deps, order, &refund, &RefundStatus::Closed, None).await,
+        RefundState::Closed => {
+            settle_with(
+                deps,
+                order,
+                &refund,
+                &RefundStatus::Closed,
+                None,
+                notification,
+            )
+            .await
+        }
         RefundState::Abnormal => {
             let anomaly = Anomaly {
                 out_trade_no: Some(order.out_trade_no.clone()),
@@ -258,6 +297,17 @@ async fn settle(
     outcome: &RefundStatus,
     success_time: Option<OffsetDateTime>,
 ) -> Result<(Refund, bool), RefundError> {
+    settle_with(deps, order, refund, outcome, success_time, None).await
+}
+
+async fn settle_with(
+    deps: &Deps,
+    order: &Order,
+    refund: &Refund,
+    outcome: &RefundStatus,
+    success_time: Option<OffsetDateTime>,
+    notification: Option<&NotificationRecord>,
+) -> Result<(Refund, bool), RefundError> {
     // Already final (another delivery, a query or the sweeper got there first): its final
     // status stands, whatever this answer says.
     if !refund.status.holds_reservation() {
@@ -287,7 +337,7 @@ async fn settle(
     let now = deps.now();
     match deps
         .store
-        .settle_refund(order, refund, *outcome, success_time, now)
+        .settle_refund(order, refund, *outcome, success_time, notification, now)
         .await?
     {
         RefundSettleOutcome::Applied { order, refund } => {

@@ -291,13 +291,15 @@ pub trait Store: Send + Sync {
     ) -> Result<RefundMoveOutcome, StoreError>;
     /// WeChat Pay's final word on a refund (`outcome` SUCCESS, CLOSED, or FAILED for one it
     /// certainly never created), applied once with its order: totals, status, restock.
-    /// `refund` is the caller's read; a refund that moved since is `AlreadyMoved`.
+    /// `refund` is the caller's read; a refund that moved since is `AlreadyMoved`. The
+    /// notification that brought it, if any, is kept in the same transaction.
     async fn settle_refund(
         &self,
         order: &Order,
         refund: &Refund,
         outcome: crate::domain::RefundStatus,
         success_time: Option<OffsetDateTime>,
+        notification: Option<&NotificationRecord>,
         now: OffsetDateTime,
     ) -> Result<RefundSettleOutcome, StoreError>;
     async fn get_refund(

@@ -658,3 +658,98 @@ async fn refund_notifications_apply_once_and_strangers_are_kept_as_anomalies() {
         (after.version, 990)
     );
 }
+
+/// A refund notification reads its refund and order, then settles them with its own record
+/// in one transaction: three calls; a duplicate reads both and records itself.
+#[tokio::test]
+async fn a_refund_notification_costs_three_dynamodb_calls_first_and_as_a_duplicate() {
+    use shared::domain::{OutRefundNo, Refund};
+    use shared::store::{MarkPaidOutcome, RefundReserveOutcome};
+    use shared::wechatpay::RefundState;
+    let ctx = StoreCtx::dynoxide("refund_notification_calls").await;
+    let tea = product("tea", 990, Some(5));
+    ctx.store
+        .put_products(std::slice::from_ref(&tea))
+        .await
+        .unwrap();
+    let o = order("o_alice", &[(&tea, 1)]);
+    ctx.store.create_order(&fresh_claim(&o), &o).await.unwrap();
+    let MarkPaidOutcome::Applied(paid) = ctx
+        .store
+        .mark_paid(
+            &o,
+            &wxpay_tests::payment(&o, "4200000000202611240000000042"),
+            wxpay_tests::now_ms(),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("not paid")
+    };
+    let refund = Refund::requested(
+        OutRefundNo::parse("R-cost-1").unwrap(),
+        o.out_trade_no.clone(),
+        wxpay_tests::fen(990),
+        None,
+        Vec::new(),
+        wxpay_tests::now_ms(),
+    );
+    assert!(matches!(
+        ctx.store.reserve_refund(&paid, &refund).await.unwrap(),
+        RefundReserveOutcome::Reserved(_)
+    ));
+    let handler = PaymentCallbackHandler::new(deps(Arc::new(ctx.store.clone())));
+    ctx.counter.reset();
+    let first = handler
+        .handle(refund_notification(
+            "n-cost",
+            &o,
+            "R-cost-1",
+            990,
+            RefundState::Success,
+        ))
+        .await;
+    assert_eq!(first.status(), 204);
+    let calls = ctx.counter.snapshot();
+    assert_eq!(
+        (
+            calls.calls_of("GetItem"),
+            calls.calls_of("TransactWriteItems"),
+            calls.total_calls()
+        ),
+        (2, 1, 3),
+        "{calls:?}"
+    );
+    let kept = ctx.store.get_notification("n-cost").await.unwrap().unwrap();
+    assert_eq!(kept.outcome, "applied", "kept in the settling transaction");
+    ctx.counter.reset();
+    let again = handler
+        .handle(refund_notification(
+            "n-cost",
+            &o,
+            "R-cost-1",
+            990,
+            RefundState::Success,
+        ))
+        .await;
+    assert_eq!(again.status(), 204);
+    let calls = ctx.counter.snapshot();
+    assert_eq!(
+        (
+            calls.calls_of("GetItem"),
+            calls.calls_of("PutItem"),
+            calls.total_calls()
+        ),
+        (2, 1, 3),
+        "{calls:?}"
+    );
+    assert_eq!(
+        ctx.store
+            .get_notification("n-cost")
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        "duplicate"
+    );
+}

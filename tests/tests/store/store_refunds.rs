@@ -266,7 +266,14 @@ async fn a_refund_settles_once_with_its_restock(ctx: StoreCtx) {
     let settle = |store: DynamoStore, o: Order, r: Refund| async move {
         for _ in 0..20 {
             match store
-                .settle_refund(&o, &r, RefundStatus::Success, Some(success_time), now_ms())
+                .settle_refund(
+                    &o,
+                    &r,
+                    RefundStatus::Success,
+                    Some(success_time),
+                    None,
+                    now_ms(),
+                )
                 .await
             {
                 Ok(out) => return out,
@@ -377,7 +384,7 @@ async fn closed_refunds_release_and_refusals_write_nothing(ctx: StoreCtx) {
     }
     let out = ctx
         .store
-        .settle_refund(&o, &r, RefundStatus::Closed, None, now_ms())
+        .settle_refund(&o, &r, RefundStatus::Closed, None, None, now_ms())
         .await
         .unwrap();
     let RefundSettleOutcome::Applied {
@@ -404,7 +411,7 @@ async fn closed_refunds_release_and_refusals_write_nothing(ctx: StoreCtx) {
     // A SUCCESS read before the close loses to it.
     assert!(matches!(
         ctx.store
-            .settle_refund(&o, &r, RefundStatus::Success, None, now_ms())
+            .settle_refund(&o, &r, RefundStatus::Success, None, None, now_ms())
             .await
             .unwrap(),
         RefundSettleOutcome::AlreadyMoved(kept) if kept.status == RefundStatus::Closed

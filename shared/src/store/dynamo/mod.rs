@@ -836,9 +836,16 @@ impl Store for DynamoStore {
         refund: &Refund,
         outcome: RefundStatus,
         success_time: Option<OffsetDateTime>,
+        notification: Option<&NotificationRecord>,
         now: OffsetDateTime,
     ) -> Result<RefundSettleOutcome, StoreError> {
-        let plan_for = |o: &Order| o.plan_refund_outcome(refund, outcome, success_time, now);
+        let plan_for = |o: &Order| {
+            let plan = o.plan_refund_outcome(refund, outcome, success_time, now)?;
+            Ok(match notification {
+                Some(record) => plan.with(Record::Notification(Box::new(record.clone()))),
+                None => plan,
+            })
+        };
         let mut read = order.clone();
         loop {
             return Ok(match self.apply(&read, plan_for, now).await? {
