@@ -517,22 +517,25 @@ fn refund_notification(
     signed(&draft)
 }
 
-/// REFUND.SUCCESS delivered many times at once settles the refund once; a notice for a
-/// refund we do not have, or for another amount, is kept as an anomaly and acknowledged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn refund_notifications_apply_once_and_strangers_are_kept_as_anomalies() {
-    use shared::domain::{OutRefundNo, Refund, RefundStatus};
+/// A paid order of `quantity` tea with refund `no` of `amount` fen reserved on it, and the
+/// notify handler over the same store.
+async fn paid_with_a_reserved_refund(
+    test: &str,
+    quantity: i64,
+    no: &str,
+    amount: i64,
+) -> (StoreCtx, Order, PaymentCallbackHandler) {
+    use shared::domain::{OutRefundNo, Refund};
     use shared::store::{MarkPaidOutcome, RefundReserveOutcome};
-    use shared::wechatpay::RefundState;
-    let ctx = StoreCtx::dynoxide("callback_refunds").await;
+    let ctx = StoreCtx::dynoxide(test).await;
     let tea = product("tea", 990, Some(5));
     ctx.store
         .put_products(std::slice::from_ref(&tea))
         .await
         .unwrap();
-    let o = order("o_alice", &[(&tea, 2)]);
+    let o = order("o_alice", &[(&tea, quantity)]);
     ctx.store.create_order(&fresh_claim(&o), &o).await.unwrap();
-    let paid = match ctx
+    let MarkPaidOutcome::Applied(paid) = ctx
         .store
         .mark_paid(
             &o,
@@ -541,14 +544,13 @@ async fn refund_notifications_apply_once_and_strangers_are_kept_as_anomalies() {
         )
         .await
         .unwrap()
-    {
-        MarkPaidOutcome::Applied(p) => *p,
-        other => panic!("{other:?}"),
+    else {
+        panic!("not paid")
     };
     let refund = Refund::requested(
-        OutRefundNo::parse("R-edge-1").unwrap(),
+        OutRefundNo::parse(no).unwrap(),
         o.out_trade_no.clone(),
-        wxpay_tests::fen(990),
+        wxpay_tests::fen(amount),
         None,
         Vec::new(),
         wxpay_tests::now_ms(),
@@ -557,9 +559,20 @@ async fn refund_notifications_apply_once_and_strangers_are_kept_as_anomalies() {
         ctx.store.reserve_refund(&paid, &refund).await.unwrap(),
         RefundReserveOutcome::Reserved(_)
     ));
-    let handler = Arc::new(PaymentCallbackHandler::new(deps(Arc::new(
-        ctx.store.clone(),
-    ))));
+    let handler = PaymentCallbackHandler::new(deps(Arc::new(ctx.store.clone())));
+    (ctx, o, handler)
+}
+
+/// REFUND.SUCCESS delivered many times at once settles the refund once; a notice for a
+/// refund we do not have, or for another amount, is kept as an anomaly and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refund_notifications_apply_once_and_strangers_are_kept_as_anomalies() {
+    use shared::domain::RefundStatus;
+    use shared::wechatpay::RefundState;
+    let (ctx, o, handler) =
+        paid_with_a_reserved_refund("callback_refunds", 2, "R-edge-1", 990).await;
+    let handler = Arc::new(handler);
+    let refund_no = shared::domain::OutRefundNo::parse("R-edge-1").unwrap();
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..20 {
@@ -596,12 +609,7 @@ async fn refund_notifications_apply_once_and_strangers_are_kept_as_anomalies() {
             .count(),
         1
     );
-    let kept = ctx
-        .store
-        .get_refund(&refund.out_refund_no)
-        .await
-        .unwrap()
-        .unwrap();
+    let kept = ctx.store.get_refund(&refund_no).await.unwrap().unwrap();
     assert_eq!(kept.status, RefundStatus::Success);
     let outcomes: Vec<String> = {
         let mut v = Vec::new();
@@ -663,42 +671,9 @@ async fn refund_notifications_apply_once_and_strangers_are_kept_as_anomalies() {
 /// in one transaction: three calls; a duplicate reads both and records itself.
 #[tokio::test]
 async fn a_refund_notification_costs_three_dynamodb_calls_first_and_as_a_duplicate() {
-    use shared::domain::{OutRefundNo, Refund};
-    use shared::store::{MarkPaidOutcome, RefundReserveOutcome};
     use shared::wechatpay::RefundState;
-    let ctx = StoreCtx::dynoxide("refund_notification_calls").await;
-    let tea = product("tea", 990, Some(5));
-    ctx.store
-        .put_products(std::slice::from_ref(&tea))
-        .await
-        .unwrap();
-    let o = order("o_alice", &[(&tea, 1)]);
-    ctx.store.create_order(&fresh_claim(&o), &o).await.unwrap();
-    let MarkPaidOutcome::Applied(paid) = ctx
-        .store
-        .mark_paid(
-            &o,
-            &wxpay_tests::payment(&o, "4200000000202611240000000042"),
-            wxpay_tests::now_ms(),
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("not paid")
-    };
-    let refund = Refund::requested(
-        OutRefundNo::parse("R-cost-1").unwrap(),
-        o.out_trade_no.clone(),
-        wxpay_tests::fen(990),
-        None,
-        Vec::new(),
-        wxpay_tests::now_ms(),
-    );
-    assert!(matches!(
-        ctx.store.reserve_refund(&paid, &refund).await.unwrap(),
-        RefundReserveOutcome::Reserved(_)
-    ));
-    let handler = PaymentCallbackHandler::new(deps(Arc::new(ctx.store.clone())));
+    let (ctx, o, handler) =
+        paid_with_a_reserved_refund("refund_notification_calls", 1, "R-cost-1", 990).await;
     ctx.counter.reset();
     let first = handler
         .handle(refund_notification(

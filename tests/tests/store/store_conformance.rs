@@ -71,7 +71,7 @@ async fn place(ctx: &StoreCtx, order: &shared::domain::Order) {
 
 /// (reserved, sold, available) of a product as stored; `available` is the counter the
 /// conditions compare, checked against stock - reserved - sold.
-async fn stock(ctx: &StoreCtx, p: &Product) -> (i64, i64, Option<i64>) {
+pub(crate) async fn stock(ctx: &StoreCtx, p: &Product) -> (i64, i64, Option<i64>) {
     let stored = ctx.store.get_product(&p.sku_id).await.unwrap().unwrap();
     let counter = ctx
         .store

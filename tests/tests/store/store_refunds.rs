@@ -14,6 +14,8 @@ use shared::store::{
 use wxpay_tests::aws_sdk_dynamodb::types::AttributeValue;
 use wxpay_tests::*;
 
+use crate::store_conformance::stock;
+
 wxpay_tests::store_suite!(
     refund_reservations_never_exceed_what_was_paid,
     a_refund_settles_once_with_its_restock,
@@ -137,18 +139,6 @@ async fn raw_reserved_total(ctx: &StoreCtx, o: &Order) -> Option<String> {
     }
 }
 
-/// (reserved, sold, available) of a product as stored.
-async fn counters(ctx: &StoreCtx, p: &Product) -> (i64, i64, Option<i64>) {
-    let stored = ctx.store.get_product(&p.sku_id).await.unwrap().unwrap();
-    let counter = ctx
-        .store
-        .product_available_counter(&p.sku_id)
-        .await
-        .unwrap();
-    assert_eq!(counter, stored.available(), "available counter drifted");
-    (stored.reserved, stored.sold, stored.available())
-}
-
 async fn refund_reservations_never_exceed_what_was_paid(ctx: StoreCtx) {
     let tea = product("tea", 10, Some(10));
     let o = paid_order(&ctx, &[(&tea, 3)]).await;
@@ -224,7 +214,7 @@ async fn a_refund_settles_once_with_its_restock(ctx: StoreCtx) {
     let tea = product("tea", 1000, Some(10));
     let cup = product("cup", 500, Some(10));
     let o = paid_order(&ctx, &[(&tea, 2), (&cup, 1)]).await;
-    assert_eq!(counters(&ctx, &tea).await, (0, 2, Some(8)));
+    assert_eq!(stock(&ctx, &tea).await, (0, 2, Some(8)));
 
     let part = refund(&o, 1000, &[(&tea, 1)]);
     assert!(matches!(
@@ -330,13 +320,9 @@ async fn a_refund_settles_once_with_its_restock(ctx: StoreCtx) {
         (settled.status, settled.success_time),
         (RefundStatus::Success, Some(success_time))
     );
+    assert_eq!(stock(&ctx, &tea).await, (0, 1, Some(9)), "restocked once");
     assert_eq!(
-        counters(&ctx, &tea).await,
-        (0, 1, Some(9)),
-        "restocked once"
-    );
-    assert_eq!(
-        counters(&ctx, &cup).await,
+        stock(&ctx, &cup).await,
         (0, 1, Some(9)),
         "not asked: untouched"
     );
@@ -404,7 +390,7 @@ async fn closed_refunds_release_and_refusals_write_nothing(ctx: StoreCtx) {
     );
     assert_eq!(closed.status, RefundStatus::Closed);
     assert_eq!(
-        counters(&ctx, &tea).await,
+        stock(&ctx, &tea).await,
         (0, 1, Some(9)),
         "a closed refund restocks nothing"
     );
