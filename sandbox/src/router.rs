@@ -144,6 +144,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
         to: |_| Route::MerchantApi,
     },
     Endpoint {
+        method: "POST",
+        path: "/merchant/refunds/{out_refund_no}/abnormal-refund",
+        other_methods: true,
+        what: "merchant-api: an ABNORMAL refund paid to the merchant's bank account instead",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
         method: "GET",
         path: "/merchant/anomalies",
         other_methods: true,

@@ -31,6 +31,7 @@ pub struct Scripted {
     closes: Mutex<VecDeque<Result<(), PayError>>>,
     refunds: Mutex<VecDeque<Result<RefundResult, PayError>>>,
     refund_queries: Mutex<VecDeque<Result<RefundResult, PayError>>>,
+    abnormal_refunds: Mutex<VecDeque<Result<RefundResult, PayError>>>,
     calls: Mutex<Vec<String>>,
 }
 
@@ -53,6 +54,10 @@ impl Scripted {
     }
     pub fn refund_query(&self, answer: Result<RefundResult, PayError>) -> &Self {
         self.refund_queries.lock().unwrap().push_back(answer);
+        self
+    }
+    pub fn abnormal_refund(&self, answer: Result<RefundResult, PayError>) -> &Self {
+        self.abnormal_refunds.lock().unwrap().push_back(answer);
         self
     }
     pub fn calls(&self) -> Vec<String> {
@@ -126,6 +131,21 @@ impl PayGateway for Scripted {
             .unwrap()
             .push(format!("refund-query {out_refund_no}"));
         self.refund_queries
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Err(PayError::Network("no scripted answer".into())))
+    }
+    async fn apply_abnormal_refund(
+        &self,
+        refund_id: &str,
+        out_refund_no: &str,
+    ) -> Result<RefundResult, PayError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("abnormal-refund {refund_id} {out_refund_no}"));
+        self.abnormal_refunds
             .lock()
             .unwrap()
             .pop_front()

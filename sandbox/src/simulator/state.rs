@@ -736,6 +736,29 @@ impl Store {
     }
 
     /// The refund as WeChat Pay answers for it now.
+    /// An ABNORMAL refund sent to another account: PROCESSING again, to settle SUCCESS.
+    pub(crate) fn apply_abnormal_refund(
+        &mut self,
+        refund_id: &str,
+        out_refund_no: &str,
+    ) -> Result<SimRefund, ApiError> {
+        let refund = self
+            .refunds
+            .get_mut(out_refund_no)
+            .filter(|r| r.view.refund_id == refund_id)
+            .ok_or_else(|| ApiError::new(404, "RESOURCE_NOT_EXISTS", "退款单不存在"))?;
+        if refund.view.status != RefundState::Abnormal {
+            return Err(ApiError::new(
+                400,
+                "INVALID_REQUEST",
+                "退款单状态不正确: only an ABNORMAL refund can be applied",
+            ));
+        }
+        refund.view.status = RefundState::Processing;
+        refund.view.user_received_account = "商户基本账户".to_owned();
+        Ok(refund.view.clone())
+    }
+
     pub(crate) fn refund(&self, out_refund_no: &str) -> Option<SimRefund> {
         self.refunds.get(out_refund_no).map(|r| r.view.clone())
     }

@@ -66,6 +66,12 @@ pub(super) const ROUTES: &[Endpoint] = &[
         handler: |m| on(m, query_refund),
     },
     Endpoint {
+        method: "POST",
+        path: "/v3/refund/domestic/refunds/{refund_id}/apply-abnormal-refund",
+        what: "an ABNORMAL refund sent to another account (PROCESSING, then SUCCESS after --refund-delay)",
+        handler: |m| on(m, apply_abnormal_refund),
+    },
+    Endpoint {
         method: "GET",
         path: "/v3/certificates",
         what: "the platform certificates (404 for a public-key merchant)",
@@ -420,6 +426,47 @@ async fn query_refund(
                 .ok_or_else(|| ApiError::new(404, "RESOURCE_NOT_EXISTS", "退款单不存在"))
         }),
     )
+}
+
+/// WeChat Pay's abnormal-refund API (reference 4.5): only for an ABNORMAL refund, named by
+/// its refund_id and out_refund_no; `USER_BANK_CARD` needs the (encrypted) bank fields.
+async fn apply_abnormal_refund(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    let applied = path_id(
+        path,
+        "refund_id",
+        |id: &str| id.bytes().all(|b| b.is_ascii_digit()),
+        "digits",
+    )
+    .and_then(|refund_id| {
+        let value = parse_object(&body)?;
+        let out_refund_no = required_str(&value, "/out_refund_no", MAX_OUT_REFUND_NO)?.to_owned();
+        match required_str(&value, "/type", 32)? {
+            "MERCHANT_BANK_CARD" => {}
+            "USER_BANK_CARD" => {
+                for field in ["/bank_type", "/bank_account", "/real_name"] {
+                    required_str(&value, field, 1024)?;
+                }
+            }
+            other => {
+                return Err(param_error(
+                    "/type",
+                    Some(&Value::String(bounded(other))),
+                    "USER_BANK_CARD or MERCHANT_BANK_CARD",
+                    "body",
+                ));
+            }
+        }
+        s.store().apply_abnormal_refund(&refund_id, &out_refund_no)
+    });
+    if let Ok(refund) = &applied {
+        tracing::info!(out_refund_no = %refund.out_refund_no, "abnormal refund applied");
+        control::settle_later(&s, refund.out_refund_no.clone());
+    }
+    reply(applied)
 }
 
 /// The platform certificates, each sealed under the APIv3 key as WeChat Pay does; a merchant

@@ -12,7 +12,7 @@ use crate::{
     http::query_order::OrderBody,
     service::{
         Deps, RefundError, RefundInput, RefundReply, close_order_as_merchant, get_refund,
-        request_refund,
+        request_refund, resolve_abnormal,
     },
     store::StoreError,
     timefmt::to_wechat,
@@ -33,6 +33,7 @@ impl From<RefundError> for ApiError {
             RefundError::InvalidRequest(_) => ApiError::new(422, "INVALID_REQUEST", message),
             RefundError::OrderNotFound => ApiError::new(404, "ORDER_NOT_FOUND", message),
             RefundError::RefundNotFound => ApiError::new(404, "REFUND_NOT_FOUND", message),
+            RefundError::NotAbnormal(_) => ApiError::new(409, "REFUND_NOT_ABNORMAL", message),
             RefundError::OrderNotPaid(_) => ApiError::new(409, "ORDER_NOT_PAID", message),
             RefundError::ExceedsPaid { .. } => ApiError::new(422, "REFUND_EXCEEDS_PAID", message),
             RefundError::KeyReused => ApiError::new(422, "IDEMPOTENCY_KEY_REUSED", message),
@@ -311,6 +312,28 @@ impl MerchantApiHandler {
         self.order(payment.out_trade_no.as_str()).await
     }
 
+    async fn abnormal_refund(&self, request: &Request, no: &str) -> Result<Response, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let out_refund_no = OutRefundNo::parse(no)
+            .map_err(|_| ApiError::new(404, "REFUND_NOT_FOUND", "no such refund"))?;
+        let body: Body = serde_json::from_slice(request.body())
+            .map_err(|e| ApiError::new(400, "INVALID_REQUEST", format!("request body: {e}")))?;
+        if body.kind != "MERCHANT_BANK_CARD" {
+            return Err(ApiError::new(
+                422,
+                "INVALID_REQUEST",
+                "type must be MERCHANT_BANK_CARD: USER_BANK_CARD needs the user's bank account encrypted with WeChat Pay's key, which this service does not handle (use the merchant platform)",
+            ));
+        }
+        let refund = resolve_abnormal(&self.deps, &out_refund_no).await?;
+        Ok(json(200, &RefundView::from(&refund)))
+    }
+
     async fn anomalies(&self, request: &Request) -> Result<Response, ApiError> {
         let (limit, cursor) = crate::http::query_order::list_params(request.uri().query())?;
         let page = self
@@ -375,6 +398,11 @@ impl MerchantApiHandler {
                 self.close(no).await
             }
             ["anomalies"] if method == http::Method::GET => self.anomalies(request).await,
+            ["refunds", no, "abnormal-refund"]
+                if !no.is_empty() && method == http::Method::POST =>
+            {
+                self.abnormal_refund(request, no).await
+            }
             ["refunds", no] if !no.is_empty() && method == http::Method::GET => {
                 self.refund_view(no).await
             }

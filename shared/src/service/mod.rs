@@ -29,7 +29,8 @@ pub use query_order::{
 };
 pub use refund::{
     RefundError, RefundInput, RefundReply, RefundSweepSummary, apply_result as apply_refund_result,
-    get_refund, out_refund_no_for, request_refund, submit as submit_refund, sweep_refunds,
+    get_refund, out_refund_no_for, request_refund, resolve_abnormal, submit as submit_refund,
+    sweep_refunds,
 };
 pub use sweep::{SweepSettings, SweepSummary, sweep_expired};
 

@@ -64,6 +64,9 @@ pub enum RefundError {
     Refused { code: String, message: String },
     #[error("no such refund")]
     RefundNotFound,
+    /// Only an ABNORMAL refund can be resolved with WeChat Pay's abnormal-refund API.
+    #[error("the refund is {0}, not ABNORMAL")]
+    NotAbnormal(RefundStatus),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -386,6 +389,38 @@ pub async fn get_refund(deps: &Deps, out_refund_no: &OutRefundNo) -> Result<Refu
             Ok(refund)
         }
     }
+}
+
+/// `POST /merchant/refunds/{out_refund_no}/abnormal-refund`: an ABNORMAL refund paid to the
+/// merchant's settlement account instead (WeChat Pay's abnormal-refund API, type
+/// `MERCHANT_BANK_CARD`). Its SUCCESS arrives like any refund's: notified, queried, swept.
+pub async fn resolve_abnormal(
+    deps: &Deps,
+    out_refund_no: &OutRefundNo,
+) -> Result<Refund, RefundError> {
+    let refund = deps
+        .store
+        .get_refund(out_refund_no)
+        .await?
+        .ok_or(RefundError::RefundNotFound)?;
+    let (RefundStatus::Abnormal, Some(refund_id)) = (refund.status, refund.refund_id.clone())
+    else {
+        return Err(RefundError::NotAbnormal(refund.status));
+    };
+    let order = deps
+        .store
+        .get_order(&refund.out_trade_no)
+        .await?
+        .ok_or(RefundError::OrderNotFound)?;
+    let answer = deps
+        .gateway
+        .apply_abnormal_refund(&refund_id, out_refund_no.as_str())
+        .await
+        .map_err(refusal_of)?;
+    tracing::info!(out_trade_no = %order.out_trade_no, out_refund_no = %out_refund_no, status = %answer.status, outcome = "abnormal_refund_applied", "abnormal refund sent to the merchant's bank account");
+    Ok(apply_result(deps, &order, refund, &answer, deps.now())
+        .await?
+        .0)
 }
 
 fn same_request(kept: &Refund, asked: &Refund) -> bool {

@@ -644,6 +644,28 @@ impl PayGateway for HttpPayGateway {
         })
     }
 
+    async fn apply_abnormal_refund(
+        &self,
+        refund_id: &str,
+        out_refund_no: &str,
+    ) -> Result<RefundResult, PayError> {
+        let path = format!(
+            "/v3/refund/domestic/refunds/{}/apply-abnormal-refund",
+            path_segment("refund_id", refund_id)?
+        );
+        let body = serde_json::to_vec(&serde_json::json!({
+            "out_refund_no": out_refund_no,
+            "type": "MERCHANT_BANK_CARD",
+        }))
+        .map_err(|e| PayError::InvalidRequest(format!("abnormal refund body: {e}")))?;
+        let (_, response, request_id) = self.call(Method::POST, &path, Some(body)).await?;
+        let refund: RefundResult = parse("refund", &response)?;
+        Ok(RefundResult {
+            request_id,
+            ..refund
+        })
+    }
+
     async fn verify_notification(
         &self,
         headers: &WechatpayHeaders,

@@ -106,6 +106,16 @@ pub trait PayGateway: Send + Sync {
     /// `PayError::Api`) means WeChat Pay accepted no such refund.
     async fn query_refund(&self, out_refund_no: &str) -> Result<RefundResult, PayError>;
 
+    /// `POST /v3/refund/domestic/refunds/{refund_id}/apply-abnormal-refund` with `type`
+    /// `MERCHANT_BANK_CARD`: an ABNORMAL refund is paid to the merchant's settlement account
+    /// instead (the merchant then owes the user out of band). `USER_BANK_CARD` needs the
+    /// user's bank details encrypted with WeChat Pay's key and is not offered.
+    async fn apply_abnormal_refund(
+        &self,
+        refund_id: &str,
+        out_refund_no: &str,
+    ) -> Result<RefundResult, PayError>;
+
     /// Verifies a notification's signature over the raw body with the same key map that
     /// verifies responses (so certificate refresh on an unknown serial serves both), then
     /// decrypts its resource with the APIv3 key.

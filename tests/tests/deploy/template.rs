@@ -706,7 +706,7 @@ fn merchant_routes_are_iam_authorized_and_nothing_else_is() {
         assert_eq!(key.contains(" /merchant/"), iam, "{key}");
         merchant += usize::from(iam);
     }
-    assert_eq!(merchant, 6);
+    assert_eq!(merchant, 7);
 }
 
 #[test]

@@ -284,3 +284,94 @@ async fn pay_refund_part_then_the_rest_and_the_order_is_refunded_with_its_stock_
         ("SUCCESS", total - part)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abnormal_refund_is_kept_for_the_merchant_and_resolved_to_its_bank_account() {
+    let app = spawn_app_with(|c| {
+        c.refund_delay = std::time::Duration::from_millis(500);
+        c.refund_spacing = std::time::Duration::ZERO;
+    })
+    .await;
+    let (_merchant, url) = start_merchant_api(&app).await;
+    let (_, no) = app
+        .place("o_alice", "merchant-e2e-3", &[(SKU_LIMITED, 1)])
+        .await;
+    app.sim
+        .pay(&PayRequest {
+            deliveries: 1,
+            ..PayRequest::new(&no)
+        })
+        .expect("the user pays");
+    app.wait_acknowledged(&no).await;
+    let total = app.order(&no).await.amount_total.fen();
+    let asked = post(
+        &app,
+        &format!("{url}/merchant/orders/{no}/refunds"),
+        "merchant-e2e-refund-abnormal",
+        serde_json::json!({"amount": total}),
+    )
+    .await;
+    assert_eq!(asked.status, 201, "{}", asked.text());
+    let out_refund_no = asked.json()["out_refund_no"].as_str().unwrap().to_owned();
+    // The user's card cannot take it: WeChat Pay notifies REFUND.ABNORMAL.
+    app.sim
+        .settle_refund(&out_refund_no, shared::wechatpay::RefundState::Abnormal, 1)
+        .expect("abnormal");
+    let bearer = format!("Bearer {TOKEN}");
+    let refund_url = format!("{url}/merchant/refunds/{out_refund_no}");
+    let start = std::time::Instant::now();
+    loop {
+        let whole = get(&app, &format!("{url}/merchant/orders/{no}"), Some(&bearer)).await;
+        let kinds: Vec<String> = whole.json()["anomalies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["kind"].as_str().map(str::to_owned))
+            .collect();
+        if kinds.contains(&"REFUND_ABNORMAL".to_owned()) {
+            assert_eq!(
+                whole.json()["refund_pending_total"],
+                total,
+                "still reserved"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{}",
+            whole.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Only MERCHANT_BANK_CARD is offered; then WeChat Pay pays it to the merchant's account
+    // and the refund succeeds like any other.
+    post(
+        &app,
+        &format!("{refund_url}/abnormal-refund"),
+        "unused",
+        serde_json::json!({"type": "USER_BANK_CARD"}),
+    )
+    .await
+    .assert_error(422, "INVALID_REQUEST");
+    let applied = post(
+        &app,
+        &format!("{refund_url}/abnormal-refund"),
+        "unused",
+        serde_json::json!({"type": "MERCHANT_BANK_CARD"}),
+    )
+    .await;
+    assert_eq!(applied.status, 200, "{}", applied.text());
+    let done = order_in(&app, &no, OrderStatus::Refunded).await;
+    assert_eq!(
+        (done.refunded_total.fen(), done.refund_pending_total.fen()),
+        (total, 0)
+    );
+    post(
+        &app,
+        &format!("{refund_url}/abnormal-refund"),
+        "unused",
+        serde_json::json!({"type": "MERCHANT_BANK_CARD"}),
+    )
+    .await
+    .assert_error(409, "REFUND_NOT_ABNORMAL");
+}

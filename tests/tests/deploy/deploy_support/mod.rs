@@ -40,6 +40,10 @@ pub fn design_routes() -> BTreeMap<String, String> {
         ("POST /merchant/orders/{out_trade_no}/close", "merchant-api"),
         ("GET /merchant/refunds/{out_refund_no}", "merchant-api"),
         ("GET /merchant/anomalies", "merchant-api"),
+        (
+            "POST /merchant/refunds/{out_refund_no}/abnormal-refund",
+            "merchant-api",
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
