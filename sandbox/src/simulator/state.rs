@@ -636,6 +636,19 @@ impl Store {
             .clone()
             .or_else(|| order.view.transaction_id.clone())
             .ok_or_else(not_paid)?;
+        // WeChat Pay refunds a payment for a year after it succeeded.
+        let paid_at = order
+            .view
+            .success_time
+            .as_deref()
+            .and_then(|t| shared::timefmt::parse_rfc3339(t).ok());
+        if paid_at.is_some_and(|at| now - at > time::Duration::days(365)) {
+            return Err(ApiError::new(
+                400,
+                "INVALID_REQUEST",
+                "订单已超过退款期限: the payment is more than a year old",
+            ));
+        }
         let paid = order.view.paid_total.unwrap_or(order.view.amount_total);
         if new.total != paid {
             return Err(ApiError::new(
@@ -1071,4 +1084,59 @@ pub(crate) fn timestamp_millis(t: OffsetDateTime) -> String {
         t.second(),
         t.millisecond()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    /// WeChat Pay refunds a payment for a year after it succeeded, not after.
+    #[test]
+    fn refunds_are_refused_after_a_year() {
+        let t = datetime!(2026-12-07 04:00:00 UTC);
+        let mut store = Store::default();
+        store
+            .prepay(
+                NewOrder {
+                    appid: "wx".into(),
+                    mchid: "1900000001".into(),
+                    description: "d".into(),
+                    out_trade_no: "ORDER-YEAR-1".into(),
+                    time_expire: None,
+                    attach: None,
+                    notify_url: "https://example.com/notify".into(),
+                    amount_total: 100,
+                    currency: "CNY".into(),
+                    payer_openid: "o_alice".into(),
+                    request: serde_json::json!({}),
+                },
+                t,
+                Duration::ZERO,
+            )
+            .unwrap();
+        store
+            .pay(&super::super::PayRequest::new("ORDER-YEAR-1"), t)
+            .unwrap();
+        let new = |no: &str| NewRefund {
+            out_trade_no: Some("ORDER-YEAR-1".into()),
+            transaction_id: None,
+            out_refund_no: no.into(),
+            notify_url: None,
+            refund: 10,
+            total: 100,
+        };
+        let rules = RefundRules {
+            spacing: Duration::ZERO,
+        };
+        let late = store
+            .create_refund(new("R-late"), t + time::Duration::days(366), rules)
+            .unwrap_err();
+        assert_eq!((late.status, late.code.as_str()), (400, "INVALID_REQUEST"));
+        assert!(
+            store
+                .create_refund(new("R-in-time"), t + time::Duration::days(364), rules)
+                .is_ok()
+        );
+    }
 }
