@@ -728,3 +728,100 @@ async fn a_refund_notification_costs_three_dynamodb_calls_first_and_as_a_duplica
         "duplicate"
     );
 }
+
+/// WeChat Pay's SUCCESS for one refund, learned at once by its notification (several
+/// deliveries), the merchant's lookup (a query) and two sweeps (queries): applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_success_racing_lookups_and_sweeps_applies_once() {
+    use shared::domain::{OrderStatus, OutRefundNo, RefundStatus};
+    use shared::service::{get_refund, sweep_refunds};
+    use shared::store::RefundMoveOutcome;
+    use shared::wechatpay::RefundState;
+    let (ctx, o, handler) = paid_with_a_reserved_refund("refund_race", 1, "R-race-1", 990).await;
+    let no = OutRefundNo::parse("R-race-1").unwrap();
+    let requested = ctx.store.get_refund(&no).await.unwrap().unwrap();
+    assert!(matches!(
+        ctx.store
+            .accept_refund(
+                &requested,
+                "50300000000000000000000001",
+                wxpay_tests::now_ms()
+            )
+            .await
+            .unwrap(),
+        RefundMoveOutcome::Moved(_)
+    ));
+    // The lookups and sweeps ask a scripted WeChat Pay, which says SUCCESS; the sweeps run
+    // ten minutes on, when the refund is due.
+    let gateway = Arc::new(wxpay_tests::Scripted::default());
+    for _ in 0..6 {
+        gateway.refund_query(Ok(wxpay_tests::refund_result(
+            &o, "R-race-1", 990, "SUCCESS",
+        )));
+    }
+    let lookups = wxpay_tests::scripted_deps(&ctx, gateway.clone());
+    let later = wxpay_tests::now_ms() + time::Duration::minutes(10);
+    let sweeps = Deps {
+        clock: Arc::new(move || later),
+        ..lookups.clone()
+    };
+    let handler = Arc::new(handler);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let (handler, o) = (handler.clone(), o.clone());
+        tasks.spawn(async move {
+            let r = handler
+                .handle(refund_notification(
+                    &format!("n-race-{i}"),
+                    &o,
+                    "R-race-1",
+                    990,
+                    RefundState::Success,
+                ))
+                .await;
+            assert_eq!(r.status(), 204);
+        });
+    }
+    for _ in 0..2 {
+        let (deps, no) = (lookups.clone(), no.clone());
+        tasks.spawn(async move {
+            let r = get_refund(&deps, &no).await.unwrap();
+            assert!(matches!(
+                r.status,
+                RefundStatus::Success | RefundStatus::Processing
+            ));
+        });
+        let deps = sweeps.clone();
+        tasks.spawn(async move {
+            let s = sweep_refunds(&deps, None).await;
+            assert_eq!(s.failed, 0, "{s:?}");
+        });
+    }
+    tasks.join_all().await;
+    let after = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.status,
+            after.refunded_total.fen(),
+            after.refund_pending_total.fen()
+        ),
+        (OrderStatus::Refunded, 990, 0)
+    );
+    assert_eq!(
+        after
+            .history
+            .iter()
+            .filter(|h| h.to == OrderStatus::Refunded)
+            .count(),
+        1
+    );
+    let kept = ctx.store.get_refund(&no).await.unwrap().unwrap();
+    assert_eq!(kept.status, RefundStatus::Success);
+    assert_eq!(
+        kept.history
+            .iter()
+            .filter(|h| h.to == RefundStatus::Success)
+            .count(),
+        1
+    );
+}
