@@ -116,6 +116,14 @@ impl Plan {
         self.order.as_ref().map(|c| c.to.as_ref())
     }
 
+    /// The refund as the plan leaves it, if it moves one.
+    pub fn refund(&self) -> Option<&Refund> {
+        self.records.iter().find_map(|r| match r {
+            Record::Refund { refund, .. } => Some(refund.as_ref()),
+            _ => None,
+        })
+    }
+
     /// The plan with one more record written in its transaction (the notification that
     /// brought it, say).
     pub fn with(mut self, record: Record) -> Plan {

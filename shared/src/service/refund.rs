@@ -167,7 +167,7 @@ pub async fn submit(
                 Ok(result) => result,
                 Err(q) if is_not_found(&q) && is_certain_refusal(&e) => {
                     let (now_is, moved) =
-                        settle(deps, order, &refund, &RefundStatus::Failed, None).await?;
+                        settle(deps, order, &refund, &RefundStatus::Failed, None, None).await?;
                     if !moved && now_is.status != RefundStatus::Failed {
                         // Another attempt with this out_refund_no got it accepted meanwhile.
                         return Ok(RefundReply::Submitted(Box::new(now_is)));
@@ -242,7 +242,7 @@ pub async fn apply_result_with(
                 .success_time
                 .as_deref()
                 .and_then(|t| parse_rfc3339(t).ok());
-            settle_with(
+            settle(
                 deps,
                 order,
                 &refund,
@@ -253,7 +253,7 @@ pub async fn apply_result_with(
             .await
         }
         RefundState::Closed => {
-            settle_with(
+            settle(
                 deps,
                 order,
                 &refund,
@@ -292,18 +292,9 @@ pub async fn apply_result_with(
     }
 }
 
-/// The refund's final transition with its order; a duplicate answers the refund as it is.
+/// The refund's final transition with its order (and the notification that brought it, kept
+/// in the same transaction); a duplicate answers the refund as it is.
 async fn settle(
-    deps: &Deps,
-    order: &Order,
-    refund: &Refund,
-    outcome: &RefundStatus,
-    success_time: Option<OffsetDateTime>,
-) -> Result<(Refund, bool), RefundError> {
-    settle_with(deps, order, refund, outcome, success_time, None).await
-}
-
-async fn settle_with(
     deps: &Deps,
     order: &Order,
     refund: &Refund,

@@ -683,9 +683,15 @@ pub(crate) fn anomaly_item(a: &Anomaly) -> Item {
         Some(no) => anomaly_pk(no),
         None => ANOMALY_PK_NO_ORDER.to_owned(),
     };
+    let sk = anomaly_sk(a.kind, &a.cause);
+    // Every anomaly in one partition of gsi1, by time: the merchant's list, newest first
+    // (anomalies are rare; the key's tail keeps two of one instant apart).
+    let gsi1sk = format!("{}#{pk}#{sk}", to_utc_string(a.at));
     let mut item = HashMap::from([
         (PK.to_owned(), s(pk)),
-        (SK.to_owned(), s(anomaly_sk(a.kind, &a.cause))),
+        (SK.to_owned(), s(sk)),
+        (GSI1PK.to_owned(), s(ANOMALIES_GSI1PK)),
+        (GSI1SK.to_owned(), s(gsi1sk)),
         (ENTITY.to_owned(), s("ANOMALY")),
         (KIND.to_owned(), s(a.kind.as_str())),
         (CAUSE.to_owned(), s(a.cause.clone())),
@@ -700,24 +706,7 @@ pub(crate) fn anomaly_item(a: &Anomaly) -> Item {
     put_opt(&mut item, TRANSACTION_ID, a.transaction_id.clone().map(s));
     put_opt(&mut item, NOTIFICATION_ID, a.notification_id.clone().map(s));
     put_opt(&mut item, PLAINTEXT, a.plaintext.clone().map(s));
-    // Every anomaly in one partition of gsi1, by time: the merchant's list, newest first
-    // (anomalies are rare; the key's tail keeps two of one instant apart).
-    let gsi1sk = format!(
-        "{}#{}#{}",
-        to_utc_string(a.at),
-        item_s(&item, PK),
-        item_s(&item, SK)
-    );
-    item.insert(GSI1PK.to_owned(), s(ANOMALIES_GSI1PK));
-    item.insert(GSI1SK.to_owned(), s(gsi1sk));
     item
-}
-
-fn item_s<'a>(item: &'a Item, name: &str) -> &'a str {
-    match item.get(name) {
-        Some(AttributeValue::S(v)) => v,
-        _ => "",
-    }
 }
 
 /// The partition of `gsi1` that lists every anomaly.

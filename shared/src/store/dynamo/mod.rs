@@ -362,7 +362,7 @@ impl DynamoStore {
             )));
         }
         Ok(match self.apply(order, plan_for, now).await? {
-            Applied::Done(Some(paid)) => MarkPaidOutcome::Applied(paid),
+            Applied::Done(plan) => MarkPaidOutcome::Applied(Box::new(applied_order(*plan)?)),
             Applied::OrderRefused { order: None, .. } => MarkPaidOutcome::NotFound,
             Applied::OrderRefused {
                 order: Some(latest),
@@ -390,7 +390,7 @@ impl DynamoStore {
             }
             // The anomaly item exists only if this very payment held the order already,
             // and then the order's condition fails first.
-            Applied::RecordRefused { .. } | Applied::Done(None) => {
+            Applied::RecordRefused { .. } => {
                 return Err(StoreError::Inconsistent(format!(
                     "anomaly of order {} recorded without its transition",
                     order.out_trade_no
@@ -740,7 +740,7 @@ impl Store for DynamoStore {
     ) -> Result<CloseOutcome, StoreError> {
         Ok(
             match self.apply(order, |o| o.plan_close(cause, now), now).await? {
-                Applied::Done(Some(closed)) => CloseOutcome::Closed(closed),
+                Applied::Done(plan) => CloseOutcome::Closed(Box::new(applied_order(*plan)?)),
                 Applied::OrderRefused {
                     order: Some(latest),
                     ..
@@ -765,8 +765,10 @@ impl Store for DynamoStore {
         loop {
             let plan_for = |o: &Order| o.plan_refund_request(refund);
             let (order, reason) = match self.apply(&read, plan_for, refund.created_at).await? {
-                Applied::Done(Some(reserved)) => {
-                    return Ok(RefundReserveOutcome::Reserved(reserved));
+                Applied::Done(plan) => {
+                    return Ok(RefundReserveOutcome::Reserved(Box::new(applied_order(
+                        *plan,
+                    )?)));
                 }
                 Applied::OrderRefused { order: None, .. } => {
                     return Ok(RefundReserveOutcome::NotFound);
@@ -777,11 +779,6 @@ impl Store for DynamoStore {
                 } => (order, reason),
                 Applied::RecordRefused { item, .. } => {
                     return Ok(RefundReserveOutcome::Exists(Box::new(refund_of(item)?)));
-                }
-                Applied::Done(None) => {
-                    return Err(StoreError::Inconsistent(
-                        "a reservation planned no order".into(),
-                    ));
                 }
             };
             // A refusal is final only on the order as it is and for a refund not already
@@ -849,21 +846,13 @@ impl Store for DynamoStore {
         let mut read = order.clone();
         loop {
             return Ok(match self.apply(&read, plan_for, now).await? {
-                Applied::Done(Some(settled)) => {
-                    let refund = plan_for(&read)
-                        .ok()
-                        .and_then(|p| {
-                            p.records.into_iter().find_map(|r| match r {
-                                Record::Refund { refund, .. } => Some(refund),
-                                _ => None,
-                            })
-                        })
-                        .ok_or_else(|| {
-                            StoreError::Inconsistent("a settlement planned no refund".into())
-                        })?;
+                Applied::Done(plan) => {
+                    let refund = plan.refund().cloned().ok_or_else(|| {
+                        StoreError::Inconsistent("a settlement planned no refund".into())
+                    })?;
                     RefundSettleOutcome::Applied {
-                        order: settled,
-                        refund,
+                        order: Box::new(applied_order(*plan)?),
+                        refund: Box::new(refund),
                     }
                 }
                 Applied::RecordRefused { item, .. } => {
@@ -898,11 +887,6 @@ impl Store for DynamoStore {
                             )
                         })?,
                     }
-                }
-                Applied::Done(None) => {
-                    return Err(StoreError::Inconsistent(
-                        "a settlement planned no order".into(),
-                    ));
                 }
             });
         }
@@ -1233,4 +1217,11 @@ fn refund_of(item: Option<Item>) -> Result<Refund, StoreError> {
         .map(items::refund_from_item)
         .transpose()?
         .ok_or_else(|| StoreError::Inconsistent("refund write refused without its item".into()))
+}
+
+/// The order a plan the store applied left behind (every order transition plans one).
+fn applied_order(plan: Plan) -> Result<Order, StoreError> {
+    plan.order
+        .map(|change| *change.to)
+        .ok_or_else(|| StoreError::Inconsistent("a transition planned no order".into()))
 }

@@ -20,8 +20,8 @@ const STALE_RETRIES: usize = 3;
 
 /// How applying a plan ended.
 pub(super) enum Applied {
-    /// Written: the order as the plan left it.
-    Done(Option<Box<Order>>),
+    /// Written: the plan as applied (its order and records as they now stand).
+    Done(Box<Plan>),
     /// The order refused: as it is now (the domain refused to plan on it, with its reason,
     /// or it failed a condition of the plan such as the amount), or `None` when there is no
     /// such order.
@@ -70,7 +70,7 @@ impl DynamoStore {
                             now,
                         );
                     }
-                    return Ok(Applied::Done(plan.order().cloned().map(Box::new)));
+                    return Ok(Applied::Done(Box::new(plan)));
                 }
                 Err(reasons) => reasons,
             };
