@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod idempotency;
+pub mod outbox;
 pub mod runtime;
 pub mod secrets;
 pub mod service;

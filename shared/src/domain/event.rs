@@ -9,6 +9,9 @@ use time::OffsetDateTime;
 
 use super::{Anomaly, Order, OutTradeNo, Refund};
 
+/// How long a delivered event is kept for lookups and redelivery before TTL removes it.
+pub const DELIVERED_EVENT_RETENTION: time::Duration = time::Duration::days(30);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     OrderPaid,
@@ -62,8 +65,10 @@ impl fmt::Display for EventType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventData {
     Order(Box<Order>),
+    /// A refund's move; the order as it became when the move changed it (a settlement),
+    /// `None` when only the refund moved (ABNORMAL).
     Refund {
-        order: Box<Order>,
+        order: Option<Box<Order>>,
         refund: Box<Refund>,
     },
     Anomaly(Box<Anomaly>),
@@ -95,19 +100,151 @@ impl OrderEvent {
     /// The event of a refund's move to its current status: one per (refund, status).
     pub fn of_refund(
         event_type: EventType,
-        order: &Order,
+        order: Option<&Order>,
         refund: &Refund,
         at: OffsetDateTime,
     ) -> OrderEvent {
         OrderEvent {
             id: format!("evt_{}_{}", refund.out_refund_no, refund.status),
             event_type,
-            out_trade_no: Some(order.out_trade_no.clone()),
+            out_trade_no: Some(refund.out_trade_no.clone()),
             created_at: at,
             data: EventData::Refund {
-                order: Box::new(order.clone()),
+                order: order.map(|o| Box::new(o.clone())),
                 refund: Box::new(refund.clone()),
             },
+        }
+    }
+
+    /// The event of a recorded anomaly: one per anomaly item (kind and cause), so a
+    /// re-delivered notification that finds the anomaly finds its event too. Its id hashes
+    /// the anomaly's key: a cause is whatever WeChat Pay sent, and an id may hold no '.'.
+    pub fn of_anomaly(anomaly: &Anomaly, at: OffsetDateTime) -> OrderEvent {
+        let order = anomaly
+            .out_trade_no
+            .as_ref()
+            .map_or("-", OutTradeNo::as_str);
+        let key = format!("{order}#{}#{}", anomaly.kind, anomaly.cause);
+        let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+        let hash: String = digest.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        OrderEvent {
+            id: format!("evt_{}_{hash}", anomaly.kind.as_str().to_ascii_lowercase()),
+            event_type: EventType::AnomalyRecorded,
+            out_trade_no: anomaly.out_trade_no.clone(),
+            created_at: at,
+            data: EventData::Anomaly(Box::new(anomaly.clone())),
+        }
+    }
+
+    /// Which shard of the outbox partition of `gsi2` it waits in while undelivered.
+    pub fn shard(id: &str, shards: u32) -> u32 {
+        super::ids::fnv_shard(id, shards)
+    }
+}
+
+/// Where an event's delivery to the merchant's webhook stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (`next_attempt_at`).
+    Pending,
+    /// A 2xx answered it.
+    Delivered,
+    /// Every attempt failed for the retry window: kept for redelivery.
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "PENDING",
+            DeliveryStatus::Delivered => "DELIVERED",
+            DeliveryStatus::Dead => "DEAD",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Dead,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// An event as the outbox keeps it: the exact body to sign and send, and its delivery so
+/// far. Its type is kept as written, so an event of a newer version is still delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub event_type: String,
+    pub out_trade_no: Option<String>,
+    pub body: String,
+    pub created_at: OffsetDateTime,
+    pub status: DeliveryStatus,
+    /// Attempts since it was written or last redelivered; also the fence a dispatcher's
+    /// claim holds, so only the claim's holder records its attempt.
+    pub attempts: u32,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// Whoever claimed the next attempt holds it until then.
+    pub lease_until: Option<OffsetDateTime>,
+    /// The retry window counts from here: `created_at`, or the last redelivery.
+    pub retry_since: OffsetDateTime,
+    pub delivered_at: Option<OffsetDateTime>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+impl OutboxEvent {
+    /// A 2xx answered this attempt: kept (for lookups and redelivery), never sent again.
+    pub fn delivered(&self, status: u16, at: OffsetDateTime) -> OutboxEvent {
+        OutboxEvent {
+            status: DeliveryStatus::Delivered,
+            next_attempt_at: None,
+            lease_until: None,
+            delivered_at: Some(at),
+            last_status: Some(status),
+            last_error: None,
+            ..self.clone()
+        }
+    }
+
+    /// This attempt failed: tried again at `next_attempt_at`, or dead when the retry window
+    /// is spent (`None`).
+    pub fn failed(
+        &self,
+        status: Option<u16>,
+        error: &str,
+        next_attempt_at: Option<OffsetDateTime>,
+    ) -> OutboxEvent {
+        OutboxEvent {
+            status: match next_attempt_at {
+                Some(_) => DeliveryStatus::Pending,
+                None => DeliveryStatus::Dead,
+            },
+            next_attempt_at,
+            lease_until: None,
+            last_status: status,
+            last_error: Some(error.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// Sent again from its first attempt, whatever became of it (the merchant asked): the
+    /// same id and body, a fresh retry window.
+    pub fn redelivered(&self, at: OffsetDateTime) -> OutboxEvent {
+        OutboxEvent {
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: Some(at),
+            lease_until: None,
+            retry_since: at,
+            delivered_at: None,
+            ..self.clone()
         }
     }
 }

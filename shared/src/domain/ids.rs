@@ -110,16 +110,21 @@ impl OutTradeNo {
         Self(ulid_at(now))
     }
 
-    /// Which shard of the pending-orders index (`gsi2`) this order lives in. FNV-1a: stable
-    /// across processes and releases, unlike `std`'s randomly seeded hasher.
+    /// Which shard of the pending-orders index (`gsi2`) this order lives in.
     pub fn shard(&self, shards: u32) -> u32 {
-        let mut h: u32 = 0x811c_9dc5;
-        for b in self.0.bytes() {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        h % shards.max(1)
+        fnv_shard(&self.0, shards)
     }
+}
+
+/// FNV-1a of `s` into `0..shards`: stable across processes and releases, unlike `std`'s
+/// randomly seeded hasher.
+pub(super) fn fnv_shard(s: &str, shards: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % shards.max(1)
 }
 
 string_id!(

@@ -6,8 +6,8 @@
 use time::OffsetDateTime;
 
 use super::{
-    Anomaly, Money, MoneyError, NotificationRecord, Order, OrderEvent, OrderStatus, Payment,
-    Refund, RefundStatus, RefundTransitionError, SkuId, TransitionError,
+    Anomaly, EventType, Money, MoneyError, NotificationRecord, Order, OrderEvent, OrderStatus,
+    Payment, Refund, RefundStatus, RefundTransitionError, SkuId, TransitionError,
 };
 
 /// Why the domain refuses a transition of the order as read.
@@ -205,12 +205,17 @@ impl Order {
     }
 
     /// PENDING -> PAID: the payment item (one per transaction_id), the reserved stock
-    /// sold, the notification kept; only if the order's amount is the payment's.
+    /// sold, the notification kept, `order.paid`; only if the order's amount is the
+    /// payment's.
     pub fn plan_paid(&self, payment: &Payment, at: OffsetDateTime) -> Result<Plan, LifecycleError> {
         let next = self.paid_by(OrderStatus::Paid, payment, at)?;
+        let event = OrderEvent::of_order(EventType::OrderPaid, &next, at);
         let mut change = self.change(next);
         change.expect_amount_total = Some(payment.amount);
-        let mut records = vec![Record::Payment(Box::new(payment.clone()))];
+        let mut records = vec![
+            Record::Payment(Box::new(payment.clone())),
+            Record::Event(Box::new(event)),
+        ];
         records.extend(payment.notification.clone().map(Record::Notification));
         Ok(Plan {
             order: Some(change),
@@ -231,6 +236,7 @@ impl Order {
         let mut records = vec![
             Record::Payment(Box::new(payment.clone())),
             Record::Anomaly(Box::new(anomaly.clone())),
+            Record::Event(Box::new(OrderEvent::of_anomaly(anomaly, at))),
         ];
         if let Some(record) = &payment.notification {
             let mut record = record.clone();
@@ -244,13 +250,14 @@ impl Order {
         })
     }
 
-    /// PENDING -> CLOSED, its reserved stock returned.
+    /// PENDING -> CLOSED, its reserved stock returned, `order.closed`.
     pub fn plan_close(&self, cause: &str, at: OffsetDateTime) -> Result<Plan, LifecycleError> {
         let next = self.moved(OrderStatus::Closed, Some(cause), at)?;
+        let event = OrderEvent::of_order(EventType::OrderClosed, &next, at);
         Ok(Plan {
             order: Some(self.change(next)),
             stock: self.lines_moved(StockChange::Release),
-            records: Vec::new(),
+            records: vec![Record::Event(Box::new(event))],
         })
     }
 
@@ -323,7 +330,7 @@ impl Order {
     /// to `refunded_total` (PARTIALLY_REFUNDED or REFUNDED when the order was PAID; a
     /// shipped or completed order keeps its status until everything is refunded) and
     /// restocks the lines it names; CLOSED (or FAILED) releases the reservation. The refund
-    /// moves with it. (Its event joins the plan with the outbox, issue 15.)
+    /// moves with it, and its event (`refund.succeeded`, or `refund.closed`).
     pub fn plan_refund_outcome(
         &self,
         refund: &Refund,
@@ -378,13 +385,21 @@ impl Order {
                 .into());
             }
         }
+        let event_type = match outcome {
+            RefundStatus::Success => EventType::RefundSucceeded,
+            _ => EventType::RefundClosed,
+        };
+        let event = OrderEvent::of_refund(event_type, Some(&next), &moved, at);
         Ok(Plan {
             order: Some(self.change(next)),
             stock,
-            records: vec![Record::Refund {
-                refund: Box::new(moved),
-                from: Some(refund.status),
-            }],
+            records: vec![
+                Record::Refund {
+                    refund: Box::new(moved),
+                    from: Some(refund.status),
+                },
+                Record::Event(Box::new(event)),
+            ],
         })
     }
 
@@ -423,15 +438,32 @@ fn add_restocked(restocked: &mut Vec<super::RestockLine>, line: &super::RestockL
     restocked.sort_by(|a, b| a.sku_id.cmp(&b.sku_id));
 }
 
+impl Anomaly {
+    /// An anomaly recorded on its own (a payment or refund that could not be applied):
+    /// the anomaly item, once per kind and cause, and `anomaly.recorded` with it.
+    pub fn plan_recorded(&self, at: OffsetDateTime) -> Plan {
+        Plan {
+            order: None,
+            stock: Vec::new(),
+            records: vec![
+                Record::Anomaly(Box::new(self.clone())),
+                Record::Event(Box::new(OrderEvent::of_anomaly(self, at))),
+            ],
+        }
+    }
+}
+
 impl Refund {
     /// PROCESSING (or REQUESTED) -> ABNORMAL: WeChat Pay could not pay it back. The amount
-    /// stays reserved (a SUCCESS or CLOSED still follows); the anomaly tells the merchant.
+    /// stays reserved (a SUCCESS or CLOSED still follows); the anomaly tells the merchant,
+    /// and so do `refund.abnormal` and `anomaly.recorded`.
     pub fn plan_abnormal(
         &self,
         anomaly: &Anomaly,
         at: OffsetDateTime,
     ) -> Result<Plan, LifecycleError> {
         let next = self.transitioned(RefundStatus::Abnormal, at)?;
+        let event = OrderEvent::of_refund(EventType::RefundAbnormal, None, &next, at);
         Ok(Plan {
             order: None,
             stock: Vec::new(),
@@ -441,6 +473,8 @@ impl Refund {
                     from: Some(self.status),
                 },
                 Record::Anomaly(Box::new(anomaly.clone())),
+                Record::Event(Box::new(event)),
+                Record::Event(Box::new(OrderEvent::of_anomaly(anomaly, at))),
             ],
         })
     }
@@ -556,7 +590,21 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("tea", 2, StockChange::Sell), ("cup", 1, StockChange::Sell)]
         );
-        assert_eq!(plan.records, [Record::Payment(Box::new(pay.clone()))]);
+        assert_eq!(
+            plan.records,
+            [
+                Record::Payment(Box::new(pay.clone())),
+                Record::Event(Box::new(OrderEvent::of_order(
+                    EventType::OrderPaid,
+                    next,
+                    T
+                )))
+            ]
+        );
+        let Record::Event(event) = &plan.records[1] else {
+            unreachable!()
+        };
+        assert_eq!(event.id, format!("evt_{}_2", o.out_trade_no));
         // Nothing leads back to PENDING: a paid order refuses a second payment and a close.
         assert!(matches!(
             next.plan_paid(&pay, T),
@@ -593,11 +641,15 @@ mod tests {
         assert_eq!(plan.order().unwrap().status, OrderStatus::AmountMismatch);
         assert!(plan.stock.is_empty());
         assert_eq!(plan.order.as_ref().unwrap().expect_amount_total, None);
-        let Record::Notification(kept) = &plan.records[2] else {
+        let Record::Notification(kept) = &plan.records[3] else {
             panic!("{:?}", plan.records)
         };
         assert_eq!(kept.outcome, "anomaly:amount_mismatch");
-        assert_eq!(plan.records[1], Record::Anomaly(Box::new(anomaly)));
+        assert_eq!(plan.records[1], Record::Anomaly(Box::new(anomaly.clone())));
+        assert_eq!(
+            plan.records[2],
+            Record::Event(Box::new(OrderEvent::of_anomaly(&anomaly, T)))
+        );
     }
 
     #[test]
@@ -685,6 +737,7 @@ mod tests {
                 refund: moved,
                 from,
             },
+            Record::Event(event),
         ] = &plan.records[..]
         else {
             panic!("{:?}", plan.records)
@@ -692,6 +745,15 @@ mod tests {
         assert_eq!(
             (moved.status, *from),
             (RefundStatus::Success, Some(RefundStatus::Requested))
+        );
+        assert_eq!(event.event_type, EventType::RefundSucceeded);
+        assert_eq!(event.id, format!("evt_{}_SUCCESS", moved.out_refund_no));
+        assert_eq!(
+            event.data,
+            crate::domain::EventData::Refund {
+                order: plan.order().cloned().map(Box::new),
+                refund: moved.clone(),
+            }
         );
         assert_eq!(moved.success_time, Some(later));
         // The same refund cannot succeed twice.

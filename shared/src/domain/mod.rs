@@ -15,7 +15,9 @@ mod refund;
 mod status;
 
 pub use anomaly::{Anomaly, AnomalyKind};
-pub use event::{EventData, EventType, OrderEvent};
+pub use event::{
+    DELIVERED_EVENT_RETENTION, DeliveryStatus, EventData, EventType, OrderEvent, OutboxEvent,
+};
 pub use ids::{IdError, IdempotencyKey, Openid, OutRefundNo, OutTradeNo, SkuId};
 pub use lifecycle::{Guard, LifecycleError, OrderChange, Plan, Record, StockChange, StockMove};
 pub use money::{Money, MoneyError};

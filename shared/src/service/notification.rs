@@ -285,7 +285,7 @@ async fn handle_refund(
             detail: detail.clone(),
             plaintext: Some(String::from_utf8_lossy(&verified.plaintext).into_owned()),
         };
-        deps.store.record_anomaly(&anomaly).await?;
+        deps.store.record_anomaly(&anomaly, now).await?;
         crate::telemetry::emit_metrics(&[(Metric::PaymentAnomaly, 1)], now);
         tracing::error!(notification_id = %record.id, out_refund_no = %notice.out_refund_no, error = %detail, outcome = "anomaly:refund_mismatch", "refund notification kept as an anomaly");
         record.outcome = "anomaly:refund_mismatch".into();
@@ -386,7 +386,7 @@ async fn keep_malformed(
         detail: refusal.to_string(),
         plaintext: Some(plaintext),
     };
-    if let Err(e) = deps.store.record_anomaly(&anomaly).await {
+    if let Err(e) = deps.store.record_anomaly(&anomaly, now).await {
         return NotifyError::Store(e);
     }
     crate::telemetry::emit_metrics(&[(Metric::PaymentAnomaly, 1)], now);

@@ -356,7 +356,7 @@ async fn anomaly(
     // Keyed by transaction and kind: a re-delivery lands on the same item, and a distinct
     // payment never does, whatever its success_time.
     deps.store
-        .record_anomaly(&Anomaly::of_payment(payment, kind, detail))
+        .record_anomaly(&Anomaly::of_payment(payment, kind, detail), deps.now())
         .await?;
     Ok(PaymentOutcome::Anomaly {
         kind,

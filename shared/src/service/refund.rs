@@ -322,7 +322,7 @@ async fn settle(
                 ),
                 plaintext: None,
             };
-            deps.store.record_anomaly(&anomaly).await?;
+            deps.store.record_anomaly(&anomaly, now).await?;
             crate::telemetry::emit_metrics(&[(Metric::PaymentAnomaly, 1)], now);
             tracing::error!(out_refund_no = %refund.out_refund_no, status = %refund.status, asked = %outcome, outcome = "anomaly:refund_mismatch", "a final refund was reported otherwise; kept as it is, and as an anomaly");
         }

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 pub use crate::domain::{
-    Anomaly, AnomalyKind, NOTIFICATION_RETENTION, NotificationRecord, Payment,
+    Anomaly, AnomalyKind, DeliveryStatus, NOTIFICATION_RETENTION, NotificationRecord, OutboxEvent,
+    Payment,
 };
 use crate::domain::{Openid, Order, OutTradeNo, Product, Refund, SkuId};
 use crate::idempotency::{
@@ -166,6 +167,16 @@ pub enum RefundSettleOutcome {
         reason: crate::domain::LifecycleError,
     },
     NotFound,
+}
+
+/// Outcome of claiming an event's next delivery attempt (`Store::claim_event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventClaim {
+    /// Ours until `lease_until`: the event with its attempt counted.
+    Claimed(Box<OutboxEvent>),
+    /// Not due, delivered, dead, or leased by another dispatcher: as it is (`None`: no such
+    /// event). Nothing was written.
+    NotClaimed(Option<Box<OutboxEvent>>),
 }
 
 /// Outcome of claiming the right to ask WeChat Pay about an order (`Store::claim_sync`).
@@ -329,7 +340,13 @@ pub trait Store: Send + Sync {
     async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;
     /// An order's anomalies (merchant-api's whole order).
     async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError>;
-    async fn record_anomaly(&self, anomaly: &Anomaly) -> Result<AnomalyOutcome, StoreError>;
+    /// Keeps an anomaly once per kind and cause, with its `anomaly.recorded` event, in one
+    /// transaction.
+    async fn record_anomaly(
+        &self,
+        anomaly: &Anomaly,
+        now: OffsetDateTime,
+    ) -> Result<AnomalyOutcome, StoreError>;
     /// Keeps a verified notification (overwriting an earlier delivery of the same id).
     async fn record_notification(&self, record: &NotificationRecord) -> Result<(), StoreError>;
 
@@ -362,6 +379,29 @@ pub trait Store: Send + Sync {
         now: OffsetDateTime,
         next: OffsetDateTime,
     ) -> Result<Option<Refund>, StoreError>;
+    /// Undelivered events of one outbox shard whose `next_attempt_at` has come, soonest
+    /// first (`shard` < the store's shard count).
+    async fn due_events(
+        &self,
+        shard: u32,
+        now: OffsetDateTime,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<OutboxEvent>, StoreError>;
+    /// Claims an event's next attempt: `attempts + 1` and a lease until `now + lease`, only if
+    /// it is PENDING, due at `now` and not leased. One conditional UpdateItem returning the
+    /// event, so a stream record's id is all a dispatcher needs.
+    async fn claim_event(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<EventClaim, StoreError>;
+    /// Writes `to` (an attempt's result, a redelivery) over `from`, only if the event's
+    /// status and attempts are still `from`'s: `false` when someone else moved it first
+    /// (another claim, a redelivery). Nothing was written then.
+    async fn update_event(&self, from: &OutboxEvent, to: &OutboxEvent) -> Result<bool, StoreError>;
+    async fn get_event(&self, id: &str) -> Result<Option<OutboxEvent>, StoreError>;
     /// PENDING orders of one shard of the pending index with expire_at <= now, oldest first.
     async fn due_pending(
         &self,

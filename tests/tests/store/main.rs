@@ -5,4 +5,5 @@
 mod secrets_moto;
 mod store_concurrency;
 mod store_conformance;
+mod store_outbox;
 mod store_refunds;

@@ -58,6 +58,16 @@ async fn mark_paid_200_times_at_once_applies_once() {
         ctx.store.get_payment("4200000001").await.unwrap(),
         Some(pay)
     );
+    // One transition, one event: 200 notifications of one payment make one `order.paid`.
+    let events = crate::store_outbox::event_items(&ctx).await;
+    assert_eq!(
+        events,
+        [(
+            format!("evt_{}_2", o.out_trade_no),
+            "order.paid".to_owned(),
+            o.out_trade_no.to_string()
+        )]
+    );
     let p = ctx.store.get_product(&tea.sku_id).await.unwrap().unwrap();
     assert_eq!((p.reserved, p.sold, p.available()), (0, 3, Some(7)));
     assert_eq!(

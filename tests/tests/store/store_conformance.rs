@@ -1394,7 +1394,10 @@ async fn anomalies_are_recorded_once_per_kind_and_cause(ctx: StoreCtx) {
         AnomalyKind::PaidAfterClose,
         "paid 990 fen after close",
     );
-    let (out, calls) = ctx.counter.measure(ctx.store.record_anomaly(&a)).await;
+    let (out, calls) = ctx
+        .counter
+        .measure(ctx.store.record_anomaly(&a, now_ms()))
+        .await;
     assert_eq!(out.unwrap(), AnomalyOutcome::Recorded);
     assert_eq!(calls.total_calls(), 1);
     // The re-delivered notification records the same anomaly: no error, no second item.
@@ -1403,7 +1406,10 @@ async fn anomalies_are_recorded_once_per_kind_and_cause(ctx: StoreCtx) {
         ..a.clone()
     };
     assert_eq!(
-        ctx.store.record_anomaly(&redelivered).await.unwrap(),
+        ctx.store
+            .record_anomaly(&redelivered, now_ms())
+            .await
+            .unwrap(),
         AnomalyOutcome::AlreadyRecorded
     );
     // Another transaction with the same kind and the same success_time is another anomaly.
@@ -1413,12 +1419,15 @@ async fn anomalies_are_recorded_once_per_kind_and_cause(ctx: StoreCtx) {
         "paid again",
     );
     assert_eq!(
-        ctx.store.record_anomaly(&same_time).await.unwrap(),
+        ctx.store
+            .record_anomaly(&same_time, now_ms())
+            .await
+            .unwrap(),
         AnomalyOutcome::Recorded
     );
     // The same transaction under another kind is another anomaly too.
     let c = Anomaly::of_payment(&pay, AnomalyKind::AmountMismatch, "");
-    ctx.store.record_anomaly(&c).await.unwrap();
+    ctx.store.record_anomaly(&c, now_ms()).await.unwrap();
     let listed = ctx.store.list_anomalies(&o.out_trade_no).await.unwrap();
     // Sorted by sort key: kind, then cause.
     assert_eq!(listed, vec![c, a, same_time]);
@@ -1435,7 +1444,7 @@ async fn anomalies_are_recorded_once_per_kind_and_cause(ctx: StoreCtx) {
         AnomalyKind::UnknownOrder,
         "no such order",
     );
-    ctx.store.record_anomaly(&unknown).await.unwrap();
+    ctx.store.record_anomaly(&unknown, now_ms()).await.unwrap();
     assert_eq!(
         ctx.store.list_anomalies(&other.out_trade_no).await.unwrap(),
         vec![unknown]
@@ -1452,11 +1461,17 @@ async fn anomalies_are_recorded_once_per_kind_and_cause(ctx: StoreCtx) {
         plaintext: Some("{not json".into()),
     };
     assert_eq!(
-        ctx.store.record_anomaly(&malformed).await.unwrap(),
+        ctx.store
+            .record_anomaly(&malformed, now_ms())
+            .await
+            .unwrap(),
         AnomalyOutcome::Recorded
     );
     assert_eq!(
-        ctx.store.record_anomaly(&malformed).await.unwrap(),
+        ctx.store
+            .record_anomaly(&malformed, now_ms())
+            .await
+            .unwrap(),
         AnomalyOutcome::AlreadyRecorded
     );
 }

@@ -44,7 +44,7 @@ async fn anomalies_are_listed_newest_first_across_orders(ctx: StoreCtx) {
         anomaly(Some("ORDER-A0001"), "t-4", 2),
     ];
     for a in &kept {
-        ctx.store.record_anomaly(a).await.unwrap();
+        ctx.store.record_anomaly(a, now_ms()).await.unwrap();
     }
     let mut seen = Vec::new();
     let mut cursor = None;

@@ -11,8 +11,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    HistoryEntry, Money, Openid, Order, OrderLine, OrderStatus, OutRefundNo, OutTradeNo, Product,
-    Quantity, Refund, RefundStatus, RestockLine, SkuId,
+    DeliveryStatus, HistoryEntry, Money, Openid, Order, OrderEvent, OrderLine, OrderStatus,
+    OutRefundNo, OutTradeNo, OutboxEvent, Product, Quantity, Refund, RefundStatus, RestockLine,
+    SkuId,
 };
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope, IdempotencyState, StoredResponse};
 use crate::store::{
@@ -102,6 +103,14 @@ pub(crate) mod attr {
     pub const HEADERS: &str = "headers";
     pub const OUTCOME: &str = "outcome";
     pub const PLAINTEXT: &str = "plaintext";
+    // event (the outbox)
+    pub const ATTEMPTS: &str = "attempts";
+    pub const NEXT_ATTEMPT_AT: &str = "next_attempt_at";
+    pub const LEASE_UNTIL: &str = "lease_until";
+    pub const RETRY_SINCE: &str = "retry_since";
+    pub const DELIVERED_AT: &str = "delivered_at";
+    pub const LAST_STATUS: &str = "last_status";
+    pub const LAST_ERROR: &str = "last_error";
 }
 
 use attr::*;
@@ -149,6 +158,12 @@ pub(crate) fn pending_gsi2pk(shard: u32) -> String {
     format!("PENDING#{shard}")
 }
 
+/// The outbox partitions of `gsi2`: undelivered events by `next_attempt_at`, sharded like
+/// pending orders because events are written at the order rate.
+pub(crate) fn outbox_gsi2pk(shard: u32) -> String {
+    format!("OUTBOX#{shard}")
+}
+
 fn key(pk: String, sk: &str) -> Item {
     HashMap::from([
         (PK.to_owned(), AttributeValue::S(pk)),
@@ -178,6 +193,10 @@ pub(crate) fn refund_key(out_refund_no: &OutRefundNo) -> Item {
 
 pub(crate) fn payment_key(transaction_id: &str) -> Item {
     key(payment_pk(transaction_id), "PAYMENT")
+}
+
+pub(crate) fn event_key(id: &str) -> Item {
+    key(format!("EVENT#{id}"), "EVENT")
 }
 
 pub(crate) fn anomaly_sk(kind: AnomalyKind, cause: &str) -> String {
@@ -870,6 +889,92 @@ pub(crate) fn refund_from_item(item: &Item) -> Result<Refund, StoreError> {
         success_time: f.opt_time(SUCCESS_TIME)?,
         next_check_at: f.opt_time(NEXT_CHECK_AT)?,
         history: history_from::<RefundStatus>(&f)?,
+    })
+}
+
+/// A new event, as its transition writes it: due at once, in its outbox shard.
+pub(crate) fn new_event_item(e: &OrderEvent, shards: u32) -> Item {
+    event_item(
+        &OutboxEvent {
+            id: e.id.clone(),
+            event_type: e.event_type.as_str().to_owned(),
+            out_trade_no: e.out_trade_no.as_ref().map(|o| o.to_string()),
+            body: crate::outbox::body(e),
+            created_at: e.created_at,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: Some(e.created_at),
+            lease_until: None,
+            retry_since: e.created_at,
+            delivered_at: None,
+            last_status: None,
+            last_error: None,
+        },
+        shards,
+    )
+}
+
+/// The outbox item of an event. Only a PENDING one carries the outbox index keys; a
+/// delivered one expires after [`crate::domain::DELIVERED_EVENT_RETENTION`].
+pub(crate) fn event_item(e: &OutboxEvent, shards: u32) -> Item {
+    let mut item = event_key(&e.id);
+    item.extend([
+        (ENTITY.to_owned(), s("EVENT")),
+        (ID.to_owned(), s(e.id.clone())),
+        (EVENT_TYPE.to_owned(), s(e.event_type.clone())),
+        (BODY.to_owned(), s(e.body.clone())),
+        (CREATED_AT.to_owned(), t(e.created_at)),
+        (STATUS.to_owned(), s(e.status.as_str())),
+        (ATTEMPTS.to_owned(), n(e.attempts)),
+        (RETRY_SINCE.to_owned(), t(e.retry_since)),
+    ]);
+    put_opt(&mut item, OUT_TRADE_NO, e.out_trade_no.clone().map(s));
+    put_opt(&mut item, NEXT_ATTEMPT_AT, e.next_attempt_at.map(t));
+    put_opt(&mut item, LEASE_UNTIL, e.lease_until.map(t));
+    put_opt(&mut item, DELIVERED_AT, e.delivered_at.map(t));
+    put_opt(&mut item, LAST_STATUS, e.last_status.map(n));
+    put_opt(&mut item, LAST_ERROR, e.last_error.clone().map(s));
+    if let (DeliveryStatus::Pending, Some(at)) = (e.status, e.next_attempt_at) {
+        item.insert(
+            GSI2PK.to_owned(),
+            s(outbox_gsi2pk(OrderEvent::shard(&e.id, shards))),
+        );
+        item.insert(GSI2SK.to_owned(), t(at));
+    }
+    if let (DeliveryStatus::Delivered, Some(at)) = (e.status, e.delivered_at) {
+        item.insert(
+            TTL.to_owned(),
+            n((at + crate::domain::DELIVERED_EVENT_RETENTION).unix_timestamp()),
+        );
+    }
+    item
+}
+
+/// An outbox item as stored. Attributes this version does not know are ignored (the body is
+/// sent as written), so an event of a newer version is still delivered.
+pub(crate) fn event_from_item(item: &Item) -> Result<OutboxEvent, StoreError> {
+    let f = Fields::new(item, "event");
+    let created_at = f.time(CREATED_AT)?;
+    Ok(OutboxEvent {
+        id: f.s(ID)?.to_owned(),
+        event_type: f.s(EVENT_TYPE)?.to_owned(),
+        out_trade_no: f.opt_s(OUT_TRADE_NO)?.map(str::to_owned),
+        body: f.s(BODY)?.to_owned(),
+        created_at,
+        status: f.parse(STATUS, |v| {
+            DeliveryStatus::parse(v).ok_or_else(|| format!("unknown delivery status {v:?}"))
+        })?,
+        attempts: u32::try_from(f.opt_i64(ATTEMPTS)?.unwrap_or(0))
+            .map_err(|_| f.err("attempts out of range"))?,
+        next_attempt_at: f.opt_time(NEXT_ATTEMPT_AT)?,
+        lease_until: f.opt_time(LEASE_UNTIL)?,
+        retry_since: f.opt_time(RETRY_SINCE)?.unwrap_or(created_at),
+        delivered_at: f.opt_time(DELIVERED_AT)?,
+        last_status: f
+            .opt_i64(LAST_STATUS)?
+            .map(|v| u16::try_from(v).map_err(|_| f.err("last_status out of range")))
+            .transpose()?,
+        last_error: f.opt_s(LAST_ERROR)?.map(str::to_owned),
     })
 }
 

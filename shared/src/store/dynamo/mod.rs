@@ -12,6 +12,7 @@ mod admin;
 mod client;
 mod expr;
 pub(crate) mod items;
+mod outbox;
 mod transition;
 
 pub use client::{AwsAccess, ClientSettings, connect, connect_static, sdk_config};
@@ -34,12 +35,13 @@ use time::OffsetDateTime;
 use super::error::from_sdk;
 use super::{
     Anomaly, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome, Cursor,
-    FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment, RefundMoveOutcome,
-    RefundReserveOutcome, RefundSettleOutcome, Store, StoreError, SyncClaim, TakeOverOutcome,
+    EventClaim, FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment,
+    RefundMoveOutcome, RefundReserveOutcome, RefundSettleOutcome, Store, StoreError, SyncClaim,
+    TakeOverOutcome,
 };
 use crate::domain::{
-    LifecycleError, Openid, Order, OrderStatus, OutRefundNo, OutTradeNo, Plan, Product, Record,
-    Refund, RefundStatus, SkuId,
+    LifecycleError, Openid, Order, OrderStatus, OutRefundNo, OutTradeNo, OutboxEvent, Plan,
+    Product, Record, Refund, RefundStatus, SkuId,
 };
 use crate::idempotency::{IdempotencyScope, NewIdempotencyClaim, StoredResponse};
 use crate::timefmt::to_utc_string;
@@ -962,22 +964,14 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn record_anomaly(&self, anomaly: &Anomaly) -> Result<AnomalyOutcome, StoreError> {
-        let mut e = Expr::default();
-        let condition = format!("attribute_not_exists({})", e.name(attr::PK));
-        let (names, values) = e.into_parts();
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(items::anomaly_item(anomaly)))
-            .condition_expression(condition)
-            .set_expression_attribute_names(names)
-            .set_expression_attribute_values(values)
-            .send()
-            .await;
-        match conditional("PutItem", result)? {
-            Ok(_) => Ok(AnomalyOutcome::Recorded),
+    async fn record_anomaly(
+        &self,
+        anomaly: &Anomaly,
+        now: OffsetDateTime,
+    ) -> Result<AnomalyOutcome, StoreError> {
+        match self.apply_records(&anomaly.plan_recorded(now)).await? {
+            Ok(()) => Ok(AnomalyOutcome::Recorded),
+            // Its event exists only with it, and the anomaly's own condition fails first.
             Err(_) => Ok(AnomalyOutcome::AlreadyRecorded),
         }
     }
@@ -1098,6 +1092,33 @@ impl Store for DynamoStore {
                 Err(_) => None,
             },
         )
+    }
+
+    async fn due_events(
+        &self,
+        shard: u32,
+        now: OffsetDateTime,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<OutboxEvent>, StoreError> {
+        self.outbox_due(shard, now, limit, cursor).await
+    }
+
+    async fn claim_event(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<EventClaim, StoreError> {
+        self.outbox_claim(id, now, lease).await
+    }
+
+    async fn update_event(&self, from: &OutboxEvent, to: &OutboxEvent) -> Result<bool, StoreError> {
+        self.outbox_update(from, to).await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<OutboxEvent>, StoreError> {
+        self.outbox_get(id).await
     }
 
     async fn due_pending(

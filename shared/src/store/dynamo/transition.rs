@@ -180,22 +180,7 @@ impl DynamoStore {
         let new = items::order_item(to, self.shards);
         let mut e = Expr::default();
         let fixed = [attr::PK, attr::SK, attr::HISTORY, attr::VERSION];
-        let mut changed: Vec<&String> = new
-            .iter()
-            .filter(|(name, v)| !fixed.contains(&name.as_str()) && old.get(*name) != Some(v))
-            .map(|(name, _)| name)
-            .collect();
-        changed.sort();
-        let mut sets: Vec<String> = changed
-            .into_iter()
-            .map(|name| {
-                format!(
-                    "{} = {}",
-                    e.name(name),
-                    e.value(&format!("to_{name}"), new[name].clone())
-                )
-            })
-            .collect();
+        let (mut sets, removed) = item_diff(&mut e, &old, &new, &fixed);
         sets.push(format!(
             "{} = {}",
             e.name(attr::VERSION),
@@ -218,12 +203,9 @@ impl DynamoStore {
                 )
             ));
         }
-        let mut removed: Vec<&String> = old.keys().filter(|k| !new.contains_key(*k)).collect();
-        removed.sort();
         let mut update = format!("SET {}", sets.join(", "));
         if !removed.is_empty() {
-            let names: Vec<String> = removed.into_iter().map(|n| e.name(n)).collect();
-            update.push_str(&format!(" REMOVE {}", names.join(", ")));
+            update.push_str(&format!(" REMOVE {}", removed.join(", ")));
         }
         let mut condition = format!(
             "{} = {} AND {} = {}",
@@ -335,9 +317,7 @@ impl DynamoStore {
                 );
                 put_action(&self.table, items::refund_item(refund), condition, e)
             }
-            Record::Event(_) => Err(StoreError::Invalid(
-                "event items are not stored by this version (issue 15)".into(),
-            )),
+            Record::Event(event) => if_absent(items::new_event_item(event, self.shards)),
         }
     }
 
@@ -361,4 +341,39 @@ impl DynamoStore {
         let condition = format!("attribute_exists({})", e.name(attr::PK));
         self.stock_update(&m.sku_id, e, &update, &condition)
     }
+}
+
+/// What turns item `old` into item `new`: a `SET` clause per attribute that differs and the
+/// names of those `new` lacks (to `REMOVE`), leaving `fixed` ones to the caller. Attributes
+/// neither knows are untouched, so a field written since the read (or by a newer version)
+/// survives.
+pub(super) fn item_diff(
+    e: &mut Expr,
+    old: &Item,
+    new: &Item,
+    fixed: &[&str],
+) -> (Vec<String>, Vec<String>) {
+    let mut changed: Vec<&String> = new
+        .iter()
+        .filter(|(name, v)| !fixed.contains(&name.as_str()) && old.get(*name) != Some(v))
+        .map(|(name, _)| name)
+        .collect();
+    changed.sort();
+    let sets = changed
+        .into_iter()
+        .map(|name| {
+            format!(
+                "{} = {}",
+                e.name(name),
+                e.value(&format!("to_{name}"), new[name].clone())
+            )
+        })
+        .collect();
+    let mut removed: Vec<&String> = old
+        .keys()
+        .filter(|k| !fixed.contains(&k.as_str()) && !new.contains_key(*k))
+        .collect();
+    removed.sort();
+    let removed = removed.into_iter().map(|n| e.name(n)).collect();
+    (sets, removed)
 }
