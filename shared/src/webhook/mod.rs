@@ -1,0 +1,9 @@
+//! The merchant's webhook (DESIGN.md section 10): Standard Webhooks 1.0 signatures, the retry
+//! schedule, and one signed delivery attempt. The outbox and the dispatcher that decide what
+//! to send and when live elsewhere; this module only knows how a delivery looks on the wire.
+//!
+//! - [`signature`]: `whsec_` secrets, `sign` for `webhook-signature`, `verify` for receivers.
+
+pub mod signature;
+
+pub use signature::{VerifyError, WebhookError, WebhookSecret, WebhookSecrets, sign, verify};
