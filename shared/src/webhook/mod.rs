@@ -3,7 +3,10 @@
 //! to send and when live elsewhere; this module only knows how a delivery looks on the wire.
 //!
 //! - [`signature`]: `whsec_` secrets, `sign` for `webhook-signature`, `verify` for receivers.
+//! - [`schedule`]: when a failed event is attempted again, and when it is dead.
 
+pub mod schedule;
 pub mod signature;
 
+pub use schedule::{MAX_EVENT_AGE, honour_retry_after, next_attempt_at};
 pub use signature::{VerifyError, WebhookError, WebhookSecret, WebhookSecrets, sign, verify};
