@@ -7,6 +7,7 @@
 use std::{collections::HashMap, fmt, time::Duration};
 
 use crate::session::{PublicKey, SigningKey};
+use crate::webhook::WebhookSecrets;
 use crate::wechatpay::{
     aead::ApiV3Key,
     keys::{RsaPrivateKey, RsaPublicKey},
@@ -659,6 +660,71 @@ impl SessionConfig {
             ttl: session_ttl(env)?,
         })
     }
+}
+
+/// The merchant's webhook (DESIGN.md sections 2 and 10): where order events go and the
+/// secrets that sign them.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_URL`: https (plain http only on loopback, for the sandbox's receiver).
+    pub url: reqwest::Url,
+    /// `WEBHOOK_SECRET` (or `_FILE`): one `whsec_` secret, two during a rotation.
+    pub secrets: WebhookSecrets,
+    /// Whole request, connection to last byte. Not a variable: callers (and tests) set it.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl WebhookConfig {
+    /// Standard Webhooks recommends 15 to 30 s; the short end keeps a dispatcher batch short.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// `None` when `WEBHOOK_URL` is unset: events are stored and not delivered (the caller
+    /// says so in a warning).
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(url) = env.get("WEBHOOK_URL") else {
+            return Ok(None);
+        };
+        let url = webhook_url(url.trim())?;
+        let (text, from) = env
+            .inline_or_file("WEBHOOK_SECRET", "WEBHOOK_SECRET_FILE")?
+            .ok_or_else(|| {
+                bad(
+                    "WEBHOOK_SECRET",
+                    "is required with WEBHOOK_URL (or WEBHOOK_SECRET_FILE)",
+                )
+            })?;
+        // The error names the position and the problem, never the text.
+        let secrets = WebhookSecrets::parse(&text).map_err(|e| bad(from, e.to_string()))?;
+        Ok(Some(WebhookConfig {
+            url,
+            secrets,
+            timeout: Self::DEFAULT_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+        }))
+    }
+}
+
+/// Events carry order data, so they travel encrypted; plain http is left to loopback, as for
+/// the other URLs the sandbox points at itself.
+fn webhook_url(u: &str) -> Result<reqwest::Url, ConfigError> {
+    let url = reqwest::Url::parse(u).map_err(|e| bad("WEBHOOK_URL", format!("not a URL: {e}")))?;
+    if url.host_str().is_none()
+        || (url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)))
+    {
+        return Err(bad(
+            "WEBHOOK_URL",
+            "must be an https URL (http only for 127.0.0.1/localhost)",
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(bad(
+            "WEBHOOK_URL",
+            "must not have a fragment (it is never sent)",
+        ));
+    }
+    Ok(url)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //! `Store`) with their one implementation each, the store applying the domain's plans;
 //! `service` holds the use cases over the ports and never sees HTTP; `http` and `runtime`
 //! are the edge; the function binaries only wire configuration to these.
+//! `webhook` signs, schedules and sends the merchant's event deliveries (Standard Webhooks).
 
 pub mod app;
 pub mod config;
@@ -21,4 +22,5 @@ pub mod sweeper;
 pub mod telemetry;
 pub mod timefmt;
 pub mod tls;
+pub mod webhook;
 pub mod wechatpay;
