@@ -9,17 +9,23 @@ use std::{process::ExitCode, sync::Arc};
 use crate::{
     config::{
         AuthConfig, ConfigError, Env, LogFormat, MerchantAuth, SessionConfig, StoreConfig,
-        SweeperConfig, WechatPayConfig,
+        SweeperConfig, WebhookConfig, WechatPayConfig,
     },
+    dispatcher::DispatcherJob,
     http::{
         Handler, identity::IdentitySettings, merchant::MerchantApiHandler,
         payment_callback::PaymentCallbackHandler, place_order::PlaceOrderHandler,
         query_order::QueryOrderHandler, session::SessionHandler,
     },
-    service::{Deps, ServiceSettings, SweepSettings, system_clock},
+    runtime::ScheduledJob,
+    service::{
+        Deps, DispatchSettings, EventDeps, ServiceSettings, SweepSettings, WebhookPort,
+        system_clock,
+    },
     session::{HttpWxLogin, LoginSettings, PublicKey, TokenSigner},
     store::{self, AwsAccess, ClientSettings, DynamoStore},
     sweeper::SweeperJob,
+    webhook::Webhook,
     wechatpay::client::{GatewaySettings, HttpPayGateway, RetryPolicy},
 };
 
@@ -31,6 +37,7 @@ pub enum Function {
     TimeoutSweeper,
     Session,
     MerchantApi,
+    EventDispatcher,
 }
 
 impl Function {
@@ -41,6 +48,7 @@ impl Function {
         Function::TimeoutSweeper,
         Function::Session,
         Function::MerchantApi,
+        Function::EventDispatcher,
     ];
 
     /// Its binary's (and package's) name.
@@ -52,6 +60,7 @@ impl Function {
             Function::TimeoutSweeper => "timeout-sweeper",
             Function::Session => "session",
             Function::MerchantApi => "merchant-api",
+            Function::EventDispatcher => "event-dispatcher",
         }
     }
 }
@@ -107,18 +116,23 @@ pub async fn run(function: Function) -> ExitCode {
         Err(e) => return fail(&e),
     };
     enum Built {
-        Job(SweeperJob),
+        Job(Arc<dyn ScheduledJob>),
         Handler(Arc<dyn Handler>),
     }
     let built = match function {
-        Function::TimeoutSweeper => build_sweeper(&env).await.map(Built::Job),
+        Function::TimeoutSweeper => build_sweeper(&env)
+            .await
+            .map(|job| Built::Job(Arc::new(job))),
+        Function::EventDispatcher => build_dispatcher(&env)
+            .await
+            .map(|job| Built::Job(Arc::new(job))),
         _ => build(function, &env).await.map(Built::Handler),
     };
     // The environment (secret values included) is not kept once the clients are built:
     // only what the configuration parsed lives on.
     drop(env);
     let served = match built {
-        Ok(Built::Job(job)) => crate::runtime::serve_schedule(Arc::new(job)).await,
+        Ok(Built::Job(job)) => crate::runtime::serve_schedule(job).await,
         Ok(Built::Handler(handler)) => crate::runtime::serve(handler).await,
         Err(e) => return fail(&e),
     };
@@ -153,10 +167,13 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
             auth: MerchantAuth::from_env(env)?,
         }),
         Function::Session => return build_session(env),
-        Function::TimeoutSweeper => {
+        Function::TimeoutSweeper | Function::EventDispatcher => {
             return Err(ConfigError {
                 variable: "function",
-                problem: "the timeout-sweeper is a scheduled job, not an HTTP handler".into(),
+                problem: format!(
+                    "{} is a scheduled job, not an HTTP handler",
+                    function.name()
+                ),
             });
         }
     })
@@ -213,6 +230,79 @@ pub async fn build_sweeper(env: &Env) -> Result<SweeperJob, ConfigError> {
     })
 }
 
+/// The event-dispatcher's job: the store and the merchant's webhook, no WeChat Pay. Without
+/// `WEBHOOK_URL` events are kept and nothing is sent (a warning says so).
+pub async fn build_dispatcher(env: &Env) -> Result<DispatcherJob, ConfigError> {
+    let (store, store_config) = store_from(env).await?;
+    let config = WebhookConfig::from_env(env)?;
+    // An attempt is the webhook's timeout and two store calls (claim, record); its lease
+    // outlives that, so a live dispatcher is never overtaken, a dead one only briefly.
+    let lease = config
+        .as_ref()
+        .map_or(WebhookConfig::DEFAULT_TIMEOUT, |c| c.timeout)
+        + ClientSettings::default().operation_timeout * 2;
+    let webhook = match config {
+        Some(config) => {
+            let webhook = Webhook::new(&config).map_err(|e| ConfigError {
+                variable: "WEBHOOK_URL",
+                problem: e.to_string(),
+            })?;
+            Some(Arc::new(webhook) as Arc<dyn WebhookPort>)
+        }
+        None => {
+            tracing::warn!(
+                outcome = "no_webhook",
+                "WEBHOOK_URL is unset: events are stored and not delivered"
+            );
+            None
+        }
+    };
+    Ok(DispatcherJob {
+        deps: EventDeps {
+            store: Arc::new(store),
+            webhook,
+            clock: system_clock(),
+            settings: DispatchSettings {
+                // Every shard an event may have been given (see `build_sweeper`).
+                shards: crate::config::MAX_SWEEPER_SHARDS.max(store_config.sweeper_shards),
+                lease: time::Duration::try_from(lease).unwrap_or(time::Duration::minutes(1)),
+                deadline_margin: time::Duration::try_from(lease)
+                    .unwrap_or(time::Duration::minutes(1)),
+                ..DispatchSettings::default()
+            },
+        },
+    })
+}
+
+/// The store of `env`'s table, built without a network call.
+async fn store_from(env: &Env) -> Result<(DynamoStore, StoreConfig), ConfigError> {
+    let store_config = StoreConfig::from_env(env)?;
+    let access = AwsAccess {
+        region: store_config.region.clone(),
+        credentials: store_config
+            .credentials
+            .as_ref()
+            .map(|(id, secret, token)| {
+                (
+                    id.clone(),
+                    secret.expose().clone(),
+                    token.as_ref().map(|t| t.expose().clone()),
+                )
+            }),
+    };
+    // WeChat Pay waits 5 s for a notification's answer: keep DynamoDB calls well inside it
+    // and answer 500 rather than late (DESIGN.md section 8).
+    let client = store::connect(
+        store_config.endpoint.as_deref(),
+        &access,
+        &ClientSettings::default(),
+    )
+    .await;
+    let store = DynamoStore::new(client, store_config.table.clone())
+        .with_shards(store_config.sweeper_shards);
+    Ok((store, store_config))
+}
+
 /// The sweeper stops taking work early enough that an order it starts, at its clients'
 /// worst case, still ends before the invocation's deadline.
 fn sweep_settings(pace: &SweeperConfig) -> SweepSettings {
@@ -255,28 +345,8 @@ async fn deps(function: Function, env: &Env) -> Result<(Deps, StoreConfig), Conf
             matches!(function, Function::PlaceOrder | Function::MerchantApi),
         )?,
     };
-    let store_config = StoreConfig::from_env(env)?;
-    // WeChat Pay waits 5 s for a notification's answer: keep DynamoDB and WeChat Pay calls
-    // well inside it and answer 500 rather than late (DESIGN.md section 8). A user waiting on
-    // query-order gets its local state rather than a long wait.
-    let store_settings = ClientSettings::default();
+    let (store, store_config) = store_from(env).await?;
     let retry = retry_policy(function);
-    let access = AwsAccess {
-        region: store_config.region.clone(),
-        credentials: store_config
-            .credentials
-            .as_ref()
-            .map(|(id, secret, token)| {
-                (
-                    id.clone(),
-                    secret.expose().clone(),
-                    token.as_ref().map(|t| t.expose().clone()),
-                )
-            }),
-    };
-    let client = store::connect(store_config.endpoint.as_deref(), &access, &store_settings).await;
-    let store = DynamoStore::new(client, store_config.table.clone())
-        .with_shards(store_config.sweeper_shards);
     let mut gateway_settings = GatewaySettings::from_config(&wechatpay);
     gateway_settings.retry = retry;
     let gateway = HttpPayGateway::new(gateway_settings).map_err(|e| ConfigError {

@@ -670,7 +670,8 @@ pub struct WebhookConfig {
     pub url: reqwest::Url,
     /// `WEBHOOK_SECRET` (or `_FILE`): one `whsec_` secret, two during a rotation.
     pub secrets: WebhookSecrets,
-    /// Whole request, connection to last byte. Not a variable: callers (and tests) set it.
+    /// Whole request, connection to last byte (`WEBHOOK_TIMEOUT_SECONDS`, 1-30): an answer
+    /// later than this is a failed attempt, even a 2xx.
     pub timeout: Duration,
     pub connect_timeout: Duration,
 }
@@ -697,11 +698,23 @@ impl WebhookConfig {
             })?;
         // The error names the position and the problem, never the text.
         let secrets = WebhookSecrets::parse(&text).map_err(|e| bad(from, e.to_string()))?;
+        let timeout: u64 = env.parse_or(
+            "WEBHOOK_TIMEOUT_SECONDS",
+            Self::DEFAULT_TIMEOUT.as_secs(),
+            "a number of seconds",
+        )?;
+        if !(1..=30).contains(&timeout) {
+            return Err(bad(
+                "WEBHOOK_TIMEOUT_SECONDS",
+                "must be from 1 to 30 seconds (Standard Webhooks: 15-30)",
+            ));
+        }
+        let timeout = Duration::from_secs(timeout);
         Ok(Some(WebhookConfig {
             url,
             secrets,
-            timeout: Self::DEFAULT_TIMEOUT,
-            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            timeout,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT.min(timeout),
         }))
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod config;
+pub mod dispatcher;
 pub mod domain;
 pub mod http;
 pub mod idempotency;

@@ -112,10 +112,18 @@ pub enum Metric {
     RefundRequestedFen,
     /// Fen WeChat Pay paid back (refunds applied as SUCCESS).
     RefundedFen,
+    /// event-dispatcher: events the merchant's webhook acknowledged (2xx).
+    EventDelivered,
+    /// event-dispatcher: attempts that failed (non-2xx, timeout, network); retried.
+    EventAttemptFailed,
+    /// event-dispatcher: events whose retry window (3 days) ran out undelivered.
+    EventDead,
+    /// event-dispatcher: age in seconds of the oldest due, undelivered event a run saw.
+    EventOldestUndeliveredAge,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 20] = [
+    pub const ALL: [Metric; 24] = [
         Metric::PaymentAnomaly,
         Metric::PayerNotOwner,
         Metric::ProductMissing,
@@ -136,6 +144,10 @@ impl Metric {
         Metric::RefundStale,
         Metric::RefundRequestedFen,
         Metric::RefundedFen,
+        Metric::EventDelivered,
+        Metric::EventAttemptFailed,
+        Metric::EventDead,
+        Metric::EventOldestUndeliveredAge,
     ];
 
     /// The metric's name in CloudWatch (and the key of its count in the EMF line).
@@ -161,6 +173,18 @@ impl Metric {
             Metric::RefundStale => "RefundStale",
             Metric::RefundRequestedFen => "RefundRequestedFen",
             Metric::RefundedFen => "RefundedFen",
+            Metric::EventDelivered => "EventDelivered",
+            Metric::EventAttemptFailed => "EventAttemptFailed",
+            Metric::EventDead => "EventDead",
+            Metric::EventOldestUndeliveredAge => "EventOldestUndeliveredAge",
+        }
+    }
+
+    /// Its CloudWatch unit: every metric is a count but the one age.
+    pub const fn unit(self) -> &'static str {
+        match self {
+            Metric::EventOldestUndeliveredAge => "Seconds",
+            _ => "Count",
         }
     }
 }
@@ -178,7 +202,7 @@ pub fn emf_line(counts: &[(Metric, u64)], at: time::OffsetDateTime) -> String {
             "CloudWatchMetrics": [{
                 "Namespace": METRICS_NAMESPACE,
                 "Dimensions": [["Function"]],
-                "Metrics": counts.iter().map(|(name, _)| serde_json::json!({"Name": name.as_str(), "Unit": "Count"})).collect::<Vec<_>>(),
+                "Metrics": counts.iter().map(|(name, _)| serde_json::json!({"Name": name.as_str(), "Unit": name.unit()})).collect::<Vec<_>>(),
             }],
         }),
     );

@@ -19,8 +19,50 @@ pub enum Trigger {
     EventBridge { id: String, time: String },
     /// An SCF timer trigger (`{"Type": "Timer", "TriggerName", "Time", "Message"}`).
     ScfTimer { trigger_name: String, time: String },
+    /// A batch of a DynamoDB stream (a Lambda event source mapping): the records' keys.
+    DynamoDbStream { records: Vec<StreamRecord> },
     /// Any other invocation: `aws lambda invoke`, an SCF test event, or the command line.
     Manual,
+}
+
+/// One record of a DynamoDB stream batch, as much of it as a job needs: its sequence number
+/// (what a partial batch failure names) and the item's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    pub sequence_number: String,
+    /// `INSERT`, `MODIFY` or `REMOVE`.
+    pub event_name: String,
+    pub pk: String,
+    pub sk: String,
+}
+
+impl StreamRecord {
+    fn parse(record: &Value) -> Result<StreamRecord, EventError> {
+        let dynamodb = record
+            .get("dynamodb")
+            .ok_or_else(|| EventError::new("stream record without \"dynamodb\""))?;
+        let key = |name: &str| {
+            dynamodb
+                .pointer(&format!("/Keys/{name}/S"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| EventError::new(format!("stream record without key {name}")))
+        };
+        Ok(StreamRecord {
+            sequence_number: dynamodb
+                .get("SequenceNumber")
+                .and_then(Value::as_str)
+                .ok_or_else(|| EventError::new("stream record without SequenceNumber"))?
+                .to_owned(),
+            event_name: record
+                .get("eventName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            pk: key("pk")?,
+            sk: key("sk")?,
+        })
+    }
 }
 
 impl Trigger {
@@ -28,6 +70,7 @@ impl Trigger {
         match self {
             Trigger::EventBridge { .. } => "eventbridge",
             Trigger::ScfTimer { .. } => "scf_timer",
+            Trigger::DynamoDbStream { .. } => "dynamodb_stream",
             Trigger::Manual => "manual",
         }
     }
@@ -54,6 +97,20 @@ impl Trigger {
             return Ok(Trigger::EventBridge {
                 id: str_of("id"),
                 time: str_of("time"),
+            });
+        }
+        if let Some(records) = event.get("Records").and_then(Value::as_array)
+            && records
+                .first()
+                .and_then(|r| r.get("eventSource"))
+                .and_then(Value::as_str)
+                == Some("aws:dynamodb")
+        {
+            return Ok(Trigger::DynamoDbStream {
+                records: records
+                    .iter()
+                    .map(StreamRecord::parse)
+                    .collect::<Result<_, _>>()?,
             });
         }
         if scf::is_timer_event(event) {
@@ -200,6 +257,36 @@ mod tests {
                 "{ty}"
             );
         }
+    }
+
+    #[test]
+    fn dynamodb_stream_batches() {
+        let event = json!({"Records": [
+            {"eventID": "1", "eventName": "INSERT", "eventSource": "aws:dynamodb",
+             "dynamodb": {"Keys": {"pk": {"S": "EVENT#evt_A_2"}, "sk": {"S": "EVENT"}},
+                          "NewImage": {"attempts": {"N": "0"}},
+                          "SequenceNumber": "111", "StreamViewType": "NEW_AND_OLD_IMAGES"}},
+            {"eventID": "2", "eventName": "MODIFY", "eventSource": "aws:dynamodb",
+             "dynamodb": {"Keys": {"pk": {"S": "EVENT#evt_B_3"}, "sk": {"S": "EVENT"}},
+                          "SequenceNumber": "222"}}
+        ]});
+        let Trigger::DynamoDbStream { records } = Trigger::from_event(&event).unwrap() else {
+            panic!("a stream batch")
+        };
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            records[0],
+            StreamRecord {
+                sequence_number: "111".into(),
+                event_name: "INSERT".into(),
+                pk: "EVENT#evt_A_2".into(),
+                sk: "EVENT".into(),
+            }
+        );
+        assert_eq!(records[1].sequence_number, "222");
+        let keyless = json!({"Records": [{"eventSource": "aws:dynamodb",
+            "dynamodb": {"SequenceNumber": "1"}}]});
+        assert!(Trigger::from_event(&keyless).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use crate::{store::Store, wechatpay::gateway::PayGateway};
 
+mod events;
 mod notification;
 mod payment;
 mod place_order;
@@ -18,6 +19,10 @@ mod sweep;
 
 /// What the edge hands [`handle_notification`]: the notification's `Wechatpay-*` headers.
 pub use crate::wechatpay::WechatpayHeaders;
+pub use events::{
+    DispatchSettings, DispatchSummary, Dispatched, EventDeps, RedeliverError, WebhookPort,
+    dispatch_due, dispatch_event, dispatch_ids, redeliver_event,
+};
 pub use notification::{NotificationOutcome, NotifyError, handle_notification};
 pub use payment::{ApplyError, PaymentOutcome, apply_payment};
 pub use place_order::{

@@ -205,7 +205,10 @@ async fn a_claim_fences_its_attempt_and_delivery_leaves_the_index(ctx: StoreCtx)
     assert!(ctx.store.update_event(&second, &delivered).await.unwrap());
     let stored = ctx.store.get_event(&id).await.unwrap().unwrap();
     assert_eq!(stored.status, DeliveryStatus::Delivered);
-    assert_eq!((stored.last_status, stored.last_error.as_deref()), (Some(204), None));
+    assert_eq!(
+        (stored.last_status, stored.last_error.as_deref()),
+        (Some(204), None)
+    );
     assert!(
         due(&ctx, retry_at + time::Duration::days(1))
             .await
