@@ -11,8 +11,8 @@ use crate::{
     domain::{Anomaly, Order, OutRefundNo, OutTradeNo, Payment, Refund},
     http::query_order::OrderBody,
     service::{
-        Deps, RefundError, RefundInput, RefundReply, close_order_as_merchant, get_refund,
-        request_refund, resolve_abnormal,
+        Deps, RedeliverError, RefundError, RefundInput, RefundReply, close_order_as_merchant,
+        get_refund, redeliver_event, request_refund, resolve_abnormal,
     },
     store::StoreError,
     timefmt::to_wechat,
@@ -50,6 +50,32 @@ impl From<RefundError> for ApiError {
             RefundError::Store(_) => ApiError::new(500, "INTERNAL", "internal error"),
         }
     }
+}
+
+impl From<RedeliverError> for ApiError {
+    fn from(e: RedeliverError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            RedeliverError::NotFound(_) => ApiError::new(404, "EVENT_NOT_FOUND", message),
+            RedeliverError::Conflict(_) => ApiError::new(409, "CONFLICT", message),
+            RedeliverError::Store(e) => store_error(e),
+        }
+    }
+}
+
+/// An outbox event as the merchant sees it (its body is what the webhook receives).
+#[derive(Serialize)]
+struct EventView<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    out_trade_no: Option<&'a str>,
+    status: &'static str,
+    attempts: u32,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +398,28 @@ impl MerchantApiHandler {
         ))
     }
 
+    /// Schedules an event's redelivery (`202`): the dispatcher sends it, with the same
+    /// `webhook-id`.
+    async fn redeliver(&self, id: &str) -> Result<Response, ApiError> {
+        // Ids are ours ("evt_..."): anything else names no event, and never reaches a key.
+        if id.len() > 128 || id.contains('.') || !id.starts_with("evt_") {
+            return Err(ApiError::new(404, "EVENT_NOT_FOUND", "no such event"));
+        }
+        let event = redeliver_event(self.deps.store.as_ref(), id, self.deps.now()).await?;
+        Ok(json(
+            202,
+            &EventView {
+                id: &event.id,
+                event_type: &event.event_type,
+                out_trade_no: event.out_trade_no.as_deref(),
+                status: event.status.as_str(),
+                attempts: event.attempts,
+                created_at: to_wechat(event.created_at),
+                next_attempt_at: event.next_attempt_at.map(to_wechat),
+            },
+        ))
+    }
+
     async fn close(&self, no: &str) -> Result<Response, ApiError> {
         let out_trade_no = order_no(no)?;
         let order = close_order_as_merchant(&self.deps, &out_trade_no)
@@ -406,10 +454,12 @@ impl MerchantApiHandler {
             ["refunds", no] if !no.is_empty() && method == http::Method::GET => {
                 self.refund_view(no).await
             }
+            ["events", id, "redeliver"] if method == http::Method::POST => self.redeliver(id).await,
             ["orders"]
             | ["orders", _]
             | ["orders", _, "refunds" | "close"]
             | ["refunds", _]
+            | ["events", _, "redeliver"]
             | ["anomalies"] => Err(ApiError::method_not_allowed()),
             _ => Err(ApiError::not_found()),
         }

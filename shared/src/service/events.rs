@@ -319,14 +319,19 @@ pub enum RedeliverError {
 }
 
 /// The merchant's redelivery: the event due again at once, with the same id and body and a
-/// fresh retry window, whatever became of it. The next dispatch sends it.
-pub async fn redeliver_event(deps: &EventDeps, id: &str) -> Result<OutboxEvent, RedeliverError> {
+/// fresh retry window, whatever became of it. The next dispatch sends it (on AWS the stream
+/// sees it at once; the timer within its interval).
+pub async fn redeliver_event(
+    store: &dyn Store,
+    id: &str,
+    now: OffsetDateTime,
+) -> Result<OutboxEvent, RedeliverError> {
     for _ in 0..3 {
-        let Some(event) = deps.store.get_event(id).await? else {
+        let Some(event) = store.get_event(id).await? else {
             return Err(RedeliverError::NotFound(id.to_owned()));
         };
-        let again = event.redelivered(deps.now());
-        if deps.store.update_event(&event, &again).await? {
+        let again = event.redelivered(now);
+        if store.update_event(&event, &again).await? {
             tracing::info!(event_id = %id, event_type = %event.event_type, out_trade_no = event.out_trade_no.as_deref().unwrap_or(""), previous_status = event.status.as_str(), outcome = "redelivery_scheduled", "event redelivery asked");
             return Ok(again);
         }

@@ -3,6 +3,7 @@
 //! costs, reconciliation, idempotency recovery, and the TLS roots the clients trust.
 
 mod callback_edges;
+mod events_dispatch;
 mod reconcile_service;
 mod refund_service;
 mod tls_roots;
