@@ -40,6 +40,8 @@ pub struct Options {
     pub refund_delay: Duration,
     /// `--refund-spacing`: least time between two refunds of one order (WeChat Pay: 60 s).
     pub refund_spacing: Duration,
+    /// `--webhook-fail`: the webhook receiver answers 500 to this many good deliveries first.
+    pub webhook_fail: u32,
     /// `--products`: a catalog file instead of the built-in copy of
     /// `infra/local/products.json`.
     pub products: Option<PathBuf>,
@@ -63,6 +65,7 @@ impl Options {
             retry_scale: 1.0,
             refund_delay: DEFAULT_REFUND_DELAY,
             refund_spacing: WECHAT_REFUND_SPACING,
+            webhook_fail: 0,
             products: None,
             keep: false,
         }
@@ -79,6 +82,7 @@ impl Options {
             retry_scale: 0.01,
             refund_delay: DEMO_REFUND_DELAY,
             refund_spacing: DEMO_REFUND_SPACING,
+            webhook_fail: 0,
             products: None,
             keep: false,
         }
@@ -108,6 +112,7 @@ const MAX_SWEEP_EVERY_SECS: u64 = 86_400;
 const MAX_RETRY_SCALE: f64 = 1000.0;
 const MAX_REFUND_DELAY_SECS: u64 = 86_400;
 const MAX_REFUND_SPACING_SECS: u64 = 3600;
+const MAX_WEBHOOK_FAIL: u32 = 1000;
 
 /// Parses the arguments after the program name.
 pub fn parse<I>(args: I) -> Result<Command, CliError>
@@ -205,6 +210,7 @@ where
             "refund-spacing" => {
                 options.refund_spacing = seconds(&name, &value, 0, MAX_REFUND_SPACING_SECS)?;
             }
+            "webhook-fail" => options.webhook_fail = webhook_fail(&value)?,
             "products" => {
                 if value.is_empty() {
                     return Err(err("--products must not be empty"));
@@ -244,6 +250,7 @@ fn takes_value(name: &str) -> bool {
             | "retry-scale"
             | "refund-delay"
             | "refund-spacing"
+            | "webhook-fail"
             | "products"
     )
 }
@@ -261,6 +268,15 @@ fn seconds(name: &str, value: &str, min: u64, max: u64) -> Result<Duration, CliE
         Ok(s) if (min..=max).contains(&s) => Ok(Duration::from_secs(s)),
         _ => Err(err(format!(
             "--{name} must be a whole number of seconds from {min} to {max} (got {value:?})"
+        ))),
+    }
+}
+
+fn webhook_fail(value: &str) -> Result<u32, CliError> {
+    match value.trim().parse::<u32>() {
+        Ok(n) if n <= MAX_WEBHOOK_FAIL => Ok(n),
+        _ => Err(err(format!(
+            "--webhook-fail must be a whole number from 0 to {MAX_WEBHOOK_FAIL} (got {value:?})"
         ))),
     }
 }
@@ -303,6 +319,8 @@ OPTIONS:                                                          [serve / demo 
                            succeeds and is notified (0-86400)
     --refund-spacing SECONDS  least time between two refunds of one order  [{srsp} / {drsp}]
                            (429 FREQUENCY_LIMITED sooner; 0-3600)
+    --webhook-fail N       the webhook receiver answers 500 to the first   [{swf} / {dwf}]
+                           N deliveries with a good signature (0-1000)
     --products FILE        catalog to seed (default: the built-in copy of infra/local/products.json)
     --keep                 demo: keep its data dir instead of deleting it
 
@@ -344,6 +362,8 @@ demo:
         drd = d.refund_delay.as_secs(),
         srsp = s.refund_spacing.as_secs(),
         drsp = d.refund_spacing.as_secs(),
+        swf = s.webhook_fail,
+        dwf = d.webhook_fail,
         functions = routes.functions,
         wechat = routes.wechat,
         controls = routes.controls,
@@ -427,6 +447,7 @@ mod tests {
             "--refund-delay=0",
             "--refund-spacing",
             "5",
+            "--webhook-fail=3",
             "--keep",
         ])
         .unwrap() else {
@@ -440,6 +461,7 @@ mod tests {
         assert_eq!(o.retry_scale, 0.001);
         assert_eq!(o.refund_delay, Duration::ZERO);
         assert_eq!(o.refund_spacing, Duration::from_secs(5));
+        assert_eq!(o.webhook_fail, 3);
         assert!(o.keep);
     }
 
@@ -451,6 +473,7 @@ mod tests {
         assert!(usage().contains("--retry-scale"));
         assert!(usage().contains("--refund-delay SECONDS"));
         assert!(usage().contains("--refund-spacing SECONDS"));
+        assert!(usage().contains("--webhook-fail N"));
     }
 
     /// The route lists are the ones the routers are built from, so a route added to either
@@ -503,6 +526,8 @@ mod tests {
         assert!(e(&["--refund-delay", "-1"]).contains("--refund-delay"));
         assert!(e(&["--refund-delay", "1.5"]).contains("--refund-delay"));
         assert!(e(&["--refund-spacing", "3601"]).contains("--refund-spacing"));
+        assert!(e(&["--webhook-fail", "-1"]).contains("--webhook-fail"));
+        assert!(e(&["--webhook-fail", "1001"]).contains("--webhook-fail"));
         assert!(e(&["--keep"]).contains("demo"));
         assert!(e(&["demo", "serve"]).contains("serve"));
         assert!(e(&["--port", "3000", "--wechat-port", "3000"]).contains("different"));

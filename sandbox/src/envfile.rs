@@ -15,6 +15,8 @@ use crate::keys::SandboxKeys;
 pub const AWS_REGION: &str = shared::store::embedded::REGION;
 pub const AWS_ACCESS_KEY_ID: &str = "sandbox";
 pub const AWS_SECRET_ACCESS_KEY: &str = "sandbox";
+/// The receiver's path on the functions port (`WEBHOOK_URL`).
+pub const WEBHOOK_PATH: &str = "/sandbox/webhooks";
 /// `SWEEP_GRACE_SECONDS` in the sandbox.
 pub const SWEEP_GRACE_SECONDS: u64 = 1;
 
@@ -82,6 +84,12 @@ pub fn variables(i: &EnvInputs<'_>) -> Vec<(&'static str, String)> {
         ("AUTH_MODE", "token".to_owned()),
         ("MERCHANT_AUTH", "token".to_owned()),
         ("MERCHANT_API_TOKEN", i.keys.merchant_api_token().to_owned()),
+        // Order events go to the sandbox's own receiver, which checks them with this secret.
+        (
+            "WEBHOOK_URL",
+            format!("{}{}", i.functions_url, WEBHOOK_PATH),
+        ),
+        ("WEBHOOK_SECRET", i.keys.webhook_secret().expose_whsec()),
         ("ALLOW_DEBUG_IDENTITY", "1".to_owned()),
         ("LOG_FORMAT", "text".to_owned()),
     ]
@@ -94,7 +102,8 @@ pub fn render(vars: &[(&'static str, String)], env_path: &Path) -> String {
     out.push_str(
         "# wxpay-orders sandbox: the variables that point a function binary at the running\n\
          # sandbox. Rewritten on every start (ports and the DynamoDB endpoint change).\n\
-         # Holds secrets (the APIv3 key, key file paths): keep it private, never commit it.\n",
+         # Holds secrets (the APIv3 key, the webhook secret, key file paths): keep it\n\
+         # private, never commit it.\n",
     );
     out.push_str(&format!(
         "#   set -a; . {}; set +a; PORT=9100 target/debug/place-order\n",

@@ -1,8 +1,9 @@
 //! One port for every function: a `Handler` that dispatches by path to the handlers
 //! `shared::app::build` made (as API Gateway does in front of the deployed functions), plus
 //! the sandbox-only inspection routes under `/sandbox/`, which read the store directly and
-//! are not part of the product API. Dispatch follows one list, [`ENDPOINTS`], which the help
-//! and `GET /` print.
+//! are not part of the product API, and the merchant's webhook receiver (`crate::webhooks`),
+//! which stands in for the merchant's own server. Dispatch follows one list, [`ENDPOINTS`],
+//! which the help and `GET /` print.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use shared::http::{ApiError, Handler, Request, Response, json};
 use shared::store::{Anomaly, Payment, StoreSupport};
 
 use crate::catalog::Catalog;
+use crate::webhooks::WebhookReceiver;
 
 /// Says on every inspection answer what it is.
 pub const SANDBOX_ONLY: &str =
@@ -36,6 +38,10 @@ pub enum Route {
     InspectOrder(String),
     /// `GET /sandbox/products`.
     InspectProducts,
+    /// `POST /sandbox/webhooks`: a webhook delivery to the sandbox's receiver.
+    ReceiveWebhook,
+    /// `GET /sandbox/webhooks`: the deliveries it received.
+    ListWebhooks,
     /// `GET /` and `GET /sandbox`: what is served here.
     Index,
     NotFound,
@@ -179,6 +185,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
         to: |_| Route::InspectProducts,
     },
     Endpoint {
+        method: "POST",
+        path: "/sandbox/webhooks",
+        other_methods: false,
+        what: "sandbox-only: the merchant's webhook receiver (WEBHOOK_URL; checks the signature)",
+        to: |_| Route::ReceiveWebhook,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/sandbox/webhooks",
+        other_methods: false,
+        what: "sandbox-only: webhook deliveries received (?type=&out_trade_no=&accepted=)",
+        to: |_| Route::ListWebhooks,
+    },
+    Endpoint {
         method: "GET",
         path: "/",
         other_methods: false,
@@ -245,6 +265,8 @@ pub struct SandboxRouter {
     /// The store the inspection routes read (the same table the functions use).
     pub store: Arc<dyn StoreSupport>,
     pub catalog: Catalog,
+    /// `POST` and `GET /sandbox/webhooks`.
+    pub webhooks: Arc<WebhookReceiver>,
 }
 
 #[async_trait]
@@ -258,6 +280,8 @@ impl Handler for SandboxRouter {
             Route::MerchantApi => self.merchant_api.handle(request).await,
             Route::InspectOrder(no) => self.inspect_order(&no).await,
             Route::InspectProducts => self.inspect_products().await,
+            Route::ReceiveWebhook => self.webhooks.receive(&request),
+            Route::ListWebhooks => self.webhooks.list(&request),
             Route::Index => index(),
             Route::NotFound => ApiError::not_found().into_response(),
         }
@@ -415,6 +439,15 @@ mod tests {
             route(&Method::GET, "/sandbox/products"),
             Route::InspectProducts
         );
+        assert_eq!(
+            route(&Method::POST, "/sandbox/webhooks"),
+            Route::ReceiveWebhook
+        );
+        assert_eq!(
+            route(&Method::GET, "/sandbox/webhooks"),
+            Route::ListWebhooks
+        );
+        assert_eq!(route(&Method::PUT, "/sandbox/webhooks"), Route::NotFound);
         assert_eq!(route(&Method::GET, "/"), Route::Index);
         assert_eq!(route(&Method::GET, "/ordersx"), Route::NotFound);
         assert_eq!(route(&Method::GET, "/orders/a/b"), Route::NotFound);

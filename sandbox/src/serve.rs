@@ -47,6 +47,7 @@ pub fn settings(options: &Options, catalog: Catalog) -> SandboxSettings {
         retry_scale: options.retry_scale,
         refund_delay: options.refund_delay,
         refund_spacing: options.refund_spacing,
+        webhook_fail: options.webhook_fail,
         catalog,
     }
 }
@@ -86,6 +87,16 @@ async fn print_started(s: &Sandbox) {
     println!(
         "sandbox: variables for the function binaries in {} (mode 0600: it holds secrets)",
         s.env_file().display()
+    );
+    let refusals = s.webhooks().refusals_left();
+    println!(
+        "sandbox: merchant webhook receiver on {} (WEBHOOK_URL; GET it to list deliveries){}",
+        s.webhook_url(),
+        if refusals > 0 {
+            format!("; answers 500 to the first {refusals} good deliveries (--webhook-fail)")
+        } else {
+            String::new()
+        }
     );
     println!(
         "sandbox: orders expire after {} s; notifications retried at {}x WeChat Pay's schedule (15 s, 15 s, 30 s, 3 m, ...)",

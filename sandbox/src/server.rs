@@ -18,6 +18,7 @@ use shared::service::{SweepSummary, sweep_expired};
 use shared::store::embedded::{Embedded, Storage};
 use shared::store::{ClientSettings, DynamoStore, StoreError, StoreSupport};
 use shared::sweeper::SweeperJob;
+use shared::webhook::WebhookSecrets;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -26,6 +27,7 @@ use crate::envfile::{self, EnvInputs};
 use crate::keys::{KeysError, SandboxKeys};
 use crate::router::SandboxRouter;
 use crate::simulator::{Simulator, SimulatorConfig, SimulatorError, SimulatorHandle};
+use crate::webhooks::WebhookReceiver;
 
 /// The sandbox's table (`ORDERS_TABLE`).
 pub const TABLE_NAME: &str = "wxpay-orders-local";
@@ -88,6 +90,8 @@ pub struct SandboxSettings {
     /// The simulator's `--refund-delay` and `--refund-spacing`.
     pub refund_delay: Duration,
     pub refund_spacing: Duration,
+    /// `--webhook-fail`: the receiver answers 500 to this many good deliveries first.
+    pub webhook_fail: u32,
     pub catalog: Catalog,
 }
 
@@ -113,6 +117,7 @@ pub struct Sandbox {
     refund_spacing: Duration,
     retry_scale: f64,
     store: Arc<dyn StoreSupport>,
+    webhooks: Arc<WebhookReceiver>,
     simulator: Option<SimulatorHandle>,
     engine: Option<Embedded>,
     server: Option<JoinHandle<Result<(), RuntimeError>>>,
@@ -200,6 +205,10 @@ impl Sandbox {
         // schedule event.
         let sweeper = Arc::new(app::build_sweeper(&env_map()).await?);
 
+        let webhooks = Arc::new(WebhookReceiver::new(
+            WebhookSecrets::one(keys.webhook_secret().clone()),
+            settings.webhook_fail,
+        ));
         let router = Arc::new(SandboxRouter {
             place_order,
             payment_callback,
@@ -208,6 +217,7 @@ impl Sandbox {
             merchant_api,
             store: store.clone(),
             catalog: settings.catalog.clone(),
+            webhooks: webhooks.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(serve_http_until(router, listener, async move {
@@ -228,6 +238,7 @@ impl Sandbox {
             refund_spacing: settings.refund_spacing,
             retry_scale: settings.retry_scale,
             store,
+            webhooks,
             simulator: Some(simulator),
             engine: Some(engine),
             server: Some(server),
@@ -298,6 +309,16 @@ impl Sandbox {
 
     pub fn store(&self) -> &Arc<dyn StoreSupport> {
         &self.store
+    }
+
+    /// The merchant's webhook receiver (`/sandbox/webhooks`).
+    pub fn webhooks(&self) -> &Arc<WebhookReceiver> {
+        &self.webhooks
+    }
+
+    /// `WEBHOOK_URL` of `sandbox.env`: the receiver on the functions port.
+    pub fn webhook_url(&self) -> String {
+        format!("{}{}", self.functions_url, envfile::WEBHOOK_PATH)
     }
 
     pub fn simulator(&self) -> Option<&SimulatorHandle> {

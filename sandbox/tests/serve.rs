@@ -427,6 +427,8 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
         "SESSION_SIGNING_KEY_FILE",
         "SESSION_PUBLIC_KEYS_FILE",
         "SESSION_ISSUER",
+        "WEBHOOK_URL",
+        "WEBHOOK_SECRET",
     ] {
         assert!(vars.contains_key(name), "{name} missing from sandbox.env");
     }
@@ -442,6 +444,11 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     assert_eq!(vars["WX_API_BASE"], sandbox.wechat);
     assert_eq!(vars["ORDER_TTL_SECONDS"], "1800");
     assert_eq!(vars["SWEEP_GRACE_SECONDS"], "1");
+    assert_eq!(
+        vars["WEBHOOK_URL"],
+        format!("{}/sandbox/webhooks", sandbox.functions)
+    );
+    assert!(vars["WEBHOOK_SECRET"].starts_with("whsec_"));
     assert!(Path::new(&vars["WXPAY_MCH_PRIVATE_KEY_FILE"]).is_file());
     assert!(Path::new(&vars["WXPAY_PUBLIC_KEY_FILE"]).is_file());
 
@@ -461,6 +468,10 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     assert!(
         !first_output.contains("PRIVATE KEY"),
         "a private key was printed"
+    );
+    assert!(
+        !first_output.contains(&vars["WEBHOOK_SECRET"]["whsec_".len()..]),
+        "the webhook secret was printed"
     );
     drop(sandbox);
 
