@@ -233,6 +233,7 @@ impl Story {
         self.lost_notification(&order.no).await?;
         self.left_unpaid(stock).await?;
         self.refunded(&order).await?;
+        self.merchant_told(&order.no, notifications).await?;
         Ok(self.step)
     }
 
@@ -925,6 +926,56 @@ impl Story {
         println!(
             "    ok: REFUNDED, refunded_total {} of {}; one more fen: 422 REFUND_EXCEEDS_PAID",
             first.amount, first.amount
+        );
+        Ok(())
+    }
+
+    /// The merchant's webhook (the sandbox's receiver) got each of the first order's events
+    /// once, signed: one `order.paid` however many notifications, and each refund's.
+    async fn merchant_told(&mut self, no: &str, notifications: usize) -> Result<(), DemoError> {
+        self.begin("the merchant's webhook learns each transition once (signed order events)");
+        let url = format!(
+            "{}/sandbox/webhooks?out_trade_no={no}&accepted=true",
+            self.functions
+        );
+        let wanted = ["order.paid", "refund.succeeded", "refund.succeeded"];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deliveries = loop {
+            let got = self.get_ok(&url).await?;
+            let deliveries = got["deliveries"].as_array().cloned().unwrap_or_default();
+            if deliveries.len() >= wanted.len() || tokio::time::Instant::now() >= deadline {
+                break deliveries;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut types: Vec<&str> = deliveries
+            .iter()
+            .map(|d| d["type"].as_str().unwrap_or("?"))
+            .collect();
+        for d in &deliveries {
+            println!(
+                "    {} {} (webhook-id {}){}",
+                d["type"].as_str().unwrap_or("?"),
+                d["body"]["data"]["status"]
+                    .as_str()
+                    .or(d["body"]["data"]["refund"]["status"].as_str())
+                    .unwrap_or(""),
+                d["id"].as_str().unwrap_or("?"),
+                if d["duplicate"] == true {
+                    ", a duplicate"
+                } else {
+                    ""
+                }
+            );
+        }
+        types.sort_unstable();
+        let mut expected = wanted.to_vec();
+        expected.sort_unstable();
+        self.check(types == expected, || {
+            format!("events received for {no}: {types:?}, expected {expected:?}")
+        })?;
+        println!(
+            "    ok: one order.paid for {notifications} notifications, one refund.succeeded per refund; each signature verified (Standard Webhooks)"
         );
         Ok(())
     }

@@ -171,6 +171,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
         to: |_| Route::MerchantApi,
     },
     Endpoint {
+        method: "POST",
+        path: "/merchant/events/{event_id}/redeliver",
+        other_methods: true,
+        what: "merchant-api: send an order event to the webhook again (same webhook-id)",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
         method: "GET",
         path: "/sandbox/orders/{out_trade_no}",
         other_methods: false,

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use shared::app::{self, Function};
 use shared::config::{ConfigError, Env};
+use shared::dispatcher::DispatcherJob;
 use shared::runtime::{RuntimeError, serve_http_until};
+use shared::service::dispatch_due;
 use shared::service::{SweepSummary, sweep_expired};
 use shared::store::embedded::{Embedded, Storage};
 use shared::store::{ClientSettings, DynamoStore, StoreError, StoreSupport};
@@ -123,6 +125,8 @@ pub struct Sandbox {
     server: Option<JoinHandle<Result<(), RuntimeError>>>,
     stop: Option<oneshot::Sender<()>>,
     sweep_task: Option<JoinHandle<()>>,
+    dispatch_task: Option<JoinHandle<()>>,
+    /// Stops both timers (the sweeper's and the dispatcher's).
     sweep_stop: Option<watch::Sender<bool>>,
 }
 
@@ -204,6 +208,9 @@ impl Sandbox {
         // The timeout-sweeper as its binary builds it, run here on an interval instead of a
         // schedule event.
         let sweeper = Arc::new(app::build_sweeper(&env_map()).await?);
+        // The event-dispatcher likewise: the timer path (as on SCF) every second, delivering
+        // to the receiver below.
+        let dispatcher = Arc::new(app::build_dispatcher(&env_map()).await?);
 
         let webhooks = Arc::new(WebhookReceiver::new(
             WebhookSecrets::one(keys.webhook_secret().clone()),
@@ -224,6 +231,7 @@ impl Sandbox {
             let _ = stopped.await;
         }));
         let (sweep_stop, sweep_stopped) = watch::channel(false);
+        let dispatch_task = spawn_dispatcher(dispatcher, DISPATCH_EVERY, sweep_stopped.clone());
         let sweep_task = spawn_sweeper(sweeper, settings.sweep_every, sweep_stopped);
 
         Ok(Sandbox {
@@ -244,6 +252,7 @@ impl Sandbox {
             server: Some(server),
             stop: Some(stop),
             sweep_task: Some(sweep_task),
+            dispatch_task: Some(dispatch_task),
             sweep_stop: Some(sweep_stop),
         })
     }
@@ -355,6 +364,14 @@ impl Sandbox {
             tracing::warn!("timeout-sweeper still busy at shutdown; abandoning its sweep");
             task.abort();
         }
+        if let Some(mut task) = self.dispatch_task.take()
+            && tokio::time::timeout(SWEEP_STOP_WAIT, &mut task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("event-dispatcher still busy at shutdown; abandoning its run");
+            task.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -380,10 +397,45 @@ impl Drop for Sandbox {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.sweep_task.take() {
+        for task in [self.sweep_task.take(), self.dispatch_task.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
+}
+
+/// How often the in-process event-dispatcher looks for due events.
+pub const DISPATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the event-dispatcher's timer path every `every` until `stop`, as the sweeper runs;
+/// a run that delivered or failed something prints one line.
+fn spawn_dispatcher(
+    job: Arc<DispatcherJob>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopped| *stopped) => break,
+                _ = ticks.tick() => {}
+            }
+            let window = time::Duration::try_from(every).unwrap_or(time::Duration::SECOND);
+            let deadline = (job.deps.clock)() + window + job.deps.settings.deadline_margin;
+            let s = dispatch_due(&job.deps, Some(deadline)).await;
+            if s.scanned > 0 || s.failed > 0 {
+                println!(
+                    "sandbox: event-dispatcher: {} due: {} delivered, {} retrying, {} dead, {} skipped, {} failed",
+                    s.scanned, s.delivered, s.retrying, s.dead, s.skipped, s.failed
+                );
+            }
+        }
+    })
 }
 
 /// How long shutdown waits for a sweep in progress.

@@ -107,6 +107,9 @@ fn demo_runs_the_whole_story_and_exits_0() {
         "one unit restocked: sold 3 -> 2, available 2 -> 3",
         "ok: REFUNDED, refunded_total",
         "422 REFUND_EXCEEDS_PAID",
+        // the merchant's webhook: one order.paid for the 3 notifications, one per refund
+        "] the merchant's webhook learns each transition once (signed order events)",
+        "ok: one order.paid for 3 notifications, one refund.succeeded per refund",
         "demo: OK: the story completed",
     ] {
         assert!(

@@ -75,7 +75,9 @@ impl Merchant {
 
 /// A paid order, notified `deliveries` times by (a stand-in for) WeChat Pay; its event id.
 async fn paid_order(app: &TestApp, user: &str, deliveries: usize) -> (String, String) {
-    let (_, no) = app.place(user, &format!("k-{user}"), &[(SKU_UNLIMITED, 1)]).await;
+    let (_, no) = app
+        .place(user, &format!("k-{user}"), &[(SKU_UNLIMITED, 1)])
+        .await;
     let order = app.order(&no).await;
     let txn = app.success_transaction(&order, &format!("42{no}"), order.amount_total.fen());
     for _ in 0..deliveries {
@@ -170,11 +172,20 @@ async fn a_payment_event_is_delivered_once_from_the_stream() {
     assert_eq!(got[0].1["type"], "order.paid");
     assert_eq!(got[0].1["data"]["out_trade_no"], no.as_str());
     let stored = app.store.get_event(&id).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.attempts), (DeliveryStatus::Delivered, 1));
+    assert_eq!(
+        (stored.status, stored.attempts),
+        (DeliveryStatus::Delivered, 1)
+    );
 
     // The same record again (the stream delivers at least once): nothing sent twice.
-    lambda.push("inv-stream-2", stream_batch(&[(&format!("EVENT#{id}"), "EVENT")]));
-    assert_eq!(lambda.posted().await.json(), json!({"batchItemFailures": []}));
+    lambda.push(
+        "inv-stream-2",
+        stream_batch(&[(&format!("EVENT#{id}"), "EVENT")]),
+    );
+    assert_eq!(
+        lambda.posted().await.json(),
+        json!({"batchItemFailures": []})
+    );
     assert_eq!(merchant.received().len(), 1);
     // One EMF line per batch with the delivered count.
     let emf: Vec<Value> = process
@@ -195,7 +206,10 @@ async fn a_dispatcher_killed_mid_delivery_loses_nothing() {
 
     // The stream hands the event over; the merchant holds the request; the process dies.
     let (mut first, lambda) = dispatcher(&app, &url, &secret).await;
-    lambda.push("inv-stream-1", stream_batch(&[(&format!("EVENT#{id}"), "EVENT")]));
+    lambda.push(
+        "inv-stream-1",
+        stream_batch(&[(&format!("EVENT#{id}"), "EVENT")]),
+    );
     eventually("the first delivery reached the merchant", || {
         (!merchant.received().is_empty()).then_some(())
     })
@@ -222,9 +236,15 @@ async fn a_dispatcher_killed_mid_delivery_loses_nothing() {
     assert_eq!(summary["failed"], 0, "{summary}");
     let got = merchant.received();
     assert_eq!(got.len(), 2);
-    assert!(got.iter().all(|(webhook_id, _)| webhook_id == &id), "{got:?}");
+    assert!(
+        got.iter().all(|(webhook_id, _)| webhook_id == &id),
+        "{got:?}"
+    );
     assert_eq!(got[0].1, got[1].1, "the same bytes, sent again");
     let stored = app.store.get_event(&id).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.attempts), (DeliveryStatus::Delivered, 2));
+    assert_eq!(
+        (stored.status, stored.attempts),
+        (DeliveryStatus::Delivered, 2)
+    );
     second.kill();
 }
