@@ -105,7 +105,8 @@ pub struct DispatchSummary {
     pub skipped: u64,
     /// The store failed for these; the next run (or the stream's retry) takes them again.
     pub failed: u64,
-    /// Age in seconds of the oldest due event seen (its `created_at`).
+    /// Age in seconds of the oldest due event seen (since its `retry_since`: created, or
+    /// redelivered).
     pub oldest_age_seconds: u64,
     pub stopped_early: bool,
 }
@@ -277,7 +278,9 @@ pub async fn dispatch_due(deps: &EventDeps, deadline: Option<OffsetDateTime>) ->
                     break 'shards;
                 }
                 summary.scanned += 1;
-                let age = (now - event.created_at).whole_seconds().max(0) as u64;
+                // Since it became due for this round: its creation, or the merchant's
+                // redelivery (an old event redelivered is not a backlog).
+                let age = (now - event.retry_since).whole_seconds().max(0) as u64;
                 summary.oldest_age_seconds = summary.oldest_age_seconds.max(age);
                 let permit = Arc::clone(&limit).acquire_owned().await;
                 let deps = deps.clone();

@@ -249,23 +249,22 @@ async fn handle_refund(
         }
     };
     record.out_trade_no = OutTradeNo::parse(&notice.out_trade_no).ok();
-    let kept = match OutRefundNo::parse(&notice.out_refund_no) {
-        Ok(no) => deps.store.get_refund(&no).await?,
-        Err(_) => None,
-    };
-    let order = match &kept {
-        Some(refund) => deps.store.get_order(&refund.out_trade_no).await?,
-        None => None,
+    // One read: the refund and the order the notice names, together.
+    let (kept, order) = match (
+        OutRefundNo::parse(&notice.out_refund_no),
+        OutTradeNo::parse(&notice.out_trade_no),
+    ) {
+        (Ok(no), Ok(out_trade_no)) => deps.store.get_refund_and_order(&no, &out_trade_no).await?,
+        (Ok(no), Err(_)) => (deps.store.get_refund(&no).await?, None),
+        (Err(_), _) => (None, None),
     };
     let mismatch = match (&kept, &order) {
         (None, _) => Some("no refund of this out_refund_no here".to_owned()),
+        (Some(refund), _) if refund.out_trade_no.as_str() != notice.out_trade_no => Some(format!(
+            "the refund is of order {}, the notice names {}",
+            refund.out_trade_no, notice.out_trade_no
+        )),
         (Some(_), None) => Some("the refund's order is missing".to_owned()),
-        (Some(refund), Some(_)) if refund.out_trade_no.as_str() != notice.out_trade_no => {
-            Some(format!(
-                "the refund is of order {}, the notice names {}",
-                refund.out_trade_no, notice.out_trade_no
-            ))
-        }
         (Some(refund), Some(_)) if refund.amount.fen() != notice.amount.refund => Some(format!(
             "the refund is {} fen, the notice says {}",
             refund.amount.fen(),
@@ -295,6 +294,21 @@ async fn handle_refund(
             outcome: "anomaly:refund_mismatch",
         });
     };
+    // A re-delivery of what is already applied: recognised from the read alone, like a
+    // payment's, so a duplicate costs that one call.
+    let notified = match notice.refund_status {
+        RefundState::Success => Some(crate::domain::RefundStatus::Success),
+        RefundState::Closed => Some(crate::domain::RefundStatus::Closed),
+        RefundState::Abnormal => Some(crate::domain::RefundStatus::Abnormal),
+        _ => None,
+    };
+    if notified == Some(refund.status) {
+        tracing::info!(notification_id = %record.id, out_trade_no = %order.out_trade_no, out_refund_no = %refund.out_refund_no, refund_status = %refund.status, outcome = "duplicate", "refund notification");
+        return Ok(NotificationOutcome::Refund {
+            out_refund_no: notice.out_refund_no,
+            outcome: "duplicate",
+        });
+    }
     let answer = RefundResult {
         refund_id: notice.refund_id.clone(),
         out_refund_no: notice.out_refund_no.clone(),

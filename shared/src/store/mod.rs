@@ -313,6 +313,13 @@ pub trait Store: Send + Sync {
         notification: Option<&NotificationRecord>,
         now: OffsetDateTime,
     ) -> Result<RefundSettleOutcome, StoreError>;
+    /// A refund and the order a notification names, in one consistent read (a refund
+    /// notification's only read): either may be absent.
+    async fn get_refund_and_order(
+        &self,
+        out_refund_no: &crate::domain::OutRefundNo,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<(Option<Refund>, Option<Order>), StoreError>;
     async fn get_refund(
         &self,
         out_refund_no: &crate::domain::OutRefundNo,

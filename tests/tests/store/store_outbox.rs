@@ -13,8 +13,14 @@ use wxpay_tests::*;
 wxpay_tests::store_suite!(
     each_transition_writes_its_event_once,
     a_claim_fences_its_attempt_and_delivery_leaves_the_index,
-    one_of_many_concurrent_claims_wins,
 );
+
+/// On Dynoxide only, like the other storms (`store_concurrency.rs`): moto does not make a
+/// conditional write atomic against concurrent ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_of_many_concurrent_claims_wins_on_dynoxide() {
+    one_of_many_concurrent_claims_wins(StoreCtx::dynoxide("outbox_claims").await).await;
+}
 
 /// Every event item in the table, whatever its delivery state (a raw scan: the store has no
 /// such listing, and the count is what the test is about).

@@ -27,8 +27,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, KeysAndAttributes, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, CancellationReason, Get, KeysAndAttributes, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactGetItem, TransactWriteItem,
 };
 use time::OffsetDateTime;
 
@@ -892,6 +892,50 @@ impl Store for DynamoStore {
                 }
             });
         }
+    }
+
+    async fn get_refund_and_order(
+        &self,
+        out_refund_no: &OutRefundNo,
+        out_trade_no: &OutTradeNo,
+    ) -> Result<(Option<Refund>, Option<Order>), StoreError> {
+        let get = |key: Item| -> Result<TransactGetItem, StoreError> {
+            Ok(TransactGetItem::builder()
+                .get(
+                    Get::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key))
+                        .build()
+                        .map_err(build_err)?,
+                )
+                .build())
+        };
+        let out = self
+            .client
+            .transact_get_items()
+            .transact_items(get(items::refund_key(out_refund_no))?)
+            .transact_items(get(items::order_key(out_trade_no))?)
+            .send()
+            .await
+            .map_err(|e| from_sdk("TransactGetItems", e))?;
+        let found: Vec<Option<&Item>> = out
+            .responses()
+            .iter()
+            .map(|r| r.item().filter(|i| !i.is_empty()))
+            .collect();
+        let refund = found
+            .first()
+            .copied()
+            .flatten()
+            .map(items::refund_from_item)
+            .transpose()?;
+        let order = found
+            .get(1)
+            .copied()
+            .flatten()
+            .map(items::order_from_item)
+            .transpose()?;
+        Ok((refund, order))
     }
 
     async fn get_refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<Refund>, StoreError> {
