@@ -1,13 +1,15 @@
 //! `infra/tencent/*/serverless.yml` (Serverless Framework, component `scf`) against the
 //! project: one custom-runtime event function per `functions/<name>` package, deploying what
-//! scripts/build-scf.sh builds, with DESIGN.md section 3's routes behind API Gateway, the
-//! sweeper on a one-minute timer, and no secret value or debug identity in the configuration.
+//! scripts/build-scf.sh builds, with DESIGN.md section 3's routes behind API Gateway, every
+//! scheduled job (timeout-sweeper, event-dispatcher) on a one-minute timer, and no secret value
+//! or debug identity in the configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::deploy_support::{at, design_routes, path, repo};
+use crate::deploy_support::{
+    at, design_routes, function_names, path, repo, scheduled_functions, secret_variables,
+};
 use serde_norway::Value;
-use shared::secrets::SECRET_VARIABLES;
 
 /// Every function directory's serverless.yml, by directory name.
 fn configs() -> BTreeMap<String, (String, Value)> {
@@ -41,6 +43,11 @@ fn one_custom_runtime_event_function_per_package_deploying_the_built_bootstrap()
         configs.keys().cloned().collect::<BTreeSet<_>>(),
         packages,
         "one SCF function per functions/*"
+    );
+    assert_eq!(
+        configs.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        function_names(),
+        "one SCF function per shared::app::Function"
     );
     let build_script = std::fs::read_to_string(repo().join("scripts/build-scf.sh")).unwrap();
     for (name, (_, c)) in &configs {
@@ -81,7 +88,7 @@ fn one_custom_runtime_event_function_per_package_deploying_the_built_bootstrap()
 }
 
 #[test]
-fn routes_are_design_section_3_and_the_sweeper_runs_every_minute() {
+fn routes_are_design_section_3_and_every_scheduled_job_runs_every_minute() {
     let mut routes = BTreeMap::new();
     let mut timers = BTreeMap::new();
     for (name, (_, c)) in configs() {
@@ -130,17 +137,24 @@ fn routes_are_design_section_3_and_the_sweeper_runs_every_minute() {
     }
     let want = design_routes();
     assert_eq!(routes, want);
+    // Every function no route reaches is a scheduled job (SCF has no DynamoDB stream, so the
+    // event-dispatcher's timer is its only trigger there); no HTTP function has a timer.
     // SCF cron: second minute hour day month weekday year; at second 0 of every minute.
+    let scheduled = scheduled_functions();
+    assert!(scheduled.contains("timeout-sweeper") && scheduled.contains("event-dispatcher"));
     assert_eq!(
-        timers,
-        [("timeout-sweeper".to_owned(), "0 */1 * * * * *".to_owned())]
-            .into_iter()
-            .collect()
+        timers.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        scheduled,
+        "timers"
     );
+    for (name, cron) in &timers {
+        assert_eq!(cron, "0 */1 * * * * *", "{name}: every minute");
+    }
 }
 
 #[test]
 fn no_secret_value_or_debug_identity_in_the_configuration() {
+    let secret_variables = secret_variables();
     for (name, (text, c)) in configs() {
         assert!(!text.contains("ALLOW_DEBUG_IDENTITY"), "{name}");
         let vars = path(&c, &["inputs", "environment", "variables"])
@@ -149,9 +163,7 @@ fn no_secret_value_or_debug_identity_in_the_configuration() {
         for (k, v) in vars {
             let k = k.as_str().unwrap_or_default();
             assert!(
-                !SECRET_VARIABLES
-                    .iter()
-                    .any(|s| k == *s || k == format!("{s}_FILE")),
+                !secret_variables.contains(k),
                 "{name} sets {k}: secrets come from SECRETS_ID"
             );
             // Every value is a literal or a ${env:...} from the operator's .env, never a key.
@@ -185,4 +197,46 @@ fn no_secret_value_or_debug_identity_in_the_configuration() {
             );
         }
     }
+}
+
+/// SCF's event-dispatcher (timer only: SCF has no DynamoDB stream) reads a secret no other
+/// function names, and each run has time for at least one whole attempt: a run starts none
+/// in its last attempt-length, so a timeout shorter than that delivers nothing, silently.
+#[test]
+fn the_event_dispatcher_has_its_own_secret_and_time_for_an_attempt() {
+    let configs = configs();
+    let (_, dispatcher) = &configs["event-dispatcher"];
+    let vars = |c: &Value| path(c, &["inputs", "environment", "variables"]).clone();
+    let secret_of = |c: &Value| at(&vars(c), "SECRETS_ID").as_str().map(str::to_owned);
+    let own = secret_of(dispatcher).expect("event-dispatcher: SECRETS_ID");
+    for (name, (_, c)) in configs.iter().filter(|(n, _)| *n != "event-dispatcher") {
+        assert_ne!(
+            secret_of(c).as_deref(),
+            Some(own.as_str()),
+            "{name} reads the webhook secret"
+        );
+    }
+    let v = vars(dispatcher);
+    assert!(
+        at(&v, "WEBHOOK_URL").as_str().is_some(),
+        "event-dispatcher: WEBHOOK_URL from the operator's .env"
+    );
+    let webhook = at(&v, "WEBHOOK_TIMEOUT_SECONDS").as_str().map_or(
+        shared::config::WebhookConfig::DEFAULT_TIMEOUT.as_secs(),
+        |s| s.parse().expect("WEBHOOK_TIMEOUT_SECONDS: seconds"),
+    );
+    assert!(
+        (1..=30).contains(&webhook),
+        "WEBHOOK_TIMEOUT_SECONDS {webhook}"
+    );
+    let store_call = shared::store::ClientSettings::default().operation_timeout;
+    let attempt = std::time::Duration::from_secs(webhook) + store_call * 2;
+    let timeout = path(dispatcher, &["inputs", "timeout"])
+        .as_u64()
+        .expect("event-dispatcher: timeout");
+    assert!(
+        std::time::Duration::from_secs(timeout) > attempt,
+        "timeout {timeout} s leaves no time for one {attempt:?} attempt"
+    );
+    assert!(timeout <= 900, "SCF event functions run at most 900 s");
 }

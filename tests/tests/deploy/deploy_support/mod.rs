@@ -1,7 +1,7 @@
 //! What the deployment-config suites (`template.rs`, `tencent_config.rs`) share: the repo root,
 //! YAML lookups, and DESIGN.md section 3's routes with the function serving each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
@@ -18,6 +18,34 @@ pub fn at<'a>(v: &'a Value, key: &str) -> &'a Value {
 
 pub fn path<'a>(v: &'a Value, keys: &[&str]) -> &'a Value {
     keys.iter().fold(v, |v, k| at(v, k))
+}
+
+/// Every function of the project, by binary name (`shared::app::Function::ALL`).
+pub fn function_names() -> BTreeSet<&'static str> {
+    shared::app::Function::ALL
+        .iter()
+        .map(|f| f.name())
+        .collect()
+}
+
+/// The functions no route reaches: scheduled jobs, which both clouds run every minute.
+pub fn scheduled_functions() -> BTreeSet<&'static str> {
+    let routed: BTreeSet<String> = design_routes().into_values().collect();
+    function_names()
+        .into_iter()
+        .filter(|f| !routed.contains(*f))
+        .collect()
+}
+
+/// Variables whose values are secrets: shared::secrets's, and the webhook's signing secret
+/// (DESIGN.md section 2), which no template or config may set either.
+pub fn secret_variables() -> BTreeSet<String> {
+    shared::secrets::SECRET_VARIABLES
+        .iter()
+        .copied()
+        .chain(["WEBHOOK_SECRET"])
+        .flat_map(|v| [v.to_owned(), format!("{v}_FILE")])
+        .collect()
 }
 
 /// Route key (`METHOD /path`) -> the function (`functions/<name>`) that serves it.
@@ -44,6 +72,7 @@ pub fn design_routes() -> BTreeMap<String, String> {
             "POST /merchant/refunds/{out_refund_no}/abnormal-refund",
             "merchant-api",
         ),
+        ("POST /merchant/events/{event_id}/redeliver", "merchant-api"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
