@@ -1451,7 +1451,6 @@ fn the_webhook_is_off_until_its_url_is_given() {
 /// The secret the template names holds `WEBHOOK_SECRET` (DESIGN.md section 2: a secret like
 /// the others); start-up must accept it and build the webhook from it.
 #[test]
-#[ignore = "shared::secrets::SECRET_VARIABLES lacks WEBHOOK_SECRET, so the dispatcher's secret is refused at start-up; un-ignore once shared/ adds it"]
 fn the_webhook_secret_is_read_from_secrets_manager() {
     use shared::config::{Env, WebhookConfig};
     let secret = serde_json::json!({ "WEBHOOK_SECRET": whsec() }).to_string();
