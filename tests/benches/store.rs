@@ -71,6 +71,40 @@ impl Bench {
         })
     }
 
+    /// `n` paid orders, each with a REQUESTED refund of 100 fen reserved on it.
+    fn reserved_refunds(&self, n: u64) -> Vec<(Order, shared::domain::Refund)> {
+        let orders = self.placed(n);
+        self.rt.block_on(async {
+            let mut v = Vec::with_capacity(orders.len());
+            for o in orders {
+                self.store
+                    .mark_paid(&o, &payment(&o, &format!("txn-rf-{}", o.out_trade_no)), now_ms())
+                    .await
+                    .expect("pay");
+                let paid = self
+                    .store
+                    .get_order(&o.out_trade_no)
+                    .await
+                    .expect("read")
+                    .expect("the order");
+                let refund = shared::domain::Refund::requested(
+                    shared::domain::OutRefundNo::generate(now_ms()),
+                    o.out_trade_no.clone(),
+                    fen(100),
+                    None,
+                    Vec::new(),
+                    now_ms(),
+                );
+                self.store
+                    .reserve_refund(&paid, &refund)
+                    .await
+                    .expect("reserve");
+                v.push((paid, refund));
+            }
+            v
+        })
+    }
+
     /// Calls one run of `f` costs, printed next to criterion's timings.
     fn report_calls<F: Future>(&self, name: &str, f: F) {
         let (_, calls) = self.rt.block_on(self.counter.measure(f));
@@ -150,6 +184,57 @@ fn store_ops(c: &mut Criterion) {
             })
         })
     });
+
+    // Issue 14: a notification's whole store path, payment beside refund. Payment: read the
+    // order, then the PAID transaction with its record and event. Refund: read the refund
+    // and its order together, then the settling transaction with its record and event.
+    g.bench_function("payment notification: get_order + mark_paid (wins)", |bch| {
+        bch.iter_custom(|iters| {
+            let orders = b.placed(iters);
+            b.rt.block_on(async {
+                let start = Instant::now();
+                for o in &orders {
+                    let read = b.store.get_order(&o.out_trade_no).await.expect("read");
+                    let read = read.expect("the order");
+                    let mut pay = payment(o, &format!("txn-p-{}", o.out_trade_no));
+                    pay.notification = Some(Box::new(notification_record(o)));
+                    b.store.mark_paid(&read, &pay, now_ms()).await.expect("pay");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function(
+        "refund notification: get_refund_and_order + settle_refund (wins)",
+        |bch| {
+            bch.iter_custom(|iters| {
+                let refunds = b.reserved_refunds(iters);
+                b.rt.block_on(async {
+                    let start = Instant::now();
+                    for (o, r) in &refunds {
+                        let (refund, order) = b
+                            .store
+                            .get_refund_and_order(&r.out_refund_no, &o.out_trade_no)
+                            .await
+                            .expect("read");
+                        let record = notification_record(o);
+                        b.store
+                            .settle_refund(
+                                &order.expect("the order"),
+                                &refund.expect("the refund"),
+                                shared::domain::RefundStatus::Success,
+                                None,
+                                Some(&record),
+                                now_ms(),
+                            )
+                            .await
+                            .expect("settle");
+                    }
+                    start.elapsed()
+                })
+            })
+        },
+    );
 
     let paid = b.placed(1).remove(0);
     let paid_payment = payment(&paid, "txn-dup");
