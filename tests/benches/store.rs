@@ -78,7 +78,11 @@ impl Bench {
             let mut v = Vec::with_capacity(orders.len());
             for o in orders {
                 self.store
-                    .mark_paid(&o, &payment(&o, &format!("txn-rf-{}", o.out_trade_no)), now_ms())
+                    .mark_paid(
+                        &o,
+                        &payment(&o, &format!("txn-rf-{}", o.out_trade_no)),
+                        now_ms(),
+                    )
                     .await
                     .expect("pay");
                 let paid = self
@@ -188,22 +192,25 @@ fn store_ops(c: &mut Criterion) {
     // Issue 14: a notification's whole store path, payment beside refund. Payment: read the
     // order, then the PAID transaction with its record and event. Refund: read the refund
     // and its order together, then the settling transaction with its record and event.
-    g.bench_function("payment notification: get_order + mark_paid (wins)", |bch| {
-        bch.iter_custom(|iters| {
-            let orders = b.placed(iters);
-            b.rt.block_on(async {
-                let start = Instant::now();
-                for o in &orders {
-                    let read = b.store.get_order(&o.out_trade_no).await.expect("read");
-                    let read = read.expect("the order");
-                    let mut pay = payment(o, &format!("txn-p-{}", o.out_trade_no));
-                    pay.notification = Some(Box::new(notification_record(o)));
-                    b.store.mark_paid(&read, &pay, now_ms()).await.expect("pay");
-                }
-                start.elapsed()
+    g.bench_function(
+        "payment notification: get_order + mark_paid (wins)",
+        |bch| {
+            bch.iter_custom(|iters| {
+                let orders = b.placed(iters);
+                b.rt.block_on(async {
+                    let start = Instant::now();
+                    for o in &orders {
+                        let read = b.store.get_order(&o.out_trade_no).await.expect("read");
+                        let read = read.expect("the order");
+                        let mut pay = payment(o, &format!("txn-p-{}", o.out_trade_no));
+                        pay.notification = Some(Box::new(notification_record(o)));
+                        b.store.mark_paid(&read, &pay, now_ms()).await.expect("pay");
+                    }
+                    start.elapsed()
+                })
             })
-        })
-    });
+        },
+    );
     g.bench_function(
         "refund notification: get_refund_and_order + settle_refund (wins)",
         |bch| {

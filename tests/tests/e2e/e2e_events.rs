@@ -248,3 +248,56 @@ async fn a_dispatcher_killed_mid_delivery_loses_nothing() {
     );
     second.kill();
 }
+
+#[tokio::test]
+async fn without_a_webhook_events_are_kept_and_a_bad_secret_stops_start_up() {
+    let app = spawn_app().await;
+    let (_, id) = paid_order(&app, "o_nowebhook", 1).await;
+
+    // No WEBHOOK_URL: it starts, says so once, and keeps every event for later.
+    let lambda = FakeRuntime::lambda(deadline_in(60)).await;
+    let mut lambda = lambda;
+    let env = lambda_env(&app, None, lambda.addr, "event-dispatcher");
+    let mut process = FunctionProcess::spawn(Function::EventDispatcher, &env);
+    assert_eq!(process.wait_ready().await["mode"], "lambda");
+    assert!(
+        process
+            .json_logs()
+            .iter()
+            .any(|l| l["outcome"] == "no_webhook" && l["level"] == "WARN"),
+        "{:?}",
+        process.json_logs()
+    );
+    lambda.push("inv-1", stream_batch(&[(&format!("EVENT#{id}"), "EVENT")]));
+    assert_eq!(
+        lambda.posted().await.json(),
+        json!({"batchItemFailures": []})
+    );
+    let kept = app.store.get_event(&id).await.unwrap().unwrap();
+    assert_eq!((kept.status, kept.attempts), (DeliveryStatus::Pending, 0));
+    process.kill();
+
+    // A secret that is not `whsec_` + base64: one line naming the variable, never its value.
+    let bad = "whsec_not!base64-and-a-secret-value";
+    let mut env = app.function_env(None);
+    env.push((
+        "WEBHOOK_URL".into(),
+        "https://merchant.example/hooks".into(),
+    ));
+    env.push(("WEBHOOK_SECRET".into(), bad.into()));
+    let mut refused = FunctionProcess::spawn(Function::EventDispatcher, &env);
+    eventually("the process to stop on a bad WEBHOOK_SECRET", || {
+        (!refused.is_running()).then_some(())
+    })
+    .await;
+    let said = eventually("its last words", || {
+        let said = [refused.stdout(), refused.stderr()].concat().join("\n");
+        said.contains("WEBHOOK_SECRET").then_some(said)
+    })
+    .await;
+    assert!(
+        !said.contains(bad) && !said.contains("secret-value"),
+        "{said}"
+    );
+    assert!(!said.contains("\"ready\""), "{said}");
+}

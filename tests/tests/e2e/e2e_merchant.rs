@@ -110,6 +110,42 @@ async fn only_the_merchant_opens_merchant_api_and_its_lookups_answer_whole_order
     .await;
     assert_eq!(by_txn.json(), body);
 
+    // The anomalies list refuses a cursor it did not hand out.
+    for bad in ["not-a-cursor", "eyJ4IjoxfQ", "%00"] {
+        get(
+            &app,
+            &format!("{url}/merchant/anomalies?cursor={bad}"),
+            Some(&bearer),
+        )
+        .await
+        .assert_error(400, "INVALID_REQUEST");
+    }
+
+    // The payment's order.paid can be sent again; an unknown or malformed id names nothing.
+    let paid_order = app.order(&no).await;
+    let event_id = format!("evt_{no}_{}", paid_order.version);
+    let again = post(
+        &app,
+        &format!("{url}/merchant/events/{event_id}/redeliver"),
+        "redeliver-1",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(again.status, 202, "{}", again.text());
+    assert_eq!(again.json()["id"], event_id.as_str());
+    assert_eq!(again.json()["type"], "order.paid");
+    assert_eq!(again.json()["status"], "PENDING");
+    for unknown in ["evt_nope_1", "evt.dotted", "not-an-event"] {
+        post(
+            &app,
+            &format!("{url}/merchant/events/{unknown}/redeliver"),
+            "redeliver-2",
+            serde_json::json!({}),
+        )
+        .await
+        .assert_error(404, "EVENT_NOT_FOUND");
+    }
+
     // Bad refunds change nothing.
     for (key, body, status, code) in [
         (

@@ -345,3 +345,59 @@ async fn without_a_webhook_events_are_kept_for_later() {
     assert_eq!(dispatch_due(&f.deps, None).await.delivered, 1);
     assert_eq!(f.receiver.got().len(), 1);
 }
+
+/// An event written by a newer version (an unknown type, attributes this one does not know)
+/// is kept and delivered as it is: the same body, its unknown attributes untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_from_a_newer_version_is_delivered_as_it_is() {
+    use wxpay_tests::aws_sdk_dynamodb::types::AttributeValue as V;
+    let f = Fixture::new("dispatch_newer").await;
+    let body = r#"{"id":"evt_future_1","type":"order.teleported","created_at":"2026-12-07T12:00:00+08:00","data":{"out_trade_no":"ORDER-FUTURE-1","warp":9}}"#;
+    let now = shared::timefmt::to_utc_string(f.now());
+    let s = |v: &str| V::S(v.to_owned());
+    f.ctx
+        .client()
+        .put_item()
+        .table_name(&f.ctx.table)
+        .item("pk", s("EVENT#evt_future_1"))
+        .item("sk", s("EVENT"))
+        .item("entity", s("EVENT"))
+        .item("id", s("evt_future_1"))
+        .item("event_type", s("order.teleported"))
+        .item("out_trade_no", s("ORDER-FUTURE-1"))
+        .item("body", s(body))
+        .item("created_at", s(&now))
+        .item("retry_since", s(&now))
+        .item("status", s("PENDING"))
+        .item("attempts", V::N("0".into()))
+        .item("next_attempt_at", s(&now))
+        .item("gsi2pk", s("OUTBOX#0"))
+        .item("gsi2sk", s(&now))
+        .item("priority", s("warp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dispatch_due(&f.deps, None).await.delivered, 1);
+    let got = f.receiver.got();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, "evt_future_1");
+    assert_eq!(
+        got[0].body,
+        serde_json::from_str::<serde_json::Value>(body).unwrap()
+    );
+    let item = f
+        .ctx
+        .client()
+        .get_item()
+        .table_name(&f.ctx.table)
+        .key("pk", s("EVENT#evt_future_1"))
+        .key("sk", s("EVENT"))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(item["priority"], s("warp"), "an unknown attribute survives");
+    assert_eq!(item["status"], s("DELIVERED"));
+    assert_eq!(item["body"], s(body));
+}
