@@ -186,13 +186,21 @@ pub struct OutboxEvent {
     pub body: String,
     pub created_at: OffsetDateTime,
     pub status: DeliveryStatus,
-    /// Attempts since it was written or last redelivered; also the fence a dispatcher's
-    /// claim holds, so only the claim's holder records its attempt.
+    /// Attempts since it was written or last redelivered.
     pub attempts: u32,
+    /// Bumped by every claim and every redelivery, never reset: a claim's holder records its
+    /// attempt only while the fence is still the one its claim set, so a stale attempt never
+    /// overwrites a newer claim or a redelivery.
+    pub fence: u64,
+    /// When its first attempt (since written, or since redelivered) was claimed: the retry
+    /// window counts from here, so an event kept while no webhook was configured still gets
+    /// its three days once one is.
+    pub first_attempt_at: Option<OffsetDateTime>,
     pub next_attempt_at: Option<OffsetDateTime>,
     /// Whoever claimed the next attempt holds it until then.
     pub lease_until: Option<OffsetDateTime>,
-    /// The retry window counts from here: `created_at`, or the last redelivery.
+    /// When it last became due from the start: `created_at`, or the last redelivery (the
+    /// backlog's age counts from here).
     pub retry_since: OffsetDateTime,
     pub delivered_at: Option<OffsetDateTime>,
     pub last_status: Option<u16>,
@@ -200,6 +208,11 @@ pub struct OutboxEvent {
 }
 
 impl OutboxEvent {
+    /// The instant the retry window counts from.
+    pub fn window_start(&self) -> OffsetDateTime {
+        self.first_attempt_at.unwrap_or(self.retry_since)
+    }
+
     /// A 2xx answered this attempt: kept (for lookups and redelivery), never sent again.
     pub fn delivered(&self, status: u16, at: OffsetDateTime) -> OutboxEvent {
         OutboxEvent {
@@ -240,6 +253,8 @@ impl OutboxEvent {
         OutboxEvent {
             status: DeliveryStatus::Pending,
             attempts: 0,
+            fence: self.fence + 1,
+            first_attempt_at: None,
             next_attempt_at: Some(at),
             lease_until: None,
             retry_since: at,

@@ -155,15 +155,14 @@ pub async fn dispatch_event(deps: &EventDeps, id: &str) -> Result<Dispatched, St
             Dispatched::Delivered,
         ),
         AttemptOutcome::Failed | AttemptOutcome::Gone => {
+            let window = claimed.window_start();
             let next = schedule::next_attempt_at(
                 claimed.attempts,
-                claimed.retry_since,
+                window,
                 done,
                 schedule::jitter(&mut rand::rng()),
             )
-            .map(|at| {
-                schedule::honour_retry_after(at, attempt.retry_after, claimed.retry_since, done)
-            });
+            .map(|at| schedule::honour_retry_after(at, attempt.retry_after, window, done));
             let error = attempt.error.as_deref().unwrap_or("failed");
             let to = claimed.failed(attempt.status, error, next);
             (
@@ -252,7 +251,11 @@ pub async fn dispatch_due(deps: &EventDeps, deadline: Option<OffsetDateTime>) ->
     let stop_at = deadline.map(|d| d - deps.settings.deadline_margin);
     let limit = Arc::new(Semaphore::new(deps.settings.concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    'shards: for shard in 0..deps.settings.shards.max(1) {
+    // From a random shard on: a run that stops at its deadline leaves a different shard's
+    // backlog for the next, never the same high shards every time.
+    let shards = deps.settings.shards.max(1);
+    let first = rand::random_range(0..shards);
+    'shards: for shard in (0..shards).map(|i| (first + i) % shards) {
         let mut cursor = None;
         loop {
             let now = deps.now();

@@ -254,7 +254,18 @@ async fn handle_refund(
         OutRefundNo::parse(&notice.out_refund_no),
         OutTradeNo::parse(&notice.out_trade_no),
     ) {
-        (Ok(no), Ok(out_trade_no)) => deps.store.get_refund_and_order(&no, &out_trade_no).await?,
+        (Ok(no), Ok(out_trade_no)) => {
+            match deps.store.get_refund_and_order(&no, &out_trade_no).await {
+                Ok(read) => read,
+                // A transactional read is cancelled by a write in flight on either item (a
+                // concurrent delivery settling it): read them one by one rather than fail.
+                Err(e) if e.retryable() => (
+                    deps.store.get_refund(&no).await?,
+                    deps.store.get_order(&out_trade_no).await?,
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
         (Ok(no), Err(_)) => (deps.store.get_refund(&no).await?, None),
         (Err(_), _) => (None, None),
     };

@@ -137,7 +137,12 @@ where
 fn classify(op: &'static str, status: u16, code: String, message: String) -> StoreError {
     if THROTTLING.contains(&code.as_str()) {
         StoreError::Throttled { op, message }
-    } else if code == "TransactionConflictException" || code == "TransactionInProgressException" {
+    } else if code == "TransactionConflictException"
+        || code == "TransactionInProgressException"
+        // A transactional read cancelled by a write in flight (TransactGetItems; a write's
+        // own cancellation is read apart, with its reasons).
+        || code == "TransactionCanceledException"
+    {
         StoreError::TransactionConflict { op, message }
     } else if status >= 500
         || code == "InternalServerError"

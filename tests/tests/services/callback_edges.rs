@@ -20,6 +20,7 @@ use shared::{
         build_notification, client::GatewaySettings,
     },
 };
+use wxpay_tests::aws_sdk_dynamodb::types::AttributeValue;
 use wxpay_tests::{StoreCtx, fresh_claim, order, product};
 
 const APPID: &str = "wx2421b1c4370ec43b";
@@ -641,6 +642,18 @@ async fn refund_notifications_apply_once_and_strangers_are_kept_as_anomalies() {
             .all(|o| matches!(o.as_deref(), None | Some("applied" | "duplicate"))),
         "{outcomes:?}"
     );
+    // And one refund.succeeded for the merchant, however many deliveries.
+    let events = ctx
+        .client()
+        .scan()
+        .table_name(&ctx.table)
+        .filter_expression("begins_with(pk, :p) AND event_type = :t")
+        .expression_attribute_values(":p", AttributeValue::S("EVENT#".into()))
+        .expression_attribute_values(":t", AttributeValue::S("refund.succeeded".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.items().len(), 1, "{:?}", events.items());
 
     // A refund we never asked for, and one whose amount is not ours: kept, acknowledged.
     for (id, no, amount) in [("n-stranger", "R-unknown", 1), ("n-amount", "R-edge-1", 5)] {

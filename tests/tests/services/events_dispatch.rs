@@ -340,10 +340,16 @@ async fn without_a_webhook_events_are_kept_for_later() {
         &Dispatched::NoWebhook
     );
     assert_eq!(f.status(&id).await, (DeliveryStatus::Pending, 0));
-    // Configured later: the kept event goes out.
+    // Configured four days later, and the first attempt fails: its three-day window starts
+    // at that first attempt, so it is retried, not dead.
     f.deps.webhook = webhook;
+    f.set_now(f.now() + time::Duration::days(4));
+    f.receiver.answer_next(&[500]);
+    assert_eq!(dispatch_due(&f.deps, None).await.retrying, 1);
+    let event = f.ctx.store.get_event(&id).await.unwrap().unwrap();
+    f.set_now(event.next_attempt_at.unwrap());
     assert_eq!(dispatch_due(&f.deps, None).await.delivered, 1);
-    assert_eq!(f.receiver.got().len(), 1);
+    assert_eq!(f.receiver.got().len(), 2);
 }
 
 /// An event written by a newer version (an unknown type, attributes this one does not know)

@@ -236,6 +236,40 @@ async fn a_claim_fences_its_attempt_and_delivery_leaves_the_index(ctx: StoreCtx)
     assert_eq!(due_now.len(), 1);
     assert_eq!((due_now[0].attempts, &due_now[0].body), (0, &stored.body));
 
+    // A redelivery while an attempt is in flight: the stale attempt's result is refused
+    // even when a newer claim has reached the same attempt number.
+    let EventClaim::Claimed(stale) = ctx.store.claim_event(&id, later, lease).await.unwrap() else {
+        panic!("the redelivered event is claimed")
+    };
+    assert_eq!(stale.attempts, 1);
+    let read = ctx.store.get_event(&id).await.unwrap().unwrap();
+    let again = read.redelivered(later);
+    assert!(ctx.store.update_event(&read, &again).await.unwrap());
+    let EventClaim::Claimed(newer) = ctx.store.claim_event(&id, later, lease).await.unwrap() else {
+        panic!("a redelivery clears the lease")
+    };
+    assert_eq!(
+        newer.attempts, stale.attempts,
+        "same attempt number, newer claim"
+    );
+    assert!(
+        !ctx.store
+            .update_event(&stale, &stale.failed(None, "timed out", None))
+            .await
+            .unwrap(),
+        "the stale attempt cannot kill the redelivered event"
+    );
+    assert!(
+        ctx.store
+            .update_event(&newer, &newer.delivered(200, later))
+            .await
+            .unwrap()
+    );
+    let stored = ctx.store.get_event(&id).await.unwrap().unwrap();
+    assert_eq!(stored.status, DeliveryStatus::Delivered);
+    let again = stored.redelivered(later);
+    assert!(ctx.store.update_event(&stored, &again).await.unwrap());
+
     // Dead: out of the index, kept for the merchant.
     let EventClaim::Claimed(third) = ctx.store.claim_event(&id, later, lease).await.unwrap() else {
         panic!("a redelivered event is claimed")

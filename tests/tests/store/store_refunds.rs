@@ -292,6 +292,20 @@ async fn a_refund_settles_once_with_its_restock(ctx: StoreCtx) {
         .filter(|out| matches!(out, RefundSettleOutcome::Applied { .. }))
         .collect();
     assert_eq!(applied.len(), 1, "{outcomes:?}");
+    // One settlement, one event: its order as it became, and the refund.
+    let events = crate::store_outbox::event_items(&ctx).await;
+    let succeeded: Vec<_> = events
+        .iter()
+        .filter(|(_, kind, _)| kind == "refund.succeeded")
+        .collect();
+    assert_eq!(
+        succeeded,
+        [&(
+            format!("evt_{}_SUCCESS", accepted.out_refund_no),
+            "refund.succeeded".to_owned(),
+            o.out_trade_no.to_string()
+        )]
+    );
     assert!(outcomes.iter().all(|out| match out {
         RefundSettleOutcome::Applied { .. } => true,
         RefundSettleOutcome::AlreadyMoved(r) => r.status == RefundStatus::Success,
@@ -389,6 +403,16 @@ async fn closed_refunds_release_and_refusals_write_nothing(ctx: StoreCtx) {
         (OrderStatus::Paid, fen(0), fen(0))
     );
     assert_eq!(closed.status, RefundStatus::Closed);
+    let closed_event = ctx
+        .store
+        .get_event(&format!("evt_{}_CLOSED", r.out_refund_no))
+        .await
+        .unwrap()
+        .expect("refund.closed written with the settlement");
+    assert_eq!(closed_event.event_type, "refund.closed");
+    let body: serde_json::Value = serde_json::from_str(&closed_event.body).unwrap();
+    assert_eq!(body["data"]["refund"]["status"], "CLOSED");
+    assert_eq!(body["data"]["order"]["refund_pending_total"], 0);
     assert_eq!(
         stock(&ctx, &tea).await,
         (0, 1, Some(9)),

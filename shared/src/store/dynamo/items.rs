@@ -108,6 +108,8 @@ pub(crate) mod attr {
     pub const NEXT_ATTEMPT_AT: &str = "next_attempt_at";
     pub const LEASE_UNTIL: &str = "lease_until";
     pub const RETRY_SINCE: &str = "retry_since";
+    pub const FENCE: &str = "fence";
+    pub const FIRST_ATTEMPT_AT: &str = "first_attempt_at";
     pub const DELIVERED_AT: &str = "delivered_at";
     pub const LAST_STATUS: &str = "last_status";
     pub const LAST_ERROR: &str = "last_error";
@@ -903,6 +905,8 @@ pub(crate) fn new_event_item(e: &OrderEvent, shards: u32) -> Item {
             created_at: e.created_at,
             status: DeliveryStatus::Pending,
             attempts: 0,
+            fence: 0,
+            first_attempt_at: None,
             next_attempt_at: Some(e.created_at),
             lease_until: None,
             retry_since: e.created_at,
@@ -926,8 +930,10 @@ pub(crate) fn event_item(e: &OutboxEvent, shards: u32) -> Item {
         (CREATED_AT.to_owned(), t(e.created_at)),
         (STATUS.to_owned(), s(e.status.as_str())),
         (ATTEMPTS.to_owned(), n(e.attempts)),
+        (FENCE.to_owned(), n(e.fence)),
         (RETRY_SINCE.to_owned(), t(e.retry_since)),
     ]);
+    put_opt(&mut item, FIRST_ATTEMPT_AT, e.first_attempt_at.map(t));
     put_opt(&mut item, OUT_TRADE_NO, e.out_trade_no.clone().map(s));
     put_opt(&mut item, NEXT_ATTEMPT_AT, e.next_attempt_at.map(t));
     put_opt(&mut item, LEASE_UNTIL, e.lease_until.map(t));
@@ -966,6 +972,9 @@ pub(crate) fn event_from_item(item: &Item) -> Result<OutboxEvent, StoreError> {
         })?,
         attempts: u32::try_from(f.opt_i64(ATTEMPTS)?.unwrap_or(0))
             .map_err(|_| f.err("attempts out of range"))?,
+        fence: u64::try_from(f.opt_i64(FENCE)?.unwrap_or(0))
+            .map_err(|_| f.err("fence out of range"))?,
+        first_attempt_at: f.opt_time(FIRST_ATTEMPT_AT)?,
         next_attempt_at: f.opt_time(NEXT_ATTEMPT_AT)?,
         lease_until: f.opt_time(LEASE_UNTIL)?,
         retry_since: f.opt_time(RETRY_SINCE)?.unwrap_or(created_at),

@@ -857,8 +857,16 @@ impl Store for DynamoStore {
                         refund: Box::new(refund),
                     }
                 }
-                Applied::RecordRefused { item, .. } => {
+                Applied::RecordRefused { index: 0, item } => {
                     RefundSettleOutcome::AlreadyMoved(Box::new(refund_of(item)?))
+                }
+                // Its event exists only if this very move happened, and then the refund's
+                // own condition fails first.
+                Applied::RecordRefused { index, .. } => {
+                    return Err(StoreError::Inconsistent(format!(
+                        "refund {}: record {index} of its settlement refused without it",
+                        refund.out_refund_no
+                    )));
                 }
                 Applied::OrderRefused { order: None, .. } => RefundSettleOutcome::NotFound,
                 Applied::OrderRefused {
@@ -1015,8 +1023,13 @@ impl Store for DynamoStore {
     ) -> Result<AnomalyOutcome, StoreError> {
         match self.apply_records(&anomaly.plan_recorded(now)).await? {
             Ok(()) => Ok(AnomalyOutcome::Recorded),
-            // Its event exists only with it, and the anomaly's own condition fails first.
-            Err(_) => Ok(AnomalyOutcome::AlreadyRecorded),
+            Err((0, _)) => Ok(AnomalyOutcome::AlreadyRecorded),
+            // Its event exists only with it: an event without its anomaly is a bug to see,
+            // never an anomaly to drop.
+            Err((index, _)) => Err(StoreError::Inconsistent(format!(
+                "anomaly {}#{}: record {index} of its transaction refused without it",
+                anomaly.kind, anomaly.cause
+            ))),
         }
     }
 

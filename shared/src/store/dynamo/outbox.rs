@@ -30,16 +30,28 @@ impl DynamoStore {
             e.name(attr::GSI2SK),
             e.value("now", items::s(to_utc_string(now))),
         );
-        self.query_page_of(
-            items::GSI2,
-            e,
-            &condition,
-            true,
-            limit,
-            start,
-            items::event_from_item,
-        )
-        .await
+        // One unreadable item must not stall its shard: it is logged and left out.
+        let page = self
+            .query_page_of(items::GSI2, e, &condition, true, limit, start, |item| {
+                Ok(items::event_from_item(item).map_err(|err| (item.clone(), err)))
+            })
+            .await?;
+        let items = page
+            .items
+            .into_iter()
+            .filter_map(|decoded| match decoded {
+                Ok(event) => Some(event),
+                Err((item, err)) => {
+                    let key = item.get(attr::PK).and_then(|v| v.as_s().ok()).cloned();
+                    tracing::error!(pk = key.as_deref().unwrap_or(""), error = %err, outcome = "malformed_event", "an outbox item this version cannot read; skipped");
+                    None
+                }
+            })
+            .collect();
+        Ok(Page {
+            items,
+            next: page.next,
+        })
     }
 
     pub(super) async fn outbox_claim(
@@ -49,12 +61,15 @@ impl DynamoStore {
         lease: time::Duration,
     ) -> Result<EventClaim, StoreError> {
         let mut e = Expr::default();
+        let first = e.name(attr::FIRST_ATTEMPT_AT);
         let update = format!(
-            "SET {} = {} ADD {} {}",
+            "SET {} = {}, {first} = if_not_exists({first}, {}) ADD {} {one}, {} {one}",
             e.name(attr::LEASE_UNTIL),
             e.value("lease", items::t(now + lease)),
+            e.value("first", items::t(now)),
             e.name(attr::ATTEMPTS),
-            e.value("one", items::n(1)),
+            e.name(attr::FENCE),
+            one = e.value("one", items::n(1)),
         );
         let lease_until = e.name(attr::LEASE_UNTIL);
         let now_v = e.value("now", items::t(now));
@@ -105,13 +120,24 @@ impl DynamoStore {
         if clauses.is_empty() {
             return Ok(true);
         }
-        let condition = format!(
-            "{} = {} AND {} = {}",
-            e.name(attr::STATUS),
-            e.value("from_status", items::s(from.status.as_str())),
-            e.name(attr::ATTEMPTS),
-            e.value("from_attempts", items::n(from.attempts)),
-        );
+        // The fence grows with every claim and redelivery: a result recorded over the fence
+        // its claim set is the newest word, anything else lost to a newer one.
+        let fence = e.name(attr::FENCE);
+        let condition = if from.fence == 0 {
+            format!(
+                "{} = {} AND (attribute_not_exists({fence}) OR {fence} = {})",
+                e.name(attr::STATUS),
+                e.value("from_status", items::s(from.status.as_str())),
+                e.value("from_fence", items::n(0)),
+            )
+        } else {
+            format!(
+                "{} = {} AND {fence} = {}",
+                e.name(attr::STATUS),
+                e.value("from_status", items::s(from.status.as_str())),
+                e.value("from_fence", items::n(from.fence)),
+            )
+        };
         Ok(self
             .update_returning(items::event_key(&from.id), e, clauses.join(" "), condition)
             .await?
