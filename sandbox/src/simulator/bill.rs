@@ -1,7 +1,9 @@
 //! The simulator's trade bills: a Beijing day's payments and refunds written as WeChat Pay's
-//! ALL bill (`reference/wechatpay-refunds-bills.md` sections 7 and 9: header without
-//! backticks, every data cell after one backtick, the summary, `\n` line ends, UTF-8), and the
-//! short-lived download tokens that serve them.
+//! ALL bill, and the short-lived download tokens that serve them, so the reconciler can be
+//! run locally against the same file format it meets in production.
+//!
+//! Format (`reference/wechatpay-refunds-bills.md` sections 7 and 9): header without
+//! backticks, every data cell after one backtick, the summary, `\n` line ends, UTF-8.
 //!
 //! Written here independently of `shared::wechatpay::bill` (which reads bills), so a test of
 //! the two together checks the parser against the format, not against itself. Choices the

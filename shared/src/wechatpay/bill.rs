@@ -1,7 +1,6 @@
-//! The trade bill (`GET /v3/bill/tradebill`, `bill_type=ALL`): its rows and summary as exact
-//! values (fen, UTC instants), read as a stream so a day of any size passes through bounded
-//! memory, and checked whole (layout, summary sums, SHA-1) so a reconciliation acts on none of
-//! a file that turns out damaged.
+//! The trade bill (`bill_type=ALL`) as exact values (fen, UTC), read as a stream so a day of
+//! any size passes in bounded memory, and checked whole (layout, summary sums, SHA-1) so a
+//! reconciliation acts on nothing from a damaged file.
 //!
 //! The file (`reference/wechatpay-refunds-bills.md` sections 6.3 and 7): UTF-8 CSV, a header
 //! line of Chinese column names, data rows whose every cell starts with one backtick, then a
