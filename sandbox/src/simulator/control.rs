@@ -20,7 +20,9 @@ use shared::wechatpay::RefundState;
 use time::OffsetDateTime;
 
 use super::wechat::{json_response, reply};
-use super::{ApiError, Endpoint, Fault, PayOutcome, PayRequest, RefundSettled, Shared, notify};
+use super::{
+    ApiError, Endpoint, Fault, PayOutcome, PayRequest, RefundSettled, Shared, bill, notify,
+};
 
 /// Copies of one notification sent at once; more is a load test, not a simulation.
 const MAX_DELIVERIES: u32 = 100;
@@ -59,7 +61,7 @@ pub(super) const ROUTES: &[Endpoint] = &[
     Endpoint {
         method: "POST",
         path: "/sandbox/fail",
-        what: "queue a fault for /v3/*: {\"path_prefix\", \"status\"}",
+        what: "queue a fault for /v3/*: {\"path_prefix\", \"status\"}; with status 200, \"tamper\": true alters a bill download",
         handler: |m| on(m, fail),
     },
     Endpoint {
@@ -212,10 +214,17 @@ pub(super) fn settle_later(shared: &Arc<Shared>, out_refund_no: String) {
 }
 
 pub(super) fn inject_fault(shared: &Shared, fault: Fault) -> Result<(), ApiError> {
-    let slow_only = (200..300).contains(&fault.status) && fault.delay_ms > 0;
-    if !(400..=599).contains(&fault.status) && !slow_only {
+    let answered = (200..300).contains(&fault.status);
+    if fault.tamper && (!answered || !fault.path_prefix.starts_with(bill::DOWNLOAD_PATH)) {
+        return Err(invalid(format!(
+            "tamper needs a 2xx status and path_prefix {}",
+            bill::DOWNLOAD_PATH
+        )));
+    }
+    let benign = answered && (fault.delay_ms > 0 || fault.tamper);
+    if !(400..=599).contains(&fault.status) && !benign {
         return Err(invalid(
-            "status must be an HTTP error status, 400 to 599 (or 2xx with delay_ms: slow answers)",
+            "status must be an HTTP error status, 400 to 599 (or 2xx with delay_ms: slow answers, or with tamper: altered bills)",
         ));
     }
     if !fault.path_prefix.starts_with("/v3/") {

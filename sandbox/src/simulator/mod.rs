@@ -1,5 +1,5 @@
-//! The WeChat Pay v3 simulator: a local HTTP server that answers the JSAPI and refund calls
-//! the backend makes exactly as WeChat Pay does (paths, merchant-signature checks, signed
+//! The WeChat Pay v3 simulator: a local HTTP server that answers the JSAPI, refund and bill
+//! calls the backend makes exactly as WeChat Pay does (paths, merchant-signature checks, signed
 //! responses, `{code, message}` errors), and plays the user's side through `/sandbox/*`.
 //!
 //! - `wechat`: the WeChat Pay API surface, request authentication and response signing.
@@ -9,10 +9,13 @@
 //!   retry schedule.
 //! - `state`: the simulated transactions and refunds and what happened to them.
 //! - `login`: WeChat's mini-program login, `GET /sns/jscode2session` (not WeChat Pay's).
+//! - `bill`: the day's trade bill of the simulated transactions and refunds, in WeChat Pay's
+//!   ALL format, and its download tokens.
 //!
 //! `wechat`, `control` and `login` each build their router from a list of [`Endpoint`]s,
 //! the lists `sandbox --help` prints.
 
+mod bill;
 mod control;
 pub mod login;
 mod notify;
@@ -205,6 +208,11 @@ pub struct Fault {
     /// WeChat Pay did the work but the merchant never learnt it.
     #[serde(default)]
     pub process: bool,
+    /// With a 2xx `status` on `/v3/billdownload/file`: the bill downloads with one figure
+    /// altered after its `hash_value` was given (damage or tampering on the way), so only
+    /// the SHA-1 check can tell.
+    #[serde(default)]
+    pub tamper: bool,
 }
 
 impl Fault {
@@ -224,6 +232,25 @@ impl Fault {
             times,
             delay_ms: 0,
             process: false,
+            tamper: false,
+        }
+    }
+
+    /// The next `times` trade-bill requests answer `400 STATEMENT_CREATING`: the bill is not
+    /// generated yet (WeChat Pay's state before about 10:00 Beijing time the next day).
+    pub fn bill_not_ready(times: u32) -> Self {
+        Fault {
+            message: "账单生成中，请于次日上午10点后再获取".to_owned(),
+            ..Fault::new("/v3/bill/tradebill", 400, "STATEMENT_CREATING", times)
+        }
+    }
+
+    /// The next `times` bill downloads are altered after their hash (see [`Fault::tamper`]).
+    pub fn tampered_bill(times: u32) -> Self {
+        Fault {
+            tamper: true,
+            message: "tampered".to_owned(),
+            ..Fault::new("/v3/billdownload/file", 200, "TAMPERED", times)
         }
     }
 
@@ -567,6 +594,12 @@ impl SimulatorHandle {
         deliveries: u32,
     ) -> Result<RefundSettled, ApiError> {
         control::settle_refund(&self.shared, out_refund_no, status, deliveries)
+    }
+
+    /// The Beijing day's trade bill as `GET /v3/bill/tradebill` would serve it now (the
+    /// uncompressed ALL file); `None` for a day without trades (`NO_STATEMENT_EXIST`).
+    pub fn trade_bill(&self, bill_date: time::Date) -> Option<String> {
+        bill::render(self.shared.store().bill_entries(bill_date))
     }
 
     /// Queues a fault (`POST /sandbox/fail`).

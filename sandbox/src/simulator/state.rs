@@ -16,6 +16,7 @@ use shared::wechatpay::{
 };
 use time::OffsetDateTime;
 
+use super::bill::{BillEntry, BillStore, EntryKind, beijing_date};
 use super::{ApiError, Fault, PayOutcome, PayRequest};
 
 /// WeChat Pay keeps a prepay_id for 2 hours; an identical prepay after that gets a new one.
@@ -247,6 +248,8 @@ pub(crate) struct Store {
     notifications: Vec<NotificationStatus>,
     /// Delivery runs in progress per notification id (a redelivery may overlap the first).
     active_deliveries: HashMap<String, u32>,
+    /// Trade bills handed out and awaiting their download.
+    pub(crate) bills: BillStore,
 }
 
 const TRANSACTION_SUCCESS: &str = "TRANSACTION.SUCCESS";
@@ -851,6 +854,57 @@ impl Store {
             copies,
         };
         Ok(Some((view.clone(), job)))
+    }
+
+    /// The lines of the Beijing day's trade bill: every payment that succeeded that day
+    /// (refunded since or not: the row records the payment) and every refund accepted that
+    /// day, with its status now.
+    pub(crate) fn bill_entries(&self, date: time::Date) -> Vec<BillEntry> {
+        let on_date = |t: Option<&str>| {
+            t.and_then(|t| shared::timefmt::parse_rfc3339(t).ok())
+                .filter(|at| beijing_date(*at) == date)
+        };
+        let entry = |order: &Order, at, transaction_id: &str, kind| BillEntry {
+            at,
+            appid: order.view.appid.clone(),
+            mchid: order.view.mchid.clone(),
+            transaction_id: transaction_id.to_owned(),
+            out_trade_no: order.view.out_trade_no.clone(),
+            openid: order.view.payer_openid.clone(),
+            description: order.view.description.clone(),
+            attach: order.view.attach.clone().unwrap_or_default(),
+            kind,
+        };
+        let payments = self.payments.iter().filter_map(|(transaction_id, p)| {
+            let at = on_date(p.success_time.as_deref())?;
+            let order = self.orders.get(&p.out_trade_no)?;
+            let amount = p
+                .amount
+                .as_ref()
+                .map_or(order.view.amount_total, |a| a.total);
+            Some(entry(
+                order,
+                at,
+                transaction_id,
+                EntryKind::Payment { amount },
+            ))
+        });
+        let refunds = self.refunds.values().filter_map(|r| {
+            let at = on_date(Some(&r.view.create_time))?;
+            let order = self.orders.get(&r.view.out_trade_no)?;
+            Some(entry(
+                order,
+                at,
+                &r.view.transaction_id,
+                EntryKind::Refund {
+                    refund_id: r.view.refund_id.clone(),
+                    out_refund_no: r.view.out_refund_no.clone(),
+                    amount: r.view.amount.refund,
+                    status: r.view.status.to_string(),
+                },
+            ))
+        });
+        payments.chain(refunds).collect()
     }
 
     /// Takes the first fault matching the request, using one of its `times`.

@@ -1,7 +1,9 @@
 //! The WeChat Pay API surface: JSAPI prepay, query by out_trade_no and by transaction_id,
-//! close, create and query refund, with WeChat Pay's request checks (headers, merchant signature, parameters) and
-//! `{code, message, detail}` errors. Every response, errors and 204s included, leaves through
-//! `sign_responses`, so the backend's "an unsigned 2xx is forged" rule is exercised.
+//! close, create and query refund, the trade bill and its download, with WeChat Pay's request
+//! checks (headers, merchant signature, parameters) and `{code, message, detail}` errors.
+//! Every response, errors and 204s included, leaves through `sign_responses`, so the
+//! backend's "an unsigned 2xx is forged" rule is exercised; the one exception is WeChat Pay's
+//! own, the bill download, answered unsigned.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use serde_json::{Value, json};
 use shared::wechatpay::{VerifyError, nonce, parse_authorization, sign_response_headers};
 use time::OffsetDateTime;
 
+use super::bill::{self, DOWNLOAD_PATH, StoredBill, TamperBill};
 use super::state::{NewOrder, NewRefund, RefundRules};
 use super::{ApiError, Endpoint, Shared, SimulatorConfig, control};
 
@@ -73,6 +76,18 @@ pub(super) const ROUTES: &[Endpoint] = &[
     },
     Endpoint {
         method: "GET",
+        path: "/v3/bill/tradebill",
+        what: "a Beijing day's trade bill (ALL, any date up to today): download_url and SHA-1",
+        handler: |m| on(m, trade_bill),
+    },
+    Endpoint {
+        method: "GET",
+        path: DOWNLOAD_PATH,
+        what: "download a bill (gzip; answered unsigned, as WeChat Pay does)",
+        handler: |m| on(m, download_bill),
+    },
+    Endpoint {
+        method: "GET",
         path: "/v3/certificates",
         what: "the platform certificates (404 for a public-key merchant)",
         handler: |m| on(m, certificates),
@@ -125,6 +140,11 @@ pub(super) async fn sign_responses(
     request: Request,
     next: Next,
 ) -> Response {
+    // WeChat Pay does not sign the bill file (reference `wechatpay-refunds-bills.md` 6.3):
+    // a client that insists on a signature there fails here as it would there.
+    if request.uri().path() == DOWNLOAD_PATH {
+        return next.run(request).await;
+    }
     let response = next.run(request).await;
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = to_bytes(body, usize::MAX).await else {
@@ -181,7 +201,7 @@ async fn authenticate(State(s): State<Arc<Shared>>, request: Request, next: Next
     let fault = s
         .store()
         .take_fault(parts.method.as_str(), parts.uri.path());
-    let request = Request::from_parts(parts, Body::from(bytes));
+    let mut request = Request::from_parts(parts, Body::from(bytes));
     let Some(fault) = fault else {
         return next.run(request).await;
     };
@@ -189,8 +209,12 @@ async fn authenticate(State(s): State<Arc<Shared>>, request: Request, next: Next
     if fault.delay_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
     }
-    // A 2xx "fault" is only slowness: the real answer, late.
+    // A 2xx "fault" is only slowness, or a bill altered on its way: the real answer, late
+    // or damaged.
     if (200..300).contains(&fault.status) {
+        if fault.tamper {
+            request.extensions_mut().insert(TamperBill);
+        }
         return next.run(request).await;
     }
     if fault.process {
@@ -467,6 +491,154 @@ async fn apply_abnormal_refund(
         control::settle_later(&s, refund.out_refund_no.clone());
     }
     reply(applied)
+}
+
+/// WeChat Pay keeps bills for 3 months (reference 6.1); roughly, in days.
+const BILL_DAYS_KEPT: i64 = 92;
+
+/// `GET /v3/bill/tradebill`: the day's ALL bill of the simulator's own payments and refunds,
+/// made now (so any date up to today, unlike WeChat Pay, whose bill for day D exists from
+/// about 10:00 on D+1: `Fault::bill_not_ready` plays that), held for 5 minutes under a
+/// random token.
+async fn trade_bill(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let served = bill_request(query).and_then(|(date, gzip)| {
+        let text = bill::render(s.store().bill_entries(date))
+            .ok_or_else(|| ApiError::new(400, "NO_STATEMENT_EXIST", "请求的账单文件不存在"))?;
+        let hash_value = shared::wechatpay::bill::sha1_hex(text.as_bytes());
+        let token = nonce();
+        let now = now();
+        s.store().bills.insert(
+            token.clone(),
+            StoredBill {
+                text,
+                gzip,
+                expires_at: now + bill::DOWNLOAD_TTL,
+            },
+            now,
+        );
+        // The host the merchant called: the URL works from wherever it reached us.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map_or_else(|| s.config.addr.to_string(), str::to_owned);
+        let tartype = if gzip { "&tartype=gzip" } else { "" };
+        tracing::info!(%date, gzip, "trade bill applied for");
+        Ok(json!({
+            "hash_type": "SHA1",
+            "hash_value": hash_value,
+            "download_url": format!("http://{host}{DOWNLOAD_PATH}?token={token}{tartype}"),
+        }))
+    });
+    reply(served)
+}
+
+/// `bill_date` (yyyy-MM-dd, within the last 3 months, not after today in Beijing),
+/// `bill_type` (ALL, the only one simulated) and `tar_type` (GZIP or absent): the date and
+/// whether to gzip.
+fn bill_request(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<(time::Date, bool), ApiError> {
+    let Query(params) =
+        query.map_err(|_| param_error("bill_date", None, "malformed query string", "query"))?;
+    let raw = params
+        .get("bill_date")
+        .ok_or_else(|| param_error("bill_date", None, "is required", "query"))?;
+    let date = time::Date::parse(
+        raw,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| {
+        param_error(
+            "bill_date",
+            Some(&Value::String(bounded(raw))),
+            "must be yyyy-MM-DD",
+            "query",
+        )
+    })?;
+    let today = bill::beijing_date(now());
+    if date > today || (today - date).whole_days() > BILL_DAYS_KEPT {
+        return Err(ApiError::new(
+            400,
+            "INVALID_REQUEST",
+            "请检查bill_date: only dates of the last 3 months up to today",
+        ));
+    }
+    match params.get("bill_type").map(String::as_str) {
+        None | Some("ALL") => {}
+        Some(
+            "SUCCESS" | "REFUND" | "RECHARGE_REFUND" | "ALL_SPECIAL" | "SUC_SPECIAL"
+            | "REF_SPECIAL",
+        ) => {
+            return Err(ApiError::new(
+                400,
+                "INVALID_REQUEST",
+                "the simulator serves bill_type=ALL only",
+            ));
+        }
+        Some(other) => {
+            return Err(param_error(
+                "bill_type",
+                Some(&Value::String(bounded(other))),
+                "must be ALL, SUCCESS, REFUND, ...",
+                "query",
+            ));
+        }
+    }
+    let gzip = match params.get("tar_type").map(String::as_str) {
+        None => false,
+        Some("GZIP") => true,
+        Some(other) => {
+            return Err(param_error(
+                "tar_type",
+                Some(&Value::String(bounded(other))),
+                "must be GZIP or absent",
+                "query",
+            ));
+        }
+    };
+    Ok((date, gzip))
+}
+
+/// `GET /v3/billdownload/file?token=`: the bill's bytes (gzip when asked), unsigned.
+async fn download_bill(
+    State(s): State<Arc<Shared>>,
+    tamper: Option<axum::Extension<TamperBill>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let token = query.ok().and_then(|Query(p)| p.get("token").cloned());
+    let stored = token.and_then(|t| s.store().bills.get(&t, now()));
+    let Some(stored) = stored else {
+        // The error for an expired download_url is not documented (reference 10).
+        return ApiError::new(
+            400,
+            "INVALID_REQUEST",
+            "下载链接不存在或已过期，请重新申请账单",
+        )
+        .into_response();
+    };
+    let text = if tamper.is_some() {
+        bill::tamper(&stored.text)
+    } else {
+        stored.text
+    };
+    let body = if stored.gzip {
+        match bill::gzip(&text) {
+            Ok(bytes) => bytes,
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
+    } else {
+        text.into_bytes()
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        body,
+    )
+        .into_response()
 }
 
 /// The platform certificates, each sealed under the APIv3 key as WeChat Pay does; a merchant

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::{
     aead::ApiV3Key,
+    bill::BillLocation,
     certificates::decrypt_each_certificate,
     gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse},
     keys::{RsaPrivateKey, RsaPublicKey},
@@ -28,6 +29,13 @@ use super::{
 
 pub const DEFAULT_API_BASE: &str = "https://api.mch.weixin.qq.com";
 const USER_AGENT: &str = concat!("wxpay-orders/", env!("CARGO_PKG_VERSION"), " (rust)");
+
+/// Largest bill download accepted: a 100,000-row day is about 35 MB of CSV and a few MB
+/// gzipped, so this leaves ample room while keeping a runaway answer out of memory.
+pub const MAX_BILL_DOWNLOAD: u64 = 64 * 1024 * 1024;
+
+/// A bill download may take far longer than an API call's `request_timeout`.
+pub const BILL_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How hard to try. The defaults keep a call, retries included, inside a few seconds so a
 /// Lambda invocation can still answer; the notify path may pass a tighter budget.
@@ -535,6 +543,48 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, P
     serde_json::from_slice(body).map_err(|e| PayError::MalformedResponse(format!("{what}: {e}")))
 }
 
+/// WeChat Pay's two bill answers that are not failures of the call: no bill for an empty day,
+/// and a bill not generated yet.
+fn bill_error(e: PayError) -> PayError {
+    match e {
+        PayError::Api { code, .. } if code == "NO_STATEMENT_EXIST" => PayError::NoStatement,
+        PayError::Api { code, .. } if code == "STATEMENT_CREATING" => PayError::StatementNotReady,
+        other => other,
+    }
+}
+
+/// `2026-03-01`: the `bill_date` WeChat Pay takes.
+fn ymd(date: time::Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+impl HttpPayGateway {
+    /// The merchant's `Authorization` goes only to WeChat Pay: a `download_url` must be on
+    /// the configured API's origin (the simulator's, in the sandbox) or an https host of
+    /// WeChat's own.
+    fn download_target(&self, download_url: &str) -> Result<reqwest::Url, PayError> {
+        let bad = |why: &str| PayError::MalformedResponse(format!("download_url {why}"));
+        let url = reqwest::Url::parse(download_url).map_err(|_| bad("is not a URL"))?;
+        let same_origin = reqwest::Url::parse(&self.inner.api_base)
+            .is_ok_and(|base| base.origin() == url.origin());
+        let wechat = url.scheme() == "https"
+            && url
+                .host_str()
+                .is_some_and(|h| h == "weixin.qq.com" || h.ends_with(".weixin.qq.com"));
+        if !same_origin && !wechat {
+            return Err(bad(
+                "is neither on the API's origin nor a WeChat Pay https host",
+            ));
+        }
+        Ok(url)
+    }
+}
+
 #[async_trait]
 impl PayGateway for HttpPayGateway {
     async fn jsapi_prepay(&self, request: &PrepayRequest) -> Result<PrepayResponse, PayError> {
@@ -674,6 +724,89 @@ impl PayGateway for HttpPayGateway {
     ) -> Result<VerifiedNotification, NotificationError> {
         let signature = self.verify(headers, raw_body, now).await?;
         open_verified(signature, &self.inner.apiv3_key, raw_body)
+    }
+
+    async fn trade_bill(&self, bill_date: time::Date) -> Result<BillLocation, PayError> {
+        let path = format!(
+            "/v3/bill/tradebill?bill_date={}&bill_type=ALL&tar_type=GZIP",
+            ymd(bill_date)
+        );
+        let (_, response, _) = self
+            .call(Method::GET, &path, None)
+            .await
+            .map_err(bill_error)?;
+        let location: BillLocation = parse("trade bill", &response)?;
+        if !location.hash_type.eq_ignore_ascii_case("SHA1") {
+            return Err(PayError::MalformedResponse(format!(
+                "trade bill hash_type {:?}, expected SHA1",
+                location.hash_type.chars().take(16).collect::<String>()
+            )));
+        }
+        Ok(location)
+    }
+
+    /// One attempt, not retried: on failure the caller asks for a fresh `download_url` (it
+    /// expires after 5 minutes anyway).
+    async fn download_bill(&self, location: &BillLocation) -> Result<Vec<u8>, PayError> {
+        let url = self.download_target(&location.download_url)?;
+        // Signed over the path and query exactly as they go on the wire (the token is not
+        // decoded and re-encoded), with an empty body (reference 6.3).
+        let path_and_query = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let authorization =
+            self.signing()?
+                .authorization_at("GET", &path_and_query, b"", now_unix());
+        let mut request = self
+            .inner
+            .http
+            .get(url)
+            .timeout(BILL_DOWNLOAD_TIMEOUT)
+            .header(http::header::AUTHORIZATION, authorization)
+            .header(http::header::ACCEPT, "*/*");
+        if let Some(id) = &self.inner.keys.public_key_id {
+            request = request.header("Wechatpay-Serial", id);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(e, BILL_DOWNLOAD_TIMEOUT))?;
+        let status = response.status();
+        let limit = if status.is_success() {
+            MAX_BILL_DOWNLOAD
+        } else {
+            // An error body is a small JSON object; more of it is not worth holding.
+            64 * 1024
+        };
+        if response.content_length().is_some_and(|n| n > limit) && status.is_success() {
+            return Err(PayError::BillTooLarge(MAX_BILL_DOWNLOAD));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(e, BILL_DOWNLOAD_TIMEOUT))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                if status.is_success() {
+                    return Err(PayError::BillTooLarge(MAX_BILL_DOWNLOAD));
+                }
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        tracing::info!(
+            status = status.as_u16(),
+            bytes = body.len(),
+            "WeChat Pay bill downloaded"
+        );
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        // Deliberately no signature check: WeChat Pay does not sign this answer; the SHA-1
+        // from the signed trade_bill answer is what the caller checks it against.
+        Ok(body)
     }
 
     fn pay_params(&self, prepay_id: &str, timestamp: i64) -> Result<PayParams, PayError> {

@@ -1,5 +1,5 @@
-//! The crypto backends: the only file that names `ring` (RSA, SHA-256, the OS random
-//! generator, and ECDSA P-256 for the session tokens, `crate::session`) and `aes-gcm`
+//! The crypto backends: the only file that names `ring` (RSA, SHA-256, SHA-1 for the trade
+//! bill's `hash_value`, the OS random generator, and ECDSA P-256 for the session tokens, `crate::session`) and `aes-gcm`
 //! (RustCrypto's AES-256-GCM, for WeChat Pay's AEAD_AES_256_GCM).
 //!
 //! Everything above this module speaks in DER bytes and plain slices, so switching either
@@ -123,6 +123,33 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref());
     out
+}
+
+/// Incremental SHA-1: the trade bill's `hash_value` (WeChat Pay's only `hash_type`), fed as
+/// the bill streams through so the file is never held whole. An integrity check against
+/// transport damage, not a signature: the `hash_value` itself comes in a signed answer.
+pub(crate) struct Sha1(ring::digest::Context);
+
+impl Sha1 {
+    pub(crate) fn new() -> Self {
+        Sha1(ring::digest::Context::new(
+            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        ))
+    }
+
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// Lower-case hex, as WeChat Pay writes `hash_value`.
+    pub(crate) fn finish_hex(self) -> String {
+        self.0
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 // ---- ECDSA P-256 / SHA-256 (JWS `ES256`): session tokens ----------------------------------

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    bill::BillLocation,
     notification::{NotificationError, Transaction, VerifiedNotification},
     refund::{RefundRequest, RefundResult},
     sign::PayParams,
@@ -59,6 +60,20 @@ pub enum PayError {
     Config(String),
     #[error("request not sent: {0}")]
     InvalidRequest(String),
+    /// `NO_STATEMENT_EXIST`: WeChat Pay has no bill for that day because nothing was paid or
+    /// refunded; an empty day, not a failure (reference `wechatpay-refunds-bills.md` 6.4).
+    #[error("WeChat Pay has no bill for that day (NO_STATEMENT_EXIST): no trades")]
+    NoStatement,
+    /// `STATEMENT_CREATING`: the bill is not generated yet. Bills start at 09:00 Beijing time
+    /// the next day; WeChat Pay's advice is to ask after 10:00, then every half hour.
+    #[error("WeChat Pay has not generated that day's bill yet (STATEMENT_CREATING)")]
+    StatementNotReady,
+    /// A bill download larger than the client accepts (bytes).
+    #[error("the bill download is larger than {0} bytes")]
+    BillTooLarge(u64),
+    /// A call this `PayGateway` implementation does not offer.
+    #[error("{0} is not supported by this gateway")]
+    NotSupported(&'static str),
 }
 
 impl PayError {
@@ -76,6 +91,8 @@ impl PayError {
     pub fn code(&self) -> Option<&str> {
         match self {
             PayError::Api { code, .. } => Some(code),
+            PayError::NoStatement => Some("NO_STATEMENT_EXIST"),
+            PayError::StatementNotReady => Some("STATEMENT_CREATING"),
             _ => None,
         }
     }
@@ -125,6 +142,25 @@ pub trait PayGateway: Send + Sync {
         raw_body: &[u8],
         now: i64,
     ) -> Result<VerifiedNotification, NotificationError>;
+
+    /// `GET /v3/bill/tradebill?bill_date=...&bill_type=ALL&tar_type=GZIP`: where the trade
+    /// bill of `bill_date` (a Beijing date) can be downloaded, and its SHA-1. A day without
+    /// trades is [`PayError::NoStatement`]; a bill not generated yet (before about 10:00
+    /// Beijing time the next day) is [`PayError::StatementNotReady`].
+    ///
+    /// Not offered by default, so gateways written before bills keep compiling.
+    async fn trade_bill(&self, bill_date: time::Date) -> Result<BillLocation, PayError> {
+        let _ = bill_date;
+        Err(PayError::NotSupported("trade_bill"))
+    }
+
+    /// The bill file at `location.download_url` (gzip bytes, not decompressed, not checked):
+    /// the download is the one WeChat Pay answer that is not signed, so only the SHA-1
+    /// (`bill::check_download`) vouches for it. Bounded in size.
+    async fn download_bill(&self, location: &BillLocation) -> Result<Vec<u8>, PayError> {
+        let _ = location;
+        Err(PayError::NotSupported("download_bill"))
+    }
 
     /// The mini-program's `wx.requestPayment` parameters for a prepay_id, signed with the
     /// merchant key at `timestamp`.

@@ -15,9 +15,11 @@
 //! - [`notification`]: verify-then-decrypt of payment and refund notifications, and `Transaction`.
 //! - [`refund`]: the refund API's request, refund object and `REFUND.*` notification.
 //! - [`certificates`]: decrypting a `/v3/certificates` answer.
+//! - [`bill`]: the trade bill (CSV, gzip, SHA-1) as rows and a summary, read as a stream.
 //! - [`gateway`]: the `PayGateway` port; [`client`]: its signed, verified HTTP implementation.
 
 pub mod aead;
+pub mod bill;
 pub mod certificates;
 pub mod client;
 /// Also the session tokens' backend (`crate::session`): one file names ring and aes-gcm.
@@ -31,6 +33,10 @@ pub mod sign;
 pub mod verify;
 
 pub use aead::{AEAD_AES_256_GCM, AeadError, ApiV3Key};
+pub use bill::{
+    BillError, BillLocation, BillRow, BillSummary, BillTradeState, TradeBillReader, check_download,
+    verify_sha1,
+};
 pub use certificates::{CertificateError, decrypt_certificates};
 pub use client::{GatewaySettings, HttpPayGateway, RetryPolicy};
 pub use gateway::{PayError, PayGateway, PrepayRequest, PrepayResponse};
