@@ -396,6 +396,23 @@ impl Story {
         Ok((n("reserved"), n("sold"), n("available")))
     }
 
+    /// The counters once the event-dispatcher has counted a sale: PAID touches no product
+    /// item (DESIGN 5), its `order.paid` is projected a moment later (the sandbox's
+    /// dispatcher runs every second). Waits up to 5 s for `settled`, then answers as read.
+    async fn stock_once(
+        &self,
+        settled: impl Fn((i64, i64, i64)) -> bool,
+    ) -> Result<(i64, i64, i64), DemoError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = self.stock().await?;
+            if settled(now) || tokio::time::Instant::now() >= deadline {
+                return Ok(now);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// merchant-api's refund of `amount` fen of `no` (restocking `restock` units).
     async fn refund(
         &self,
@@ -641,7 +658,7 @@ impl Story {
         self.check(anomalies == 0, || {
             format!("anomalies recorded: {}", view["anomalies"])
         })?;
-        let (reserved, sold, available) = self.stock().await?;
+        let (reserved, sold, available) = self.stock_once(|(_, s, _)| s == sold0 + 2).await?;
         self.check(reserved == reserved0 && sold == sold0 + 2, || {
             format!(
                 "stock counters: reserved {reserved}, sold {sold}; expected reserved {reserved0}, sold {}",
@@ -818,7 +835,7 @@ impl Story {
         )?;
         println!("    GET /orders/{no3} -> 200 status PAID, synced true, transaction_id {txn3}");
         let stored = self.order(&no3).await?;
-        let (r, s, _) = self.stock().await?;
+        let (r, s, _) = self.stock_once(|(_, s, _)| s == sold_l + 1).await?;
         self.check(
             stored["order"]["status"] == "PAID"
                 && stored["payment"]["transaction_id"] == txn3.as_str()

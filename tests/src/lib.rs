@@ -260,3 +260,16 @@ pub fn payment_at(order: &Order, transaction_id: &str, success_time: OffsetDateT
         notification: None,
     }
 }
+
+/// What the event-dispatcher does to `sold` (DESIGN 5: PAID touches no product item): every
+/// due event's counters moved once, by the dispatcher's own code (no webhook, so only that).
+pub async fn project_events(store: &DynamoStore) {
+    let deps = shared::service::EventDeps {
+        store: Arc::new(store.clone()),
+        webhook: None,
+        clock: shared::service::system_clock(),
+        settings: shared::service::DispatchSettings::default(),
+    };
+    let summary = shared::service::dispatch_due(&deps, None).await;
+    assert_eq!(summary.failed, 0, "projection failed: {summary:?}");
+}

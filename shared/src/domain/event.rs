@@ -7,7 +7,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use super::{Anomaly, Order, OutTradeNo, Refund};
+use super::{Anomaly, Order, OutTradeNo, Refund, StockMove};
 
 /// How long a delivered event is kept for lookups and redelivery before TTL removes it.
 pub const DELIVERED_EVENT_RETENTION: time::Duration = time::Duration::days(30);
@@ -82,6 +82,9 @@ pub struct OrderEvent {
     pub out_trade_no: Option<OutTradeNo>,
     pub created_at: OffsetDateTime,
     pub data: EventData,
+    /// Counters this event moves once, when the dispatcher projects it (DESIGN 5: PAID
+    /// touches no product item; `sold` is a report kept from `order.paid`).
+    pub stock: Vec<StockMove>,
 }
 
 impl OrderEvent {
@@ -94,6 +97,7 @@ impl OrderEvent {
             out_trade_no: Some(order.out_trade_no.clone()),
             created_at: at,
             data: EventData::Order(Box::new(order.clone())),
+            stock: Vec::new(),
         }
     }
 
@@ -113,6 +117,7 @@ impl OrderEvent {
                 order: order.map(|o| Box::new(o.clone())),
                 refund: Box::new(refund.clone()),
             },
+            stock: Vec::new(),
         }
     }
 
@@ -136,6 +141,7 @@ impl OrderEvent {
             out_trade_no: anomaly.out_trade_no.clone(),
             created_at: at,
             data: EventData::Anomaly(Box::new(anomaly.clone())),
+            stock: Vec::new(),
         }
     }
 
@@ -205,9 +211,17 @@ pub struct OutboxEvent {
     pub delivered_at: Option<OffsetDateTime>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
+    /// The counters it moves once projected ([`OrderEvent::stock`]), and when that was done.
+    pub stock: Vec<StockMove>,
+    pub projected_at: Option<OffsetDateTime>,
 }
 
 impl OutboxEvent {
+    /// Its counters still to be moved (by the dispatcher, once, before it is delivered).
+    pub fn needs_projection(&self) -> bool {
+        !self.stock.is_empty() && self.projected_at.is_none()
+    }
+
     /// The instant the retry window counts from.
     pub fn window_start(&self) -> OffsetDateTime {
         self.first_attempt_at.unwrap_or(self.retry_since)

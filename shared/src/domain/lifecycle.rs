@@ -204,12 +204,13 @@ impl Order {
         Ok(next)
     }
 
-    /// PENDING -> PAID: the payment item (one per transaction_id), the reserved stock
-    /// sold, the notification kept, `order.paid`; only if the order's amount is the
-    /// payment's.
+    /// PENDING -> PAID: the payment item (one per transaction_id), the notification kept,
+    /// `order.paid`; only if the order's amount is the payment's. No product item is
+    /// touched (DESIGN 5): the reserved stock is counted sold when the event is projected.
     pub fn plan_paid(&self, payment: &Payment, at: OffsetDateTime) -> Result<Plan, LifecycleError> {
         let next = self.paid_by(OrderStatus::Paid, payment, at)?;
-        let event = OrderEvent::of_order(EventType::OrderPaid, &next, at);
+        let mut event = OrderEvent::of_order(EventType::OrderPaid, &next, at);
+        event.stock = self.lines_moved(StockChange::Sell);
         let mut change = self.change(next);
         change.expect_amount_total = Some(payment.amount);
         let mut records = vec![
@@ -219,7 +220,7 @@ impl Order {
         records.extend(payment.notification.clone().map(Record::Notification));
         Ok(Plan {
             order: Some(change),
-            stock: self.lines_moved(StockChange::Sell),
+            stock: Vec::new(),
             records,
         })
     }
@@ -583,27 +584,27 @@ mod tests {
         assert_eq!(next.paid_at, Some(pay.success_time));
         assert_eq!(next.notification_id.as_deref(), Some("n-1"));
         assert_eq!(next.history.last().unwrap().cause, "payment confirmed");
+        // No product item in the PAID transaction (DESIGN 5): the reserved units are
+        // counted sold when `order.paid` is projected.
+        assert!(plan.stock.is_empty(), "{:?}", plan.stock);
+        assert_eq!(plan.records.len(), 2, "{:?}", plan.records);
+        assert_eq!(plan.records[0], Record::Payment(Box::new(pay.clone())));
+        let Record::Event(event) = &plan.records[1] else {
+            panic!("{:?}", plan.records)
+        };
+        assert_eq!(event.event_type, EventType::OrderPaid);
         assert_eq!(
-            plan.stock
+            event.data,
+            crate::domain::EventData::Order(Box::new(next.clone()))
+        );
+        assert_eq!(
+            event
+                .stock
                 .iter()
                 .map(|m| (m.sku_id.as_str(), m.quantity, m.change))
                 .collect::<Vec<_>>(),
             [("tea", 2, StockChange::Sell), ("cup", 1, StockChange::Sell)]
         );
-        assert_eq!(
-            plan.records,
-            [
-                Record::Payment(Box::new(pay.clone())),
-                Record::Event(Box::new(OrderEvent::of_order(
-                    EventType::OrderPaid,
-                    next,
-                    T
-                )))
-            ]
-        );
-        let Record::Event(event) = &plan.records[1] else {
-            unreachable!()
-        };
         assert_eq!(event.id, format!("evt_{}_2", o.out_trade_no));
         // Nothing leads back to PENDING: a paid order refuses a second payment and a close.
         assert!(matches!(

@@ -135,16 +135,34 @@ impl DispatchSummary {
     }
 }
 
-/// Claims, sends and records one attempt of event `id`.
+/// Moves the event's counters once (`sold` from `order.paid`, DESIGN 5) if that is still to
+/// be done. Before any delivery, so the merchant never hears of a sale not yet counted.
+async fn project_if_needed(
+    deps: &EventDeps,
+    event: &OutboxEvent,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if event.needs_projection() && deps.store.project_event(event, now).await? {
+        tracing::info!(event_id = %event.id, event_type = %event.event_type, out_trade_no = event.out_trade_no.as_deref().unwrap_or(""), outcome = "projected", "event's stock counters moved");
+    }
+    Ok(())
+}
+
+/// Claims, sends and records one attempt of event `id` (its counters projected first).
+/// Without a webhook, only the projection.
 pub async fn dispatch_event(deps: &EventDeps, id: &str) -> Result<Dispatched, StoreError> {
+    let now = deps.now();
     let Some(webhook) = deps.webhook.as_ref() else {
+        if let Some(event) = deps.store.get_event(id).await? {
+            project_if_needed(deps, &event, now).await?;
+        }
         return Ok(Dispatched::NoWebhook);
     };
-    let now = deps.now();
     let claimed = match deps.store.claim_event(id, now, deps.settings.lease).await? {
         EventClaim::Claimed(event) => *event,
         EventClaim::NotClaimed(_) => return Ok(Dispatched::Skipped),
     };
+    project_if_needed(deps, &claimed, now).await?;
     let attempt = webhook
         .deliver(&claimed.id, claimed.body.as_bytes(), now)
         .await;
@@ -245,9 +263,6 @@ pub async fn dispatch_ids(deps: &EventDeps, ids: &[String]) -> Vec<Result<Dispat
 /// no new one started within the deadline margin.
 pub async fn dispatch_due(deps: &EventDeps, deadline: Option<OffsetDateTime>) -> DispatchSummary {
     let mut summary = DispatchSummary::default();
-    if deps.webhook.is_none() {
-        return summary;
-    }
     let stop_at = deadline.map(|d| d - deps.settings.deadline_margin);
     let limit = Arc::new(Semaphore::new(deps.settings.concurrency.max(1)));
     let mut tasks = JoinSet::new();
@@ -280,6 +295,10 @@ pub async fn dispatch_due(deps: &EventDeps, deadline: Option<OffsetDateTime>) ->
                     summary.stopped_early = true;
                     break 'shards;
                 }
+                if deps.webhook.is_none() && !event.needs_projection() {
+                    // Kept for a webhook to come; nothing to do for it now.
+                    continue;
+                }
                 summary.scanned += 1;
                 // Since it became due for this round: its creation, or the merchant's
                 // redelivery (an old event redelivered is not a backlog).
@@ -289,6 +308,11 @@ pub async fn dispatch_due(deps: &EventDeps, deadline: Option<OffsetDateTime>) ->
                 let deps = deps.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
+                    if deps.webhook.is_none() {
+                        // Only the projection is due: from the event as read, no claim.
+                        project_if_needed(&deps, &event, deps.now()).await?;
+                        return Ok(Dispatched::NoWebhook);
+                    }
                     dispatch_event(&deps, &event.id).await
                 });
                 while let Some(done) = tasks.try_join_next() {

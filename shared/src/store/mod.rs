@@ -409,6 +409,14 @@ pub trait Store: Send + Sync {
     /// (another claim, a redelivery). Nothing was written then.
     async fn update_event(&self, from: &OutboxEvent, to: &OutboxEvent) -> Result<bool, StoreError>;
     async fn get_event(&self, id: &str) -> Result<Option<OutboxEvent>, StoreError>;
+    /// Moves the event's counters (`OutboxEvent::stock`) once, with its `projected_at`, in
+    /// one transaction: `true` when this call moved them, `false` when they were already
+    /// moved (or the event is gone).
+    async fn project_event(
+        &self,
+        event: &OutboxEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// PENDING orders of one shard of the pending index with expire_at <= now, oldest first.
     async fn due_pending(
         &self,

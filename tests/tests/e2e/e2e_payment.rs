@@ -191,6 +191,9 @@ async fn an_order_is_placed_paid_and_notified_into_paid() {
         payment.notification_id.as_deref(),
         Some(paid.notification_id.as_str())
     );
+    // PAID touched no product item: the dispatcher counts the sale from order.paid.
+    assert_eq!(app.product(SKU_LIMITED).await.reserved, 2);
+    app.run_dispatcher().await;
     let product = app.product(SKU_LIMITED).await;
     assert_eq!(
         (product.reserved, product.sold),
@@ -475,6 +478,7 @@ async fn fifty_concurrent_deliveries_make_exactly_one_transition() {
         order.history
     );
     assert!(app.payment(&paid.transaction_id).await.is_some());
+    app.run_dispatcher().await;
     let product = app.product(SKU_LIMITED).await;
     assert_eq!(
         (product.reserved, product.sold),
@@ -950,6 +954,7 @@ async fn the_same_binaries_serve_the_lambda_runtime_api() {
         Some(paid.transaction_id.as_str())
     );
     assert!(backend.payment(&paid.transaction_id).await.is_some());
+    backend.run_dispatcher().await;
     let product = backend.product(SKU_LIMITED).await;
     assert_eq!((product.reserved, product.sold), (0, 2));
     assert!(place_order.is_running() && callback.is_running());

@@ -236,6 +236,7 @@ async fn lost_notification_becomes_paid_through_query_order() {
     assert_eq!(order.status, OrderStatus::Paid);
     let payment = app.payment(&transaction_id).await.expect("payment item");
     assert_eq!(payment.notification_id, None, "learnt by querying");
+    app.run_dispatcher().await;
     assert_eq!(app.product(SKU_LIMITED).await.sold, 2);
     assert_eq!(app.product(SKU_LIMITED).await.reserved, 0);
 }
@@ -410,6 +411,7 @@ async fn sweeper_closes_expired_orders_recovers_payments_and_leaves_userpaying_a
     // USERPAYING: untouched everywhere.
     assert_eq!(app.trade_state(&paying), TradeState::UserPaying);
     assert_eq!(app.order(&paying).await.status, OrderStatus::Pending);
+    app.run_dispatcher().await;
     let stock = app.product(SKU_LIMITED).await;
     assert_eq!(
         stock.reserved,

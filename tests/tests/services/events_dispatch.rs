@@ -332,7 +332,25 @@ async fn without_a_webhook_events_are_kept_for_later() {
     let mut f = Fixture::new("dispatch_none").await;
     let (_, id) = f.paid_order("o_alice").await;
     let webhook = f.deps.webhook.take();
+    // Without a webhook the dispatcher still counts the sale (projects `order.paid`), once.
+    assert_eq!(dispatch_due(&f.deps, None).await.scanned, 1);
+    let tea = f
+        .ctx
+        .store
+        .get_product(&shared::domain::SkuId::parse("tea").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((tea.reserved, tea.sold), (0, 1));
     assert_eq!(dispatch_due(&f.deps, None).await.scanned, 0);
+    let tea = f
+        .ctx
+        .store
+        .get_product(&shared::domain::SkuId::parse("tea").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((tea.reserved, tea.sold), (0, 1));
     assert_eq!(
         dispatch_ids(&f.deps, std::slice::from_ref(&id)).await[0]
             .as_ref()

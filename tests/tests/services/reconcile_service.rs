@@ -122,6 +122,7 @@ async fn close_refused_because_paid_meanwhile_is_queried_again_and_applied() {
         ]
     );
     assert_eq!(f.status(&o).await, OrderStatus::Paid);
+    project_events(&f.ctx.store).await;
     assert_eq!(f.reserved().await, 0);
 }
 
@@ -379,6 +380,7 @@ async fn a_store_failure_after_wechat_pay_answered_is_finished_by_the_next_sweep
     assert_eq!(sweep().await, summary(1, 1, 0, 0, 0));
     assert_eq!(f.status(&paying).await, OrderStatus::Paid);
     assert!(payment_stored().await.is_some());
+    project_events(&f.ctx.store).await;
     assert_eq!(f.reserved().await, 0, "paid stock moved to sold");
 }
 

@@ -156,6 +156,7 @@ async fn accepted_refund_is_processing_and_a_retry_resumes_it_without_a_second_r
         ),
         (OrderStatus::PartiallyRefunded, fen(1000), fen(0))
     );
+    project_events(&f.ctx.store).await;
     let tea = f
         .ctx
         .store

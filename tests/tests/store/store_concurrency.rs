@@ -1,7 +1,7 @@
 //! Concurrency storms on the store, on embedded Dynoxide only (moto loses acknowledged writes
 //! when concurrent transactions roll back). Each test races real tasks over HTTP against one
 //! engine and checks DESIGN 6.1 and 6.2: one PAID transition, one payment item, `sold` counted
-//! once, stock never negative, reserved stock released exactly once.
+//! once (by projecting `order.paid`), stock never negative, reserved stock released exactly once.
 
 use shared::store::StoreSupport;
 use std::sync::Arc;
@@ -68,6 +68,28 @@ async fn mark_paid_200_times_at_once_applies_once() {
             o.out_trade_no.to_string()
         )]
     );
+    // PAID touched no product item: reserved until the event is projected, then sold once
+    // however many dispatchers project it at once (DESIGN 6.1).
+    let p = ctx.store.get_product(&tea.sku_id).await.unwrap().unwrap();
+    assert_eq!((p.reserved, p.sold, p.available()), (3, 0, Some(7)));
+    let event = ctx
+        .store
+        .get_event(&format!("evt_{}_2", o.out_trade_no))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut projections = JoinSet::new();
+    for _ in 0..20 {
+        let (store, event) = (ctx.store.clone(), event.clone());
+        projections.spawn(async move { store.project_event(&event, now_ms()).await.unwrap() });
+    }
+    let moved = projections
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|m| *m)
+        .count();
+    assert_eq!(moved, 1, "projected once");
     let p = ctx.store.get_product(&tea.sku_id).await.unwrap().unwrap();
     assert_eq!((p.reserved, p.sold, p.available()), (0, 3, Some(7)));
     assert_eq!(
@@ -180,6 +202,7 @@ async fn close_races_mark_paid_and_exactly_one_wins() {
         };
         let closed = closer.await.unwrap().unwrap();
         let paid = payer.await.unwrap().unwrap();
+        project_events(&ctx.store).await;
 
         let stored = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
         let p = ctx.store.get_product(&tea.sku_id).await.unwrap().unwrap();

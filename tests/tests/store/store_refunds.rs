@@ -71,7 +71,8 @@ async fn anomalies_are_listed_newest_first_across_orders(ctx: StoreCtx) {
     assert_eq!(causes[2], "t-3");
 }
 
-/// A paid order of `lines`, stock reserved then sold as the payment path does it.
+/// A paid order of `lines`, stock reserved then sold as the payment path and the
+/// dispatcher do it.
 async fn paid_order(ctx: &StoreCtx, lines: &[(&Product, i64)]) -> Order {
     let products: Vec<Product> = lines.iter().map(|(p, _)| (*p).clone()).collect();
     ctx.store.put_products(&products).await.unwrap();
@@ -83,7 +84,11 @@ async fn paid_order(ctx: &StoreCtx, lines: &[(&Product, i64)]) -> Order {
         .await
         .unwrap()
     {
-        MarkPaidOutcome::Applied(paid) => *paid,
+        MarkPaidOutcome::Applied(paid) => {
+            // Its `order.paid` projected, as the dispatcher does: the units counted sold.
+            project_events(&ctx.store).await;
+            *paid
+        }
         other => panic!("{other:?}"),
     }
 }

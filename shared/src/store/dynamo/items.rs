@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::domain::{
     DeliveryStatus, HistoryEntry, Money, Openid, Order, OrderEvent, OrderLine, OrderStatus,
     OutRefundNo, OutTradeNo, OutboxEvent, Product, Quantity, Refund, RefundStatus, RestockLine,
-    SkuId,
+    SkuId, StockChange, StockMove,
 };
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope, IdempotencyState, StoredResponse};
 use crate::store::{
@@ -110,6 +110,8 @@ pub(crate) mod attr {
     pub const RETRY_SINCE: &str = "retry_since";
     pub const FENCE: &str = "fence";
     pub const FIRST_ATTEMPT_AT: &str = "first_attempt_at";
+    pub const PROJECTED_AT: &str = "projected_at";
+    pub const CHANGE: &str = "change";
     pub const DELIVERED_AT: &str = "delivered_at";
     pub const LAST_STATUS: &str = "last_status";
     pub const LAST_ERROR: &str = "last_error";
@@ -913,6 +915,8 @@ pub(crate) fn new_event_item(e: &OrderEvent, shards: u32) -> Item {
             delivered_at: None,
             last_status: None,
             last_error: None,
+            stock: e.stock.clone(),
+            projected_at: None,
         },
         shards,
     )
@@ -934,6 +938,24 @@ pub(crate) fn event_item(e: &OutboxEvent, shards: u32) -> Item {
         (RETRY_SINCE.to_owned(), t(e.retry_since)),
     ]);
     put_opt(&mut item, FIRST_ATTEMPT_AT, e.first_attempt_at.map(t));
+    put_opt(&mut item, PROJECTED_AT, e.projected_at.map(t));
+    if !e.stock.is_empty() {
+        item.insert(
+            STOCK.to_owned(),
+            AttributeValue::L(
+                e.stock
+                    .iter()
+                    .map(|m| {
+                        AttributeValue::M(HashMap::from([
+                            (SKU_ID.to_owned(), s(m.sku_id.as_str())),
+                            ("quantity".to_owned(), n(m.quantity)),
+                            (CHANGE.to_owned(), s(stock_change_name(m.change))),
+                        ]))
+                    })
+                    .collect(),
+            ),
+        );
+    }
     put_opt(&mut item, OUT_TRADE_NO, e.out_trade_no.clone().map(s));
     put_opt(&mut item, NEXT_ATTEMPT_AT, e.next_attempt_at.map(t));
     put_opt(&mut item, LEASE_UNTIL, e.lease_until.map(t));
@@ -984,7 +1006,43 @@ pub(crate) fn event_from_item(item: &Item) -> Result<OutboxEvent, StoreError> {
             .map(|v| u16::try_from(v).map_err(|_| f.err("last_status out of range")))
             .transpose()?,
         last_error: f.opt_s(LAST_ERROR)?.map(str::to_owned),
+        stock: match f.get(STOCK) {
+            None => Vec::new(),
+            Some(_) => f
+                .maps(STOCK)?
+                .into_iter()
+                .map(|m| {
+                    Ok(StockMove {
+                        sku_id: m.parse(SKU_ID, SkuId::parse)?,
+                        quantity: u32::try_from(m.i64("quantity")?)
+                            .map_err(|_| m.err("quantity out of range"))?,
+                        change: m.parse(CHANGE, |v| {
+                            stock_change_of(v).ok_or_else(|| format!("unknown stock change {v:?}"))
+                        })?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+        },
+        projected_at: f.opt_time(PROJECTED_AT)?,
     })
+}
+
+fn stock_change_name(c: StockChange) -> &'static str {
+    match c {
+        StockChange::Sell => "SELL",
+        StockChange::Release => "RELEASE",
+        StockChange::Restock => "RESTOCK",
+    }
+}
+
+fn stock_change_of(name: &str) -> Option<StockChange> {
+    [
+        StockChange::Sell,
+        StockChange::Release,
+        StockChange::Restock,
+    ]
+    .into_iter()
+    .find(|c| stock_change_name(*c) == name)
 }
 
 #[cfg(test)]

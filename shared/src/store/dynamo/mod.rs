@@ -1178,6 +1178,14 @@ impl Store for DynamoStore {
         self.outbox_get(id).await
     }
 
+    async fn project_event(
+        &self,
+        event: &OutboxEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.project(event, now).await
+    }
+
     async fn due_pending(
         &self,
         shard: u32,

@@ -9,8 +9,8 @@ use super::DynamoStore;
 use super::expr::{Expr, build_err, is_ccf, put_action, unexplained_cancel, update_action};
 use super::items::{self, Item, attr};
 use crate::domain::{
-    Guard, LifecycleError, Money, Order, OrderChange, OrderStatus, OutRefundNo, Plan, Record,
-    SkuId, StockChange, StockMove,
+    Guard, LifecycleError, Money, Order, OrderChange, OrderStatus, OutRefundNo, OutboxEvent, Plan,
+    Record, SkuId, StockChange, StockMove,
 };
 use crate::store::StoreError;
 
@@ -319,6 +319,69 @@ impl DynamoStore {
             }
             Record::Event(event) => if_absent(items::new_event_item(event, self.shards)),
         }
+    }
+
+    /// An event's counters moved once (`sold` kept from `order.paid`, DESIGN 5): the event's
+    /// `projected_at` and each product's ADDs in one transaction. `false` when it was
+    /// projected already (or is gone). A product deleted since is skipped, as a
+    /// transition skips it.
+    pub(super) async fn project(
+        &self,
+        event: &OutboxEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut moves = event.stock.clone();
+        for _ in 0..=event.stock.len() {
+            let mut e = Expr::default();
+            let update = format!(
+                "SET {} = {}",
+                e.name(attr::PROJECTED_AT),
+                e.value("now", items::t(now))
+            );
+            let projected = e.name(attr::PROJECTED_AT);
+            let condition = format!(
+                "attribute_exists({}) AND attribute_not_exists({projected})",
+                e.name(attr::PK)
+            );
+            let mut actions = vec![update_action(
+                &self.table,
+                items::event_key(&event.id),
+                update,
+                condition,
+                e,
+            )?];
+            for m in &moves {
+                actions.push(self.stock_action(m)?);
+            }
+            let reasons = match self.transact(actions).await? {
+                Ok(()) => return Ok(true),
+                Err(reasons) => reasons,
+            };
+            if reasons.first().is_some_and(is_ccf) {
+                return Ok(false);
+            }
+            let gone: Vec<SkuId> = moves
+                .iter()
+                .zip(reasons.iter().skip(1))
+                .filter(|(_, r)| is_ccf(r))
+                .map(|(m, _)| m.sku_id.clone())
+                .collect();
+            if gone.is_empty() {
+                return Err(unexplained_cancel(&reasons));
+            }
+            for sku_id in &gone {
+                tracing::warn!(event_id = %event.id, out_trade_no = event.out_trade_no.as_deref().unwrap_or(""), %sku_id, outcome = "product_missing", "product deleted; the event projected without moving its stock");
+                crate::telemetry::emit_metrics(
+                    &[(crate::telemetry::Metric::ProductMissing, 1)],
+                    now,
+                );
+            }
+            moves.retain(|m| !gone.contains(&m.sku_id));
+        }
+        Err(StoreError::Inconsistent(format!(
+            "event {} kept refusing its projection",
+            event.id
+        )))
     }
 
     /// One sku's counters moved by a transition. Conditional on the product existing:

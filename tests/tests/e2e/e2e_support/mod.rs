@@ -461,6 +461,37 @@ impl Backend {
         )
     }
 
+    /// Runs the BUILT event-dispatcher once, locally (its timer path; no webhook here): it
+    /// counts paid units sold by projecting each `order.paid` (DESIGN 5: PAID touches no
+    /// product item). Its summary.
+    pub async fn run_dispatcher(&self) -> Value {
+        let env: Vec<(String, String)> = self
+            .function_env(None)
+            .into_iter()
+            .filter(|(k, _)| k != "PORT")
+            .collect();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(binary(shared::app::Function::EventDispatcher))
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdin(Stdio::null())
+                .output()
+                .expect("event-dispatcher runs")
+        })
+        .await
+        .expect("dispatcher thread");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "event-dispatcher exited {:?}: {stdout}",
+            output.status
+        );
+        let last = stdout.lines().last().expect("a summary line");
+        let summary: Value = serde_json::from_str(last).expect("the summary is JSON");
+        assert_eq!(summary["failed"], 0, "{summary}");
+        summary
+    }
+
     // ---- reading the store ------------------------------------------------------------------
 
     pub async fn order(&self, out_trade_no: &str) -> Order {
