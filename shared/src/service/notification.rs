@@ -332,9 +332,13 @@ async fn handle_refund(
         amount: notice.amount.clone(),
         request_id: None,
     };
-    // Kept in the settling transaction when this delivery settles it (SUCCESS, CLOSED):
-    // the first delivery's record costs no write of its own.
-    let settles = matches!(answer.status, RefundState::Success | RefundState::Closed);
+    // Kept in the transaction that moves the refund (SUCCESS, CLOSED, ABNORMAL): the first
+    // delivery's record costs no write of its own, and a later duplicate (recognised from
+    // its read, writing nothing) never finds the move without its record.
+    let settles = matches!(
+        answer.status,
+        RefundState::Success | RefundState::Closed | RefundState::Abnormal
+    );
     let mut kept_with = record.clone();
     kept_with.outcome = "applied".into();
     let (after, moved) = apply_refund_result(

@@ -202,9 +202,9 @@ pub async fn apply_result(
     apply_result_with(deps, order, refund, answer, None, now).await
 }
 
-/// [`apply_result`], keeping `notification` in the settling transaction when this call
-/// settles the refund (SUCCESS, CLOSED): a refund notification's first delivery then costs
-/// no separate write for its record.
+/// [`apply_result`], keeping `notification` in the transaction that moves the refund when
+/// this call settles it (SUCCESS, CLOSED) or marks it ABNORMAL: a refund notification's
+/// first delivery then costs no separate write for its record.
 pub async fn apply_result_with(
     deps: &Deps,
     order: &Order,
@@ -279,7 +279,11 @@ pub async fn apply_result_with(
                 plaintext: None,
             };
             Ok(
-                match deps.store.refund_abnormal(&refund, &anomaly, now).await? {
+                match deps
+                    .store
+                    .refund_abnormal(&refund, &anomaly, notification, now)
+                    .await?
+                {
                     RefundMoveOutcome::Moved(r) => {
                         tracing::warn!(out_trade_no = %order.out_trade_no, out_refund_no = %r.out_refund_no, outcome = "abnormal", "refund abnormal: the merchant must act");
                         crate::telemetry::emit_metrics(&[(Metric::RefundAbnormal, 1)], now);

@@ -293,11 +293,13 @@ pub trait Store: Send + Sync {
         refund_id: &str,
         now: OffsetDateTime,
     ) -> Result<RefundMoveOutcome, StoreError>;
-    /// -> ABNORMAL with its `REFUND_ABNORMAL` anomaly, the amount still reserved.
+    /// -> ABNORMAL with its `REFUND_ABNORMAL` anomaly, the amount still reserved; the
+    /// notification that brought it, if any, kept in the same transaction.
     async fn refund_abnormal(
         &self,
         refund: &Refund,
         anomaly: &Anomaly,
+        notification: Option<&NotificationRecord>,
         now: OffsetDateTime,
     ) -> Result<RefundMoveOutcome, StoreError>;
     /// WeChat Pay's final word on a refund (`outcome` SUCCESS, CLOSED, or FAILED for one it

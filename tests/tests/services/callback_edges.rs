@@ -854,3 +854,77 @@ async fn a_refund_success_racing_lookups_and_sweeps_applies_once() {
         1
     );
 }
+
+/// An ABNORMAL refund notification keeps its record in the transaction that moves the refund
+/// (with the anomaly and both events), so its duplicate, recognised from the read and
+/// writing nothing, never finds the move without its record.
+#[tokio::test]
+async fn an_abnormal_refund_notification_keeps_its_record_with_the_move() {
+    use shared::wechatpay::RefundState;
+    let (ctx, o, handler) =
+        paid_with_a_reserved_refund("refund_abnormal_record", 1, "R-abn-1", 990).await;
+    ctx.counter.reset();
+    let first = handler
+        .handle(refund_notification(
+            "n-abn",
+            &o,
+            "R-abn-1",
+            990,
+            RefundState::Abnormal,
+        ))
+        .await;
+    assert_eq!(first.status(), 204);
+    // Its one read, the acceptance it implies (the refund was REQUESTED), the move with the
+    // record in it: no separate write of the record.
+    let calls = ctx.counter.snapshot();
+    assert_eq!(calls.calls_of("PutItem"), 0, "{calls:?}");
+    assert_eq!(calls.calls_of("TransactGetItems"), 1, "{calls:?}");
+    let kept = ctx.store.get_notification("n-abn").await.unwrap().unwrap();
+    assert_eq!(kept.outcome, "applied");
+    let refund = ctx
+        .store
+        .get_refund(&shared::domain::OutRefundNo::parse("R-abn-1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refund.status, shared::domain::RefundStatus::Abnormal);
+    let mut types: Vec<String> = ctx
+        .client()
+        .scan()
+        .table_name(&ctx.table)
+        .filter_expression("begins_with(pk, :p)")
+        .expression_attribute_values(":p", AttributeValue::S("EVENT#".into()))
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .iter()
+        .filter_map(|i| i.get("event_type").and_then(|v| v.as_s().ok()).cloned())
+        .filter(|t| t != "order.paid")
+        .collect();
+    types.sort();
+    assert_eq!(types, ["anomaly.recorded", "refund.abnormal"]);
+
+    ctx.counter.reset();
+    let again = handler
+        .handle(refund_notification(
+            "n-abn",
+            &o,
+            "R-abn-1",
+            990,
+            RefundState::Abnormal,
+        ))
+        .await;
+    assert_eq!(again.status(), 204);
+    let calls = ctx.counter.snapshot();
+    assert_eq!(calls.total_calls(), 1, "{calls:?}");
+    assert_eq!(
+        ctx.store
+            .get_notification("n-abn")
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        "applied"
+    );
+}

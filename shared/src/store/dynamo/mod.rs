@@ -823,10 +823,16 @@ impl Store for DynamoStore {
         &self,
         refund: &Refund,
         anomaly: &Anomaly,
+        notification: Option<&NotificationRecord>,
         now: OffsetDateTime,
     ) -> Result<RefundMoveOutcome, StoreError> {
-        self.move_refund(refund, refund.plan_abnormal(anomaly, now))
-            .await
+        let plan = refund
+            .plan_abnormal(anomaly, now)
+            .map(|plan| match notification {
+                Some(record) => plan.with(Record::Notification(Box::new(record.clone()))),
+                None => plan,
+            });
+        self.move_refund(refund, plan).await
     }
 
     async fn settle_refund(
