@@ -356,21 +356,18 @@ impl Sandbox {
         if let Some(stop) = self.sweep_stop.take() {
             let _ = stop.send(true);
         }
-        if let Some(mut task) = self.sweep_task.take()
-            && tokio::time::timeout(SWEEP_STOP_WAIT, &mut task)
-                .await
-                .is_err()
-        {
-            tracing::warn!("timeout-sweeper still busy at shutdown; abandoning its sweep");
-            task.abort();
-        }
-        if let Some(mut task) = self.dispatch_task.take()
-            && tokio::time::timeout(SWEEP_STOP_WAIT, &mut task)
-                .await
-                .is_err()
-        {
-            tracing::warn!("event-dispatcher still busy at shutdown; abandoning its run");
-            task.abort();
+        for (task, name) in [
+            (self.sweep_task.take(), "timeout-sweeper"),
+            (self.dispatch_task.take(), "event-dispatcher"),
+        ] {
+            if let Some(mut task) = task
+                && tokio::time::timeout(SWEEP_STOP_WAIT, &mut task)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!("{name} still busy at shutdown; abandoning its run");
+                task.abort();
+            }
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -414,8 +411,32 @@ pub const DISPATCH_EVERY: Duration = Duration::from_secs(1);
 fn spawn_dispatcher(
     job: Arc<DispatcherJob>,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    spawn_every(every, stop, move || {
+        let job = Arc::clone(&job);
+        async move {
+            let window = time::Duration::try_from(every).unwrap_or(time::Duration::SECOND);
+            let deadline = (job.deps.clock)() + window + job.deps.settings.deadline_margin;
+            let s = dispatch_due(&job.deps, Some(deadline)).await;
+            (s.scanned > 0 || s.failed > 0).then(|| {
+                format!(
+                    "sandbox: event-dispatcher: {} due: {} delivered, {} retrying, {} dead, {} skipped, {} failed",
+                    s.scanned, s.delivered, s.retrying, s.dead, s.skipped, s.failed
+                )
+            })
+        }
+    })
+}
+
+/// Runs `run` every `every` (the first at once, catching up after a restart) until `stop`
+/// says so or its sender is gone; a run that outlasts the interval delays the next one, so
+/// runs never overlap. A run's line, if it has one, is printed.
+fn spawn_every<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, run: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<String>> + Send,
+{
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -425,14 +446,8 @@ fn spawn_dispatcher(
                 _ = stop.wait_for(|stopped| *stopped) => break,
                 _ = ticks.tick() => {}
             }
-            let window = time::Duration::try_from(every).unwrap_or(time::Duration::SECOND);
-            let deadline = (job.deps.clock)() + window + job.deps.settings.deadline_margin;
-            let s = dispatch_due(&job.deps, Some(deadline)).await;
-            if s.scanned > 0 || s.failed > 0 {
-                println!(
-                    "sandbox: event-dispatcher: {} due: {} delivered, {} retrying, {} dead, {} skipped, {} failed",
-                    s.scanned, s.delivered, s.retrying, s.dead, s.skipped, s.failed
-                );
+            if let Some(line) = run().await {
+                println!("{line}");
             }
         }
     })
@@ -441,28 +456,16 @@ fn spawn_dispatcher(
 /// How long shutdown waits for a sweep in progress.
 const SWEEP_STOP_WAIT: Duration = Duration::from_secs(10);
 
-/// Sweeps every `every` (the first at once, catching up after a restart) until `stop` says so
-/// or its sender is gone; a sweep that outlasts the interval delays the next one, so sweeps
-/// of this sandbox never overlap. Each one that did something prints its summary line.
+/// Sweeps every `every` ([`spawn_every`]): sweeps of this sandbox never overlap, and each
+/// one that did something prints its summary line.
 fn spawn_sweeper(
     job: Arc<SweeperJob>,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(|stopped| *stopped) => break,
-                _ = ticks.tick() => {}
-            }
-            let summary = sweep_once(&job, every).await;
-            if let Some(line) = sweep_line(&summary) {
-                println!("{line}");
-            }
-        }
+    spawn_every(every, stop, move || {
+        let job = Arc::clone(&job);
+        async move { sweep_line(&sweep_once(&job, every).await) }
     })
 }
 

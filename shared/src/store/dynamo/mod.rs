@@ -166,6 +166,30 @@ impl DynamoStore {
         .await
     }
 
+    /// The due work of one partition of `gsi2` (pending orders of a shard, refunds to check,
+    /// undelivered events of a shard): items whose time key (`gsi2sk`) has come, soonest
+    /// first, a page at a time.
+    pub(super) async fn due_in<T>(
+        &self,
+        partition: String,
+        now: OffsetDateTime,
+        limit: u32,
+        cursor: Option<&Cursor>,
+        decode: fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Page<T>, StoreError> {
+        let start = index_start(cursor, attr::GSI2PK, attr::GSI2SK, &partition)?;
+        let mut e = Expr::default();
+        let condition = format!(
+            "{} = {} AND {} <= {}",
+            e.name(attr::GSI2PK),
+            e.value("partition", items::s(partition.clone())),
+            e.name(attr::GSI2SK),
+            e.value("now", items::s(to_utc_string(now))),
+        );
+        self.query_page_of(items::GSI2, e, &condition, true, limit, start, decode)
+            .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn query_page_of<T>(
         &self,
@@ -1099,23 +1123,11 @@ impl Store for DynamoStore {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<Refund>, StoreError> {
-        let partition = items::REFUNDS_DUE_GSI2PK.to_owned();
-        let start = index_start(cursor, attr::GSI2PK, attr::GSI2SK, &partition)?;
-        let mut e = Expr::default();
-        let condition = format!(
-            "{} = {} AND {} <= {}",
-            e.name(attr::GSI2PK),
-            e.value("due", items::s(partition.clone())),
-            e.name(attr::GSI2SK),
-            e.value("now", items::s(to_utc_string(now))),
-        );
-        self.query_page_of(
-            items::GSI2,
-            e,
-            &condition,
-            true,
+        self.due_in(
+            items::REFUNDS_DUE_GSI2PK.to_owned(),
+            now,
             limit,
-            start,
+            cursor,
             items::refund_from_item,
         )
         .await
@@ -1199,18 +1211,14 @@ impl Store for DynamoStore {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<Order>, StoreError> {
-        let partition = items::pending_gsi2pk(shard);
-        let start = index_start(cursor, attr::GSI2PK, attr::GSI2SK, &partition)?;
-        let mut e = Expr::default();
-        let condition = format!(
-            "{} = {} AND {} <= {}",
-            e.name(attr::GSI2PK),
-            e.value("shard", items::s(partition.clone())),
-            e.name(attr::GSI2SK),
-            e.value("now", items::s(to_utc_string(now))),
-        );
-        self.query_page(items::GSI2, e, &condition, true, limit, start)
-            .await
+        self.due_in(
+            items::pending_gsi2pk(shard),
+            now,
+            limit,
+            cursor,
+            items::order_from_item,
+        )
+        .await
     }
 }
 

@@ -4,13 +4,12 @@
 
 use time::OffsetDateTime;
 
+use super::DynamoStore;
 use super::expr::Expr;
 use super::items::{self, attr};
 use super::transition::item_diff;
-use super::{DynamoStore, index_start};
 use crate::domain::{DeliveryStatus, OutboxEvent};
 use crate::store::{Cursor, EventClaim, Page, StoreError};
-use crate::timefmt::to_utc_string;
 
 impl DynamoStore {
     pub(super) async fn outbox_due(
@@ -20,19 +19,9 @@ impl DynamoStore {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<OutboxEvent>, StoreError> {
-        let partition = items::outbox_gsi2pk(shard);
-        let start = index_start(cursor, attr::GSI2PK, attr::GSI2SK, &partition)?;
-        let mut e = Expr::default();
-        let condition = format!(
-            "{} = {} AND {} <= {}",
-            e.name(attr::GSI2PK),
-            e.value("shard", items::s(partition.clone())),
-            e.name(attr::GSI2SK),
-            e.value("now", items::s(to_utc_string(now))),
-        );
         // One unreadable item must not stall its shard: it is logged and left out.
         let page = self
-            .query_page_of(items::GSI2, e, &condition, true, limit, start, |item| {
+            .due_in(items::outbox_gsi2pk(shard), now, limit, cursor, |item| {
                 Ok(items::event_from_item(item).map_err(|err| (item.clone(), err)))
             })
             .await?;
