@@ -425,3 +425,42 @@ async fn an_event_from_a_newer_version_is_delivered_as_it_is() {
     assert_eq!(item["status"], s("DELIVERED"));
     assert_eq!(item["body"], s(body));
 }
+
+/// An outbox item this version cannot read (here: an unknown delivery status) is logged and
+/// skipped; it never keeps the rest of its shard from being delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_outbox_item_does_not_stall_its_shard() {
+    use wxpay_tests::aws_sdk_dynamodb::types::AttributeValue as V;
+    let f = Fixture::new("dispatch_unreadable").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(f.paid_order(&format!("o_user{i}")).await.1);
+    }
+    // One broken item in every shard, due before any real event.
+    let early = shared::timefmt::to_utc_string(f.now() - time::Duration::minutes(1));
+    for shard in 0..4 {
+        let s = |v: &str| V::S(v.to_owned());
+        f.ctx
+            .client()
+            .put_item()
+            .table_name(&f.ctx.table)
+            .item("pk", s(&format!("EVENT#evt_broken_{shard}")))
+            .item("sk", s("EVENT"))
+            .item("id", s(&format!("evt_broken_{shard}")))
+            .item("event_type", s("order.paid"))
+            .item("body", s("{}"))
+            .item("created_at", s(&early))
+            .item("status", s("HALF_DELIVERED"))
+            .item("gsi2pk", s(&format!("OUTBOX#{shard}")))
+            .item("gsi2sk", s(&early))
+            .send()
+            .await
+            .unwrap();
+    }
+    let summary = dispatch_due(&f.deps, None).await;
+    assert_eq!((summary.delivered, summary.failed), (6, 0), "{summary:?}");
+    let mut got: Vec<String> = f.receiver.got().into_iter().map(|r| r.id).collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}
