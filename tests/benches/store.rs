@@ -211,6 +211,25 @@ fn store_ops(c: &mut Criterion) {
             })
         },
     );
+    // DESIGN 5: the same notification written without the read, as `handle_notification`
+    // now does (`mark_paid_unread`: order condition on status and amount, payment, record,
+    // `order.paid` to complete).
+    g.bench_function("payment notification: mark_paid_unread (wins)", |bch| {
+        bch.iter_custom(|iters| {
+            let orders = b.placed(iters);
+            b.rt.block_on(async {
+                let start = Instant::now();
+                for o in &orders {
+                    let mut pay = payment(o, &format!("txn-u-{}", o.out_trade_no));
+                    pay.notification = Some(Box::new(notification_record(o)));
+                    let plan = shared::domain::PaidUnread::plan(&pay, now_ms()).expect("plan");
+                    let out = b.store.mark_paid_unread(&plan).await.expect("pay");
+                    assert_eq!(out, shared::store::PaidUnreadOutcome::Applied);
+                }
+                start.elapsed()
+            })
+        })
+    });
     g.bench_function(
         "refund notification: get_refund_and_order + settle_refund (wins)",
         |bch| {

@@ -7,7 +7,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use super::{Anomaly, Order, OutTradeNo, Refund, StockMove};
+use super::{Anomaly, Order, OutTradeNo, Payment, Refund, StockMove};
 
 /// How long a delivered event is kept for lookups and redelivery before TTL removes it.
 pub const DELIVERED_EVENT_RETENTION: time::Duration = time::Duration::days(30);
@@ -72,6 +72,16 @@ pub enum EventData {
         refund: Box<Refund>,
     },
     Anomaly(Box<Anomaly>),
+    /// `order.paid` of a PAID written without reading the order ([`super::PaidUnread`]):
+    /// stored without body or counters, completed from the order before its first delivery.
+    OrderToRead(OrderToRead),
+}
+
+/// What an `order.paid` stored without the order keeps until it is completed: who paid, as
+/// WeChat Pay said, so a payer other than the owner is still noticed then.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OrderToRead {
+    pub payer: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,14 +99,39 @@ pub struct OrderEvent {
 
 impl OrderEvent {
     /// The event of an order's transition: one per (order, version it reached), which no
-    /// other transition of that order can reach.
+    /// other transition of that order can reach; `order.paid` is one per order, whether its
+    /// PAID was planned on a read or not (the version is unknown to the one that was not).
     pub fn of_order(event_type: EventType, order: &Order, at: OffsetDateTime) -> OrderEvent {
+        let id = match event_type {
+            EventType::OrderPaid => Self::paid_id(&order.out_trade_no),
+            _ => format!("evt_{}_{}", order.out_trade_no, order.version),
+        };
         OrderEvent {
-            id: format!("evt_{}_{}", order.out_trade_no, order.version),
+            id,
             event_type,
             out_trade_no: Some(order.out_trade_no.clone()),
             created_at: at,
             data: EventData::Order(Box::new(order.clone())),
+            stock: Vec::new(),
+        }
+    }
+
+    /// `order.paid`'s id: the same however its PAID was written.
+    pub fn paid_id(out_trade_no: &OutTradeNo) -> String {
+        format!("evt_{out_trade_no}_paid")
+    }
+
+    /// `order.paid` of a PAID written without reading the order: its id, its payer; the
+    /// rest comes from the order when it is completed ([`Order::paid_event`]).
+    pub fn of_unread_payment(payment: &Payment, at: OffsetDateTime) -> OrderEvent {
+        OrderEvent {
+            id: Self::paid_id(&payment.out_trade_no),
+            event_type: EventType::OrderPaid,
+            out_trade_no: Some(payment.out_trade_no.clone()),
+            created_at: at,
+            data: EventData::OrderToRead(OrderToRead {
+                payer: payment.payer.as_ref().map(|p| p.to_string()),
+            }),
             stock: Vec::new(),
         }
     }
@@ -214,12 +249,26 @@ pub struct OutboxEvent {
     /// The counters it moves once projected ([`OrderEvent::stock`]), and when that was done.
     pub stock: Vec<StockMove>,
     pub projected_at: Option<OffsetDateTime>,
+    /// An `order.paid` still to be completed from the order (`body` is empty, `stock` too).
+    pub order_to_read: Option<OrderToRead>,
 }
 
 impl OutboxEvent {
-    /// Its counters still to be moved (by the dispatcher, once, before it is delivered).
+    /// The event completed from its order ([`Order::paid_event`]): `body` (that event's
+    /// exact JSON) to send, its counters to project. Written back with the attempt's result.
+    pub fn completed(&self, body: String, stock: Vec<StockMove>) -> OutboxEvent {
+        OutboxEvent {
+            body,
+            stock,
+            order_to_read: None,
+            ..self.clone()
+        }
+    }
+
+    /// Its counters still to be moved (by the dispatcher, once, before it is delivered), or
+    /// its order still to be read to know them.
     pub fn needs_projection(&self) -> bool {
-        !self.stock.is_empty() && self.projected_at.is_none()
+        self.order_to_read.is_some() || (!self.stock.is_empty() && self.projected_at.is_none())
     }
 
     /// The instant the retry window counts from.

@@ -6,8 +6,9 @@
 use time::OffsetDateTime;
 
 use super::{
-    Anomaly, EventType, Money, MoneyError, NotificationRecord, Order, OrderEvent, OrderStatus,
-    Payment, Refund, RefundStatus, RefundTransitionError, SkuId, TransitionError,
+    Anomaly, EventType, HistoryEntry, Money, MoneyError, NotificationRecord, Order, OrderEvent,
+    OrderStatus, OutTradeNo, Payment, Refund, RefundStatus, RefundTransitionError, SkuId,
+    TransitionError,
 };
 
 /// Why the domain refuses a transition of the order as read.
@@ -36,6 +37,9 @@ pub enum LifecycleError {
     RefundOfAnotherOrder { out_refund_no: String },
     #[error("payment for {0} is for another order")]
     PaymentOfAnotherOrder(String),
+    /// `order.paid` asked of an order PAID never moved (or moved before this was recorded).
+    #[error("order {0} was never paid")]
+    NeverPaid(String),
     #[error(transparent)]
     Money(#[from] MoneyError),
 }
@@ -151,6 +155,58 @@ impl Plan {
     }
 }
 
+/// PENDING -> PAID planned from the payment alone: a notification's path (DESIGN 5: one
+/// DynamoDB call for a first notification, one for a duplicate). The store writes it as one
+/// transaction on the condition that the order is still `from` with the payment's amount and
+/// currency; a refusal returns the order as it is, and the plans that read it decide from
+/// there. Its `order.paid` needs the order for its body and counters: the dispatcher
+/// completes it ([`Order::paid_event`]) before its first delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaidUnread {
+    pub out_trade_no: OutTradeNo,
+    /// The status the order must still be in, with this amount and currency.
+    pub from: OrderStatus,
+    pub amount_total: Money,
+    pub currency: String,
+    pub to: OrderStatus,
+    pub transaction_id: String,
+    pub paid_at: OffsetDateTime,
+    pub notification_id: Option<String>,
+    /// Appended to the order's history; `version` is incremented and kept as `paid_version`.
+    pub entry: HistoryEntry,
+    /// The payment item, `order.paid` to complete, the notification: as [`Plan::records`].
+    pub records: Vec<Record>,
+}
+
+impl PaidUnread {
+    pub fn plan(payment: &Payment, at: OffsetDateTime) -> Result<PaidUnread, LifecycleError> {
+        let from = OrderStatus::Pending;
+        let to = from.transition(OrderStatus::Paid)?;
+        let mut records = vec![
+            Record::Payment(Box::new(payment.clone())),
+            Record::Event(Box::new(OrderEvent::of_unread_payment(payment, at))),
+        ];
+        records.extend(payment.notification.clone().map(Record::Notification));
+        Ok(PaidUnread {
+            out_trade_no: payment.out_trade_no.clone(),
+            from,
+            amount_total: payment.amount,
+            currency: payment.currency.clone(),
+            to,
+            transaction_id: payment.transaction_id.clone(),
+            paid_at: payment.success_time,
+            notification_id: payment.notification_id.clone(),
+            entry: HistoryEntry {
+                from: Some(from),
+                to,
+                at,
+                cause: from.edge_cause(to).unwrap_or("transition").to_owned(),
+            },
+            records,
+        })
+    }
+}
+
 impl Order {
     /// The order moved to `to` with the edge's own cause (or `cause`, when given).
     fn moved(
@@ -201,7 +257,44 @@ impl Order {
         next.transaction_id = Some(payment.transaction_id.clone());
         next.paid_at = Some(payment.success_time);
         next.notification_id = payment.notification_id.clone();
+        if to == OrderStatus::Paid {
+            next.paid_version = Some(next.version);
+        }
         Ok(next)
+    }
+
+    /// `order.paid` of this order, one per order: the order as PAID left it (whatever came
+    /// after: refunds, shipping), its reserved stock counted sold when the event is
+    /// projected. How a PAID written without reading the order ([`PaidUnread`]) gets its
+    /// event completed, and how one planned on a read builds it.
+    pub fn paid_event(&self, created_at: OffsetDateTime) -> Result<OrderEvent, LifecycleError> {
+        let as_paid = self
+            .as_paid()
+            .ok_or_else(|| LifecycleError::NeverPaid(self.out_trade_no.to_string()))?;
+        let mut event = OrderEvent::of_order(EventType::OrderPaid, &as_paid, created_at);
+        event.stock = self.lines_moved(StockChange::Sell);
+        Ok(event)
+    }
+
+    /// The order as its PAID transition left it: every field PAID set or left is kept,
+    /// every later change (refunds, status, version, history) undone. Deterministic, so an
+    /// event completed twice has the same bytes.
+    fn as_paid(&self) -> Option<Order> {
+        let version = self.paid_version?;
+        self.transaction_id.as_ref()?;
+        let paid = self
+            .history
+            .iter()
+            .position(|h| h.to == OrderStatus::Paid)?;
+        let mut order = self.clone();
+        order.status = OrderStatus::Paid;
+        order.version = version;
+        order.history.truncate(paid + 1);
+        order.refunded_total = Money::ZERO;
+        order.refund_pending_total = Money::ZERO;
+        order.refunds.clear();
+        order.restocked.clear();
+        Some(order)
     }
 
     /// PENDING -> PAID: the payment item (one per transaction_id), the notification kept,
@@ -209,8 +302,7 @@ impl Order {
     /// touched (DESIGN 5): the reserved stock is counted sold when the event is projected.
     pub fn plan_paid(&self, payment: &Payment, at: OffsetDateTime) -> Result<Plan, LifecycleError> {
         let next = self.paid_by(OrderStatus::Paid, payment, at)?;
-        let mut event = OrderEvent::of_order(EventType::OrderPaid, &next, at);
-        event.stock = self.lines_moved(StockChange::Sell);
+        let event = next.paid_event(at)?;
         let mut change = self.change(next);
         change.expect_amount_total = Some(payment.amount);
         let mut records = vec![
@@ -605,7 +697,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("tea", 2, StockChange::Sell), ("cup", 1, StockChange::Sell)]
         );
-        assert_eq!(event.id, format!("evt_{}_2", o.out_trade_no));
+        assert_eq!(event.id, format!("evt_{}_paid", o.out_trade_no));
         // Nothing leads back to PENDING: a paid order refuses a second payment and a close.
         assert!(matches!(
             next.plan_paid(&pay, T),
@@ -618,6 +710,98 @@ mod tests {
             o.plan_paid(&other, T),
             Err(LifecycleError::PaymentOfAnotherOrder(_))
         ));
+    }
+
+    #[test]
+    fn an_unread_paid_plans_from_the_payment_alone() {
+        let o = order();
+        let mut pay = payment(&o, 2500);
+        pay.payer = Some(crate::domain::Openid::parse("o_friend").unwrap());
+        pay.notification = Some(Box::new(NotificationRecord {
+            id: "n-1".into(),
+            event_type: "TRANSACTION.SUCCESS".into(),
+            received_at: T,
+            body: "{}".into(),
+            headers: Vec::new(),
+            out_trade_no: Some(o.out_trade_no.clone()),
+            outcome: "applied".into(),
+        }));
+        let plan = PaidUnread::plan(&pay, T).unwrap();
+        assert_eq!(
+            (plan.from, plan.to),
+            (OrderStatus::Pending, OrderStatus::Paid)
+        );
+        assert_eq!(
+            (plan.amount_total, plan.currency.as_str()),
+            (pay.amount, "CNY")
+        );
+        assert_eq!(plan.paid_at, pay.success_time);
+        assert_eq!(plan.notification_id.as_deref(), Some("n-1"));
+        // The same history entry a read-planned PAID appends.
+        let read_planned = o.plan_paid(&pay, T).unwrap();
+        assert_eq!(
+            Some(&plan.entry),
+            read_planned.order().unwrap().history.last()
+        );
+        assert_eq!(plan.records[0], Record::Payment(Box::new(pay.clone())));
+        let Record::Event(event) = &plan.records[1] else {
+            panic!("{:?}", plan.records)
+        };
+        // The id a read-planned PAID gives its event: whichever wins, one order.paid.
+        let Record::Event(read_event) = &read_planned.records[1] else {
+            panic!("{:?}", read_planned.records)
+        };
+        assert_eq!(event.id, read_event.id);
+        assert_eq!(event.event_type, EventType::OrderPaid);
+        assert!(event.stock.is_empty(), "its lines are not known yet");
+        assert_eq!(
+            event.data,
+            crate::domain::EventData::OrderToRead(crate::domain::OrderToRead {
+                payer: Some("o_friend".into())
+            })
+        );
+        assert!(matches!(plan.records[2], Record::Notification(_)));
+    }
+
+    #[test]
+    fn order_paid_completed_later_is_the_event_its_paid_planned() {
+        let o = order();
+        let pay = payment(&o, 2500);
+        let plan = o.plan_paid(&pay, T).unwrap();
+        let Record::Event(planned) = &plan.records[1] else {
+            panic!("{:?}", plan.records)
+        };
+        let paid = plan.order().unwrap().clone();
+        assert_eq!(paid.paid_version, Some(paid.version));
+        assert_eq!(paid.paid_event(T).unwrap(), **planned);
+        // After a refund (status, totals, version and history all moved on), the order
+        // still makes the same order.paid: what PAID left, not what is there now.
+        let part = Refund::requested(
+            OutRefundNo::parse("R-1").unwrap(),
+            o.out_trade_no.clone(),
+            Money::from_fen(1000).unwrap(),
+            None,
+            Vec::new(),
+            T,
+        );
+        let reserved = paid
+            .plan_refund_request(&part)
+            .unwrap()
+            .order()
+            .unwrap()
+            .clone();
+        let later = T + time::Duration::minutes(5);
+        let refunded = reserved
+            .plan_refund_outcome(&part, RefundStatus::Success, Some(later), later)
+            .unwrap()
+            .order()
+            .unwrap()
+            .clone();
+        assert_eq!(refunded.status, OrderStatus::PartiallyRefunded);
+        assert!(refunded.version > paid.version);
+        assert_eq!(refunded.paid_event(T).unwrap(), **planned);
+        // An order PAID never moved has no order.paid to make.
+        assert!(matches!(o.paid_event(T), Err(LifecycleError::NeverPaid(_))));
     }
 
     #[test]

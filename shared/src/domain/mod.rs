@@ -16,10 +16,13 @@ mod status;
 
 pub use anomaly::{Anomaly, AnomalyKind};
 pub use event::{
-    DELIVERED_EVENT_RETENTION, DeliveryStatus, EventData, EventType, OrderEvent, OutboxEvent,
+    DELIVERED_EVENT_RETENTION, DeliveryStatus, EventData, EventType, OrderEvent, OrderToRead,
+    OutboxEvent,
 };
 pub use ids::{IdError, IdempotencyKey, Openid, OutRefundNo, OutTradeNo, SkuId};
-pub use lifecycle::{Guard, LifecycleError, OrderChange, Plan, Record, StockChange, StockMove};
+pub use lifecycle::{
+    Guard, LifecycleError, OrderChange, PaidUnread, Plan, Record, StockChange, StockMove,
+};
 pub use money::{Money, MoneyError};
 pub use order::{HistoryEntry, Order, OrderLine, Product, Quantity, QuantityError};
 pub use payment::{NOTIFICATION_RETENTION, NotificationRecord, Payment};

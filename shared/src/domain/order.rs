@@ -114,6 +114,10 @@ pub struct Order {
     pub restocked: Vec<super::RestockLine>,
     /// Bumped by every write, so a conditional write can insist on the version it read.
     pub version: u64,
+    /// The version PAID gave it: `order.paid` says this one, even when the event is
+    /// completed from the order after later changes (DESIGN 5's unread PAID).
+    #[serde(default)]
+    pub paid_version: Option<u64>,
     pub history: Vec<HistoryEntry>,
 }
 
@@ -151,6 +155,7 @@ impl Order {
             refunds: Vec::new(),
             restocked: Vec::new(),
             version: 1,
+            paid_version: None,
             history: vec![HistoryEntry {
                 from: None,
                 to: OrderStatus::Pending,

@@ -15,7 +15,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use super::Clock;
 use crate::{
-    domain::OutboxEvent,
+    domain::{OutTradeNo, OutboxEvent},
     store::{EventClaim, Store, StoreError},
     telemetry::Metric,
     webhook::{Attempt, AttemptOutcome, Webhook, schedule},
@@ -135,17 +135,58 @@ impl DispatchSummary {
     }
 }
 
-/// Moves the event's counters once (`sold` from `order.paid`, DESIGN 5) if that is still to
-/// be done. Before any delivery, so the merchant never hears of a sale not yet counted.
-async fn project_if_needed(
+/// The event made ready to send: an `order.paid` written without its order completed from
+/// it, and its counters moved once (`sold` from `order.paid`, DESIGN 5), both before any
+/// delivery, so the merchant never hears of a sale not yet counted.
+async fn prepare(
     deps: &EventDeps,
-    event: &OutboxEvent,
+    event: OutboxEvent,
     now: OffsetDateTime,
-) -> Result<(), StoreError> {
-    if event.needs_projection() && deps.store.project_event(event, now).await? {
+) -> Result<OutboxEvent, StoreError> {
+    if event.order_to_read.is_some() {
+        return complete(deps, event, now).await;
+    }
+    if event.needs_projection() && deps.store.project_event(&event, now).await? {
         tracing::info!(event_id = %event.id, event_type = %event.event_type, out_trade_no = event.out_trade_no.as_deref().unwrap_or(""), outcome = "projected", "event's stock counters moved");
     }
-    Ok(())
+    Ok(event)
+}
+
+/// Completes an `order.paid` stored by a PAID that read no order (DESIGN 5) from the order
+/// as PAID left it, writing its body and moving its counters in one transaction. The body
+/// is made the same way whenever it is made, so a completion that lost to another one
+/// sends the same bytes.
+async fn complete(
+    deps: &EventDeps,
+    event: OutboxEvent,
+    now: OffsetDateTime,
+) -> Result<OutboxEvent, StoreError> {
+    let inconsistent = |why: String| StoreError::Inconsistent(format!("event {}: {why}", event.id));
+    let out_trade_no = event
+        .out_trade_no
+        .as_deref()
+        .and_then(|o| OutTradeNo::parse(o).ok())
+        .ok_or_else(|| inconsistent("names no order".into()))?;
+    let order = deps
+        .store
+        .get_order(&out_trade_no)
+        .await?
+        .ok_or_else(|| inconsistent(format!("order {out_trade_no} is gone")))?;
+    let paid = order
+        .paid_event(event.created_at)
+        .map_err(|e| inconsistent(e.to_string()))?;
+    let body = crate::outbox::body(&paid)
+        .filter(|_| paid.id == event.id)
+        .ok_or_else(|| inconsistent(format!("order {out_trade_no} makes event {}", paid.id)))?;
+    let payer = event.order_to_read.as_ref().and_then(|r| r.payer.clone());
+    let completed = event.completed(body, paid.stock);
+    if deps.store.complete_event(&completed, now).await? {
+        tracing::info!(event_id = %completed.id, event_type = %completed.event_type, out_trade_no = %out_trade_no, transaction_id = order.transaction_id.as_deref(), outcome = "completed", "order.paid completed from its order; stock counters moved");
+        if let Some(payer) = payer {
+            super::payment::notice_payer(&order, &payer, now);
+        }
+    }
+    Ok(completed)
 }
 
 /// Claims, sends and records one attempt of event `id` (its counters projected first).
@@ -154,7 +195,7 @@ pub async fn dispatch_event(deps: &EventDeps, id: &str) -> Result<Dispatched, St
     let now = deps.now();
     let Some(webhook) = deps.webhook.as_ref() else {
         if let Some(event) = deps.store.get_event(id).await? {
-            project_if_needed(deps, &event, now).await?;
+            prepare(deps, event, now).await?;
         }
         return Ok(Dispatched::NoWebhook);
     };
@@ -162,10 +203,8 @@ pub async fn dispatch_event(deps: &EventDeps, id: &str) -> Result<Dispatched, St
         EventClaim::Claimed(event) => *event,
         EventClaim::NotClaimed(_) => return Ok(Dispatched::Skipped),
     };
-    project_if_needed(deps, &claimed, now).await?;
-    let attempt = webhook
-        .deliver(&claimed.id, claimed.body.as_bytes(), now)
-        .await;
+    let event = prepare(deps, claimed.clone(), now).await?;
+    let attempt = webhook.deliver(&event.id, event.body.as_bytes(), now).await;
     let done = deps.now();
     let (to, dispatched) = match attempt.outcome {
         AttemptOutcome::Delivered => (
@@ -310,7 +349,7 @@ pub async fn dispatch_due(deps: &EventDeps, deadline: Option<OffsetDateTime>) ->
                     let _permit = permit;
                     if deps.webhook.is_none() {
                         // Only the projection is due: from the event as read, no claim.
-                        project_if_needed(&deps, &event, deps.now()).await?;
+                        prepare(&deps, event, deps.now()).await?;
                         return Ok(Dispatched::NoWebhook);
                     }
                     dispatch_event(&deps, &event.id).await

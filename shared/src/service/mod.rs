@@ -24,7 +24,7 @@ pub use events::{
     dispatch_due, dispatch_event, dispatch_ids, redeliver_event,
 };
 pub use notification::{NotificationOutcome, NotifyError, handle_notification};
-pub use payment::{ApplyError, PaymentOutcome, apply_payment};
+pub use payment::{ApplyError, PaymentOutcome, UnreadOutcome, apply_payment};
 pub use place_order::{
     PlaceOrderError, PlaceOrderInput, PlaceOrderReply, PlaceOrderRequest, place_order,
 };

@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 
-use super::payment::{apply_confirmed, payment_of};
+use super::payment::{UnreadOutcome, apply_unread, payment_of};
 use super::refund::{RefundError, apply_result_with as apply_refund_result};
 use super::{ApplyError, Deps, PaymentOutcome};
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
 /// Every outcome here is acknowledged with 204: retrying cannot change it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotificationOutcome {
-    Payment(PaymentOutcome),
+    Payment(UnreadOutcome),
     /// A `REFUND.*` notification: the refund as it now stands (`applied` when this delivery
     /// moved it), or kept as a `REFUND_MISMATCH` anomaly.
     Refund {
@@ -166,13 +166,14 @@ pub async fn handle_notification(
     };
     record.out_trade_no = Some(payment.out_trade_no.clone());
     record.outcome = "applied".into();
-    let order = deps.store.get_order(&payment.out_trade_no).await?;
     let payment = Payment {
         notification: Some(Box::new(record.clone())),
         ..payment
     };
-    let outcome = apply_confirmed(deps, order, payment).await?;
-    if !kept_with_its_order(&outcome, &notification_id) {
+    let outcome = apply_unread(deps, payment).await?;
+    if let UnreadOutcome::Settled(settled) = &outcome
+        && !kept_with_its_order(settled, &notification_id)
+    {
         record.outcome = outcome.label();
         deps.store.record_notification(&record).await?;
     }

@@ -6,8 +6,8 @@ use time::OffsetDateTime;
 
 use super::Deps;
 use crate::{
-    domain::{Money, Openid, Order, OrderStatus, OutTradeNo},
-    store::{Anomaly, AnomalyKind, MarkPaidOutcome, Payment, StoreError},
+    domain::{Money, Openid, Order, OrderStatus, OutTradeNo, PaidUnread},
+    store::{Anomaly, AnomalyKind, MarkPaidOutcome, PaidUnreadOutcome, Payment, StoreError},
     telemetry::Metric,
     timefmt::parse_rfc3339,
     wechatpay::notification::Transaction,
@@ -138,6 +138,58 @@ pub async fn apply_payment(
     Ok(apply_confirmed(deps, order, payment).await?)
 }
 
+/// Applies a notification's payment without reading its order first (DESIGN 5): one
+/// transaction that holds only if the order is PENDING with the payment's amount and
+/// currency. Its refusal carries the order as it is, and the path that reads decides from
+/// there (a duplicate, an anomaly): one DynamoDB call for a first delivery or a duplicate.
+pub(crate) async fn apply_unread(
+    deps: &Deps,
+    payment: Payment,
+) -> Result<UnreadOutcome, StoreError> {
+    let now = deps.now();
+    let plan = PaidUnread::plan(&payment, now)
+        .map_err(|e| StoreError::Invalid(format!("PAID of {}: {e}", payment.out_trade_no)))?;
+    let order = match deps.store.mark_paid_unread(&plan).await? {
+        PaidUnreadOutcome::Applied => {
+            tracing::info!(
+                out_trade_no = %payment.out_trade_no,
+                transaction_id = %payment.transaction_id,
+                notification_id = payment.notification_id.as_deref(),
+                amount = payment.amount.fen(),
+                outcome = "applied",
+                "payment settled"
+            );
+            return Ok(UnreadOutcome::Applied);
+        }
+        PaidUnreadOutcome::OrderRefused(order) => order.map(|o| *o),
+        // The order was payable but the transaction is recorded: only a read can say more.
+        PaidUnreadOutcome::PaymentExists { .. } => {
+            deps.store.get_order(&payment.out_trade_no).await?
+        }
+    };
+    Ok(UnreadOutcome::Settled(
+        apply_confirmed(deps, order, payment).await?,
+    ))
+}
+
+/// What became of a payment applied without a read ([`apply_unread`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnreadOutcome {
+    /// PENDING -> PAID now; no order was read, so there is none to show.
+    Applied,
+    /// Refused, then settled on the order as it is (a duplicate, an anomaly).
+    Settled(PaymentOutcome),
+}
+
+impl UnreadOutcome {
+    pub fn label(&self) -> String {
+        match self {
+            UnreadOutcome::Applied => "applied".to_owned(),
+            UnreadOutcome::Settled(outcome) => outcome.label(),
+        }
+    }
+}
+
 /// Applies a payment already read from WeChat Pay's answer to `order` (the caller's read of
 /// it; `None`: no such order).
 pub(crate) async fn apply_confirmed(
@@ -146,7 +198,6 @@ pub(crate) async fn apply_confirmed(
     payment: Payment,
 ) -> Result<PaymentOutcome, StoreError> {
     let now = deps.now();
-    let notification_id = payment.notification_id.as_deref();
     let outcome = match order {
         None => {
             anomaly(
@@ -159,24 +210,36 @@ pub(crate) async fn apply_confirmed(
             .await?
         }
         Some(order) => {
-            // Someone else may pay for a user (a friend's 代付): the money is this order's,
-            // but it is worth a line and a count.
-            if let Some(payer) = payment.payer.as_ref().filter(|p| **p != order.openid) {
-                crate::telemetry::emit_metrics(&[(Metric::PayerNotOwner, 1)], now);
-                tracing::warn!(out_trade_no = %payment.out_trade_no, transaction_id = %payment.transaction_id, %payer, owner = %order.openid, outcome = "payer_not_owner", "paid by someone other than the order's owner");
+            if let Some(payer) = &payment.payer {
+                notice_payer(&order, payer.as_str(), now);
             }
             settle(deps, order, &payment, now).await?
         }
     };
-    let (status, amount_total) = match &outcome {
-        PaymentOutcome::Applied(o) | PaymentOutcome::Duplicate(o) => {
-            (Some(o.status.as_str()), Some(o.amount_total.fen()))
-        }
-        PaymentOutcome::Anomaly { order, .. } => (
-            order.as_ref().map(|o| o.status.as_str()),
-            order.as_ref().map(|o| o.amount_total.fen()),
-        ),
+    log_outcome(&payment, &outcome, now);
+    Ok(outcome)
+}
+
+/// Someone else may pay for a user (a friend's 代付): the money is the order's, but it is
+/// worth a line and a count. Said when the payment meets its order: as it is applied on a
+/// read, or when the dispatcher completes an `order.paid` written without one.
+pub(crate) fn notice_payer(order: &Order, payer: &str, now: OffsetDateTime) {
+    if payer == order.openid.as_str() {
+        return;
+    }
+    crate::telemetry::emit_metrics(&[(Metric::PayerNotOwner, 1)], now);
+    tracing::warn!(out_trade_no = %order.out_trade_no, transaction_id = order.transaction_id.as_deref(), %payer, owner = %order.openid, outcome = "payer_not_owner", "paid by someone other than the order's owner");
+}
+
+/// The payment's log line (and the anomaly metric), with the order as it stands.
+fn log_outcome(payment: &Payment, outcome: &PaymentOutcome, now: OffsetDateTime) {
+    let notification_id = payment.notification_id.as_deref();
+    let order = match outcome {
+        PaymentOutcome::Applied(o) | PaymentOutcome::Duplicate(o) => Some(o.as_ref()),
+        PaymentOutcome::Anomaly { order, .. } => order.as_deref(),
     };
+    let status = order.map(|o| o.status.as_str());
+    let amount_total = order.map(|o| o.amount_total.fen());
     let label = outcome.label();
     if matches!(outcome, PaymentOutcome::Anomaly { .. }) {
         crate::telemetry::emit_metrics(&[(Metric::PaymentAnomaly, 1)], now);
@@ -201,7 +264,6 @@ pub(crate) async fn apply_confirmed(
             "payment settled"
         );
     }
-    Ok(outcome)
 }
 
 async fn settle(

@@ -115,6 +115,19 @@ pub enum MarkPaidOutcome {
     NotFound,
 }
 
+/// How a PAID written without reading the order ([`crate::domain::PaidUnread`]) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaidUnreadOutcome {
+    /// PENDING -> PAID, with its payment item, notification and `order.paid` (to complete).
+    Applied,
+    /// The order was not PENDING with the payment's amount and currency: as it is, or
+    /// `None` when there is no such order. Nothing was written.
+    OrderRefused(Option<Box<Order>>),
+    /// The transaction_id is recorded already, for this out_trade_no or another one, while
+    /// the order was still payable. Nothing was written.
+    PaymentExists { out_trade_no: OutTradeNo },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseOutcome {
     /// PENDING -> CLOSED, reserved stock returned.
@@ -255,6 +268,13 @@ pub trait Store: Send + Sync {
         payment: &Payment,
         now: OffsetDateTime,
     ) -> Result<MarkPaidOutcome, StoreError>;
+    /// PENDING -> PAID as `plan` says, without a read of the order: one TransactWriteItems,
+    /// conditional on the order's status, amount and currency (DESIGN 5: a notification's
+    /// first delivery costs one call, a duplicate one).
+    async fn mark_paid_unread(
+        &self,
+        plan: &crate::domain::PaidUnread,
+    ) -> Result<PaidUnreadOutcome, StoreError>;
     /// PENDING -> AMOUNT_MISMATCH: a payment WeChat Pay collected whose amount is not the
     /// order's. One transaction writes the payment item and `anomaly` and leaves the stock
     /// reserved, so the order leaves the sweeper's index and waits for the merchant.
@@ -415,6 +435,14 @@ pub trait Store: Send + Sync {
     /// one transaction: `true` when this call moved them, `false` when they were already
     /// moved (or the event is gone).
     async fn project_event(
+        &self,
+        event: &OutboxEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// An `order.paid` completed from its order ([`OutboxEvent::completed`]): its body and
+    /// counters written and its `order_to_read` mark removed in the transaction that
+    /// projects it, as `project_event` (`false`: done already).
+    async fn complete_event(
         &self,
         event: &OutboxEvent,
         now: OffsetDateTime,

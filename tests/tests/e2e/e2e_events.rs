@@ -85,7 +85,8 @@ async fn paid_order(app: &TestApp, user: &str, deliveries: usize) -> (String, St
         assert_eq!(app.notify(&headers, &body).await.status, 204);
     }
     let paid = app.order(&no).await;
-    (no, format!("evt_{}_{}", paid.out_trade_no, paid.version))
+    assert_eq!(paid.paid_version, Some(paid.version));
+    (no, shared::domain::OrderEvent::paid_id(&paid.out_trade_no))
 }
 
 /// A DynamoDB stream batch as Lambda's event source mapping hands it over.

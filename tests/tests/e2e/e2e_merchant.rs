@@ -123,7 +123,7 @@ async fn only_the_merchant_opens_merchant_api_and_its_lookups_answer_whole_order
 
     // The payment's order.paid can be sent again; an unknown or malformed id names nothing.
     let paid_order = app.order(&no).await;
-    let event_id = format!("evt_{no}_{}", paid_order.version);
+    let event_id = shared::domain::OrderEvent::paid_id(&paid_order.out_trade_no);
     let again = post(
         &app,
         &format!("{url}/merchant/events/{event_id}/redeliver"),

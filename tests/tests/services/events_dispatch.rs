@@ -169,7 +169,7 @@ impl Fixture {
             .mark_paid(&o, &payment(&o, &txn), self.now())
             .await
             .unwrap();
-        let id = format!("evt_{}_2", o.out_trade_no);
+        let id = shared::domain::OrderEvent::paid_id(&o.out_trade_no);
         (o, id)
     }
 
@@ -177,6 +177,92 @@ impl Fixture {
         let e = self.ctx.store.get_event(id).await.unwrap().unwrap();
         (e.status, e.attempts)
     }
+}
+
+/// DESIGN 5: a notification's PAID stores `order.paid` without reading the order; the
+/// dispatcher completes it from the order before sending (the body a read-planned PAID would
+/// have written, `sold` counted once), writes that body back, and sends it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_paid_written_unread_is_completed_then_delivered_once() {
+    let f = Fixture::new("dispatch_unread").await;
+    let tea = product("tea", 990, Some(5));
+    f.ctx
+        .store
+        .put_products(std::slice::from_ref(&tea))
+        .await
+        .unwrap();
+    let o = order("o_alice", &[(&tea, 2)]);
+    f.ctx
+        .store
+        .create_order(&fresh_claim(&o), &o)
+        .await
+        .unwrap();
+    let pay = payment(&o, &format!("42{}", o.out_trade_no));
+    let plan = shared::domain::PaidUnread::plan(&pay, f.now()).unwrap();
+    assert_eq!(
+        f.ctx.store.mark_paid_unread(&plan).await.unwrap(),
+        shared::store::PaidUnreadOutcome::Applied
+    );
+    let id = shared::domain::OrderEvent::paid_id(&o.out_trade_no);
+    let waiting = f.ctx.store.get_event(&id).await.unwrap().unwrap();
+    assert!(waiting.order_to_read.is_some() && waiting.body.is_empty());
+
+    let summary = dispatch_due(&f.deps, None).await;
+    assert_eq!(
+        (summary.scanned, summary.delivered, summary.failed),
+        (1, 1, 0)
+    );
+    let got = f.receiver.got();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, id);
+    let paid = f
+        .ctx
+        .store
+        .get_order(&o.out_trade_no)
+        .await
+        .unwrap()
+        .unwrap();
+    let expected = shared::outbox::body(&paid.paid_event(waiting.created_at).unwrap()).unwrap();
+    assert_eq!(
+        got[0].body,
+        serde_json::from_str::<serde_json::Value>(&expected).unwrap()
+    );
+    assert_eq!(got[0].body["data"]["lines"][0]["quantity"], 2);
+    assert_eq!(got[0].body["data"]["version"], paid.version);
+    let stored = f.ctx.store.get_event(&id).await.unwrap().unwrap();
+    assert_eq!(stored.status, DeliveryStatus::Delivered);
+    assert_eq!(
+        stored.body, expected,
+        "the completed body is kept for redelivery"
+    );
+    assert!(stored.order_to_read.is_none());
+    let sold = |products: std::collections::HashMap<_, shared::domain::Product>| {
+        (products[&tea.sku_id].sold, products[&tea.sku_id].reserved)
+    };
+    let products = f
+        .ctx
+        .store
+        .get_products(std::slice::from_ref(&tea.sku_id))
+        .await
+        .unwrap();
+    assert_eq!(sold(products), (2, 0));
+
+    // A redelivery sends the kept bytes; nothing is counted again.
+    redeliver_event(f.deps.store.as_ref(), &id, f.now())
+        .await
+        .unwrap();
+    let again = dispatch_due(&f.deps, None).await;
+    assert_eq!(again.delivered, 1);
+    let got = f.receiver.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].body, got[0].body);
+    let products = f
+        .ctx
+        .store
+        .get_products(std::slice::from_ref(&tea.sku_id))
+        .await
+        .unwrap();
+    assert_eq!(sold(products), (2, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,7 +63,7 @@ async fn mark_paid_200_times_at_once_applies_once() {
     assert_eq!(
         events,
         [(
-            format!("evt_{}_2", o.out_trade_no),
+            shared::domain::OrderEvent::paid_id(&o.out_trade_no),
             "order.paid".to_owned(),
             o.out_trade_no.to_string()
         )]
@@ -74,7 +74,7 @@ async fn mark_paid_200_times_at_once_applies_once() {
     assert_eq!((p.reserved, p.sold, p.available()), (3, 0, Some(7)));
     let event = ctx
         .store
-        .get_event(&format!("evt_{}_2", o.out_trade_no))
+        .get_event(&shared::domain::OrderEvent::paid_id(&o.out_trade_no))
         .await
         .unwrap()
         .unwrap();

@@ -4,14 +4,17 @@
 //! a redelivery brings one back with the same id.
 
 use shared::domain::{Anomaly, AnomalyKind, DeliveryStatus, OutboxEvent};
+use shared::domain::{OrderEvent, OrderStatus, PaidUnread};
 use shared::store::{
-    AnomalyOutcome, CloseOutcome, EventClaim, MarkPaidOutcome, Store, StoreSupport,
+    AnomalyOutcome, CloseOutcome, EventClaim, MarkPaidOutcome, PaidUnreadOutcome, Store,
+    StoreSupport,
 };
 use wxpay_tests::aws_sdk_dynamodb::types::AttributeValue;
 use wxpay_tests::*;
 
 wxpay_tests::store_suite!(
     each_transition_writes_its_event_once,
+    an_unread_paid_is_one_call_and_its_event_is_completed_once,
     a_claim_fences_its_attempt_and_delivery_leaves_the_index,
 );
 
@@ -70,6 +73,136 @@ async fn due(ctx: &StoreCtx, now: time::OffsetDateTime) -> Vec<OutboxEvent> {
     all
 }
 
+/// DESIGN 5: a notification's PAID reads nothing. One TransactWriteItems, conditional on
+/// PENDING with the payment's amount and currency; any refusal returns the order as it is
+/// (or none), nothing written. Its `order.paid` is stored without body or counters and
+/// completed from the order once: the same bytes a read-planned PAID would have written.
+async fn an_unread_paid_is_one_call_and_its_event_is_completed_once(ctx: StoreCtx) {
+    let tea = product("tea", 990, Some(10));
+    ctx.store
+        .put_products(std::slice::from_ref(&tea))
+        .await
+        .unwrap();
+    let o = order("o_alice", &[(&tea, 2)]);
+    ctx.store.create_order(&fresh_claim(&o), &o).await.unwrap();
+    let mut pay = payment(&o, "4200000101");
+    pay.payer = Some(shared::domain::Openid::parse("o_friend").unwrap());
+    let at = now_ms();
+
+    // Another amount, an unknown order: refused with what is there, nothing written.
+    let mut short = pay.clone();
+    short.amount = shared::domain::Money::from_fen(1).unwrap();
+    let refused = ctx
+        .store
+        .mark_paid_unread(&PaidUnread::plan(&short, at).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&refused, PaidUnreadOutcome::OrderRefused(Some(seen)) if seen.status == OrderStatus::Pending && seen.version == o.version),
+        "{refused:?}"
+    );
+    let nobody = order("o_nobody", &[(&tea, 1)]);
+    assert_eq!(
+        ctx.store
+            .mark_paid_unread(&PaidUnread::plan(&payment(&nobody, "4200000102"), at).unwrap())
+            .await
+            .unwrap(),
+        PaidUnreadOutcome::OrderRefused(None)
+    );
+    assert!(event_items(&ctx).await.is_empty());
+    assert!(ctx.store.get_payment("4200000101").await.unwrap().is_none());
+
+    let plan = PaidUnread::plan(&pay, at).unwrap();
+    let (out, calls) = ctx.counter.measure(ctx.store.mark_paid_unread(&plan)).await;
+    assert_eq!(out.unwrap(), PaidUnreadOutcome::Applied);
+    assert_eq!(calls.total_calls(), 1, "{calls:?}");
+    let paid = ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap();
+    assert_eq!(paid.status, OrderStatus::Paid);
+    assert_eq!(paid.version, o.version + 1);
+    assert_eq!(paid.paid_version, Some(paid.version));
+    assert_eq!(paid.transaction_id.as_deref(), Some("4200000101"));
+    assert_eq!(paid.paid_at, Some(pay.success_time));
+    assert_eq!(paid.history.len(), o.history.len() + 1);
+    assert_eq!(paid.history.last(), Some(&plan.entry));
+    assert_eq!(paid.lines, o.lines);
+    assert!(ctx.store.get_payment("4200000101").await.unwrap().is_some());
+    // Out of the sweeper's index.
+    let due_orders = ctx
+        .store
+        .due_pending(
+            o.out_trade_no.shard(4),
+            o.expire_at + time::Duration::days(1),
+            100,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        due_orders
+            .items
+            .iter()
+            .all(|d| d.out_trade_no != o.out_trade_no)
+    );
+
+    // A duplicate: the same one call, refused, answered with the paid order.
+    let (again, calls) = ctx.counter.measure(ctx.store.mark_paid_unread(&plan)).await;
+    assert!(
+        matches!(&again, Ok(PaidUnreadOutcome::OrderRefused(Some(seen))) if **seen == paid),
+        "{again:?}"
+    );
+    assert_eq!(calls.total_calls(), 1, "{calls:?}");
+    assert_eq!(event_items(&ctx).await.len(), 1);
+
+    // The event waits for its order: no body, no counters, due like any other.
+    let id = OrderEvent::paid_id(&o.out_trade_no);
+    let stored = ctx.store.get_event(&id).await.unwrap().unwrap();
+    assert!(stored.body.is_empty());
+    assert!(stored.stock.is_empty());
+    assert_eq!(
+        stored
+            .order_to_read
+            .as_ref()
+            .and_then(|r| r.payer.as_deref()),
+        Some("o_friend")
+    );
+    assert!(stored.needs_projection());
+    assert!(due(&ctx, now_ms()).await.iter().any(|e| e.id == id));
+
+    // Completed from the order (as the dispatcher does), once.
+    let made = paid.paid_event(stored.created_at).unwrap();
+    let completed = stored.completed(shared::outbox::body(&made).unwrap(), made.stock.clone());
+    assert!(
+        ctx.store
+            .complete_event(&completed, now_ms())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ctx.store
+            .complete_event(&completed, now_ms())
+            .await
+            .unwrap()
+    );
+    let after = ctx.store.get_event(&id).await.unwrap().unwrap();
+    assert!(after.order_to_read.is_none());
+    assert!(after.projected_at.is_some());
+    assert!(!after.needs_projection());
+    assert_eq!(after.body, completed.body);
+    assert_eq!(after.stock, made.stock);
+    let body: serde_json::Value = serde_json::from_str(&after.body).unwrap();
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["data"]["status"], "PAID");
+    assert_eq!(body["data"]["version"], paid.version);
+    assert_eq!(body["data"]["lines"][0]["quantity"], 2);
+    let products = ctx
+        .store
+        .get_products(std::slice::from_ref(&tea.sku_id))
+        .await
+        .unwrap();
+    assert_eq!(products[&tea.sku_id].sold, 2, "counted sold once");
+    assert_eq!(products[&tea.sku_id].reserved, 0);
+}
+
 async fn each_transition_writes_its_event_once(ctx: StoreCtx) {
     let tea = product("tea", 990, Some(10));
     ctx.store
@@ -123,7 +256,7 @@ async fn each_transition_writes_its_event_once(ctx: StoreCtx) {
     assert_eq!(of("anomaly.recorded")[0].2, paid.out_trade_no.as_str());
 
     // All three are due now, each with the exact body to send.
-    let id = format!("evt_{}_2", paid.out_trade_no);
+    let id = shared::domain::OrderEvent::paid_id(&paid.out_trade_no);
     let stored = ctx.store.get_event(&id).await.unwrap().unwrap();
     assert_eq!(stored.status, DeliveryStatus::Pending);
     assert_eq!(stored.attempts, 0);

@@ -11,9 +11,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    DeliveryStatus, HistoryEntry, Money, Openid, Order, OrderEvent, OrderLine, OrderStatus,
-    OutRefundNo, OutTradeNo, OutboxEvent, Product, Quantity, Refund, RefundStatus, RestockLine,
-    SkuId, StockChange, StockMove,
+    DeliveryStatus, EventData, HistoryEntry, Money, Openid, Order, OrderEvent, OrderLine,
+    OrderStatus, OrderToRead, OutRefundNo, OutTradeNo, OutboxEvent, Product, Quantity, Refund,
+    RefundStatus, RestockLine, SkuId, StockChange, StockMove,
 };
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope, IdempotencyState, StoredResponse};
 use crate::store::{
@@ -65,6 +65,8 @@ pub(crate) mod attr {
     pub const REFUND_NOS: &str = "refund_nos";
     pub const RESTOCKED: &str = "restocked";
     pub const VERSION: &str = "version";
+    /// The version PAID gave the order (`order.paid`'s, whenever its body is made).
+    pub const PAID_VERSION: &str = "paid_version";
     pub const HISTORY: &str = "history";
     // product
     pub const SKU_ID: &str = "sku_id";
@@ -111,6 +113,8 @@ pub(crate) mod attr {
     pub const FENCE: &str = "fence";
     pub const FIRST_ATTEMPT_AT: &str = "first_attempt_at";
     pub const PROJECTED_AT: &str = "projected_at";
+    /// An `order.paid` stored by a PAID that read no order: its body is still to be made.
+    pub const ORDER_TO_READ: &str = "order_to_read";
     pub const CHANGE: &str = "change";
     pub const DELIVERED_AT: &str = "delivered_at";
     pub const LAST_STATUS: &str = "last_status";
@@ -479,6 +483,7 @@ pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
         order.notification_id.clone().map(s),
     );
     put_opt(&mut item, LAST_SYNCED_AT, order.last_synced_at.map(t));
+    put_opt(&mut item, PAID_VERSION, order.paid_version.map(n));
     // Absent means zero: an order never refunded carries none. `refund_reserved_total`
     // (refunded + pending) is what a reservation's condition compares, since a condition
     // cannot add two attributes; it is derived, never read back.
@@ -555,6 +560,10 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
             .map(|n| OutRefundNo::parse(n).map_err(|e| f.err(format!("{REFUND_NOS}: {e}"))))
             .collect::<Result<_, _>>()?,
         version: u64::try_from(version).map_err(|_| f.err("version is negative"))?,
+        paid_version: f
+            .opt_i64(PAID_VERSION)?
+            .map(|v| u64::try_from(v).map_err(|_| f.err("paid_version is negative")))
+            .transpose()?,
         history,
     })
 }
@@ -903,7 +912,7 @@ pub(crate) fn new_event_item(e: &OrderEvent, shards: u32) -> Item {
             id: e.id.clone(),
             event_type: e.event_type.as_str().to_owned(),
             out_trade_no: e.out_trade_no.as_ref().map(|o| o.to_string()),
-            body: crate::outbox::body(e),
+            body: crate::outbox::body(e).unwrap_or_default(),
             created_at: e.created_at,
             status: DeliveryStatus::Pending,
             attempts: 0,
@@ -917,6 +926,10 @@ pub(crate) fn new_event_item(e: &OrderEvent, shards: u32) -> Item {
             last_error: None,
             stock: e.stock.clone(),
             projected_at: None,
+            order_to_read: match &e.data {
+                EventData::OrderToRead(to_read) => Some(to_read.clone()),
+                _ => None,
+            },
         },
         shards,
     )
@@ -930,13 +943,22 @@ pub(crate) fn event_item(e: &OutboxEvent, shards: u32) -> Item {
         (ENTITY.to_owned(), s("EVENT")),
         (ID.to_owned(), s(e.id.clone())),
         (EVENT_TYPE.to_owned(), s(e.event_type.clone())),
-        (BODY.to_owned(), s(e.body.clone())),
         (CREATED_AT.to_owned(), t(e.created_at)),
         (STATUS.to_owned(), s(e.status.as_str())),
         (ATTEMPTS.to_owned(), n(e.attempts)),
         (FENCE.to_owned(), n(e.fence)),
         (RETRY_SINCE.to_owned(), t(e.retry_since)),
     ]);
+    // An `order.paid` whose order is still to be read has no body yet, only that mark.
+    match &e.order_to_read {
+        None => {
+            item.insert(BODY.to_owned(), s(e.body.clone()));
+        }
+        Some(to_read) => {
+            item.insert(ORDER_TO_READ.to_owned(), AttributeValue::Bool(true));
+            put_opt(&mut item, PAYER, to_read.payer.clone().map(s));
+        }
+    }
     put_opt(&mut item, FIRST_ATTEMPT_AT, e.first_attempt_at.map(t));
     put_opt(&mut item, PROJECTED_AT, e.projected_at.map(t));
     if !e.stock.is_empty() {
@@ -983,11 +1005,20 @@ pub(crate) fn event_item(e: &OutboxEvent, shards: u32) -> Item {
 pub(crate) fn event_from_item(item: &Item) -> Result<OutboxEvent, StoreError> {
     let f = Fields::new(item, "event");
     let created_at = f.time(CREATED_AT)?;
+    let order_to_read = match f.get(ORDER_TO_READ) {
+        Some(_) if f.bool(ORDER_TO_READ)? => Some(OrderToRead {
+            payer: f.opt_s(PAYER)?.map(str::to_owned),
+        }),
+        _ => None,
+    };
     Ok(OutboxEvent {
         id: f.s(ID)?.to_owned(),
         event_type: f.s(EVENT_TYPE)?.to_owned(),
         out_trade_no: f.opt_s(OUT_TRADE_NO)?.map(str::to_owned),
-        body: f.s(BODY)?.to_owned(),
+        body: match order_to_read {
+            Some(_) => f.opt_s(BODY)?.unwrap_or_default().to_owned(),
+            None => f.s(BODY)?.to_owned(),
+        },
         created_at,
         status: f.parse(STATUS, |v| {
             DeliveryStatus::parse(v).ok_or_else(|| format!("unknown delivery status {v:?}"))
@@ -1024,6 +1055,7 @@ pub(crate) fn event_from_item(item: &Item) -> Result<OutboxEvent, StoreError> {
                 .collect::<Result<_, StoreError>>()?,
         },
         projected_at: f.opt_time(PROJECTED_AT)?,
+        order_to_read,
     })
 }
 

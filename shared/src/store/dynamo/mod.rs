@@ -35,9 +35,9 @@ use time::OffsetDateTime;
 use super::error::from_sdk;
 use super::{
     Anomaly, AnomalyOutcome, CloseOutcome, CompleteOrderOutcome, CreateOrderOutcome, Cursor,
-    EventClaim, FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, Payment,
-    RefundMoveOutcome, RefundReserveOutcome, RefundSettleOutcome, Store, StoreError, SyncClaim,
-    TakeOverOutcome,
+    EventClaim, FencedOutcome, MarkPaidOutcome, NotificationRecord, Page, PaidUnreadOutcome,
+    Payment, RefundMoveOutcome, RefundReserveOutcome, RefundSettleOutcome, Store, StoreError,
+    SyncClaim, TakeOverOutcome,
 };
 use crate::domain::{
     LifecycleError, Openid, Order, OrderStatus, OutRefundNo, OutTradeNo, OutboxEvent, Plan,
@@ -742,6 +742,13 @@ impl Store for DynamoStore {
             .await
     }
 
+    async fn mark_paid_unread(
+        &self,
+        plan: &crate::domain::PaidUnread,
+    ) -> Result<PaidUnreadOutcome, StoreError> {
+        self.paid_unread(plan).await
+    }
+
     async fn hold_amount_mismatch(
         &self,
         order: &Order,
@@ -1201,7 +1208,15 @@ impl Store for DynamoStore {
         event: &OutboxEvent,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.project(event, now).await
+        self.project(event, false, now).await
+    }
+
+    async fn complete_event(
+        &self,
+        event: &OutboxEvent,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.project(event, true, now).await
     }
 
     async fn due_pending(

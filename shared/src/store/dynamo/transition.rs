@@ -9,10 +9,10 @@ use super::DynamoStore;
 use super::expr::{Expr, build_err, is_ccf, put_action, unexplained_cancel, update_action};
 use super::items::{self, Item, attr};
 use crate::domain::{
-    Guard, LifecycleError, Money, Order, OrderChange, OrderStatus, OutRefundNo, OutboxEvent, Plan,
-    Record, SkuId, StockChange, StockMove,
+    Guard, LifecycleError, Money, Order, OrderChange, OrderStatus, OutRefundNo, OutboxEvent,
+    PaidUnread, Plan, Record, SkuId, StockChange, StockMove,
 };
-use crate::store::StoreError;
+use crate::store::{PaidUnreadOutcome, StoreError};
 
 /// A plan rebuilt from a fresher read of the order (version moved on, e.g. a prepay_id was
 /// recorded) is retried this many times before giving up as a conflict.
@@ -321,23 +321,153 @@ impl DynamoStore {
         }
     }
 
+    /// PENDING -> PAID without a read (DESIGN 5): the order's update, conditional on status,
+    /// amount and currency rather than on a version read, and the plan's records, in one
+    /// TransactWriteItems. A refusal names the order as it is (ALL_OLD) for the caller to
+    /// judge, or the payment item that exists.
+    pub(super) async fn paid_unread(
+        &self,
+        plan: &PaidUnread,
+    ) -> Result<PaidUnreadOutcome, StoreError> {
+        let mut actions = Vec::with_capacity(1 + plan.records.len());
+        actions.push(self.unread_paid_update(plan)?);
+        for record in &plan.records {
+            actions.push(self.record_action(record)?);
+        }
+        let reasons = match self.transact(actions).await? {
+            Ok(()) => return Ok(PaidUnreadOutcome::Applied),
+            Err(reasons) => reasons,
+        };
+        if let Some(r) = reasons.first().filter(|r| is_ccf(r)) {
+            return Ok(PaidUnreadOutcome::OrderRefused(
+                r.item()
+                    .map(items::order_from_item)
+                    .transpose()?
+                    .map(Box::new),
+            ));
+        }
+        let payment_at = plan
+            .records
+            .iter()
+            .position(|r| matches!(r, Record::Payment(_)));
+        match reasons.iter().skip(1).enumerate().find(|(_, r)| is_ccf(r)) {
+            Some((index, r)) if Some(index) == payment_at => {
+                let item = r.item().ok_or_else(|| {
+                    StoreError::Inconsistent("payment put refused without its item".into())
+                })?;
+                Ok(PaidUnreadOutcome::PaymentExists {
+                    out_trade_no: items::payment_out_trade_no(item)?,
+                })
+            }
+            // The order was payable, so no event of its PAID can exist yet.
+            _ => Err(unexplained_cancel(&reasons)),
+        }
+    }
+
+    /// The order's side of [`PaidUnread`]: what PAID sets, `version` incremented and kept
+    /// as `paid_version` (both from the version as it is: nothing was read), the history
+    /// entry appended, the due-work index keys removed.
+    fn unread_paid_update(&self, plan: &PaidUnread) -> Result<TransactWriteItem, StoreError> {
+        let mut e = Expr::default();
+        let version = e.name(attr::VERSION);
+        let one = e.value("one", items::n(1));
+        let history = e.name(attr::HISTORY);
+        let mut sets = vec![
+            format!(
+                "{} = {}",
+                e.name(attr::STATUS),
+                e.value("to_status", items::s(plan.to.as_str()))
+            ),
+            format!(
+                "{} = {}",
+                e.name(attr::TRANSACTION_ID),
+                e.value("transaction_id", items::s(plan.transaction_id.clone()))
+            ),
+            format!(
+                "{} = {}",
+                e.name(attr::PAID_AT),
+                e.value("paid_at", items::t(plan.paid_at))
+            ),
+            format!("{version} = {version} + {one}"),
+            format!("{} = {version} + {one}", e.name(attr::PAID_VERSION)),
+            format!(
+                "{history} = list_append({history}, {})",
+                e.value(
+                    "history",
+                    aws_sdk_dynamodb::types::AttributeValue::L(vec![items::history_value(
+                        &plan.entry
+                    )])
+                )
+            ),
+        ];
+        if let Some(id) = &plan.notification_id {
+            sets.push(format!(
+                "{} = {}",
+                e.name(attr::NOTIFICATION_ID),
+                e.value("notification_id", items::s(id.clone()))
+            ));
+        }
+        let update = format!(
+            "SET {} REMOVE {}, {}",
+            sets.join(", "),
+            e.name(attr::GSI2PK),
+            e.name(attr::GSI2SK)
+        );
+        let condition = format!(
+            "{} = {} AND {} = {} AND {} = {}",
+            e.name(attr::STATUS),
+            e.value("from_status", items::s(plan.from.as_str())),
+            e.name(attr::AMOUNT_TOTAL),
+            e.value("amount_total", items::money(plan.amount_total)),
+            e.name(attr::CURRENCY),
+            e.value("currency", items::s(plan.currency.clone())),
+        );
+        update_action(
+            &self.table,
+            items::order_key(&plan.out_trade_no),
+            update,
+            condition,
+            e,
+        )
+    }
+
     /// An event's counters moved once (`sold` kept from `order.paid`, DESIGN 5): the event's
     /// `projected_at` and each product's ADDs in one transaction. `false` when it was
     /// projected already (or is gone). A product deleted since is skipped, as a
     /// transition skips it.
+    /// `completing`: the event was just completed from its order ([`OutboxEvent::completed`]),
+    /// so its body and counters are written with the projection and its mark removed.
     pub(super) async fn project(
         &self,
         event: &OutboxEvent,
+        completing: bool,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let mut moves = event.stock.clone();
         for _ in 0..=event.stock.len() {
             let mut e = Expr::default();
-            let update = format!(
+            let mut update = format!(
                 "SET {} = {}",
                 e.name(attr::PROJECTED_AT),
                 e.value("now", items::t(now))
             );
+            if completing {
+                let item = items::event_item(event, self.shards);
+                for name in [attr::BODY, attr::STOCK] {
+                    if let Some(v) = item.get(name) {
+                        update.push_str(&format!(
+                            ", {} = {}",
+                            e.name(name),
+                            e.value(name, v.clone())
+                        ));
+                    }
+                }
+                update.push_str(&format!(
+                    " REMOVE {}, {}",
+                    e.name(attr::ORDER_TO_READ),
+                    e.name(attr::PAYER)
+                ));
+            }
             let projected = e.name(attr::PROJECTED_AT);
             let condition = format!(
                 "attribute_exists({}) AND attribute_not_exists({projected})",
