@@ -42,6 +42,9 @@ pub struct Options {
     pub refund_spacing: Duration,
     /// `--webhook-fail`: the webhook receiver answers 500 to this many good deliveries first.
     pub webhook_fail: u32,
+    /// `--webhook-url` (serve): events go to this receiver (the merchant's own dev server)
+    /// instead of the sandbox's; https, or http on loopback, as `WEBHOOK_URL` must be.
+    pub webhook_url: Option<String>,
     /// `--products`: a catalog file instead of the built-in copy of
     /// `infra/local/products.json`.
     pub products: Option<PathBuf>,
@@ -66,6 +69,7 @@ impl Options {
             refund_delay: DEFAULT_REFUND_DELAY,
             refund_spacing: WECHAT_REFUND_SPACING,
             webhook_fail: 0,
+            webhook_url: None,
             products: None,
             keep: false,
         }
@@ -83,6 +87,7 @@ impl Options {
             refund_delay: DEMO_REFUND_DELAY,
             refund_spacing: DEMO_REFUND_SPACING,
             webhook_fail: 0,
+            webhook_url: None,
             products: None,
             keep: false,
         }
@@ -211,6 +216,16 @@ where
                 options.refund_spacing = seconds(&name, &value, 0, MAX_REFUND_SPACING_SECS)?;
             }
             "webhook-fail" => options.webhook_fail = webhook_fail(&value)?,
+            "webhook-url" => {
+                if demo {
+                    return Err(err(
+                        "--webhook-url only applies to `serve` (the demo reads its own receiver)",
+                    ));
+                }
+                let url = shared::config::webhook_url(value.trim())
+                    .map_err(|e| err(format!("--webhook-url {value:?}: {e}")))?;
+                options.webhook_url = Some(url.to_string());
+            }
             "products" => {
                 if value.is_empty() {
                     return Err(err("--products must not be empty"));
@@ -251,6 +266,7 @@ fn takes_value(name: &str) -> bool {
             | "refund-delay"
             | "refund-spacing"
             | "webhook-fail"
+            | "webhook-url"
             | "products"
     )
 }
@@ -321,6 +337,9 @@ OPTIONS:                                                          [serve / demo 
                            (429 FREQUENCY_LIMITED sooner; 0-3600)
     --webhook-fail N       the webhook receiver answers 500 to the first   [{swf} / {dwf}]
                            N deliveries with a good signature (0-1000)
+    --webhook-url URL      serve: send order events to URL (your own dev server;
+                           https, or http on 127.0.0.1/localhost) instead of the
+                           sandbox's receiver; signed with sandbox.env's WEBHOOK_SECRET
     --products FILE        catalog to seed (default: the built-in copy of infra/local/products.json)
     --keep                 demo: keep its data dir instead of deleting it
 
@@ -463,6 +482,16 @@ mod tests {
         assert_eq!(o.refund_spacing, Duration::from_secs(5));
         assert_eq!(o.webhook_fail, 3);
         assert!(o.keep);
+        let Command::Serve(o) =
+            parse_strs(&["--webhook-url", "http://127.0.0.1:8080/hooks"]).unwrap()
+        else {
+            panic!("expected serve");
+        };
+        assert_eq!(
+            o.webhook_url.as_deref(),
+            Some("http://127.0.0.1:8080/hooks")
+        );
+        assert_eq!(Options::serve_defaults().webhook_url, None);
     }
 
     #[test]
@@ -474,6 +503,7 @@ mod tests {
         assert!(usage().contains("--refund-delay SECONDS"));
         assert!(usage().contains("--refund-spacing SECONDS"));
         assert!(usage().contains("--webhook-fail N"));
+        assert!(usage().contains("--webhook-url URL"));
     }
 
     /// The route lists are the ones the routers are built from, so a route added to either
@@ -528,6 +558,9 @@ mod tests {
         assert!(e(&["--refund-spacing", "3601"]).contains("--refund-spacing"));
         assert!(e(&["--webhook-fail", "-1"]).contains("--webhook-fail"));
         assert!(e(&["--webhook-fail", "1001"]).contains("--webhook-fail"));
+        assert!(e(&["--webhook-url", "http://example.com/hook"]).contains("https"));
+        assert!(e(&["--webhook-url", "not a url"]).contains("--webhook-url"));
+        assert!(e(&["demo", "--webhook-url", "https://example.com/h"]).contains("serve"));
         assert!(e(&["--keep"]).contains("demo"));
         assert!(e(&["demo", "serve"]).contains("serve"));
         assert!(e(&["--port", "3000", "--wechat-port", "3000"]).contains("different"));

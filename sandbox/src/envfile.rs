@@ -32,6 +32,8 @@ pub struct EnvInputs<'a> {
     pub table: &'a str,
     pub dynamodb_endpoint: &'a str,
     pub order_ttl_secs: u64,
+    /// `--webhook-url`: events go there instead of the sandbox's receiver.
+    pub webhook_url: Option<&'a str>,
 }
 
 /// Every variable, in the order the file lists them.
@@ -84,10 +86,13 @@ pub fn variables(i: &EnvInputs<'_>) -> Vec<(&'static str, String)> {
         ("AUTH_MODE", "token".to_owned()),
         ("MERCHANT_AUTH", "token".to_owned()),
         ("MERCHANT_API_TOKEN", i.keys.merchant_api_token().to_owned()),
-        // Order events go to the sandbox's own receiver, which checks them with this secret.
+        // Order events go to the sandbox's own receiver, which checks them with this secret
+        // (or to `--webhook-url`, signed with the same secret).
         (
             "WEBHOOK_URL",
-            format!("{}{}", i.functions_url, WEBHOOK_PATH),
+            i.webhook_url
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{}{}", i.functions_url, WEBHOOK_PATH)),
         ),
         ("WEBHOOK_SECRET", i.keys.webhook_secret().expose_whsec()),
         ("ALLOW_DEBUG_IDENTITY", "1".to_owned()),

@@ -48,6 +48,7 @@ pub fn settings(options: &Options, catalog: Catalog) -> SandboxSettings {
         refund_delay: options.refund_delay,
         refund_spacing: options.refund_spacing,
         webhook_fail: options.webhook_fail,
+        webhook_url: options.webhook_url.clone(),
         catalog,
     }
 }
@@ -90,7 +91,7 @@ async fn print_started(s: &Sandbox) {
     );
     let refusals = s.webhooks().refusals_left();
     println!(
-        "sandbox: merchant webhook receiver on {} (WEBHOOK_URL; GET it to list deliveries){}",
+        "sandbox: merchant webhook receiver on {} (GET it to list deliveries){}",
         s.webhook_url(),
         if refusals > 0 {
             format!("; answers 500 to the first {refusals} good deliveries (--webhook-fail)")
@@ -98,6 +99,14 @@ async fn print_started(s: &Sandbox) {
             String::new()
         }
     );
+    if s.events_url() != s.webhook_url() {
+        println!(
+            "sandbox: order events go to {} (--webhook-url; WEBHOOK_URL), signed with WEBHOOK_SECRET",
+            s.events_url()
+        );
+    } else {
+        println!("sandbox: order events go to that receiver (WEBHOOK_URL)");
+    }
     println!(
         "sandbox: orders expire after {} s; notifications retried at {}x WeChat Pay's schedule (15 s, 15 s, 30 s, 3 m, ...)",
         s.order_ttl().as_secs(),

@@ -94,6 +94,8 @@ pub struct SandboxSettings {
     pub refund_spacing: Duration,
     /// `--webhook-fail`: the receiver answers 500 to this many good deliveries first.
     pub webhook_fail: u32,
+    /// `--webhook-url`: where events go instead of the sandbox's own receiver.
+    pub webhook_url: Option<String>,
     pub catalog: Catalog,
 }
 
@@ -120,6 +122,8 @@ pub struct Sandbox {
     retry_scale: f64,
     store: Arc<dyn StoreSupport>,
     webhooks: Arc<WebhookReceiver>,
+    /// `--webhook-url`, when events go elsewhere.
+    events_url: Option<String>,
     simulator: Option<SimulatorHandle>,
     engine: Option<Embedded>,
     server: Option<JoinHandle<Result<(), RuntimeError>>>,
@@ -182,6 +186,7 @@ impl Sandbox {
             table: TABLE_NAME,
             dynamodb_endpoint: engine.endpoint(),
             order_ttl_secs: settings.order_ttl.as_secs(),
+            webhook_url: settings.webhook_url.as_deref(),
         });
         let env_file = data_dir.join(ENV_FILE);
         envfile::write_private(&env_file, &envfile::render(&vars, &env_file)).map_err(
@@ -247,6 +252,7 @@ impl Sandbox {
             retry_scale: settings.retry_scale,
             store,
             webhooks,
+            events_url: settings.webhook_url,
             simulator: Some(simulator),
             engine: Some(engine),
             server: Some(server),
@@ -325,9 +331,17 @@ impl Sandbox {
         &self.webhooks
     }
 
-    /// `WEBHOOK_URL` of `sandbox.env`: the receiver on the functions port.
+    /// The sandbox's own receiver on the functions port (`WEBHOOK_URL` of `sandbox.env`
+    /// unless `--webhook-url` named another).
     pub fn webhook_url(&self) -> String {
         format!("{}{}", self.functions_url, envfile::WEBHOOK_PATH)
+    }
+
+    /// Where the dispatcher sends events: `--webhook-url`, else the sandbox's receiver.
+    pub fn events_url(&self) -> String {
+        self.events_url
+            .clone()
+            .unwrap_or_else(|| self.webhook_url())
     }
 
     pub fn simulator(&self) -> Option<&SimulatorHandle> {

@@ -755,3 +755,106 @@ fn a_taken_port_or_an_unusable_catalog_fails_with_one_line_and_exit_1() {
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("limited stock"), "{stderr}");
 }
+
+/// DESIGN 9: `--webhook-url` sends the order events to the merchant's own receiver (here an
+/// axum server on loopback) instead of the sandbox's, signed with `sandbox.env`'s
+/// `WEBHOOK_SECRET`; `sandbox.env` names that URL, and the sandbox's receiver gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_url_sends_the_events_to_the_merchant_s_own_receiver() {
+    type Got = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+    let got: Got = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hooks",
+            axum::routing::post(
+                |axum::extract::State(got): axum::extract::State<Got>,
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    got.lock().unwrap().push((headers, body.to_vec()));
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = TempDir::new("webhook-url");
+    let http = client();
+    let sandbox = Running::start_with(&dir.0, &["--webhook-url", &url]);
+    assert!(
+        sandbox
+            .output()
+            .contains(&format!("order events go to {url} (--webhook-url")),
+        "{}",
+        sandbox.output()
+    );
+    let vars = env_file(&dir.0.join("sandbox.env"));
+    assert_eq!(vars["WEBHOOK_URL"], url);
+    let secrets = shared::webhook::WebhookSecrets::parse(&vars["WEBHOOK_SECRET"]).unwrap();
+
+    let (status, placed) = post_order(
+        &http,
+        &sandbox.functions,
+        ("x-debug-openid", "o_hook_test"),
+        "hook-1",
+        "milk-tea",
+        1,
+    )
+    .await;
+    assert_eq!(status, 201, "{placed}\n{}", sandbox.output());
+    let no = placed["out_trade_no"].as_str().unwrap().to_owned();
+    let (status, paid) = post_json(
+        &http,
+        &format!("{}/sandbox/pay", sandbox.wechat),
+        &[],
+        &json!({"out_trade_no": no, "deliveries": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{paid}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (headers, body) = loop {
+        if let Some(first) = got.lock().unwrap().first().cloned() {
+            break first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no event reached {url}\n{}",
+            sandbox.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let h = |name: &str| headers[name].to_str().unwrap().to_owned();
+    shared::webhook::verify(
+        &secrets,
+        &h("webhook-id"),
+        &h("webhook-timestamp"),
+        &h("webhook-signature"),
+        &body,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )
+    .expect("signed with sandbox.env's WEBHOOK_SECRET");
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["type"], "order.paid");
+    assert_eq!(event["data"]["out_trade_no"], no.as_str());
+    assert_eq!(event["id"], h("webhook-id").as_str());
+    // Three notifications, one order.paid; the sandbox's own receiver saw none of it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let paid_events = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, b)| serde_json::from_slice::<Value>(b).unwrap()["type"] == "order.paid")
+        .count();
+    assert_eq!(paid_events, 1);
+    let (status, listed) =
+        get_json(&http, &format!("{}/sandbox/webhooks", sandbox.functions)).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["deliveries"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+}

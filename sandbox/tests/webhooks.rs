@@ -58,6 +58,7 @@ async fn start(dir: &Path, webhook_fail: u32) -> Sandbox {
         refund_delay: Duration::from_secs(2),
         refund_spacing: Duration::from_secs(60),
         webhook_fail,
+        webhook_url: None,
         catalog: Catalog::load(None).unwrap(),
     })
     .await

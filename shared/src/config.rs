@@ -720,8 +720,8 @@ impl WebhookConfig {
 }
 
 /// Events carry order data, so they travel encrypted; plain http is left to loopback, as for
-/// the other URLs the sandbox points at itself.
-fn webhook_url(u: &str) -> Result<reqwest::Url, ConfigError> {
+/// the other URLs the sandbox points at itself. (Also the sandbox's `--webhook-url` rule.)
+pub fn webhook_url(u: &str) -> Result<reqwest::Url, ConfigError> {
     let url = reqwest::Url::parse(u).map_err(|e| bad("WEBHOOK_URL", format!("not a URL: {e}")))?;
     if url.host_str().is_none()
         || (url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)))
