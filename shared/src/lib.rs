@@ -13,6 +13,7 @@ pub mod dispatcher;
 pub mod domain;
 pub mod http;
 pub mod idempotency;
+pub mod miniprogram;
 pub mod outbox;
 pub mod runtime;
 pub mod secrets;

@@ -102,9 +102,26 @@ pub fn parse(secret_string: &str) -> Result<HashMap<String, String>, String> {
     Ok(values)
 }
 
+/// Equal bytes, in time that depends only on the lengths: how a presented secret (a token,
+/// a signature) is compared with the expected one.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-token", b"secret-tokex"));
+        assert!(!constant_time_eq(b"secret-token", b"secret-token-longer"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
 
     const VALUE: &str = "s3cr3t-VALUE-never-shown";
 
