@@ -235,12 +235,13 @@ pub async fn build_sweeper(env: &Env) -> Result<SweeperJob, ConfigError> {
 pub async fn build_dispatcher(env: &Env) -> Result<DispatcherJob, ConfigError> {
     let (store, store_config) = store_from(env).await?;
     let config = WebhookConfig::from_env(env)?;
-    // An attempt is the webhook's timeout and two store calls (claim, record); its lease
-    // outlives that, so a live dispatcher is never overtaken, a dead one only briefly.
+    // An attempt is the webhook's timeout and its store calls (claim, completion, record);
+    // its lease outlives that, so a live dispatcher is never overtaken, a dead one only
+    // briefly.
     let lease = config
         .as_ref()
         .map_or(WebhookConfig::DEFAULT_TIMEOUT, |c| c.timeout)
-        + ClientSettings::default().operation_timeout * 2;
+        + ClientSettings::default().operation_timeout * crate::service::STORE_CALLS_PER_ATTEMPT;
     let webhook = match config {
         Some(config) => {
             let webhook = Webhook::new(&config).map_err(|e| ConfigError {

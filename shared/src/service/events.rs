@@ -34,6 +34,11 @@ impl WebhookPort for Webhook {
     }
 }
 
+/// The store calls one attempt may make around its webhook call, at most: the claim, the
+/// order's read and the completing transaction (an `order.paid` written unread), the record.
+/// A lease and an invocation's timeout are sized from it.
+pub const STORE_CALLS_PER_ATTEMPT: u32 = 4;
+
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
     /// The outbox's shard count (the store's, `SWEEPER_SHARDS`).
@@ -182,8 +187,8 @@ async fn complete(
     let completed = event.completed(body, paid.stock);
     if deps.store.complete_event(&completed, now).await? {
         tracing::info!(event_id = %completed.id, event_type = %completed.event_type, out_trade_no = %out_trade_no, transaction_id = order.transaction_id.as_deref(), outcome = "completed", "order.paid completed from its order; stock counters moved");
-        if let Some(payer) = payer {
-            super::payment::notice_payer(&order, &payer, now);
+        if let (Some(payer), Some(transaction_id)) = (payer, order.transaction_id.as_deref()) {
+            super::payment::notice_payer(&order, transaction_id, &payer, now);
         }
     }
     Ok(completed)
@@ -203,8 +208,25 @@ pub async fn dispatch_event(deps: &EventDeps, id: &str) -> Result<Dispatched, St
         EventClaim::Claimed(event) => *event,
         EventClaim::NotClaimed(_) => return Ok(Dispatched::Skipped),
     };
-    let event = prepare(deps, claimed.clone(), now).await?;
-    let attempt = webhook.deliver(&event.id, event.body.as_bytes(), now).await;
+    let attempt = match prepare(deps, claimed.clone(), now).await {
+        Ok(event) => webhook.deliver(&event.id, event.body.as_bytes(), now).await,
+        // An event that cannot be made ready (its order gone or unreadable) is a failed
+        // attempt like any other: retried on the schedule, then dead, never claimed forever.
+        Err(StoreError::Inconsistent(why)) => {
+            tracing::error!(event_id = %claimed.id, event_type = %claimed.event_type, out_trade_no = claimed.out_trade_no.as_deref().unwrap_or(""), error = %why, outcome = "not_ready", "event cannot be made ready to send");
+            Attempt {
+                outcome: AttemptOutcome::Failed,
+                status: None,
+                error: Some(format!(
+                    "not sent: {}",
+                    why.chars().take(160).collect::<String>()
+                )),
+                retry_after: None,
+                elapsed: std::time::Duration::ZERO,
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let done = deps.now();
     let (to, dispatched) = match attempt.outcome {
         AttemptOutcome::Delivered => (

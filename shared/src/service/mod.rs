@@ -20,8 +20,9 @@ mod sweep;
 /// What the edge hands [`handle_notification`]: the notification's `Wechatpay-*` headers.
 pub use crate::wechatpay::WechatpayHeaders;
 pub use events::{
-    DispatchSettings, DispatchSummary, Dispatched, EventDeps, RedeliverError, WebhookPort,
-    dispatch_due, dispatch_event, dispatch_ids, redeliver_event,
+    DispatchSettings, DispatchSummary, Dispatched, EventDeps, RedeliverError,
+    STORE_CALLS_PER_ATTEMPT, WebhookPort, dispatch_due, dispatch_event, dispatch_ids,
+    redeliver_event,
 };
 pub use notification::{NotificationOutcome, NotifyError, handle_notification};
 pub use payment::{ApplyError, PaymentOutcome, UnreadOutcome, apply_payment};

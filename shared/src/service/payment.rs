@@ -211,7 +211,7 @@ pub(crate) async fn apply_confirmed(
         }
         Some(order) => {
             if let Some(payer) = &payment.payer {
-                notice_payer(&order, payer.as_str(), now);
+                notice_payer(&order, &payment.transaction_id, payer.as_str(), now);
             }
             settle(deps, order, &payment, now).await?
         }
@@ -223,12 +223,12 @@ pub(crate) async fn apply_confirmed(
 /// Someone else may pay for a user (a friend's 代付): the money is the order's, but it is
 /// worth a line and a count. Said when the payment meets its order: as it is applied on a
 /// read, or when the dispatcher completes an `order.paid` written without one.
-pub(crate) fn notice_payer(order: &Order, payer: &str, now: OffsetDateTime) {
+pub(crate) fn notice_payer(order: &Order, transaction_id: &str, payer: &str, now: OffsetDateTime) {
     if payer == order.openid.as_str() {
         return;
     }
     crate::telemetry::emit_metrics(&[(Metric::PayerNotOwner, 1)], now);
-    tracing::warn!(out_trade_no = %order.out_trade_no, transaction_id = order.transaction_id.as_deref(), %payer, owner = %order.openid, outcome = "payer_not_owner", "paid by someone other than the order's owner");
+    tracing::warn!(out_trade_no = %order.out_trade_no, %transaction_id, %payer, owner = %order.openid, outcome = "payer_not_owner", "paid by someone other than the order's owner");
 }
 
 /// The payment's log line (and the anomaly metric), with the order as it stands.

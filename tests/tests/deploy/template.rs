@@ -1390,7 +1390,7 @@ fn the_dispatcher_finishes_a_stream_batch_within_its_timeout() {
         .timeout;
     let store_call = shared::store::ClientSettings::default().operation_timeout;
     let concurrency = shared::service::DispatchSettings::default().concurrency as u64;
-    let attempt = webhook + store_call * 2;
+    let attempt = webhook + store_call * shared::service::STORE_CALLS_PER_ATTEMPT;
     for (binary, event) in stream_sources(&t) {
         assert_eq!(binary, "event-dispatcher");
         let batch = at(&event, "BatchSize").as_u64().unwrap_or(100);

@@ -302,3 +302,57 @@ async fn without_a_webhook_events_are_kept_and_a_bad_secret_stops_start_up() {
     );
     assert!(!said.contains("\"ready\""), "{said}");
 }
+
+/// A friend pays (payer.openid is not the owner's): the notification's PAID reads no order,
+/// so the built dispatcher notices it when it completes `order.paid` from the order: one
+/// warning line naming the payment's transaction and a `PayerNotOwner` metric; the body sent
+/// is the order's, with its lines.
+#[tokio::test]
+async fn a_payer_other_than_the_owner_is_noticed_when_order_paid_is_completed() {
+    let app = spawn_app().await;
+    let (_, no) = app
+        .place("o_owner", "k-friend-pays", &[(SKU_UNLIMITED, 1)])
+        .await;
+    let order = app.order(&no).await;
+    let transaction_id = format!("42{no}");
+    let mut txn = app.success_transaction(&order, &transaction_id, order.amount_total.fen());
+    txn.payer = Some(shared::wechatpay::notification::Payer {
+        openid: "o_friend".into(),
+    });
+    let (headers, body) = app.notification(&txn, &format!("n-{no}"), now_unix(), None);
+    assert_eq!(app.notify(&headers, &body).await.status, 204);
+    let id = shared::domain::OrderEvent::paid_id(&order.out_trade_no);
+    let waiting = app.store.get_event(&id).await.unwrap().unwrap();
+    assert_eq!(
+        waiting.order_to_read.and_then(|r| r.payer).as_deref(),
+        Some("o_friend")
+    );
+
+    let (merchant, url, secret) = Merchant::start(false).await;
+    let (mut process, mut lambda) = dispatcher(&app, &url, &secret).await;
+    lambda.push(
+        "inv-friend",
+        stream_batch(&[(&format!("EVENT#{id}"), "EVENT")]),
+    );
+    assert_eq!(
+        lambda.posted().await.json(),
+        json!({"batchItemFailures": []})
+    );
+    let got = merchant.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1["data"]["openid"], "o_owner");
+    assert_eq!(got[0].1["data"]["lines"][0]["sku_id"], SKU_UNLIMITED);
+    let logs = process.json_logs();
+    let warned: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["outcome"] == "payer_not_owner")
+        .collect();
+    assert_eq!(warned.len(), 1, "{logs:?}");
+    assert_eq!(warned[0]["transaction_id"], transaction_id.as_str());
+    assert_eq!(warned[0]["payer"], "o_friend");
+    assert!(
+        logs.iter().any(|l| l["PayerNotOwner"] == 1),
+        "a PayerNotOwner metric: {logs:?}"
+    );
+    process.kill();
+}

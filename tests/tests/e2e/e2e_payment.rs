@@ -1262,8 +1262,10 @@ async fn a_stalling_dynamodb_gets_a_500_within_the_notify_deadline() {
     })
     .await;
 
-    // WeChat Pay's retry, once DynamoDB is fast again: applied (or found applied), once.
+    // WeChat Pay's retry, once DynamoDB is fast again (and the held call has landed, so the
+    // two never meet): applied (or found applied), once.
     slow.set_delay(std::time::Duration::ZERO);
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
     notify_api.push_with_deadline("inv-retry", event(), now_ms() + 10_000);
     let response = notify_api.posted().await.json();
     assert_eq!(response["statusCode"], 204, "{response}");

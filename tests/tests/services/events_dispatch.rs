@@ -550,3 +550,63 @@ async fn an_unreadable_outbox_item_does_not_stall_its_shard() {
     ids.sort();
     assert_eq!(got, ids);
 }
+
+/// An `order.paid` written unread whose order cannot be read (deleted by hand here) is a
+/// failed attempt like any other: nothing sent, the reason recorded, retried on schedule
+/// (so it ends dead, with its metric, instead of being claimed forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_paid_that_cannot_be_completed_is_a_failed_attempt() {
+    let f = Fixture::new("dispatch_not_ready").await;
+    let tea = product("tea", 990, None);
+    f.ctx
+        .store
+        .put_products(std::slice::from_ref(&tea))
+        .await
+        .unwrap();
+    let o = order("o_alice", &[(&tea, 1)]);
+    f.ctx
+        .store
+        .create_order(&fresh_claim(&o), &o)
+        .await
+        .unwrap();
+    let pay = payment(&o, &format!("42{}", o.out_trade_no));
+    let plan = shared::domain::PaidUnread::plan(&pay, f.now()).unwrap();
+    f.ctx.store.mark_paid_unread(&plan).await.unwrap();
+    f.ctx
+        .client()
+        .delete_item()
+        .table_name(&f.ctx.table)
+        .key(
+            "pk",
+            wxpay_tests::aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                "ORDER#{}",
+                o.out_trade_no
+            )),
+        )
+        .key(
+            "sk",
+            wxpay_tests::aws_sdk_dynamodb::types::AttributeValue::S("ORDER".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let summary = dispatch_due(&f.deps, None).await;
+    assert_eq!(
+        (summary.retrying, summary.failed, summary.delivered),
+        (1, 0, 0)
+    );
+    assert!(f.receiver.got().is_empty());
+    let id = shared::domain::OrderEvent::paid_id(&o.out_trade_no);
+    let stored = f.ctx.store.get_event(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.attempts),
+        (DeliveryStatus::Pending, 1)
+    );
+    let error = stored.last_error.unwrap_or_default();
+    assert!(
+        error.starts_with("not sent:") && error.contains("gone"),
+        "{error}"
+    );
+    assert!(stored.next_attempt_at.unwrap() > f.now());
+}

@@ -109,7 +109,32 @@ async fn an_unread_paid_is_one_call_and_its_event_is_completed_once(ctx: StoreCt
             .unwrap(),
         PaidUnreadOutcome::OrderRefused(None)
     );
-    assert!(event_items(&ctx).await.is_empty());
+    let mut usd = pay.clone();
+    usd.currency = "USD".into();
+    assert!(matches!(
+        ctx.store.mark_paid_unread(&PaidUnread::plan(&usd, at).unwrap()).await.unwrap(),
+        PaidUnreadOutcome::OrderRefused(Some(seen)) if seen.status == OrderStatus::Pending
+    ));
+    // A closed order refuses with its state.
+    let closed = order("o_bob", &[(&tea, 1)]);
+    ctx.store
+        .create_order(&fresh_claim(&closed), &closed)
+        .await
+        .unwrap();
+    ctx.store.close(&closed, "expired", at).await.unwrap();
+    assert!(matches!(
+        ctx.store
+            .mark_paid_unread(&PaidUnread::plan(&payment(&closed, "4200000103"), at).unwrap())
+            .await
+            .unwrap(),
+        PaidUnreadOutcome::OrderRefused(Some(seen)) if seen.status == OrderStatus::Closed
+    ));
+    let events_before = event_items(&ctx).await;
+    assert_eq!(
+        events_before.len(),
+        1,
+        "only the close's: {events_before:?}"
+    );
     assert!(ctx.store.get_payment("4200000101").await.unwrap().is_none());
 
     let plan = PaidUnread::plan(&pay, at).unwrap();
@@ -151,7 +176,36 @@ async fn an_unread_paid_is_one_call_and_its_event_is_completed_once(ctx: StoreCt
         "{again:?}"
     );
     assert_eq!(calls.total_calls(), 1, "{calls:?}");
-    assert_eq!(event_items(&ctx).await.len(), 1);
+    assert_eq!(event_items(&ctx).await.len(), 2);
+
+    // A transaction already recorded for another order, while this one is payable: the
+    // payment item refuses, naming its order; nothing written.
+    let other = order("o_carol", &[(&tea, 1)]);
+    ctx.store
+        .create_order(&fresh_claim(&other), &other)
+        .await
+        .unwrap();
+    let mut reused = payment(&other, "4200000101");
+    reused.out_trade_no = other.out_trade_no.clone();
+    assert_eq!(
+        ctx.store
+            .mark_paid_unread(&PaidUnread::plan(&reused, at).unwrap())
+            .await
+            .unwrap(),
+        PaidUnreadOutcome::PaymentExists {
+            out_trade_no: o.out_trade_no.clone()
+        }
+    );
+    let still = ctx
+        .store
+        .get_order(&other.out_trade_no)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (still.status, still.version),
+        (OrderStatus::Pending, other.version)
+    );
 
     // The event waits for its order: no body, no counters, due like any other.
     let id = OrderEvent::paid_id(&o.out_trade_no);
@@ -200,7 +254,10 @@ async fn an_unread_paid_is_one_call_and_its_event_is_completed_once(ctx: StoreCt
         .await
         .unwrap();
     assert_eq!(products[&tea.sku_id].sold, 2, "counted sold once");
-    assert_eq!(products[&tea.sku_id].reserved, 0);
+    assert_eq!(
+        products[&tea.sku_id].reserved, 1,
+        "o_carol's unpaid unit only"
+    );
 }
 
 async fn each_transition_writes_its_event_once(ctx: StoreCtx) {
