@@ -14,6 +14,7 @@ pub mod domain;
 pub mod http;
 pub mod idempotency;
 pub mod outbox;
+pub mod reconciler;
 pub mod runtime;
 pub mod secrets;
 pub mod service;

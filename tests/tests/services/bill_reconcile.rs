@@ -435,3 +435,125 @@ async fn what_the_bill_and_the_table_disagree_on_becomes_bill_mismatch_anomalies
     assert_eq!(f.bill_anomalies(&ghost).await, ghost_anomalies);
     assert_eq!(f.bill_anomalies(&paid).await.len(), 1);
 }
+
+async fn call(
+    handler: &shared::http::merchant::MerchantApiHandler,
+    method: &str,
+    uri: &str,
+) -> (u16, serde_json::Value, Option<String>) {
+    use shared::http::Handler;
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", "m".repeat(40)))
+        .body(shared::http::Bytes::new())
+        .unwrap();
+    let r = handler.handle(request).await;
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = serde_json::from_slice(r.body()).unwrap_or(serde_json::Value::Null);
+    (r.status().as_u16(), body, retry_after)
+}
+
+#[tokio::test]
+async fn merchant_api_runs_a_reconciliation_and_answers_its_report() {
+    let f = fixture("bill_merchant_routes").await;
+    let lost = f.paid_unnotified(1).await;
+    let handler = shared::http::merchant::MerchantApiHandler {
+        deps: f.deps.clone(),
+        auth: shared::config::MerchantAuth::Token(shared::config::Secret::new("m".repeat(40))),
+    };
+    let day = shared::timefmt::date_string(today());
+    let (status, body, _) = call(&handler, "GET", &format!("/merchant/bills/{day}")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("BILL_NOT_FOUND"))
+    );
+
+    f.sim.inject_fault(Fault::bill_not_ready(1)).unwrap();
+    let reconcile = format!("/merchant/bills/{day}/reconcile");
+    let (status, body, retry_after) = call(&handler, "POST", &reconcile).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("BILL_NOT_READY"))
+    );
+    assert_eq!(retry_after.as_deref(), Some("1800"));
+
+    let (status, report, _) = call(&handler, "POST", &reconcile).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["bill_date"], day.as_str());
+    assert_eq!(report["statement"], true);
+    assert_eq!(report["rows"], 1);
+    assert_eq!(report["recovered"], 1);
+    assert_eq!(report["matched"], 0);
+    assert_eq!(report["mismatches"], serde_json::json!([]));
+    assert_eq!(report["sums"]["paid"], 1000);
+    assert!(report["created_at"].as_str().unwrap().ends_with("+08:00"));
+    assert_eq!(f.order(&lost).await.status, OrderStatus::Paid);
+    let (status, stored, _) = call(&handler, "GET", &format!("/merchant/bills/{day}")).await;
+    assert_eq!((status, &stored), (200, &report));
+
+    for bad in ["2026-13-01", "yesterday", "2026-1-1"] {
+        for (method, uri) in [
+            ("GET", format!("/merchant/bills/{bad}")),
+            ("POST", format!("/merchant/bills/{bad}/reconcile")),
+        ] {
+            let (status, body, _) = call(&handler, method, &uri).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (422, Some("INVALID_REQUEST")),
+                "{method} {uri}"
+            );
+        }
+    }
+    let tomorrow = shared::timefmt::date_string(today().next_day().unwrap());
+    let (status, _, _) = call(
+        &handler,
+        "POST",
+        &format!("/merchant/bills/{tomorrow}/reconcile"),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _, _) = call(&handler, "DELETE", &format!("/merchant/bills/{day}")).await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn the_scheduled_job_reconciles_yesterday_once_and_a_run_by_hand_any_date() {
+    use shared::runtime::{ScheduledJob, Trigger};
+    let f = fixture("bill_job").await;
+    f.paid_unnotified(1).await;
+    let job = shared::reconciler::ReconcilerJob {
+        deps: f.deps.clone(),
+    };
+    // By hand, today's date (the simulator bills today too).
+    let day = shared::timefmt::date_string(today());
+    let out = job
+        .run_event(
+            &serde_json::json!({"bill_date": day}),
+            Trigger::Manual,
+            None,
+        )
+        .await;
+    assert_eq!(out["outcome"], "reconciled", "{out}");
+    assert_eq!(out["report"]["recovered"], 1);
+    // Scheduled: yesterday, which had no trades, then nothing more to do.
+    let scheduled = serde_json::json!({"detail-type": "Scheduled Event"});
+    let trigger = Trigger::from_event(&scheduled).unwrap();
+    let out = job.run_event(&scheduled, trigger.clone(), None).await;
+    assert_eq!(out["outcome"], "reconciled", "{out}");
+    assert_eq!(out["report"]["statement"], false);
+    let out = job.run_event(&scheduled, trigger, None).await;
+    assert_eq!(out["outcome"], "already_reconciled", "{out}");
+    let out = job
+        .run_event(
+            &serde_json::json!({"bill_date": 20261206}),
+            Trigger::Manual,
+            None,
+        )
+        .await;
+    assert_eq!(out["outcome"], "failed");
+}
