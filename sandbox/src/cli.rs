@@ -17,6 +17,9 @@ pub enum Command {
     Serve(Options),
     /// Run the whole story once against a fresh data dir, then exit.
     Demo(Options),
+    /// Ask a running sandbox (`--port`, its `--data-dir`'s sandbox.env token) to reconcile
+    /// WeChat Pay's trade bill of a Beijing date (`None`: today), and print the report.
+    Reconcile(Options, Option<time::Date>),
     /// Print [`usage`] and exit 0.
     Help,
 }
@@ -129,6 +132,7 @@ where
         .into_iter();
 
     let mut command: Option<&'static str> = None;
+    let mut date: Option<time::Date> = None;
     // Flags are collected first and applied to the command's defaults afterwards, so they may
     // come before or after the command name.
     let mut flags: Vec<(String, Option<String>)> = Vec::new();
@@ -163,6 +167,14 @@ where
         if arg.starts_with('-') && arg != "-" {
             return Err(err(format!("unknown option {arg}")));
         }
+        if command == Some("reconcile") && date.is_none() {
+            date = Some(shared::timefmt::parse_date(&arg).map_err(|_| {
+                err(format!(
+                    "reconcile: {arg:?} is not a date (yyyy-mm-dd, Beijing time)"
+                ))
+            })?);
+            continue;
+        }
         if let Some(first) = command {
             return Err(err(format!(
                 "unexpected argument {arg:?} (the command is already {first:?})"
@@ -171,10 +183,11 @@ where
         command = Some(match arg.as_str() {
             "serve" => "serve",
             "demo" => "demo",
+            "reconcile" => "reconcile",
             "help" => return Ok(Command::Help),
             other => {
                 return Err(err(format!(
-                    "unknown command {other:?} (expected serve or demo)"
+                    "unknown command {other:?} (expected serve, demo or reconcile)"
                 )));
             }
         });
@@ -234,6 +247,8 @@ where
     }
     Ok(if demo {
         Command::Demo(options)
+    } else if command == Some("reconcile") {
+        Command::Reconcile(options, date)
     } else {
         Command::Serve(options)
     })
@@ -304,6 +319,10 @@ v3 simulator on localhost, with no setup (DESIGN.md section 9).
 USAGE:
     sandbox [serve] [OPTIONS]    run until Ctrl-C (the default command)
     sandbox demo [OPTIONS]       run the whole story once against a fresh data dir, then exit
+    sandbox reconcile [DATE] [--port PORT] [--data-dir DIR]
+                                 ask the running sandbox to reconcile WeChat Pay's trade bill
+                                 of DATE (yyyy-mm-dd, Beijing; default today) and print the
+                                 report (POST /merchant/bills/DATE/reconcile)
     sandbox --help
 
 OPTIONS:                                                          [serve / demo default]
@@ -463,6 +482,29 @@ mod tests {
         assert_eq!(o.refund_spacing, Duration::from_secs(5));
         assert_eq!(o.webhook_fail, 3);
         assert!(o.keep);
+    }
+
+    #[test]
+    fn reconcile_takes_an_optional_date_and_serve_flags() {
+        let Command::Reconcile(o, date) =
+            parse_strs(&["reconcile", "2026-12-06", "--port", "4000"]).unwrap()
+        else {
+            panic!("expected reconcile");
+        };
+        assert_eq!(o.port, 4000);
+        assert_eq!(date, Some(time::macros::date!(2026 - 12 - 06)));
+        assert_eq!(
+            parse_strs(&["reconcile"]).unwrap(),
+            Command::Reconcile(Options::serve_defaults(), None)
+        );
+        for bad in [
+            &["reconcile", "2026-13-01"][..],
+            &["reconcile", "2026-12-06", "2026-12-07"],
+            &["demo", "2026-12-06"],
+        ] {
+            assert!(parse_strs(bad).is_err(), "{bad:?}");
+        }
+        assert!(usage().contains("sandbox reconcile [DATE]"));
     }
 
     #[test]
