@@ -1,7 +1,6 @@
-//! The daily bill reconciliation (DESIGN 11): WeChat Pay's trade bill of one Beijing date held
-//! to the table. The whole bill is parsed and its SHA-1 checked before anything is applied;
-//! then each row is matched, recovered through the payment or refund path, or kept as a
-//! `BILL_MISMATCH` anomaly, and the day's report replaces any earlier run's.
+//! The daily bill reconciliation (DESIGN 11): WeChat Pay's trade bill of a Beijing date, checked
+//! whole (SHA-1, layout, sums) before anything is applied, held row by row to the table: matched,
+//! recovered by the payment or refund path, or a `BILL_MISMATCH` anomaly; the report replaces.
 
 use std::collections::HashSet;
 
