@@ -1,6 +1,6 @@
-//! Scheduled functions (timeout-sweeper, event-dispatcher, bill-reconciler): one [`ScheduledJob`], invoked by an EventBridge
-//! schedule on Lambda, a timer trigger on SCF, or once from the command line locally, each
-//! with the invocation's deadline so the job can stop taking work in time.
+//! Scheduled functions (timeout-sweeper, event-dispatcher, bill-reconciler): one
+//! [`ScheduledJob`], invoked by an EventBridge schedule on Lambda, a timer trigger on SCF, or
+//! once from the command line locally, with the invocation's deadline (and event).
 
 use std::sync::Arc;
 
