@@ -557,3 +557,88 @@ async fn the_scheduled_job_reconciles_yesterday_once_and_a_run_by_hand_any_date(
         .await;
     assert_eq!(out["outcome"], "failed");
 }
+
+#[tokio::test]
+async fn a_billed_payment_the_payment_path_keeps_as_an_anomaly_is_reported_once_per_run() {
+    let f = fixture("bill_payment_anomalies").await;
+    // Closed here (its close never reached WeChat Pay), then paid there.
+    let closed = f.placed(1).await;
+    f.ctx
+        .store
+        .close(&closed, "closed by a test", now_ms())
+        .await
+        .unwrap();
+    f.sim
+        .pay(&PayRequest {
+            deliveries: 0,
+            ..PayRequest::new(closed.out_trade_no.as_str())
+        })
+        .unwrap();
+    // An order of another system on the same merchant id.
+    f.gateway
+        .jsapi_prepay(&PrepayRequest {
+            out_trade_no: "OTHER-SYSTEM-0001".into(),
+            description: "elsewhere".into(),
+            time_expire: to_wechat(OffsetDateTime::now_utc() + time::Duration::minutes(30)),
+            attach: None,
+            amount_total: 300,
+            payer_openid: "o_someone".into(),
+        })
+        .await
+        .unwrap();
+    f.sim
+        .pay(&PayRequest {
+            deliveries: 0,
+            ..PayRequest::new("OTHER-SYSTEM-0001")
+        })
+        .unwrap();
+
+    for _run in 0..2 {
+        let report = f.reconcile(today()).await;
+        assert_eq!(
+            (report.rows, report.matched, report.recovered),
+            (2, 0, 0),
+            "{report:?}"
+        );
+        let mut kinds: Vec<(BillMismatchKind, Option<String>)> = report
+            .mismatches
+            .iter()
+            .map(|m| (m.kind, m.out_trade_no.clone()))
+            .collect();
+        kinds.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut expected = vec![
+            (
+                BillMismatchKind::PaymentAnomaly,
+                Some(closed.out_trade_no.to_string()),
+            ),
+            (
+                BillMismatchKind::PaymentAnomaly,
+                Some("OTHER-SYSTEM-0001".to_owned()),
+            ),
+        ];
+        expected.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(kinds, expected);
+        assert!(
+            report
+                .mismatches
+                .iter()
+                .any(|m| m.detail.contains("PAID_AFTER_CLOSE"))
+        );
+        assert!(
+            report
+                .mismatches
+                .iter()
+                .any(|m| m.detail.contains("UNKNOWN_ORDER"))
+        );
+    }
+    // The payment path's own anomaly, once; the order stays CLOSED.
+    let anomalies = f
+        .ctx
+        .store
+        .list_anomalies(&closed.out_trade_no)
+        .await
+        .unwrap();
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    assert_eq!(anomalies[0].kind, AnomalyKind::PaidAfterClose);
+    assert_eq!(f.order(&closed).await.status, OrderStatus::Closed);
+}
