@@ -17,6 +17,9 @@ pub enum Command {
     Serve(Options),
     /// Run the whole story once against a fresh data dir, then exit.
     Demo(Options),
+    /// Ask a running sandbox (`--port`, its `--data-dir`'s sandbox.env token) to reconcile
+    /// WeChat Pay's trade bill of a Beijing date (`None`: today), and print the report.
+    Reconcile(Options, Option<time::Date>),
     /// Print [`usage`] and exit 0.
     Help,
 }
@@ -134,6 +137,7 @@ where
         .into_iter();
 
     let mut command: Option<&'static str> = None;
+    let mut date: Option<time::Date> = None;
     // Flags are collected first and applied to the command's defaults afterwards, so they may
     // come before or after the command name.
     let mut flags: Vec<(String, Option<String>)> = Vec::new();
@@ -168,6 +172,14 @@ where
         if arg.starts_with('-') && arg != "-" {
             return Err(err(format!("unknown option {arg}")));
         }
+        if command == Some("reconcile") && date.is_none() {
+            date = Some(shared::timefmt::parse_date(&arg).map_err(|_| {
+                err(format!(
+                    "reconcile: {arg:?} is not a date (yyyy-mm-dd, Beijing time)"
+                ))
+            })?);
+            continue;
+        }
         if let Some(first) = command {
             return Err(err(format!(
                 "unexpected argument {arg:?} (the command is already {first:?})"
@@ -176,10 +188,11 @@ where
         command = Some(match arg.as_str() {
             "serve" => "serve",
             "demo" => "demo",
+            "reconcile" => "reconcile",
             "help" => return Ok(Command::Help),
             other => {
                 return Err(err(format!(
-                    "unknown command {other:?} (expected serve or demo)"
+                    "unknown command {other:?} (expected serve, demo or reconcile)"
                 )));
             }
         });
@@ -249,6 +262,8 @@ where
     }
     Ok(if demo {
         Command::Demo(options)
+    } else if command == Some("reconcile") {
+        Command::Reconcile(options, date)
     } else {
         Command::Serve(options)
     })
@@ -320,6 +335,10 @@ v3 simulator on localhost, with no setup (DESIGN.md section 9).
 USAGE:
     sandbox [serve] [OPTIONS]    run until Ctrl-C (the default command)
     sandbox demo [OPTIONS]       run the whole story once against a fresh data dir, then exit
+    sandbox reconcile [DATE] [--port PORT] [--data-dir DIR]
+                                 ask the running sandbox to reconcile WeChat Pay's trade bill
+                                 of DATE (yyyy-mm-dd, Beijing; default today) and print the
+                                 report (POST /merchant/bills/DATE/reconcile)
     sandbox --help
 
 OPTIONS:                                                          [serve / demo default]
@@ -492,6 +511,29 @@ mod tests {
             Some("http://127.0.0.1:8080/hooks")
         );
         assert_eq!(Options::serve_defaults().webhook_url, None);
+    }
+
+    #[test]
+    fn reconcile_takes_an_optional_date_and_serve_flags() {
+        let Command::Reconcile(o, date) =
+            parse_strs(&["reconcile", "2026-12-06", "--port", "4000"]).unwrap()
+        else {
+            panic!("expected reconcile");
+        };
+        assert_eq!(o.port, 4000);
+        assert_eq!(date, Some(time::macros::date!(2026 - 12 - 06)));
+        assert_eq!(
+            parse_strs(&["reconcile"]).unwrap(),
+            Command::Reconcile(Options::serve_defaults(), None)
+        );
+        for bad in [
+            &["reconcile", "2026-13-01"][..],
+            &["reconcile", "2026-12-06", "2026-12-07"],
+            &["demo", "2026-12-06"],
+        ] {
+            assert!(parse_strs(bad).is_err(), "{bad:?}");
+        }
+        assert!(usage().contains("sandbox reconcile [DATE]"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod demo;
 pub mod envfile;
 pub mod keys;
+pub mod reconcile;
 pub mod router;
 pub mod serve;
 pub mod server;

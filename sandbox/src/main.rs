@@ -1,4 +1,4 @@
-//! The `sandbox` binary: `cargo run -p sandbox [-- serve|demo ...]` (DESIGN.md section 9).
+//! The `sandbox` binary: `cargo run -p sandbox [-- serve|demo|reconcile ...]` (DESIGN.md section 9).
 //! Parses the command line, prepares the process environment, starts a tokio runtime and
 //! hands over to `serve` or `demo`; every failure ends in one line on stderr and a non-zero
 //! exit (2 for a bad command line, 1 for anything else).
@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         match command {
             Command::Serve(options) => sandbox::serve::run(options).await,
             Command::Demo(options) => sandbox::demo::run(options).await.map_err(|e| e.to_string()),
+            Command::Reconcile(options, date) => sandbox::reconcile::run(&options, date).await,
             Command::Help => Ok(()),
         }
     });

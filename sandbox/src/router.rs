@@ -178,6 +178,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
         to: |_| Route::MerchantApi,
     },
     Endpoint {
+        method: "POST",
+        path: "/merchant/bills/{date}/reconcile",
+        other_methods: true,
+        what: "merchant-api: reconcile WeChat Pay's trade bill of a Beijing date now; its report",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/merchant/bills/{date}",
+        other_methods: true,
+        what: "merchant-api: the stored bill report of a date",
+        to: |_| Route::MerchantApi,
+    },
+    Endpoint {
         method: "GET",
         path: "/sandbox/orders/{out_trade_no}",
         other_methods: false,
@@ -464,6 +478,14 @@ mod tests {
             Route::Session
         );
         assert_eq!(route(&Method::DELETE, "/orders/01J"), Route::QueryOrder);
+        assert_eq!(
+            route(&Method::POST, "/merchant/bills/2026-12-06/reconcile"),
+            Route::MerchantApi
+        );
+        assert_eq!(
+            route(&Method::GET, "/merchant/bills/2026-12-06"),
+            Route::MerchantApi
+        );
         assert_eq!(route(&Method::HEAD, "/sandbox/products"), Route::NotFound);
     }
 

@@ -858,3 +858,53 @@ async fn webhook_url_sends_the_events_to_the_merchant_s_own_receiver() {
         "{listed}"
     );
 }
+
+/// `sandbox reconcile` against a running sandbox: a payment whose notification was lost is
+/// applied from the simulator's bill of today, and the report is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_applies_a_lost_payment_from_todays_bill() {
+    let dir = TempDir::new("reconcile");
+    let mut sandbox = Running::start(&dir.0);
+    let http = client();
+    let (status, placed) = post_order(
+        &http,
+        &sandbox.functions,
+        ("x-debug-openid", "o_bill"),
+        "bill-1",
+        "milk-tea",
+        1,
+    )
+    .await;
+    assert_eq!(status, 201, "{placed}");
+    let no = placed["out_trade_no"].as_str().unwrap().to_owned();
+    let (status, _) = post_json(
+        &http,
+        &format!("{}/sandbox/pay", sandbox.wechat),
+        &[],
+        &json!({"out_trade_no": no, "deliveries": 0}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let port = sandbox.functions.rsplit(':').next().unwrap().to_owned();
+    let data_dir = dir.0.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run_cli(&["reconcile", "--port", &port, "--data-dir", &data_dir])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["rows"], 1, "{report}");
+    assert_eq!(report["recovered"], 1, "{report}");
+    let (_, order) = get_json_as(
+        &http,
+        &format!("{}/orders/{no}", sandbox.functions),
+        "o_bill",
+    )
+    .await;
+    assert_eq!(order["status"], "PAID", "{order}");
+
+    let status = sandbox.interrupt();
+    assert!(status.success(), "{status}\n{}", sandbox.output());
+}

@@ -17,6 +17,7 @@ use crate::{
         payment_callback::PaymentCallbackHandler, place_order::PlaceOrderHandler,
         query_order::QueryOrderHandler, session::SessionHandler,
     },
+    reconciler::ReconcilerJob,
     runtime::ScheduledJob,
     service::{
         Deps, DispatchSettings, EventDeps, ServiceSettings, SweepSettings, WebhookPort,
@@ -38,6 +39,7 @@ pub enum Function {
     Session,
     MerchantApi,
     EventDispatcher,
+    BillReconciler,
 }
 
 impl Function {
@@ -49,6 +51,7 @@ impl Function {
         Function::Session,
         Function::MerchantApi,
         Function::EventDispatcher,
+        Function::BillReconciler,
     ];
 
     /// Its binary's (and package's) name.
@@ -61,6 +64,7 @@ impl Function {
             Function::Session => "session",
             Function::MerchantApi => "merchant-api",
             Function::EventDispatcher => "event-dispatcher",
+            Function::BillReconciler => "bill-reconciler",
         }
     }
 }
@@ -126,6 +130,9 @@ pub async fn run(function: Function) -> ExitCode {
         Function::EventDispatcher => build_dispatcher(&env)
             .await
             .map(|job| Built::Job(Arc::new(job))),
+        Function::BillReconciler => build_reconciler(&env)
+            .await
+            .map(|job| Built::Job(Arc::new(job))),
         _ => build(function, &env).await.map(Built::Handler),
     };
     // The environment (secret values included) is not kept once the clients are built:
@@ -167,7 +174,7 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
             auth: MerchantAuth::from_env(env)?,
         }),
         Function::Session => return build_session(env),
-        Function::TimeoutSweeper | Function::EventDispatcher => {
+        Function::TimeoutSweeper | Function::EventDispatcher | Function::BillReconciler => {
             return Err(ConfigError {
                 variable: "function",
                 problem: format!(
@@ -228,6 +235,12 @@ pub async fn build_sweeper(env: &Env) -> Result<SweeperJob, ConfigError> {
         // shard costs one small Query.
         shards: crate::config::MAX_SWEEPER_SHARDS,
     })
+}
+
+/// The bill-reconciler's job: the store and WeChat Pay (its bill, query and refund query).
+pub async fn build_reconciler(env: &Env) -> Result<ReconcilerJob, ConfigError> {
+    let (deps, _) = deps(Function::BillReconciler, env).await?;
+    Ok(ReconcilerJob { deps })
 }
 
 /// The event-dispatcher's job: the store and the merchant's webhook, no WeChat Pay. Without

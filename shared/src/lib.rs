@@ -15,6 +15,7 @@ pub mod http;
 pub mod idempotency;
 pub mod miniprogram;
 pub mod outbox;
+pub mod reconciler;
 pub mod runtime;
 pub mod secrets;
 pub mod service;

@@ -120,10 +120,21 @@ pub enum Metric {
     EventDead,
     /// event-dispatcher: age in seconds of the oldest due, undelivered event a run saw.
     EventOldestUndeliveredAge,
+    /// bill-reconciler: detail rows of the day's trade bill.
+    BillRows,
+    /// bill-reconciler: rows the table already agreed with.
+    BillMatched,
+    /// bill-reconciler: rows applied by the run (a lost payment or refund recovered).
+    BillRecovered,
+    /// bill-reconciler: differences between the bill and the table (each an anomaly).
+    BillMismatches,
+    /// bill-reconciler: the previous Beijing date is still unreconciled at the day's last
+    /// scheduled run (11:45 Beijing; alarmed: nobody has checked yesterday's money by noon).
+    BillOverdue,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 24] = [
+    pub const ALL: [Metric; 29] = [
         Metric::PaymentAnomaly,
         Metric::PayerNotOwner,
         Metric::ProductMissing,
@@ -148,6 +159,11 @@ impl Metric {
         Metric::EventAttemptFailed,
         Metric::EventDead,
         Metric::EventOldestUndeliveredAge,
+        Metric::BillRows,
+        Metric::BillMatched,
+        Metric::BillRecovered,
+        Metric::BillMismatches,
+        Metric::BillOverdue,
     ];
 
     /// The metric's name in CloudWatch (and the key of its count in the EMF line).
@@ -177,6 +193,11 @@ impl Metric {
             Metric::EventAttemptFailed => "EventAttemptFailed",
             Metric::EventDead => "EventDead",
             Metric::EventOldestUndeliveredAge => "EventOldestUndeliveredAge",
+            Metric::BillRows => "BillRows",
+            Metric::BillMatched => "BillMatched",
+            Metric::BillRecovered => "BillRecovered",
+            Metric::BillMismatches => "BillMismatches",
+            Metric::BillOverdue => "BillOverdue",
         }
     }
 

@@ -48,6 +48,39 @@ pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, TimeError> {
         .map_err(|_| TimeError(s.to_owned()))
 }
 
+/// The Beijing (UTC+8) calendar day of an instant: the day WeChat Pay's bills file it under.
+pub fn beijing_date(t: OffsetDateTime) -> time::Date {
+    t.to_offset(CHINA).date()
+}
+
+/// `2026-12-06`: a bill date as WeChat Pay, the table and the merchant API write it.
+pub fn date_string(d: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// A `yyyy-mm-dd` calendar date (exactly that shape).
+pub fn parse_date(s: &str) -> Result<time::Date, TimeError> {
+    let bytes = s.as_bytes();
+    let shaped = bytes.len() == 10
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
+    let bad = || TimeError(s.chars().take(32).collect());
+    if !shaped {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|v| v.parse::<u16>().ok());
+    let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
+        return Err(bad());
+    };
+    let month = time::Month::try_from(u8::try_from(m).map_err(|_| bad())?).map_err(|_| bad())?;
+    time::Date::from_calendar_date(i32::from(y), month, u8::try_from(d).map_err(|_| bad())?)
+        .map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +107,27 @@ mod tests {
         assert_eq!(t, datetime!(2026-11-24 04:30:00 UTC));
         assert_eq!(t.offset(), UtcOffset::UTC);
         assert!(parse_rfc3339("2026-11-24 12:30").is_err());
+    }
+
+    #[test]
+    fn beijing_dates() {
+        let d = beijing_date(datetime!(2026-12-06 15:59:59.999 UTC));
+        assert_eq!(date_string(d), "2026-12-06");
+        assert_eq!(
+            date_string(beijing_date(datetime!(2026-12-06 16:00:00 UTC))),
+            "2026-12-07"
+        );
+        assert_eq!(parse_date("2026-12-06").unwrap(), d);
+        for bad in [
+            "2026-13-01",
+            "2026-02-30",
+            "2026-1-01",
+            "20261206",
+            "2026-12-06x",
+            "",
+            "２０２６-12-06",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
     }
 }

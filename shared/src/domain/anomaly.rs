@@ -23,10 +23,13 @@ pub enum AnomalyKind {
     /// A verified refund notification or answer that does not match a refund here (unknown
     /// out_refund_no, another amount or order): kept, never applied.
     RefundMismatch,
+    /// The day's trade bill and the table disagree on a row (DESIGN 11): one per order and
+    /// bill date (`BILL_MISMATCH#<bill date>`), its detail saying what differs.
+    BillMismatch,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 7] = [
+    pub const ALL: [AnomalyKind; 8] = [
         AnomalyKind::AmountMismatch,
         AnomalyKind::PaidAfterClose,
         AnomalyKind::DoublePayment,
@@ -34,6 +37,7 @@ impl AnomalyKind {
         AnomalyKind::MalformedNotification,
         AnomalyKind::RefundAbnormal,
         AnomalyKind::RefundMismatch,
+        AnomalyKind::BillMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,7 @@ impl AnomalyKind {
             AnomalyKind::MalformedNotification => "MALFORMED_NOTIFICATION",
             AnomalyKind::RefundAbnormal => "REFUND_ABNORMAL",
             AnomalyKind::RefundMismatch => "REFUND_MISMATCH",
+            AnomalyKind::BillMismatch => "BILL_MISMATCH",
         }
     }
 

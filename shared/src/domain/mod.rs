@@ -11,6 +11,7 @@ mod lifecycle;
 mod money;
 mod order;
 mod payment;
+mod reconciliation;
 mod refund;
 mod status;
 
@@ -26,5 +27,9 @@ pub use lifecycle::{
 pub use money::{Money, MoneyError};
 pub use order::{HistoryEntry, Order, OrderLine, Product, Quantity, QuantityError};
 pub use payment::{NOTIFICATION_RETENTION, NotificationRecord, Payment};
+pub use reconciliation::{
+    BillMismatch, BillMismatchKind, BillReport, BillSums, DAY_SHARDS, MAX_REPORTED_MISMATCHES,
+    day_shard,
+};
 pub use refund::{REFUND_TRANSITIONS, Refund, RefundStatus, RefundTransitionError, RestockLine};
 pub use status::{OrderStatus, TRANSITIONS, TransitionError};

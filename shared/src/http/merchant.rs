@@ -9,10 +9,12 @@ use super::{ApiError, AuthorizerClaims, Handler, Request, Response, json};
 use crate::{
     config::MerchantAuth,
     domain::{Anomaly, Order, OutRefundNo, OutTradeNo, Payment, Refund},
+    http::bills::{BillReportView, not_ready, parse_bill_date},
     http::query_order::OrderBody,
     service::{
-        Deps, RedeliverError, RefundError, RefundInput, RefundReply, close_order_as_merchant,
-        get_refund, redeliver_event, request_refund, resolve_abnormal,
+        Deps, ReconcileOutcome, RedeliverError, RefundError, RefundInput, RefundReply, bill_report,
+        close_order_as_merchant, get_refund, reconcile_bill, redeliver_event, request_refund,
+        resolve_abnormal,
     },
     store::StoreError,
     timefmt::to_wechat,
@@ -428,6 +430,31 @@ impl MerchantApiHandler {
         Ok(json(200, &OrderBody::from(&order)))
     }
 
+    /// `POST /merchant/bills/{date}/reconcile`: the run's report (`200`), `409 BILL_NOT_READY`
+    /// with `Retry-After` when WeChat Pay has not generated the bill yet.
+    async fn reconcile(&self, date: &str) -> Result<Response, ApiError> {
+        let date = parse_bill_date(date)?;
+        match reconcile_bill(&self.deps, date).await? {
+            ReconcileOutcome::Reconciled(report) => {
+                Ok(json(200, &BillReportView::from(report.as_ref())))
+            }
+            ReconcileOutcome::NotReady => Err(not_ready(date)),
+        }
+    }
+
+    /// `GET /merchant/bills/{date}`: the stored report, `404 BILL_NOT_FOUND` if none.
+    async fn bill(&self, date: &str) -> Result<Response, ApiError> {
+        let date = parse_bill_date(date)?;
+        let report = bill_report(&self.deps, date).await?.ok_or_else(|| {
+            ApiError::new(
+                404,
+                "BILL_NOT_FOUND",
+                "that date has not been reconciled (POST .../reconcile runs it)",
+            )
+        })?;
+        Ok(json(200, &BillReportView::from(&report)))
+    }
+
     async fn route(&self, request: &Request, merchant: &str) -> Result<Response, ApiError> {
         let path = request.uri().path().trim_end_matches('/');
         let Some(rest) = path.strip_prefix("/merchant/") else {
@@ -455,11 +482,17 @@ impl MerchantApiHandler {
                 self.refund_view(no).await
             }
             ["events", id, "redeliver"] if method == http::Method::POST => self.redeliver(id).await,
+            ["bills", date, "reconcile"] if method == http::Method::POST => {
+                self.reconcile(date).await
+            }
+            ["bills", date] if method == http::Method::GET => self.bill(date).await,
             ["orders"]
             | ["orders", _]
             | ["orders", _, "refunds" | "close"]
             | ["refunds", _]
             | ["events", _, "redeliver"]
+            | ["bills", _]
+            | ["bills", _, "reconcile"]
             | ["anomalies"] => Err(ApiError::method_not_allowed()),
             _ => Err(ApiError::not_found()),
         }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+pub mod bills;
 pub mod identity;
 pub mod merchant;
 pub mod payment_callback;

@@ -1,6 +1,6 @@
-//! Scheduled functions (the timeout-sweeper): one [`ScheduledJob`], invoked by an EventBridge
-//! schedule on Lambda, a timer trigger on SCF, or once from the command line locally, each
-//! with the invocation's deadline so the job can stop taking work in time.
+//! Scheduled functions (timeout-sweeper, event-dispatcher, bill-reconciler): one
+//! [`ScheduledJob`], invoked by an EventBridge schedule on Lambda, a timer trigger on SCF, or
+//! once from the command line locally, with the invocation's deadline (and event).
 
 use std::sync::Arc;
 
@@ -127,6 +127,18 @@ impl Trigger {
 #[async_trait]
 pub trait ScheduledJob: Send + Sync + 'static {
     async fn run(&self, trigger: Trigger, deadline: Option<OffsetDateTime>) -> Value;
+
+    /// [`run`](Self::run) with the invocation's event as received, for a job whose event can
+    /// carry a parameter (the bill-reconciler's `bill_date`); the others ignore it.
+    async fn run_event(
+        &self,
+        event: &Value,
+        trigger: Trigger,
+        deadline: Option<OffsetDateTime>,
+    ) -> Value {
+        let _ = event;
+        self.run(trigger, deadline).await
+    }
 }
 
 /// Serves `job` on the platform the environment names. Locally (no runtime API) it runs
@@ -136,13 +148,40 @@ pub async fn serve_schedule(job: Arc<dyn ScheduledJob>) -> Result<(), RuntimeErr
         Platform::Lambda => serve_lambda_schedule(job).await,
         Platform::Scf { runtime_api_base } => serve_scf_schedule(job, &runtime_api_base).await,
         Platform::Http { .. } => {
-            let deadline = local_deadline(std::env::args().skip(1))?;
+            let (event, rest) = local_event(std::env::args().skip(1))?;
+            let deadline = local_deadline(rest.into_iter())?;
             tracing::info!(mode = "local", "ready");
-            let summary = job.run(Trigger::Manual, deadline).await;
+            let summary = job.run_event(&event, Trigger::Manual, deadline).await;
             println!("{summary}");
             Ok(())
         }
     }
+}
+
+/// `--event JSON` (the invocation's event when run by hand, e.g. `{"bill_date":
+/// "2026-12-06"}`; absent: `{}`) and the other arguments.
+pub fn local_event(
+    args: impl Iterator<Item = String>,
+) -> Result<(Value, Vec<String>), RuntimeError> {
+    let mut event = Value::Object(Default::default());
+    let mut rest = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let value = match arg.strip_prefix("--event") {
+            Some("") => args.next().unwrap_or_default(),
+            Some(v) if v.starts_with('=') => v[1..].to_owned(),
+            _ => {
+                rest.push(arg);
+                continue;
+            }
+        };
+        event = serde_json::from_str(&value).map_err(|e| RuntimeError::InvalidEnv {
+            name: "--event",
+            value: value.chars().take(64).collect(),
+            reason: format!("not JSON: {e}"),
+        })?;
+    }
+    Ok((event, rest))
 }
 
 /// `--deadline SECONDS` (fractions allowed) from now; absent: no deadline.
@@ -186,7 +225,9 @@ async fn serve_lambda_schedule(job: Arc<dyn ScheduledJob>) -> Result<(), Runtime
             let deadline = i64::try_from(event.context.deadline).ok().and_then(|ms| {
                 OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
             });
-            Ok::<Value, Box<dyn std::error::Error + Send + Sync>>(job.run(trigger, deadline).await)
+            Ok::<Value, Box<dyn std::error::Error + Send + Sync>>(
+                job.run_event(&event.payload, trigger, deadline).await,
+            )
         }
     });
     lambda_runtime::run(service)
@@ -204,7 +245,7 @@ async fn serve_scf_schedule(
             let event: Value = serde_json::from_slice(&invocation.event)
                 .map_err(|e| format!("event is not JSON: {e}"))?;
             let trigger = Trigger::from_event(&event).map_err(|e| e.to_string())?;
-            let summary = job.run(trigger, invocation.deadline).await;
+            let summary = job.run_event(&event, trigger, invocation.deadline).await;
             Ok::<Bytes, String>(Bytes::from(summary.to_string()))
         }
     })
@@ -298,6 +339,26 @@ mod tests {
         );
         assert!(Trigger::from_event(&json!({"httpMethod": "GET", "path": "/"})).is_err());
         assert!(Trigger::from_event(&json!({"version": "2.0", "routeKey": "$default"})).is_err());
+    }
+
+    #[test]
+    fn event_argument() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (event, rest) = local_event(args(&[]).into_iter()).unwrap();
+        assert_eq!((event, rest), (json!({}), Vec::<String>::new()));
+        let (event, rest) = local_event(
+            args(&[
+                "--deadline",
+                "5",
+                "--event",
+                r#"{"bill_date":"2026-12-06"}"#,
+            ])
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(event, json!({"bill_date": "2026-12-06"}));
+        assert_eq!(rest, args(&["--deadline", "5"]));
+        assert!(local_event(args(&["--event={"]).into_iter()).is_err());
     }
 
     #[test]

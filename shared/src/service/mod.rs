@@ -13,6 +13,7 @@ mod notification;
 mod payment;
 mod place_order;
 mod query_order;
+mod reconcile;
 mod refund;
 mod settle;
 mod sweep;
@@ -32,6 +33,9 @@ pub use place_order::{
 pub use query_order::{
     CloseError, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, OrderView, QueryError, SYNC_INTERVAL,
     close_order, close_order_as_merchant, list_orders, query_order,
+};
+pub use reconcile::{
+    ReconcileError, ReconcileOutcome, bill_report, previous_beijing_date, reconcile_bill,
 };
 pub use refund::{
     RefundError, RefundInput, RefundReply, RefundSweepSummary, apply_result as apply_refund_result,

@@ -14,7 +14,7 @@ pub use crate::domain::{
     Anomaly, AnomalyKind, DeliveryStatus, NOTIFICATION_RETENTION, NotificationRecord, OutboxEvent,
     Payment,
 };
-use crate::domain::{Openid, Order, OutTradeNo, Product, Refund, SkuId};
+use crate::domain::{BillReport, Openid, Order, OutRefundNo, OutTradeNo, Product, Refund, SkuId};
 use crate::idempotency::{
     IdempotencyRecord, IdempotencyScope, NewIdempotencyClaim, StoredResponse,
 };
@@ -455,6 +455,39 @@ pub trait Store: Send + Sync {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<Order>, StoreError>;
+
+    /// The payments (payment items) whose `success_time` falls on the Beijing date `date`,
+    /// in one of its [`crate::domain::DAY_SHARDS`] shards, by success time, a page at a time:
+    /// what the bill reconciliation holds the day's bill to (DESIGN 11).
+    async fn payments_on(
+        &self,
+        date: time::Date,
+        shard: u32,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Payment>, StoreError>;
+    /// The SUCCESS refunds WeChat Pay accepted on the Beijing date `date` (the day its bill
+    /// lists them), in one shard, by success time, a page at a time.
+    async fn refunds_on(
+        &self,
+        date: time::Date,
+        shard: u32,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Refund>, StoreError>;
+    /// The payment items of these transactions that exist (batched reads).
+    async fn get_payments(
+        &self,
+        transaction_ids: &[String],
+    ) -> Result<HashMap<String, Payment>, StoreError>;
+    /// The refunds of these numbers that exist (batched reads).
+    async fn get_refunds(
+        &self,
+        out_refund_nos: &[OutRefundNo],
+    ) -> Result<HashMap<OutRefundNo, Refund>, StoreError>;
+    /// Keeps a date's reconciliation report, replacing an earlier run's.
+    async fn put_bill_report(&self, report: &BillReport) -> Result<(), StoreError>;
+    async fn get_bill_report(&self, date: time::Date) -> Result<Option<BillReport>, StoreError>;
 }
 
 /// What tests and the sandbox need besides the port: seeding the catalog and reading items

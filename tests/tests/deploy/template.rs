@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::deploy_support::{
-    at, design_routes, function_names, path, repo, scheduled_functions, secret_variables,
+    DAILY_FUNCTIONS, at, design_routes, function_names, path, repo, scheduled_functions,
+    secret_variables,
 };
 use serde_norway::{Mapping, Value};
 use shared::store::TableDefinition;
@@ -355,7 +356,7 @@ fn events_of<'a>(f: &'a Function<'_>, kinds: &[&str]) -> Vec<&'a Value> {
 }
 
 #[test]
-fn every_scheduled_job_runs_every_minute_and_no_http_function_is_scheduled() {
+fn every_scheduled_job_runs_on_its_schedule_and_no_http_function_is_scheduled() {
     let t = template();
     let scheduled = scheduled_functions();
     assert!(
@@ -363,13 +364,23 @@ fn every_scheduled_job_runs_every_minute_and_no_http_function_is_scheduled() {
         "{scheduled:?}"
     );
     for f in functions(&t).values() {
-        if scheduled.contains(f.binary.as_str()) {
+        if DAILY_FUNCTIONS.contains(&f.binary.as_str()) {
+            // After WeChat Pay's bills are ready (10:00 Beijing), every half hour until noon.
+            assert_eq!(
+                schedules(f),
+                [Some("cron(15,45 2-3 * * ? *)".to_owned())],
+                "{}: the morning's schedule (UTC)",
+                f.binary
+            );
+        } else if scheduled.contains(f.binary.as_str()) {
             assert_eq!(
                 schedules(f),
                 [Some("rate(1 minute)".to_owned())],
                 "{}: one schedule, every minute",
                 f.binary
             );
+        }
+        if scheduled.contains(f.binary.as_str()) {
             // A run that failed is not retried late: the next minute's run covers it.
             assert_eq!(
                 path(
@@ -570,10 +581,21 @@ fn expected_dynamodb(binary: &str) -> (BTreeSet<&'static str>, Vec<&'static str>
             vec!["gsi2"],
         ),
         // list_anomalies: Query of one order's anomaly partition, on the table itself;
-        // recent_anomalies: gsi1's ANOMALIES partition; redeliver_event: GetItem + UpdateItem.
+        // recent_anomalies: gsi1's ANOMALIES partition; redeliver_event: GetItem + UpdateItem;
+        // a bill reconciliation on demand: as the bill-reconciler's.
         "merchant-api" => (
-            base.into_iter().chain(["dynamodb:Query"]).collect(),
-            vec![TABLE_QUERY, "gsi1"],
+            base.into_iter()
+                .chain(["dynamodb:Query", "dynamodb:BatchGetItem"])
+                .collect(),
+            vec![TABLE_QUERY, "gsi1", "gsi2"],
+        ),
+        // get_payments / get_refunds: BatchGetItem; payments_on / refunds_on: gsi2's day
+        // partitions; the report and anomalies: PutItem; recoveries: the transitions'.
+        "bill-reconciler" => (
+            base.into_iter()
+                .chain(["dynamodb:Query", "dynamodb:BatchGetItem"])
+                .collect(),
+            vec!["gsi2"],
         ),
         // due_events: Query of gsi2's OUTBOX#<shard> partitions; claim_event, update_event:
         // UpdateItem; get_event: GetItem. Events are written by the transitions, not here.

@@ -4,6 +4,7 @@
 mod e2e_support;
 mod runtime_support;
 
+mod e2e_bills;
 mod e2e_events;
 mod e2e_merchant;
 mod e2e_payment;

@@ -2,6 +2,7 @@
 //! where the simulator cannot be made to answer on cue: the notify endpoint's refusals and
 //! costs, reconciliation, idempotency recovery, and the TLS roots the clients trust.
 
+mod bill_reconcile;
 mod callback_edges;
 mod events_dispatch;
 mod reconcile_service;

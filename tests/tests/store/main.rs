@@ -3,6 +3,7 @@
 //! through Secrets Manager on moto. One binary, so the AWS SDK is linked once.
 
 mod secrets_moto;
+mod store_bills;
 mod store_concurrency;
 mod store_conformance;
 mod store_outbox;

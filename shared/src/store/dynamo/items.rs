@@ -11,15 +11,16 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    DeliveryStatus, EventData, HistoryEntry, Money, Openid, Order, OrderEvent, OrderLine,
-    OrderStatus, OrderToRead, OutRefundNo, OutTradeNo, OutboxEvent, Product, Quantity, Refund,
-    RefundStatus, RestockLine, SkuId, StockChange, StockMove,
+    BillMismatch, BillMismatchKind, BillReport, BillSums, DeliveryStatus, EventData, HistoryEntry,
+    Money, Openid, Order, OrderEvent, OrderLine, OrderStatus, OrderToRead, OutRefundNo, OutTradeNo,
+    OutboxEvent, Product, Quantity, Refund, RefundStatus, RestockLine, SkuId, StockChange,
+    StockMove,
 };
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope, IdempotencyState, StoredResponse};
 use crate::store::{
     Anomaly, AnomalyKind, NOTIFICATION_RETENTION, NotificationRecord, Payment, StoreError,
 };
-use crate::timefmt::{parse_rfc3339, to_utc_string};
+use crate::timefmt::{beijing_date, date_string, parse_date, parse_rfc3339, to_utc_string};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
@@ -119,6 +120,15 @@ pub(crate) mod attr {
     pub const DELIVERED_AT: &str = "delivered_at";
     pub const LAST_STATUS: &str = "last_status";
     pub const LAST_ERROR: &str = "last_error";
+    // bill report
+    pub const BILL_DATE: &str = "bill_date";
+    pub const ROWS: &str = "rows";
+    pub const MATCHED: &str = "matched";
+    pub const RECOVERED: &str = "recovered";
+    pub const MISMATCH_COUNT: &str = "mismatch_count";
+    pub const MISMATCHES: &str = "mismatches";
+    pub const SUMS: &str = "sums";
+    pub const STATEMENT: &str = "statement";
 }
 
 use attr::*;
@@ -170,6 +180,31 @@ pub(crate) fn pending_gsi2pk(shard: u32) -> String {
 /// pending orders because events are written at the order rate.
 pub(crate) fn outbox_gsi2pk(shard: u32) -> String {
     format!("OUTBOX#{shard}")
+}
+
+/// The day partitions of `gsi2` the bill reconciliation reads (DESIGN 11): a payment item is
+/// in `PAIDON#<Beijing date of its success_time>#<shard>` from the transaction that writes it,
+/// a refund item in `REFUNDON#<Beijing date WeChat Pay accepted it>#<shard>` from the one that
+/// makes it SUCCESS; `gsi2sk` is the success time. Sharded by a hash of the id
+/// (`domain::day_shard`), so a flash sale's day is never one hot index key.
+pub(crate) fn paid_on_gsi2pk(date: time::Date, shard: u32) -> String {
+    format!("PAIDON#{}#{shard}", date_string(date))
+}
+
+pub(crate) fn refunded_on_gsi2pk(date: time::Date, shard: u32) -> String {
+    format!("REFUNDON#{}#{shard}", date_string(date))
+}
+
+/// The day a refund's row is in WeChat Pay's bill: the day it was accepted there (a bill
+/// lists a refund when it is initiated, not when it succeeds: reference 7.3). Accepted is
+/// `submitted_at`; a refund settled before its acceptance was recorded has only its
+/// `created_at`, moments earlier.
+pub(crate) fn refund_bill_date(r: &Refund) -> time::Date {
+    beijing_date(r.submitted_at.unwrap_or(r.created_at))
+}
+
+pub(crate) fn bill_key(date: time::Date) -> Item {
+    key(format!("BILL#{}", date_string(date)), "TRADE")
 }
 
 fn key(pk: String, sk: &str) -> Item {
@@ -679,6 +714,16 @@ pub(crate) fn payment_item(p: &Payment) -> Item {
     put_opt(&mut item, NOTIFICATION_ID, p.notification_id.clone().map(s));
     put_opt(&mut item, PAYER, p.payer.as_ref().map(|o| s(o.as_str())));
     put_opt(&mut item, REQUEST_ID, p.request_id.clone().map(s));
+    // Written with the payment, in the same transaction: the day's payments for the bill
+    // reconciliation cost no extra call on any payment path.
+    item.insert(
+        GSI2PK.to_owned(),
+        s(paid_on_gsi2pk(
+            beijing_date(p.success_time),
+            crate::domain::day_shard(&p.transaction_id),
+        )),
+    );
+    item.insert(GSI2SK.to_owned(), t(p.success_time));
     item
 }
 
@@ -880,6 +925,16 @@ pub(crate) fn refund_item(r: &Refund) -> Item {
         item.insert(NEXT_CHECK_AT.to_owned(), t(at));
         item.insert(GSI2PK.to_owned(), s(REFUNDS_DUE_GSI2PK));
         item.insert(GSI2SK.to_owned(), t(at));
+    } else if let (RefundStatus::Success, Some(at)) = (r.status, r.success_time) {
+        // Final and paid out: in its bill day's partition, from the settling transaction.
+        item.insert(
+            GSI2PK.to_owned(),
+            s(refunded_on_gsi2pk(
+                refund_bill_date(r),
+                crate::domain::day_shard(r.out_refund_no.as_str()),
+            )),
+        );
+        item.insert(GSI2SK.to_owned(), t(at));
     }
     item
 }
@@ -1056,6 +1111,91 @@ pub(crate) fn event_from_item(item: &Item) -> Result<OutboxEvent, StoreError> {
         },
         projected_at: f.opt_time(PROJECTED_AT)?,
         order_to_read,
+    })
+}
+
+// ---- bill reports --------------------------------------------------------------------------
+
+pub(crate) fn bill_report_item(r: &BillReport) -> Item {
+    let mut item = bill_key(r.bill_date);
+    let mismatches = r
+        .mismatches
+        .iter()
+        .map(|m| {
+            let mut v = HashMap::from([
+                (KIND.to_owned(), s(m.kind.as_str())),
+                (DETAIL.to_owned(), s(m.detail.clone())),
+            ]);
+            put_opt(&mut v, OUT_TRADE_NO, m.out_trade_no.clone().map(s));
+            put_opt(&mut v, TRANSACTION_ID, m.transaction_id.clone().map(s));
+            put_opt(&mut v, OUT_REFUND_NO, m.out_refund_no.clone().map(s));
+            AttributeValue::M(v)
+        })
+        .collect();
+    item.extend([
+        (ENTITY.to_owned(), s("BILL")),
+        (BILL_DATE.to_owned(), s(date_string(r.bill_date))),
+        (ROWS.to_owned(), n(r.rows)),
+        (MATCHED.to_owned(), n(r.matched)),
+        (RECOVERED.to_owned(), n(r.recovered)),
+        (MISMATCH_COUNT.to_owned(), n(r.mismatch_count)),
+        (MISMATCHES.to_owned(), AttributeValue::L(mismatches)),
+        (
+            SUMS.to_owned(),
+            AttributeValue::M(HashMap::from([
+                ("paid".to_owned(), n(r.sums.paid)),
+                ("refunded".to_owned(), n(r.sums.refunded)),
+                ("fees".to_owned(), n(r.sums.fees)),
+                ("fees_millifen".to_owned(), n(r.sums.fees_millifen)),
+            ])),
+        ),
+        (STATEMENT.to_owned(), AttributeValue::Bool(r.statement)),
+        (CREATED_AT.to_owned(), t(r.created_at)),
+    ]);
+    item
+}
+
+pub(crate) fn bill_report_from_item(item: &Item) -> Result<BillReport, StoreError> {
+    let f = Fields::new(item, "bill report");
+    let count =
+        |name: &str| u64::try_from(f.i64(name)?).map_err(|_| f.err(format!("{name} is negative")));
+    let sums = match f.get(SUMS) {
+        Some(AttributeValue::M(m)) => {
+            let g = f.nested(m, SUMS);
+            BillSums {
+                paid: g.i64("paid")?,
+                refunded: g.i64("refunded")?,
+                fees: g.i64("fees")?,
+                fees_millifen: g.i64("fees_millifen")?,
+            }
+        }
+        _ => return Err(f.err(format!("{SUMS} is not a map"))),
+    };
+    let mismatches = f
+        .maps(MISMATCHES)?
+        .into_iter()
+        .map(|m| {
+            Ok(BillMismatch {
+                kind: m.parse(KIND, |k| {
+                    BillMismatchKind::parse(k).ok_or_else(|| format!("unknown kind {k:?}"))
+                })?,
+                out_trade_no: m.opt_s(OUT_TRADE_NO)?.map(str::to_owned),
+                transaction_id: m.opt_s(TRANSACTION_ID)?.map(str::to_owned),
+                out_refund_no: m.opt_s(OUT_REFUND_NO)?.map(str::to_owned),
+                detail: m.opt_s(DETAIL)?.unwrap_or_default().to_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(BillReport {
+        bill_date: f.parse(BILL_DATE, parse_date)?,
+        rows: count(ROWS)?,
+        matched: count(MATCHED)?,
+        recovered: count(RECOVERED)?,
+        mismatch_count: count(MISMATCH_COUNT)?,
+        mismatches,
+        sums,
+        statement: f.bool(STATEMENT)?,
+        created_at: f.time(CREATED_AT)?,
     })
 }
 

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "test-support")]
 mod admin;
+mod bills;
 mod client;
 mod expr;
 pub(crate) mod items;
@@ -27,8 +28,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Get, KeysAndAttributes, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactGetItem, TransactWriteItem,
+    AttributeValue, CancellationReason, Get, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactGetItem, TransactWriteItem,
 };
 use time::OffsetDateTime;
 
@@ -40,8 +41,8 @@ use super::{
     SyncClaim, TakeOverOutcome,
 };
 use crate::domain::{
-    LifecycleError, Openid, Order, OrderStatus, OutRefundNo, OutTradeNo, OutboxEvent, Plan,
-    Product, Record, Refund, RefundStatus, SkuId,
+    BillReport, LifecycleError, Openid, Order, OrderStatus, OutRefundNo, OutTradeNo, OutboxEvent,
+    Plan, Product, Record, Refund, RefundStatus, SkuId,
 };
 use crate::idempotency::{IdempotencyScope, NewIdempotencyClaim, StoredResponse};
 use crate::timefmt::to_utc_string;
@@ -429,48 +430,11 @@ impl DynamoStore {
 #[async_trait]
 impl Store for DynamoStore {
     async fn get_products(&self, sku_ids: &[SkuId]) -> Result<HashMap<SkuId, Product>, StoreError> {
-        // BatchGetItem refuses duplicate keys.
-        let mut seen = HashSet::new();
-        let unique: Vec<&SkuId> = sku_ids.iter().filter(|s| seen.insert(*s)).collect();
-        let mut found = HashMap::with_capacity(unique.len());
-        for chunk in unique.chunks(BATCH_GET_MAX) {
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(chunk.iter().map(|s| items::product_key(s)).collect()))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(build_err)?,
-            );
-            let mut round = 0;
-            while let Some(request) = pending.take() {
-                if round == BATCH_ROUNDS {
-                    return Err(StoreError::Throttled {
-                        op: "BatchGetItem",
-                        message: "keys still unprocessed".into(),
-                    });
-                }
-                backoff(round).await;
-                round += 1;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk("BatchGetItem", e))?;
-                for item in out
-                    .responses
-                    .and_then(|mut r| r.remove(&self.table))
-                    .unwrap_or_default()
-                {
-                    let p = items::product_from_item(&item)?;
-                    found.insert(p.sku_id.clone(), p);
-                }
-                pending = out
-                    .unprocessed_keys
-                    .and_then(|mut m| m.remove(&self.table))
-                    .filter(|k| !k.keys().is_empty());
-            }
+        let keys = sku_ids.iter().map(items::product_key).collect();
+        let mut found = HashMap::with_capacity(sku_ids.len());
+        for item in self.batch_get(keys).await? {
+            let p = items::product_from_item(&item)?;
+            found.insert(p.sku_id.clone(), p);
         }
         Ok(found)
     }
@@ -1234,6 +1198,60 @@ impl Store for DynamoStore {
             items::order_from_item,
         )
         .await
+    }
+
+    async fn payments_on(
+        &self,
+        date: time::Date,
+        shard: u32,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Payment>, StoreError> {
+        self.day_page(
+            items::paid_on_gsi2pk(date, shard),
+            limit,
+            cursor,
+            items::payment_from_item,
+        )
+        .await
+    }
+
+    async fn refunds_on(
+        &self,
+        date: time::Date,
+        shard: u32,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Refund>, StoreError> {
+        self.day_page(
+            items::refunded_on_gsi2pk(date, shard),
+            limit,
+            cursor,
+            items::refund_from_item,
+        )
+        .await
+    }
+
+    async fn get_payments(
+        &self,
+        transaction_ids: &[String],
+    ) -> Result<HashMap<String, Payment>, StoreError> {
+        self.payments_by_id(transaction_ids).await
+    }
+
+    async fn get_refunds(
+        &self,
+        out_refund_nos: &[OutRefundNo],
+    ) -> Result<HashMap<OutRefundNo, Refund>, StoreError> {
+        self.refunds_by_no(out_refund_nos).await
+    }
+
+    async fn put_bill_report(&self, report: &BillReport) -> Result<(), StoreError> {
+        self.put_report(report).await
+    }
+
+    async fn get_bill_report(&self, date: time::Date) -> Result<Option<BillReport>, StoreError> {
+        self.get_report(date).await
     }
 }
 

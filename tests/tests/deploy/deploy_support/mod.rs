@@ -28,7 +28,8 @@ pub fn function_names() -> BTreeSet<&'static str> {
         .collect()
 }
 
-/// The functions no route reaches: scheduled jobs, which both clouds run every minute.
+/// The functions no route reaches: scheduled jobs, which both clouds run every minute (the
+/// bill-reconciler: on the mornings' schedule, [`DAILY_FUNCTIONS`]).
 pub fn scheduled_functions() -> BTreeSet<&'static str> {
     let routed: BTreeSet<String> = design_routes().into_values().collect();
     function_names()
@@ -36,6 +37,9 @@ pub fn scheduled_functions() -> BTreeSet<&'static str> {
         .filter(|f| !routed.contains(*f))
         .collect()
 }
+
+/// Scheduled jobs that run daily, not every minute: the bill-reconciler (DESIGN 11).
+pub const DAILY_FUNCTIONS: [&str; 1] = ["bill-reconciler"];
 
 /// Variables whose values are secrets: shared::secrets's, and the webhook's signing secret
 /// (DESIGN.md section 2), which no template or config may set either.
@@ -73,6 +77,8 @@ pub fn design_routes() -> BTreeMap<String, String> {
             "merchant-api",
         ),
         ("POST /merchant/events/{event_id}/redeliver", "merchant-api"),
+        ("POST /merchant/bills/{date}/reconcile", "merchant-api"),
+        ("GET /merchant/bills/{date}", "merchant-api"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -1,0 +1,644 @@
+//! The bill reconciliation (DESIGN 11) on a real store (embedded Dynoxide) with the WeChat
+//! Pay simulator behind the real client: a payment and a refund whose notifications never
+//! came are recovered through their own paths, a re-run applies nothing twice, a tampered
+//! bill applies nothing, a bill not ready is "later", a day without trades is zeros, and what
+//! the bill and the table disagree on becomes `BILL_MISMATCH` anomalies.
+
+use std::{sync::Arc, time::Duration};
+
+use sandbox::{Fault, PayRequest, Simulator, SimulatorConfig, SimulatorHandle};
+use shared::domain::{
+    AnomalyKind, BillMismatchKind, IdempotencyKey, Order, OrderStatus, Product, RefundStatus,
+};
+use shared::service::{
+    Deps, PaymentOutcome, ReconcileError, ReconcileOutcome, RefundInput, ServiceSettings,
+    apply_payment, reconcile_bill, request_refund, system_clock,
+};
+use shared::store::{MarkPaidOutcome, Store, StoreSupport};
+use shared::timefmt::{CHINA, to_wechat};
+use shared::wechatpay::bill::BillError;
+use shared::wechatpay::{
+    ApiV3Key, GatewaySettings, HttpPayGateway, PayGateway, PrepayRequest, RefundRequest,
+    RefundState, RsaPrivateKey, RsaPublicKey,
+};
+use time::{Date, OffsetDateTime};
+use wxpay_tests::*;
+
+const APPID: &str = "wxd678efh567hg6787";
+const MCHID: &str = "1230000109";
+const MCH_SERIAL: &str = "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB";
+const PUB_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000012345678";
+const APIV3: &str = "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb";
+
+fn pem(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../testdata/keys/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("test key")
+}
+
+fn merchant_key() -> RsaPrivateKey {
+    RsaPrivateKey::from_pkcs8_pem(&pem("test_merchant_key.pem")).unwrap()
+}
+
+struct Fixture {
+    ctx: StoreCtx,
+    sim: SimulatorHandle,
+    gateway: Arc<HttpPayGateway>,
+    deps: Deps,
+    tea: Product,
+}
+
+async fn fixture(test: &str) -> Fixture {
+    let ctx = StoreCtx::dynoxide(test).await;
+    let tea = product("tea", 1000, None);
+    ctx.store
+        .put_products(std::slice::from_ref(&tea))
+        .await
+        .unwrap();
+    let sim = Simulator::start(SimulatorConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        appid: APPID.into(),
+        mchid: MCHID.into(),
+        merchant_serial_no: MCH_SERIAL.into(),
+        merchant_public_key: merchant_key().public_key(),
+        platform_private_key: RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap(),
+        public_key_id: PUB_KEY_ID.into(),
+        apiv3_key: ApiV3Key::new(APIV3).unwrap(),
+        app_secret: "sandboxappsecret".into(),
+        retry_scale: 0.001,
+        min_time_expire_ahead: Duration::from_secs(60),
+        delivery_timeout: Duration::from_secs(1),
+        // Refunds settle only when a test says so.
+        refund_delay: Duration::from_secs(3600),
+        refund_spacing: Duration::from_secs(60),
+        certificates: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let gateway = Arc::new(
+        HttpPayGateway::new(GatewaySettings {
+            api_base: sim.base_url(),
+            appid: APPID.into(),
+            mchid: MCHID.into(),
+            mch_serial_no: MCH_SERIAL.into(),
+            mch_private_key: Some(merchant_key()),
+            apiv3_key: ApiV3Key::new(APIV3).unwrap(),
+            public_key: Some((
+                PUB_KEY_ID.into(),
+                RsaPublicKey::from_spki_pem(&pem("test_platform_public.pem")).unwrap(),
+            )),
+            // Nobody listens: every notification is lost, as the tests want.
+            notify_url: Some("http://127.0.0.1:9/notify/wechatpay".into()),
+            retry: Default::default(),
+            certificate_refresh_interval: Duration::from_secs(60),
+            certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
+        })
+        .unwrap(),
+    );
+    let deps = Deps {
+        store: Arc::new(ctx.store.clone()),
+        gateway: gateway.clone(),
+        clock: system_clock(),
+        settings: ServiceSettings {
+            appid: APPID.into(),
+            mchid: MCHID.into(),
+            order_ttl: time::Duration::minutes(30),
+        },
+    };
+    Fixture {
+        ctx,
+        sim,
+        gateway,
+        deps,
+        tea,
+    }
+}
+
+fn today() -> Date {
+    OffsetDateTime::now_utc().to_offset(CHINA).date()
+}
+
+impl Fixture {
+    /// A PENDING order of `quantity` tea, known to the simulator (prepaid).
+    async fn placed(&self, quantity: i64) -> Order {
+        let o = order("o_bills", &[(&self.tea, quantity)]);
+        self.ctx
+            .store
+            .create_order(&fresh_claim(&o), &o)
+            .await
+            .unwrap();
+        self.gateway
+            .jsapi_prepay(&PrepayRequest {
+                out_trade_no: o.out_trade_no.to_string(),
+                description: o.description.clone(),
+                time_expire: to_wechat(o.expire_at),
+                attach: None,
+                amount_total: o.amount_total.fen(),
+                payer_openid: o.openid.to_string(),
+            })
+            .await
+            .unwrap();
+        o
+    }
+
+    /// Paid at WeChat Pay, its notification lost: the table still has it PENDING.
+    async fn paid_unnotified(&self, quantity: i64) -> Order {
+        let o = self.placed(quantity).await;
+        self.sim
+            .pay(&PayRequest {
+                deliveries: 0,
+                ..PayRequest::new(o.out_trade_no.as_str())
+            })
+            .unwrap();
+        o
+    }
+
+    /// Paid, and applied as a notification would apply it.
+    async fn paid(&self, quantity: i64) -> Order {
+        let o = self.paid_unnotified(quantity).await;
+        let txn = self
+            .sim
+            .wechat_transaction(o.out_trade_no.as_str())
+            .unwrap();
+        match apply_payment(&self.deps, Some(o.clone()), &txn, Some("n-1"))
+            .await
+            .unwrap()
+        {
+            PaymentOutcome::Applied(o) => *o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn order(&self, o: &Order) -> Order {
+        self.ctx
+            .store
+            .get_order(&o.out_trade_no)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn reconcile(&self, date: Date) -> shared::domain::BillReport {
+        match reconcile_bill(&self.deps, date).await.unwrap() {
+            ReconcileOutcome::Reconciled(report) => *report,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn bill_anomalies(&self, o: &Order) -> Vec<shared::domain::Anomaly> {
+        self.ctx
+            .store
+            .list_anomalies(&o.out_trade_no)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.kind == AnomalyKind::BillMismatch)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_payment_whose_notification_was_lost_is_recovered_and_a_rerun_applies_nothing_twice() {
+    let f = fixture("bill_recovers_payment").await;
+    let notified = f.paid(1).await;
+    let lost = f.paid_unnotified(2).await;
+    assert_eq!(f.order(&lost).await.status, OrderStatus::Pending);
+
+    let report = f.reconcile(today()).await;
+    assert_eq!(
+        (
+            report.rows,
+            report.matched,
+            report.recovered,
+            report.mismatch_count
+        ),
+        (2, 1, 1, 0),
+        "{report:?}"
+    );
+    assert!(report.statement);
+    assert_eq!(report.sums.paid, 3000);
+    assert_eq!(report.sums.refunded, 0);
+    // 0.6 % of each payment, rounded to the fen by the bill: 6 + 12.
+    assert_eq!(report.sums.fees, 18);
+    let recovered = f.order(&lost).await;
+    assert_eq!(recovered.status, OrderStatus::Paid);
+    assert_eq!(
+        recovered.transaction_id,
+        f.sim
+            .transaction(lost.out_trade_no.as_str())
+            .unwrap()
+            .transaction_id
+    );
+    assert_eq!(
+        f.ctx.store.get_bill_report(today()).await.unwrap().as_ref(),
+        Some(&report)
+    );
+
+    // Again: everything matches now, the report is replaced, nothing written twice.
+    let events_before = f.ctx.counter.snapshot().calls_of("TransactWriteItems");
+    let again = f.reconcile(today()).await;
+    assert_eq!(
+        (
+            again.rows,
+            again.matched,
+            again.recovered,
+            again.mismatch_count
+        ),
+        (2, 2, 0, 0)
+    );
+    assert_eq!(
+        f.ctx.counter.snapshot().calls_of("TransactWriteItems"),
+        events_before
+    );
+    assert_eq!(
+        f.ctx.store.get_bill_report(today()).await.unwrap(),
+        Some(again)
+    );
+    assert_eq!(f.order(&notified).await.status, OrderStatus::Paid);
+    assert!(f.bill_anomalies(&lost).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_refund_left_processing_is_settled_from_the_bill() {
+    let f = fixture("bill_recovers_refund").await;
+    let o = f.paid(2).await;
+    let reply = request_refund(
+        &f.deps,
+        &o.out_trade_no,
+        &IdempotencyKey::parse("bill-refund-1").unwrap(),
+        RefundInput {
+            amount: 500,
+            reason: None,
+            restock: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let refund = reply.refund().clone();
+    assert_eq!(refund.status, RefundStatus::Processing);
+    // WeChat Pay pays it back; its notification never arrives.
+    f.sim
+        .settle_refund(refund.out_refund_no.as_str(), RefundState::Success, 0)
+        .unwrap();
+
+    let report = f.reconcile(today()).await;
+    assert_eq!(
+        (
+            report.rows,
+            report.matched,
+            report.recovered,
+            report.mismatch_count
+        ),
+        (2, 1, 1, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.sums.refunded, 500);
+    let settled = f
+        .ctx
+        .store
+        .get_refund(&refund.out_refund_no)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(settled.status, RefundStatus::Success);
+    let order = f.order(&o).await;
+    assert_eq!(order.status, OrderStatus::PartiallyRefunded);
+    assert_eq!(order.refunded_total, fen(500));
+    assert_eq!(order.refund_pending_total, fen(0));
+
+    let again = f.reconcile(today()).await;
+    assert_eq!(
+        (again.matched, again.recovered, again.mismatch_count),
+        (2, 0, 0)
+    );
+    assert_eq!(f.order(&o).await.refunded_total, fen(500));
+}
+
+#[tokio::test]
+async fn a_tampered_bill_is_refused_with_nothing_applied() {
+    let f = fixture("bill_tampered").await;
+    let lost = f.paid_unnotified(1).await;
+    f.sim.inject_fault(Fault::tampered_bill(1)).unwrap();
+    let err = reconcile_bill(&f.deps, today()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReconcileError::Bill {
+                source: BillError::HashMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(f.order(&lost).await.status, OrderStatus::Pending);
+    assert_eq!(f.ctx.store.get_bill_report(today()).await.unwrap(), None);
+    assert!(f.bill_anomalies(&lost).await.is_empty());
+
+    // The next download is whole: applied then.
+    assert_eq!(f.reconcile(today()).await.recovered, 1);
+    assert_eq!(f.order(&lost).await.status, OrderStatus::Paid);
+}
+
+#[tokio::test]
+async fn a_bill_not_ready_is_later_and_a_day_without_trades_is_zeros() {
+    let f = fixture("bill_not_ready").await;
+    f.paid(1).await;
+    f.sim.inject_fault(Fault::bill_not_ready(1)).unwrap();
+    assert_eq!(
+        reconcile_bill(&f.deps, today()).await.unwrap(),
+        ReconcileOutcome::NotReady
+    );
+    assert_eq!(f.ctx.store.get_bill_report(today()).await.unwrap(), None);
+
+    let yesterday = today().previous_day().unwrap();
+    let report = f.reconcile(yesterday).await;
+    assert_eq!(
+        (
+            report.statement,
+            report.rows,
+            report.matched,
+            report.mismatch_count,
+            report.sums.paid
+        ),
+        (false, 0, 0, 0, 0)
+    );
+    assert_eq!(
+        f.ctx.store.get_bill_report(yesterday).await.unwrap(),
+        Some(report)
+    );
+    let tomorrow = today().next_day().unwrap();
+    assert!(matches!(
+        reconcile_bill(&f.deps, tomorrow).await,
+        Err(ReconcileError::FutureDate(_))
+    ));
+}
+
+#[tokio::test]
+async fn what_the_bill_and_the_table_disagree_on_becomes_bill_mismatch_anomalies() {
+    let f = fixture("bill_mismatches").await;
+    f.paid(1).await;
+    // A payment in the table that WeChat Pay never billed.
+    let ghost = f.placed(1).await;
+    let MarkPaidOutcome::Applied(_) = f
+        .ctx
+        .store
+        .mark_paid(
+            &ghost,
+            &payment(&ghost, "4200000000209912310000000001"),
+            now_ms(),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("not paid")
+    };
+    // A refund made at WeChat Pay outside this service.
+    let paid = f.paid(1).await;
+    f.gateway
+        .create_refund(&RefundRequest {
+            out_trade_no: paid.out_trade_no.to_string(),
+            out_refund_no: "OUTSIDE-REFUND-1".into(),
+            reason: None,
+            refund: 100,
+            total: 1000,
+        })
+        .await
+        .unwrap();
+
+    let report = f.reconcile(today()).await;
+    assert_eq!(report.rows, 3, "{report:?}");
+    assert_eq!(report.matched, 2);
+    assert_eq!(report.mismatch_count, 2);
+    let kinds: Vec<BillMismatchKind> = report.mismatches.iter().map(|m| m.kind).collect();
+    assert!(
+        kinds.contains(&BillMismatchKind::PaymentNotInBill),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&BillMismatchKind::RefundUnknown),
+        "{kinds:?}"
+    );
+    let ghost_anomalies = f.bill_anomalies(&ghost).await;
+    assert_eq!(ghost_anomalies.len(), 1);
+    assert_eq!(
+        ghost_anomalies[0].cause,
+        shared::timefmt::date_string(today())
+    );
+    assert!(ghost_anomalies[0].detail.contains("PAYMENT_NOT_IN_BILL"));
+    assert_eq!(f.bill_anomalies(&paid).await.len(), 1);
+
+    // A re-run reports them again and records nothing new.
+    let again = f.reconcile(today()).await;
+    assert_eq!(again.mismatch_count, 2);
+    assert_eq!(f.bill_anomalies(&ghost).await, ghost_anomalies);
+    assert_eq!(f.bill_anomalies(&paid).await.len(), 1);
+}
+
+async fn call(
+    handler: &shared::http::merchant::MerchantApiHandler,
+    method: &str,
+    uri: &str,
+) -> (u16, serde_json::Value, Option<String>) {
+    use shared::http::Handler;
+    let request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", "m".repeat(40)))
+        .body(shared::http::Bytes::new())
+        .unwrap();
+    let r = handler.handle(request).await;
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = serde_json::from_slice(r.body()).unwrap_or(serde_json::Value::Null);
+    (r.status().as_u16(), body, retry_after)
+}
+
+#[tokio::test]
+async fn merchant_api_runs_a_reconciliation_and_answers_its_report() {
+    let f = fixture("bill_merchant_routes").await;
+    let lost = f.paid_unnotified(1).await;
+    let handler = shared::http::merchant::MerchantApiHandler {
+        deps: f.deps.clone(),
+        auth: shared::config::MerchantAuth::Token(shared::config::Secret::new("m".repeat(40))),
+    };
+    let day = shared::timefmt::date_string(today());
+    let (status, body, _) = call(&handler, "GET", &format!("/merchant/bills/{day}")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("BILL_NOT_FOUND"))
+    );
+
+    f.sim.inject_fault(Fault::bill_not_ready(1)).unwrap();
+    let reconcile = format!("/merchant/bills/{day}/reconcile");
+    let (status, body, retry_after) = call(&handler, "POST", &reconcile).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("BILL_NOT_READY"))
+    );
+    assert_eq!(retry_after.as_deref(), Some("1800"));
+
+    let (status, report, _) = call(&handler, "POST", &reconcile).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["bill_date"], day.as_str());
+    assert_eq!(report["statement"], true);
+    assert_eq!(report["rows"], 1);
+    assert_eq!(report["recovered"], 1);
+    assert_eq!(report["matched"], 0);
+    assert_eq!(report["mismatches"], serde_json::json!([]));
+    assert_eq!(report["sums"]["paid"], 1000);
+    assert!(report["created_at"].as_str().unwrap().ends_with("+08:00"));
+    assert_eq!(f.order(&lost).await.status, OrderStatus::Paid);
+    let (status, stored, _) = call(&handler, "GET", &format!("/merchant/bills/{day}")).await;
+    assert_eq!((status, &stored), (200, &report));
+
+    for bad in ["2026-13-01", "yesterday", "2026-1-1"] {
+        for (method, uri) in [
+            ("GET", format!("/merchant/bills/{bad}")),
+            ("POST", format!("/merchant/bills/{bad}/reconcile")),
+        ] {
+            let (status, body, _) = call(&handler, method, &uri).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (422, Some("INVALID_REQUEST")),
+                "{method} {uri}"
+            );
+        }
+    }
+    let tomorrow = shared::timefmt::date_string(today().next_day().unwrap());
+    let (status, _, _) = call(
+        &handler,
+        "POST",
+        &format!("/merchant/bills/{tomorrow}/reconcile"),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _, _) = call(&handler, "DELETE", &format!("/merchant/bills/{day}")).await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn the_scheduled_job_reconciles_yesterday_once_and_a_run_by_hand_any_date() {
+    use shared::runtime::{ScheduledJob, Trigger};
+    let f = fixture("bill_job").await;
+    f.paid_unnotified(1).await;
+    let job = shared::reconciler::ReconcilerJob {
+        deps: f.deps.clone(),
+    };
+    // By hand, today's date (the simulator bills today too).
+    let day = shared::timefmt::date_string(today());
+    let out = job
+        .run_event(
+            &serde_json::json!({"bill_date": day}),
+            Trigger::Manual,
+            None,
+        )
+        .await;
+    assert_eq!(out["outcome"], "reconciled", "{out}");
+    assert_eq!(out["report"]["recovered"], 1);
+    // Scheduled: yesterday, which had no trades, then nothing more to do.
+    let scheduled = serde_json::json!({"detail-type": "Scheduled Event"});
+    let trigger = Trigger::from_event(&scheduled).unwrap();
+    let out = job.run_event(&scheduled, trigger.clone(), None).await;
+    assert_eq!(out["outcome"], "reconciled", "{out}");
+    assert_eq!(out["report"]["statement"], false);
+    let out = job.run_event(&scheduled, trigger, None).await;
+    assert_eq!(out["outcome"], "already_reconciled", "{out}");
+    let out = job
+        .run_event(
+            &serde_json::json!({"bill_date": 20261206}),
+            Trigger::Manual,
+            None,
+        )
+        .await;
+    assert_eq!(out["outcome"], "failed");
+}
+
+#[tokio::test]
+async fn a_billed_payment_the_payment_path_keeps_as_an_anomaly_is_reported_once_per_run() {
+    let f = fixture("bill_payment_anomalies").await;
+    // Closed here (its close never reached WeChat Pay), then paid there.
+    let closed = f.placed(1).await;
+    f.ctx
+        .store
+        .close(&closed, "closed by a test", now_ms())
+        .await
+        .unwrap();
+    f.sim
+        .pay(&PayRequest {
+            deliveries: 0,
+            ..PayRequest::new(closed.out_trade_no.as_str())
+        })
+        .unwrap();
+    // An order of another system on the same merchant id.
+    f.gateway
+        .jsapi_prepay(&PrepayRequest {
+            out_trade_no: "OTHER-SYSTEM-0001".into(),
+            description: "elsewhere".into(),
+            time_expire: to_wechat(OffsetDateTime::now_utc() + time::Duration::minutes(30)),
+            attach: None,
+            amount_total: 300,
+            payer_openid: "o_someone".into(),
+        })
+        .await
+        .unwrap();
+    f.sim
+        .pay(&PayRequest {
+            deliveries: 0,
+            ..PayRequest::new("OTHER-SYSTEM-0001")
+        })
+        .unwrap();
+
+    for _run in 0..2 {
+        let report = f.reconcile(today()).await;
+        assert_eq!(
+            (report.rows, report.matched, report.recovered),
+            (2, 0, 0),
+            "{report:?}"
+        );
+        let mut kinds: Vec<(BillMismatchKind, Option<String>)> = report
+            .mismatches
+            .iter()
+            .map(|m| (m.kind, m.out_trade_no.clone()))
+            .collect();
+        kinds.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut expected = vec![
+            (
+                BillMismatchKind::PaymentAnomaly,
+                Some(closed.out_trade_no.to_string()),
+            ),
+            (
+                BillMismatchKind::PaymentAnomaly,
+                Some("OTHER-SYSTEM-0001".to_owned()),
+            ),
+        ];
+        expected.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(kinds, expected);
+        assert!(
+            report
+                .mismatches
+                .iter()
+                .any(|m| m.detail.contains("PAID_AFTER_CLOSE"))
+        );
+        assert!(
+            report
+                .mismatches
+                .iter()
+                .any(|m| m.detail.contains("UNKNOWN_ORDER"))
+        );
+    }
+    // The payment path's own anomaly, once; the order stays CLOSED.
+    let anomalies = f
+        .ctx
+        .store
+        .list_anomalies(&closed.out_trade_no)
+        .await
+        .unwrap();
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    assert_eq!(anomalies[0].kind, AnomalyKind::PaidAfterClose);
+    assert_eq!(f.order(&closed).await.status, OrderStatus::Closed);
+}
