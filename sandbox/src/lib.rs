@@ -25,6 +25,7 @@ pub mod simulator;
 pub mod webhooks;
 
 pub use keys::{KeysError, SandboxKeys};
+pub use simulator::bills;
 pub use simulator::{
     ApiError, DeliveryAttempt, Fault, NotificationStatus, PayOutcome, PayRequest, RefundSettled,
     SimRefund, SimRefundAmount, SimTransaction, Simulator, SimulatorConfig, SimulatorError,

@@ -49,14 +49,16 @@ impl ScheduledJob for ReconcilerJob {
         };
         let date = asked.unwrap_or_else(|| previous_beijing_date(now));
         // The morning's schedule runs several times so a late bill is still caught; once a
-        // date is reported, the later runs have nothing to do.
+        // date is reported after it ended, the later runs have nothing to do. A report made
+        // during the day itself (by hand, or in the sandbox, whose simulator bills today) saw
+        // only part of it: the schedule reconciles that date again.
         if asked.is_none() {
             match self.deps.store.get_bill_report(date).await {
-                Ok(Some(report)) => {
+                Ok(Some(report)) if report.created_at.to_offset(CHINA).date() > date => {
                     tracing::info!(trigger = trigger.kind(), bill_date = %date_string(date), outcome = "already_reconciled", "the date is reconciled already");
                     return json!({"outcome": "already_reconciled", "report": BillReportView::from(&report)});
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "the stored report could not be read; reconciling");
                 }

@@ -38,22 +38,23 @@ const FEE_RATE: &str = "0.60%";
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TamperBill;
 
-/// One line of a bill, from the simulator's own records.
+/// One line of a bill, from the simulator's own records (public for benchmarks that need a
+/// bill of a size no simulator run would make).
 #[derive(Debug, Clone)]
-pub(crate) struct BillEntry {
-    pub(crate) at: OffsetDateTime,
-    pub(crate) appid: String,
-    pub(crate) mchid: String,
-    pub(crate) transaction_id: String,
-    pub(crate) out_trade_no: String,
-    pub(crate) openid: String,
-    pub(crate) description: String,
-    pub(crate) attach: String,
-    pub(crate) kind: EntryKind,
+pub struct BillEntry {
+    pub at: OffsetDateTime,
+    pub appid: String,
+    pub mchid: String,
+    pub transaction_id: String,
+    pub out_trade_no: String,
+    pub openid: String,
+    pub description: String,
+    pub attach: String,
+    pub kind: EntryKind,
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum EntryKind {
+pub enum EntryKind {
     /// A payment of `amount` fen.
     Payment { amount: i64 },
     /// A refund of `amount` fen, its status when the bill is made.
@@ -104,7 +105,7 @@ pub(crate) fn beijing_date(t: OffsetDateTime) -> Date {
 
 /// `entries` as an ALL bill, oldest first; `None` for a day without any (WeChat Pay's
 /// `NO_STATEMENT_EXIST`).
-pub(crate) fn render(mut entries: Vec<BillEntry>) -> Option<String> {
+pub fn render(mut entries: Vec<BillEntry>) -> Option<String> {
     if entries.is_empty() {
         return None;
     }
@@ -249,7 +250,7 @@ fn fee_fen(amount: i64) -> i64 {
 }
 
 /// The gzip stream of a bill (`tar_type=GZIP`).
-pub(crate) fn gzip(text: &str) -> std::io::Result<Vec<u8>> {
+pub fn gzip(text: &str) -> std::io::Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(text.as_bytes())?;
     encoder.finish()

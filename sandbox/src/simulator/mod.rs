@@ -16,6 +16,10 @@
 //! the lists `sandbox --help` prints.
 
 mod bill;
+/// WeChat Pay's trade bill format as the simulator writes it.
+pub mod bills {
+    pub use super::bill::{BillEntry, EntryKind, gzip, render};
+}
 mod control;
 pub mod login;
 mod notify;

@@ -88,6 +88,11 @@ pub async fn reconcile_bill(deps: &Deps, date: Date) -> Result<ReconcileOutcome,
             tracing::info!(bill_date = %date_string(date), outcome = "not_ready", "WeChat Pay has not generated the bill yet; retry later");
             return Ok(ReconcileOutcome::NotReady);
         }
+        // Today's bill cannot be final: WeChat Pay has none yet, whatever it answers.
+        Err(PayError::NoStatement) if date == started.to_offset(CHINA).date() => {
+            tracing::info!(bill_date = %date_string(date), outcome = "not_ready", "no bill of today yet; retry after the day ends");
+            return Ok(ReconcileOutcome::NotReady);
+        }
         Err(PayError::NoStatement) => {
             // No trades that day, per WeChat Pay: any payment or refund we have is a mismatch.
             let mut report = BillReport::empty(date, started);
@@ -494,7 +499,8 @@ impl<'a> Run<'a> {
     }
 
     /// Reports a mismatch and keeps it as a `BILL_MISMATCH` anomaly (with its event): one
-    /// per order and bill date (`BILL_MISMATCH#<date>`), so a re-run records nothing new.
+    /// per bill date, kind and row (`BILL_MISMATCH#<date>#<kind>#<id>`), so a re-run records
+    /// nothing new.
     async fn mismatch(
         &self,
         report: &mut BillReport,
@@ -506,17 +512,16 @@ impl<'a> Run<'a> {
             .out_trade_no
             .as_deref()
             .and_then(|no| OutTradeNo::parse(no).ok());
-        // Without an order of ours, the row's own id keeps distinct rows apart.
-        let cause = match &out_trade_no {
-            Some(_) => date.clone(),
-            None => format!(
-                "{date}#{}",
-                m.transaction_id
-                    .as_deref()
-                    .or(m.out_refund_no.as_deref())
-                    .unwrap_or("-")
-            ),
-        };
+        // One per distinct cause: the date, what disagrees, and the row's own id (a refund's
+        // when it is one), so two different disagreements of one order are both kept.
+        let cause = format!(
+            "{date}#{}#{}",
+            m.kind,
+            m.out_refund_no
+                .as_deref()
+                .or(m.transaction_id.as_deref())
+                .unwrap_or("-")
+        );
         let anomaly = Anomaly {
             out_trade_no,
             kind: AnomalyKind::BillMismatch,

@@ -497,6 +497,9 @@ pub trait Store: Send + Sync {
 pub trait StoreSupport: Store {
     /// Seeds or replaces catalog entries (whole items, counters included).
     async fn put_products(&self, products: &[Product]) -> Result<(), StoreError>;
+    /// Seeds payment items as a PAID transition writes them (day index included), without
+    /// their orders: for benchmarks of what reads payments in bulk.
+    async fn put_payments(&self, payments: &[Payment]) -> Result<(), StoreError>;
     async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError>;
     async fn get_idempotency(
         &self,

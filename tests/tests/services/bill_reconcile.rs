@@ -373,6 +373,18 @@ async fn a_bill_not_ready_is_later_and_a_day_without_trades_is_zeros() {
         reconcile_bill(&f.deps, tomorrow).await,
         Err(ReconcileError::FutureDate(_))
     ));
+
+    // Today without trades so far: no bill *yet*, never a report of zeros (which would
+    // turn every later payment of today into a mismatch).
+    let quiet = fixture("bill_today_quiet").await;
+    assert_eq!(
+        reconcile_bill(&quiet.deps, today()).await.unwrap(),
+        ReconcileOutcome::NotReady
+    );
+    assert_eq!(
+        quiet.ctx.store.get_bill_report(today()).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -424,7 +436,10 @@ async fn what_the_bill_and_the_table_disagree_on_becomes_bill_mismatch_anomalies
     assert_eq!(ghost_anomalies.len(), 1);
     assert_eq!(
         ghost_anomalies[0].cause,
-        shared::timefmt::date_string(today())
+        format!(
+            "{}#PAYMENT_NOT_IN_BILL#4200000000209912310000000001",
+            shared::timefmt::date_string(today())
+        )
     );
     assert!(ghost_anomalies[0].detail.contains("PAYMENT_NOT_IN_BILL"));
     assert_eq!(f.bill_anomalies(&paid).await.len(), 1);
@@ -540,11 +555,30 @@ async fn the_scheduled_job_reconciles_yesterday_once_and_a_run_by_hand_any_date(
         .await;
     assert_eq!(out["outcome"], "reconciled", "{out}");
     assert_eq!(out["report"]["recovered"], 1);
+    // A report of yesterday made during yesterday (by hand) saw part of the day only: the
+    // schedule does that date again.
+    let yesterday = today().previous_day().unwrap();
+    let during = yesterday
+        .with_time(time::Time::from_hms(12, 0, 0).unwrap())
+        .assume_offset(CHINA);
+    f.ctx
+        .store
+        .put_bill_report(&shared::domain::BillReport::empty(yesterday, during))
+        .await
+        .unwrap();
     // Scheduled: yesterday, which had no trades, then nothing more to do.
     let scheduled = serde_json::json!({"detail-type": "Scheduled Event"});
     let trigger = Trigger::from_event(&scheduled).unwrap();
     let out = job.run_event(&scheduled, trigger.clone(), None).await;
     assert_eq!(out["outcome"], "reconciled", "{out}");
+    let redone = f
+        .ctx
+        .store
+        .get_bill_report(yesterday)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(redone.created_at > during);
     assert_eq!(out["report"]["statement"], false);
     let out = job.run_event(&scheduled, trigger, None).await;
     assert_eq!(out["outcome"], "already_reconciled", "{out}");

@@ -12,38 +12,18 @@ use super::{BATCH_ROUNDS, BATCH_WRITE_MAX, DynamoStore, backoff, prepay_expressi
 use crate::domain::{OutTradeNo, Product, SkuId};
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope};
 use crate::store::error::from_sdk;
-use crate::store::{NotificationRecord, PrepayOutcome, StoreError, StoreSupport};
+use crate::store::{NotificationRecord, Payment, PrepayOutcome, StoreError, StoreSupport};
 
 impl DynamoStore {
-    /// The stored `available` counter of a product (a denormalised `stock - reserved - sold`
-    /// that conditions can compare); exposed so tests can check it never drifts.
-    pub async fn product_available_counter(
-        &self,
-        sku_id: &SkuId,
-    ) -> Result<Option<i64>, StoreError> {
-        match self.get_item("GetItem", items::product_key(sku_id)).await? {
-            Some(item) => items::product_available_attr(&item),
-            None => Ok(None),
-        }
-    }
-}
-
-#[async_trait]
-impl StoreSupport for DynamoStore {
-    async fn put_products(&self, products: &[Product]) -> Result<(), StoreError> {
-        let mut seen = HashSet::new();
-        if let Some(dup) = products.iter().find(|p| !seen.insert(&p.sku_id)) {
-            return Err(StoreError::Invalid(format!(
-                "sku {} listed twice",
-                dup.sku_id
-            )));
-        }
-        for chunk in products.chunks(BATCH_WRITE_MAX) {
+    /// Whole items written unconditionally, 25 per BatchWriteItem, unprocessed ones retried
+    /// with backoff: seeding only.
+    async fn put_items(&self, all: Vec<items::Item>) -> Result<(), StoreError> {
+        for chunk in all.chunks(BATCH_WRITE_MAX) {
             let mut pending = chunk
                 .iter()
-                .map(|p| {
+                .map(|item| {
                     PutRequest::builder()
-                        .set_item(Some(items::product_item(p)))
+                        .set_item(Some(item.clone()))
                         .build()
                         .map(|put| WriteRequest::builder().put_request(put).build())
                         .map_err(build_err)
@@ -74,6 +54,38 @@ impl StoreSupport for DynamoStore {
             }
         }
         Ok(())
+    }
+
+    /// The stored `available` counter of a product (a denormalised `stock - reserved - sold`
+    /// that conditions can compare); exposed so tests can check it never drifts.
+    pub async fn product_available_counter(
+        &self,
+        sku_id: &SkuId,
+    ) -> Result<Option<i64>, StoreError> {
+        match self.get_item("GetItem", items::product_key(sku_id)).await? {
+            Some(item) => items::product_available_attr(&item),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl StoreSupport for DynamoStore {
+    async fn put_products(&self, products: &[Product]) -> Result<(), StoreError> {
+        let mut seen = HashSet::new();
+        if let Some(dup) = products.iter().find(|p| !seen.insert(&p.sku_id)) {
+            return Err(StoreError::Invalid(format!(
+                "sku {} listed twice",
+                dup.sku_id
+            )));
+        }
+        self.put_items(products.iter().map(items::product_item).collect())
+            .await
+    }
+
+    async fn put_payments(&self, payments: &[Payment]) -> Result<(), StoreError> {
+        self.put_items(payments.iter().map(items::payment_item).collect())
+            .await
     }
 
     async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError> {
