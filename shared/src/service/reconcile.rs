@@ -323,6 +323,12 @@ impl<'a> Run<'a> {
                 let detail = "WeChat Pay's query says ORDER_NOT_EXIST".to_owned();
                 return self.mismatch(report, unconfirmed(detail)).await;
             }
+            // A refusal that asking again tomorrow would repeat: this row is reported and the
+            // run goes on, so one row never keeps the whole day unreconciled.
+            Err(e) if !e.retryable() => {
+                let detail = format!("WeChat Pay's query was refused: {e}");
+                return self.mismatch(report, unconfirmed(detail)).await;
+            }
             Err(e) => return Err(e.into()),
         };
         if !txn.trade_state.is_paid()
@@ -390,6 +396,16 @@ impl<'a> Run<'a> {
                     )
                     .await;
             }
+            Err(e) if !e.retryable() => {
+                let detail =
+                    format!("refund is {before} here; WeChat Pay's query was refused: {e}");
+                return self
+                    .mismatch(
+                        report,
+                        row_mismatch(row, BillMismatchKind::RefundState, detail),
+                    )
+                    .await;
+            }
             Err(e) => return Err(e.into()),
         };
         let Some(order) = self.deps.store.get_order(&refund.out_trade_no).await? else {
@@ -402,8 +418,32 @@ impl<'a> Run<'a> {
                 .await;
         };
         let wechat = answer.status.clone();
-        let (after, moved) =
-            apply_refund_result(self.deps, &order, refund, &answer, self.deps.now()).await?;
+        let (after, moved) = match apply_refund_result(
+            self.deps,
+            &order,
+            refund,
+            &answer,
+            self.deps.now(),
+        )
+        .await
+        {
+            Ok(applied) => applied,
+            Err(RefundError::Store(e)) => return Err(e.into()),
+            // The refund path refused WeChat Pay's answer (it cannot apply it to the refund
+            // or order as they are): reported, and the run goes on.
+            Err(e) => {
+                let detail = format!(
+                    "refund is {before} here; WeChat Pay says {}, which could not be applied: {e}",
+                    answer.status
+                );
+                return self
+                    .mismatch(
+                        report,
+                        row_mismatch(row, BillMismatchKind::RefundState, detail),
+                    )
+                    .await;
+            }
+        };
         let agrees = match wechat {
             RefundState::Success => after.status == RefundStatus::Success,
             RefundState::Closed => after.status == RefundStatus::Closed,

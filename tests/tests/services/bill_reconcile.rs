@@ -676,3 +676,44 @@ async fn a_billed_payment_the_payment_path_keeps_as_an_anomaly_is_reported_once_
     assert_eq!(anomalies[0].kind, AnomalyKind::PaidAfterClose);
     assert_eq!(f.order(&closed).await.status, OrderStatus::Closed);
 }
+
+/// Review finding: a row whose confirmation WeChat Pay refuses for good (a 4xx other than
+/// ORDER_NOT_EXIST) is reported as a mismatch and the run goes on to the other rows and its
+/// report; a transient failure (5xx) fails the run, to be run again, with nothing lost.
+#[tokio::test]
+async fn a_row_wechat_pay_refuses_to_confirm_is_reported_and_the_run_goes_on() {
+    let f = fixture("bill_row_refused").await;
+    let refused = f.paid_unnotified(1).await;
+    let lost = f.paid_unnotified(1).await;
+    let prefix = format!("/v3/pay/transactions/out-trade-no/{}", refused.out_trade_no);
+    f.sim
+        .inject_fault(sandbox::Fault::new(prefix.clone(), 500, "SYSTEM_ERROR", 10))
+        .unwrap();
+    assert!(matches!(
+        reconcile_bill(&f.deps, today()).await,
+        Err(ReconcileError::WeChat(_))
+    ));
+    f.sim.clear_faults();
+    f.sim
+        .inject_fault(sandbox::Fault::new(prefix, 400, "PARAM_ERROR", 10))
+        .unwrap();
+    let report = f.reconcile(today()).await;
+    assert_eq!(report.rows, 2, "{report:?}");
+    assert_eq!(report.recovered, 1, "the other lost payment still applied");
+    assert_eq!(report.mismatch_count, 1);
+    assert_eq!(
+        report.mismatches[0].kind,
+        BillMismatchKind::PaymentUnconfirmed
+    );
+    assert!(
+        report.mismatches[0].detail.contains("PARAM_ERROR"),
+        "{report:?}"
+    );
+    let status = |o: &Order| {
+        let store = f.ctx.store.clone();
+        let no = o.out_trade_no.clone();
+        async move { store.get_order(&no).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(&lost).await, OrderStatus::Paid);
+    assert_eq!(status(&refused).await, OrderStatus::Pending);
+}
