@@ -202,6 +202,17 @@ pub async fn apply_result(
     apply_result_with(deps, order, refund, answer, None, now).await
 }
 
+/// When WeChat Pay accepted the refund, as it says (`create_time`), else now: its bill lists
+/// the refund on that Beijing day, whenever we learn of it (a lost answer recovered by a query
+/// after midnight is still that day's). Never before the refund was asked, never after now.
+fn accepted_at(refund: &Refund, answer: &RefundResult, now: OffsetDateTime) -> OffsetDateTime {
+    answer
+        .create_time
+        .as_deref()
+        .and_then(|t| crate::timefmt::parse_rfc3339(t).ok())
+        .map_or(now, |t| t.max(refund.created_at).min(now))
+}
+
 /// [`apply_result`], keeping `notification` in the transaction that moves the refund when
 /// this call settles it (SUCCESS, CLOSED) or marks it ABNORMAL: a refund notification's
 /// first delivery then costs no separate write for its record.
@@ -218,14 +229,19 @@ pub async fn apply_result_with(
     let final_answer = matches!(answer.status, RefundState::Success | RefundState::Closed);
     if refund.status == RefundStatus::Requested && final_answer {
         // Settled straight from REQUESTED (its acceptance was never recorded): one
-        // transaction, with WeChat Pay's refund_id.
+        // transaction, with WeChat Pay's refund_id and acceptance time.
         refund
             .refund_id
             .get_or_insert_with(|| answer.refund_id.clone());
+        refund.submitted_at = Some(accepted_at(&refund, answer, now));
     } else if refund.status == RefundStatus::Requested {
         match deps
             .store
-            .accept_refund(&refund, &answer.refund_id, now)
+            .accept_refund(
+                &refund,
+                &answer.refund_id,
+                accepted_at(&refund, answer, now),
+            )
             .await?
         {
             RefundMoveOutcome::Moved(r) => {
@@ -629,4 +645,58 @@ async fn check(deps: &Deps, refund: Refund) -> Result<(RefundStatus, RefundStatu
     };
     tracing::info!(out_trade_no = %order.out_trade_no, from = %before, to = %after, outcome = "checked", "due refund checked with WeChat Pay");
     Ok((before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::domain::{Money, OutRefundNo, OutTradeNo};
+
+    fn answer(create_time: Option<&str>) -> RefundResult {
+        let mut v = serde_json::json!({
+            "refund_id": "50300000000000000001",
+            "out_refund_no": "R-1",
+            "status": "PROCESSING",
+            "amount": {"refund": 100, "total": 1000, "currency": "CNY"},
+        });
+        if let Some(t) = create_time {
+            v["create_time"] = serde_json::json!(t);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Issue 16 review: the day a refund is billed on is the day WeChat Pay accepted it, so
+    /// an answer learnt after midnight (a lost answer recovered by a query) keeps its day.
+    #[test]
+    fn a_refund_is_accepted_when_wechat_pay_says_within_what_can_be() {
+        let refund = Refund::requested(
+            OutRefundNo::parse("R-1").unwrap(),
+            OutTradeNo::parse("ORDER-0001").unwrap(),
+            Money::from_fen(100).unwrap(),
+            None,
+            Vec::new(),
+            datetime!(2026-12-06 15:50:00 UTC),
+        );
+        let learnt = datetime!(2026-12-06 16:10:00 UTC); // 00:10 the next day in Beijing
+        assert_eq!(
+            accepted_at(&refund, &answer(Some("2026-12-06T23:59:50+08:00")), learnt),
+            datetime!(2026-12-06 15:59:50 UTC)
+        );
+        // Nothing readable: now. Before the refund was asked or after now: clamped.
+        assert_eq!(accepted_at(&refund, &answer(None), learnt), learnt);
+        assert_eq!(
+            accepted_at(&refund, &answer(Some("yesterday")), learnt),
+            learnt
+        );
+        assert_eq!(
+            accepted_at(&refund, &answer(Some("2026-11-01T00:00:00+08:00")), learnt),
+            refund.created_at
+        );
+        assert_eq!(
+            accepted_at(&refund, &answer(Some("2027-01-01T00:00:00+08:00")), learnt),
+            learnt
+        );
+    }
 }

@@ -306,12 +306,13 @@ pub trait Store: Send + Sync {
         order: &Order,
         refund: &Refund,
     ) -> Result<RefundReserveOutcome, StoreError>;
-    /// REQUESTED -> PROCESSING with WeChat Pay's refund_id (the refund item alone).
+    /// REQUESTED -> PROCESSING with WeChat Pay's refund_id (the refund item alone), at
+    /// `accepted_at`: when WeChat Pay accepted it (its `submitted_at`, the bill's day).
     async fn accept_refund(
         &self,
         refund: &Refund,
         refund_id: &str,
-        now: OffsetDateTime,
+        accepted_at: OffsetDateTime,
     ) -> Result<RefundMoveOutcome, StoreError>;
     /// -> ABNORMAL with its `REFUND_ABNORMAL` anomaly, the amount still reserved; the
     /// notification that brought it, if any, kept in the same transaction.

@@ -808,9 +808,9 @@ impl Store for DynamoStore {
         &self,
         refund: &Refund,
         refund_id: &str,
-        now: OffsetDateTime,
+        accepted_at: OffsetDateTime,
     ) -> Result<RefundMoveOutcome, StoreError> {
-        self.move_refund(refund, refund.plan_accepted(refund_id, now))
+        self.move_refund(refund, refund.plan_accepted(refund_id, accepted_at))
             .await
     }
 
