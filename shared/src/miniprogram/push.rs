@@ -207,6 +207,11 @@ impl PushKeys {
         data.extend_from_slice(self.appid.as_bytes());
         let pad = PAD_BLOCK - data.len() % PAD_BLOCK;
         data.extend(std::iter::repeat_n(pad as u8, pad));
+        STANDARD.encode(self.cbc_encrypt(data))
+    }
+
+    /// AES-256-CBC of whole blocks (`data` padded already), IV = the key's first 16 bytes.
+    fn cbc_encrypt(&self, mut data: Vec<u8>) -> Vec<u8> {
         let cipher = Aes256::new(GenericArray::from_slice(&self.key));
         let mut previous = [0u8; 16];
         previous.copy_from_slice(&self.key[..16]);
@@ -218,7 +223,7 @@ impl PushKeys {
             cipher.encrypt_block(GenericArray::from_mut_slice(block));
             previous.copy_from_slice(block);
         }
-        STANDARD.encode(data)
+        data
     }
 
     /// An encrypted reply to a push, signed as WeChat checks it.
@@ -541,18 +546,8 @@ mod tests {
                 plain.push(10);
             }
             plain.push(last);
-            let cipher = Aes256::new(GenericArray::from_slice(&[0u8; 32]));
-            let mut previous = [0u8; 16];
-            for block in plain.chunks_exact_mut(16) {
-                block
-                    .iter_mut()
-                    .zip(previous.iter())
-                    .for_each(|(b, p)| *b ^= p);
-                cipher.encrypt_block(GenericArray::from_mut_slice(block));
-                previous.copy_from_slice(block);
-            }
             assert_eq!(
-                k.decrypt(&STANDARD.encode(&plain)),
+                k.decrypt(&STANDARD.encode(k.cbc_encrypt(plain))),
                 Err(PushError::Ciphertext("bad padding")),
                 "last byte {last}"
             );

@@ -6,12 +6,12 @@ use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 
-use super::expr::{Expr, build_err};
+use super::expr::build_err;
 use super::items::{self, Item, attr};
-use super::{BATCH_GET_MAX, BATCH_ROUNDS, DynamoStore, backoff, index_start};
+use super::{BATCH_GET_MAX, BATCH_ROUNDS, DynamoStore, backoff};
 use crate::domain::{BillReport, OutRefundNo, Payment, Refund};
+use crate::store::StoreError;
 use crate::store::error::from_sdk;
-use crate::store::{Cursor, Page, StoreError};
 
 impl DynamoStore {
     /// Every item of `keys` that exists (consistent reads), in batches of BatchGetItem's
@@ -65,25 +65,6 @@ impl DynamoStore {
             }
         }
         Ok(found)
-    }
-
-    /// One page of a day partition of `gsi2`, by success time.
-    pub(super) async fn day_page<T>(
-        &self,
-        partition: String,
-        limit: u32,
-        cursor: Option<&Cursor>,
-        decode: fn(&Item) -> Result<T, StoreError>,
-    ) -> Result<Page<T>, StoreError> {
-        let start = index_start(cursor, attr::GSI2PK, attr::GSI2SK, &partition)?;
-        let mut e = Expr::default();
-        let condition = format!(
-            "{} = {}",
-            e.name(attr::GSI2PK),
-            e.value("partition", items::s(partition.clone()))
-        );
-        self.query_page_of(items::GSI2, e, &condition, true, limit, start, decode)
-            .await
     }
 
     pub(super) async fn payments_by_id(

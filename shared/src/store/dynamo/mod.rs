@@ -178,15 +178,34 @@ impl DynamoStore {
         cursor: Option<&Cursor>,
         decode: fn(&Item) -> Result<T, StoreError>,
     ) -> Result<Page<T>, StoreError> {
+        self.gsi2_page(partition, Some(now), limit, cursor, decode)
+            .await
+    }
+
+    /// One page of a partition of `gsi2`, in `gsi2sk` order, up to `until` when given: the
+    /// query behind the due-work partitions and the day partitions of payments and refunds.
+    pub(super) async fn gsi2_page<T>(
+        &self,
+        partition: String,
+        until: Option<OffsetDateTime>,
+        limit: u32,
+        cursor: Option<&Cursor>,
+        decode: fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Page<T>, StoreError> {
         let start = index_start(cursor, attr::GSI2PK, attr::GSI2SK, &partition)?;
         let mut e = Expr::default();
-        let condition = format!(
-            "{} = {} AND {} <= {}",
+        let mut condition = format!(
+            "{} = {}",
             e.name(attr::GSI2PK),
             e.value("partition", items::s(partition.clone())),
-            e.name(attr::GSI2SK),
-            e.value("now", items::s(to_utc_string(now))),
         );
+        if let Some(until) = until {
+            condition.push_str(&format!(
+                " AND {} <= {}",
+                e.name(attr::GSI2SK),
+                e.value("now", items::s(to_utc_string(until))),
+            ));
+        }
         self.query_page_of(items::GSI2, e, &condition, true, limit, start, decode)
             .await
     }
@@ -1207,8 +1226,9 @@ impl Store for DynamoStore {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<Payment>, StoreError> {
-        self.day_page(
+        self.gsi2_page(
             items::paid_on_gsi2pk(date, shard),
+            None,
             limit,
             cursor,
             items::payment_from_item,
@@ -1223,8 +1243,9 @@ impl Store for DynamoStore {
         limit: u32,
         cursor: Option<&Cursor>,
     ) -> Result<Page<Refund>, StoreError> {
-        self.day_page(
+        self.gsi2_page(
             items::refunded_on_gsi2pk(date, shard),
+            None,
             limit,
             cursor,
             items::refund_from_item,
