@@ -50,6 +50,7 @@ async fn simulator() -> SimulatorHandle {
         refund_delay: Duration::from_secs(3600),
         refund_spacing: Duration::from_secs(60),
         certificates: Vec::new(),
+        shipping_index_lag: Duration::ZERO,
     })
     .await
     .unwrap()

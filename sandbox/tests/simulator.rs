@@ -63,6 +63,7 @@ fn config() -> SimulatorConfig {
         refund_delay: Duration::from_secs(2),
         refund_spacing: Duration::from_secs(60),
         certificates: Vec::new(),
+        shipping_index_lag: Duration::ZERO,
     }
 }
 

@@ -170,6 +170,7 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
             identity: identity()?,
         }),
         Function::MerchantApi => Arc::new(MerchantApiHandler {
+            shipping: Arc::new(shipping_ports(env, &deps)?),
             deps,
             auth: MerchantAuth::from_env(env)?,
         }),
@@ -223,11 +224,51 @@ fn build_session(env: &Env) -> Result<Arc<dyn Handler>, ConfigError> {
     )))
 }
 
+/// WeChat's mini-program API (when `WX_APP_SECRET` is set) and `TRADE_MANAGED`, for
+/// shipments: its access token is shared through the table.
+pub fn shipping_ports(
+    env: &Env,
+    deps: &Deps,
+) -> Result<crate::service::ShippingPorts, ConfigError> {
+    let config = crate::config::ShippingConfig::from_env(env)?;
+    let wx = match config.app_secret {
+        Some(app_secret) => {
+            let api = crate::miniprogram::HttpMiniProgram::new(
+                crate::miniprogram::MiniProgramSettings {
+                    api_base: config.wx_api_base,
+                    appid: config.appid,
+                    app_secret,
+                    retry: RetryPolicy {
+                        total_budget: std::time::Duration::from_secs(4),
+                        ..RetryPolicy::default()
+                    },
+                },
+                deps.store.clone(),
+            )
+            .map_err(|problem| ConfigError {
+                variable: "WX_API_BASE",
+                problem,
+            })?;
+            Some(Arc::new(api) as Arc<dyn crate::miniprogram::MiniProgramApi>)
+        }
+        None => {
+            if config.trade_managed != crate::config::TradeManaged::Off {
+                tracing::warn!(
+                    "WX_APP_SECRET is not set: shipments cannot be uploaded to WeChat (set it, or TRADE_MANAGED=off)"
+                );
+            }
+            None
+        }
+    };
+    Ok(crate::service::ShippingPorts::new(wx, config.trade_managed))
+}
+
 /// The timeout-sweeper's scheduled job, wired like [`build`]'s handlers.
 pub async fn build_sweeper(env: &Env) -> Result<SweeperJob, ConfigError> {
     let (deps, _) = deps(Function::TimeoutSweeper, env).await?;
     let pace = SweeperConfig::from_env(env)?;
     Ok(SweeperJob {
+        shipping: shipping_ports(env, &deps)?,
         deps,
         settings: sweep_settings(&pace),
         // Every shard an order may ever have been given, not just today's SWEEPER_SHARDS:

@@ -662,6 +662,56 @@ impl SessionConfig {
     }
 }
 
+/// `TRADE_MANAGED`: whether shipments are uploaded to WeChat's trade management.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TradeManaged {
+    On,
+    Off,
+    /// Ask WeChat's `is_trade_managed` (once a day per instance).
+    Auto,
+}
+
+/// Shipping (DESIGN.md section 12), for merchant-api and the sweeper: `TRADE_MANAGED`, and
+/// the AppSecret and base URL of WeChat's server API when set. Without `WX_APP_SECRET`
+/// nothing can be uploaded: the functions start, and shipments answer that they need it.
+#[derive(Debug, Clone)]
+pub struct ShippingConfig {
+    pub trade_managed: TradeManaged,
+    pub appid: String,
+    pub app_secret: Option<Secret<String>>,
+    pub wx_api_base: String,
+}
+
+impl ShippingConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let trade_managed = match env.get("TRADE_MANAGED").as_deref() {
+            None | Some("auto") => TradeManaged::Auto,
+            Some("on") => TradeManaged::On,
+            Some("off") => TradeManaged::Off,
+            Some(_) => return Err(bad("TRADE_MANAGED", "must be auto, on or off")),
+        };
+        let app_secret = env.get("WX_APP_SECRET");
+        if let Some(secret) = &app_secret
+            && (secret.len() > 128 || !secret.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(bad(
+                "WX_APP_SECRET",
+                "must be the mini-program's AppSecret: letters and digits",
+            ));
+        }
+        let wx_api_base = env
+            .get("WX_API_BASE")
+            .unwrap_or_else(|| DEFAULT_WX_API_BASE.to_owned());
+        check_base_url("WX_API_BASE", &wx_api_base)?;
+        Ok(ShippingConfig {
+            trade_managed,
+            appid: appid(env)?,
+            app_secret: app_secret.map(Secret::new),
+            wx_api_base: wx_api_base.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
 /// The merchant's webhook (DESIGN.md sections 2 and 10): where order events go and the
 /// secrets that sign them.
 #[derive(Debug, Clone)]

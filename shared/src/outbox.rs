@@ -8,7 +8,10 @@
 
 use serde::Serialize;
 
-use crate::domain::{Anomaly, EventData, Order, OrderEvent, OrderLine, OrderStatus, Refund};
+use crate::domain::{
+    Anomaly, DeliveryMode, EventData, LogisticsType, Order, OrderEvent, OrderLine, OrderStatus,
+    Package, Refund, Shipping,
+};
 use crate::timefmt::to_wechat;
 
 #[derive(Serialize)]
@@ -58,6 +61,43 @@ struct OrderData<'a> {
     paid_at: Option<String>,
     refunded_total: i64,
     refund_pending_total: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shipping: Option<ShippingData<'a>>,
+}
+
+/// The shipment as the merchant (and the order's owner) sees it: what was shipped and how
+/// far WeChat has it; the upload's wire bytes stay inside.
+#[derive(Serialize)]
+pub(crate) struct ShippingData<'a> {
+    logistics_type: LogisticsType,
+    delivery_mode: DeliveryMode,
+    packages: &'a [Package],
+    shipped_at: String,
+    /// `NOT_REQUIRED` when the mini-program is not under trade management.
+    upload_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_errcode: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uploaded_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settled_at: Option<String>,
+}
+
+pub(crate) fn shipping_data(s: &Shipping) -> ShippingData<'_> {
+    let upload = s.upload.as_ref();
+    ShippingData {
+        logistics_type: s.shipment.logistics_type,
+        delivery_mode: s.shipment.delivery_mode,
+        packages: &s.shipment.packages,
+        shipped_at: to_wechat(s.shipped_at),
+        upload_state: upload.map_or("NOT_REQUIRED", |u| u.state.as_str()),
+        upload_errcode: upload.and_then(|u| u.last_errcode),
+        upload_error: upload.and_then(|u| u.last_error.as_deref()),
+        uploaded_at: upload.and_then(|u| u.uploaded_at).map(to_wechat),
+        settled_at: s.settled_at.map(to_wechat),
+    }
 }
 
 #[derive(Serialize)]
@@ -108,6 +148,7 @@ fn order_data(o: &Order) -> OrderData<'_> {
         paid_at: o.paid_at.map(to_wechat),
         refunded_total: o.refunded_total.fen(),
         refund_pending_total: o.refund_pending_total.fen(),
+        shipping: o.shipping.as_ref().map(shipping_data),
     }
 }
 

@@ -8,11 +8,13 @@ use time::OffsetDateTime;
 
 use crate::{
     runtime::{ScheduledJob, Trigger},
-    service::{Deps, SweepSettings, sweep_expired, sweep_refunds},
+    service::{Deps, ShippingPorts, SweepSettings, sweep_expired, sweep_refunds, sweep_uploads},
 };
 
 pub struct SweeperJob {
     pub deps: Deps,
+    /// Shipments whose upload to WeChat is due again (DESIGN 12).
+    pub shipping: ShippingPorts,
     pub settings: SweepSettings,
     /// `SWEEPER_SHARDS`: the pending index's shard count.
     pub shards: u32,
@@ -26,11 +28,12 @@ impl ScheduledJob for SweeperJob {
         // Refunds after orders, inside the same deadline margin.
         let refunds_deadline = deadline.map(|d| d - self.settings.deadline_margin);
         let refunds = sweep_refunds(&self.deps, refunds_deadline).await;
+        let uploads = sweep_uploads(&self.deps, &self.shipping, refunds_deadline).await;
         let elapsed_ms = (self.deps.now() - started).whole_milliseconds();
         let mut metrics = summary.metrics().to_vec();
         metrics.push((crate::telemetry::Metric::RefundStale, refunds.stale));
         crate::telemetry::emit_metrics(&metrics, self.deps.now());
-        let outcome = if summary.failed > 0 || refunds.failed > 0 {
+        let outcome = if summary.failed > 0 || refunds.failed > 0 || uploads.errors > 0 {
             "failed"
         } else {
             "ok"
@@ -48,6 +51,10 @@ impl ScheduledJob for SweeperJob {
             refunds_submitted = refunds.submitted,
             refunds_settled = refunds.settled,
             refunds_failed = refunds.failed,
+            uploads_checked = uploads.checked,
+            uploads_uploaded = uploads.uploaded,
+            uploads_failed = uploads.failed,
+            upload_errors = uploads.errors,
             elapsed_ms = elapsed_ms as i64,
             outcome,
             "sweep finished"
@@ -57,6 +64,10 @@ impl ScheduledJob for SweeperJob {
             map.insert(
                 "refunds".into(),
                 serde_json::to_value(refunds).unwrap_or(Value::Null),
+            );
+            map.insert(
+                "uploads".into(),
+                serde_json::to_value(uploads).unwrap_or(Value::Null),
             );
         }
         out

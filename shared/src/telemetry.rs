@@ -131,10 +131,18 @@ pub enum Metric {
     /// bill-reconciler: the previous Beijing date is still unreconciled at the day's last
     /// scheduled run (11:45 Beijing; alarmed: nobody has checked yesterday's money by noon).
     BillOverdue,
+    /// merchant-api: shipments recorded (orders SHIPPED).
+    OrderShipped,
+    /// Shipping uploads WeChat took.
+    ShippingUploaded,
+    /// Shipping upload attempts WeChat could not take yet (resent by the sweeper).
+    ShippingUploadRetried,
+    /// Shipping uploads WeChat refused for good (each an anomaly; alarmed).
+    ShippingUploadFailed,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 29] = [
+    pub const ALL: [Metric; 33] = [
         Metric::PaymentAnomaly,
         Metric::PayerNotOwner,
         Metric::ProductMissing,
@@ -164,6 +172,10 @@ impl Metric {
         Metric::BillRecovered,
         Metric::BillMismatches,
         Metric::BillOverdue,
+        Metric::OrderShipped,
+        Metric::ShippingUploaded,
+        Metric::ShippingUploadRetried,
+        Metric::ShippingUploadFailed,
     ];
 
     /// The metric's name in CloudWatch (and the key of its count in the EMF line).
@@ -198,6 +210,10 @@ impl Metric {
             Metric::BillRecovered => "BillRecovered",
             Metric::BillMismatches => "BillMismatches",
             Metric::BillOverdue => "BillOverdue",
+            Metric::OrderShipped => "OrderShipped",
+            Metric::ShippingUploaded => "ShippingUploaded",
+            Metric::ShippingUploadRetried => "ShippingUploadRetried",
+            Metric::ShippingUploadFailed => "ShippingUploadFailed",
         }
     }
 

@@ -52,7 +52,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 }
 
 /// WeChat labels these answers `text/plain`, whatever they hold.
-fn answer(body: serde_json::Value) -> Response {
+pub(super) fn answer(body: serde_json::Value) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain")],
@@ -61,7 +61,7 @@ fn answer(body: serde_json::Value) -> Response {
         .into_response()
 }
 
-fn error(errcode: i64, errmsg: &str) -> Response {
+pub(super) fn error(errcode: i64, errmsg: &str) -> Response {
     answer(json!({"errcode": errcode, "errmsg": format!("{errmsg}, rid: sandbox")}))
 }
 

@@ -23,6 +23,7 @@ pub mod bills {
 mod control;
 pub mod login;
 mod notify;
+mod shipping;
 mod state;
 mod wechat;
 
@@ -109,7 +110,13 @@ pub struct SimulatorConfig {
     /// that `/v3/certificates` serves, the first one signing. Empty: a public-key merchant
     /// (signed under `public_key_id`; `/v3/certificates` answers 404).
     pub certificates: Vec<(String, String)>,
+    /// How long after a payment WeChat's trade management still answers `10060001` (not
+    /// indexed yet) to its shipping upload (`--index-lag`).
+    pub shipping_index_lag: Duration,
 }
+
+/// WeChat indexes a payment for trade management within seconds (staff: "try after 10 s").
+pub const DEFAULT_SHIPPING_INDEX_LAG: Duration = Duration::from_secs(5);
 
 impl SimulatorConfig {
     /// WeChat Pay's rules and pace, with the sandbox's keys.
@@ -135,6 +142,7 @@ impl SimulatorConfig {
             refund_delay: DEFAULT_REFUND_DELAY,
             refund_spacing: WECHAT_REFUND_SPACING,
             certificates: Vec::new(),
+            shipping_index_lag: DEFAULT_SHIPPING_INDEX_LAG,
         }
     }
 }
@@ -380,6 +388,7 @@ impl Simulator {
             config,
             http,
             store: Mutex::new(state::Store::default()),
+            shipping: Mutex::new(shipping::ShippingState::default()),
             shutdown: shutdown_rx.clone(),
             tasks: Mutex::new(JoinSet::new()),
             runtime: tokio::runtime::Handle::current(),
@@ -433,13 +442,16 @@ impl Endpoint {
 /// What the simulator serves as WeChat: the WeChat Pay API (merchant-signed requests, signed
 /// answers) and the mini-program login.
 pub fn wechat_endpoints() -> impl Iterator<Item = &'static Endpoint> {
-    wechat::ROUTES.iter().chain(login::ROUTES)
+    wechat::ROUTES
+        .iter()
+        .chain(login::ROUTES)
+        .chain(shipping::ROUTES)
 }
 
 /// The simulator's own `/sandbox/*` controls: the user's side of a payment, fault injection
 /// and inspection.
 pub fn control_endpoints() -> impl Iterator<Item = &'static Endpoint> {
-    control::ROUTES.iter()
+    control::ROUTES.iter().chain(shipping::CONTROL_ROUTES)
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -452,6 +464,7 @@ fn router(shared: Arc<Shared>) -> Router {
         ))
         // After the layer: WeChat's login API does not sign like WeChat Pay.
         .merge(login::routes())
+        .merge(shipping::routes())
         .with_state(shared)
 }
 
@@ -468,6 +481,8 @@ pub(crate) struct Shared {
     pub(crate) signing: Mutex<Signing>,
     pub(crate) http: reqwest::Client,
     pub(crate) store: Mutex<state::Store>,
+    /// WeChat's trade management: access tokens and shipments.
+    pub(crate) shipping: Mutex<shipping::ShippingState>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Notification deliveries in progress; aborted on shutdown.
     pub(crate) tasks: Mutex<JoinSet<()>>,

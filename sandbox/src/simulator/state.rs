@@ -378,6 +378,17 @@ impl Store {
         self.orders.get(out_trade_no).map(wechat_view)
     }
 
+    /// What SUCCESS refunds of an order gave back, in fen.
+    pub(crate) fn refunded_total(&self, out_trade_no: &str) -> i64 {
+        self.refunds
+            .values()
+            .filter(|r| {
+                r.view.out_trade_no == out_trade_no && r.view.status == RefundState::Success
+            })
+            .map(|r| r.view.amount.refund)
+            .sum()
+    }
+
     /// Query by transaction_id: only paid orders have one.
     pub(crate) fn payment(&self, transaction_id: &str) -> Option<Transaction> {
         self.payments.get(transaction_id).cloned()

@@ -26,10 +26,14 @@ pub enum AnomalyKind {
     /// The day's trade bill and the table disagree on a row (DESIGN 11): one per order and
     /// bill date (`BILL_MISMATCH#<bill date>`), its detail saying what differs.
     BillMismatch,
+    /// WeChat's trade management did not take a shipment's info (refused for good, or kept
+    /// refusing for a day): the buyer's money stays frozen until the merchant uploads it in
+    /// the mini-program console. One per transaction.
+    ShippingUploadFailed,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 8] = [
+    pub const ALL: [AnomalyKind; 9] = [
         AnomalyKind::AmountMismatch,
         AnomalyKind::PaidAfterClose,
         AnomalyKind::DoublePayment,
@@ -38,6 +42,7 @@ impl AnomalyKind {
         AnomalyKind::RefundAbnormal,
         AnomalyKind::RefundMismatch,
         AnomalyKind::BillMismatch,
+        AnomalyKind::ShippingUploadFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +55,7 @@ impl AnomalyKind {
             AnomalyKind::RefundAbnormal => "REFUND_ABNORMAL",
             AnomalyKind::RefundMismatch => "REFUND_MISMATCH",
             AnomalyKind::BillMismatch => "BILL_MISMATCH",
+            AnomalyKind::ShippingUploadFailed => "SHIPPING_UPLOAD_FAILED",
         }
     }
 

@@ -40,6 +40,15 @@ pub enum LifecycleError {
     /// `order.paid` asked of an order PAID never moved (or moved before this was recorded).
     #[error("order {0} was never paid")]
     NeverPaid(String),
+    /// A shipment is recorded on the order already (under this Idempotency-Key).
+    #[error("the order is shipped already")]
+    AlreadyShipped(String),
+    /// Only a paid order with something left unrefunded can ship.
+    #[error("an order {0} cannot be shipped")]
+    NotShippable(OrderStatus),
+    /// An upload result or settlement for an order with no shipment (or none to upload).
+    #[error("order {0} has no shipment waiting for this")]
+    NotShipped(String),
     #[error(transparent)]
     Money(#[from] MoneyError),
 }
@@ -222,6 +231,15 @@ impl Order {
         self.transitioned(to, at, cause)
     }
 
+    /// The order moved to `next` (on the version read) with `records`, no stock moved.
+    pub(super) fn with_records(&self, next: Order, records: Vec<Record>) -> Plan {
+        Plan {
+            order: Some(self.change(next)),
+            stock: Vec::new(),
+            records,
+        }
+    }
+
     fn change(&self, to: Order) -> OrderChange {
         OrderChange {
             from: Box::new(self.clone()),
@@ -294,6 +312,7 @@ impl Order {
         order.refund_pending_total = Money::ZERO;
         order.refunds.clear();
         order.restocked.clear();
+        order.shipping = None;
         Some(order)
     }
 

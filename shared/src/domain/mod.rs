@@ -13,6 +13,7 @@ mod order;
 mod payment;
 mod reconciliation;
 mod refund;
+mod shipping;
 mod status;
 
 pub use anomaly::{Anomaly, AnomalyKind};
@@ -32,4 +33,9 @@ pub use reconciliation::{
     day_shard,
 };
 pub use refund::{REFUND_TRANSITIONS, Refund, RefundStatus, RefundTransitionError, RestockLine};
+pub use shipping::{
+    DeliveryMode, LogisticsType, MAX_ITEM_DESC_CHARS, MAX_PACKAGES, Package, Shipment,
+    ShipmentError, Shipping, UPLOAD_RETRY_WINDOW, Upload, UploadResult, UploadState,
+    upload_backoff,
+};
 pub use status::{OrderStatus, TRANSITIONS, TransitionError};

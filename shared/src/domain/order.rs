@@ -118,6 +118,9 @@ pub struct Order {
     /// completed from the order after later changes (DESIGN 5's unread PAID).
     #[serde(default)]
     pub paid_version: Option<u64>,
+    /// The shipment and its upload to WeChat (DESIGN 12), once the merchant recorded one.
+    #[serde(default)]
+    pub shipping: Option<super::Shipping>,
     pub history: Vec<HistoryEntry>,
 }
 
@@ -156,6 +159,7 @@ impl Order {
             restocked: Vec::new(),
             version: 1,
             paid_version: None,
+            shipping: None,
             history: vec![HistoryEntry {
                 from: None,
                 to: OrderStatus::Pending,

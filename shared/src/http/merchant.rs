@@ -8,13 +8,14 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AuthorizerClaims, Handler, Request, Response, json};
 use crate::{
     config::MerchantAuth,
-    domain::{Anomaly, Order, OutRefundNo, OutTradeNo, Payment, Refund},
+    domain::{Anomaly, Order, OutRefundNo, OutTradeNo, Package, Payment, Refund},
     http::bills::{BillReportView, not_ready, parse_bill_date},
     http::query_order::OrderBody,
     service::{
-        Deps, ReconcileOutcome, RedeliverError, RefundError, RefundInput, RefundReply, bill_report,
-        close_order_as_merchant, get_refund, reconcile_bill, redeliver_event, request_refund,
-        resolve_abnormal,
+        Deps, ReconcileOutcome, RedeliverError, RefundError, RefundInput, RefundReply,
+        ShipmentError, ShipmentInput, ShipmentReply, ShippingPorts, bill_report,
+        close_order_as_merchant, get_refund, reconcile_bill, record_shipment, redeliver_event,
+        request_refund, resolve_abnormal,
     },
     store::StoreError,
     timefmt::to_wechat,
@@ -26,6 +27,49 @@ pub const IAM_CALLER_CLAIM: &str = "iam:userArn";
 pub struct MerchantApiHandler {
     pub deps: Deps,
     pub auth: MerchantAuth,
+    /// WeChat's mini-program API and `TRADE_MANAGED`, for shipments.
+    pub shipping: std::sync::Arc<ShippingPorts>,
+}
+
+impl From<ShipmentError> for ApiError {
+    fn from(e: ShipmentError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            ShipmentError::InvalidRequest(_) => ApiError::new(422, "INVALID_REQUEST", message),
+            ShipmentError::OrderNotFound => ApiError::new(404, "ORDER_NOT_FOUND", message),
+            ShipmentError::OrderNotPaid(_) => ApiError::new(409, "ORDER_NOT_PAID", message),
+            ShipmentError::OrderRefunded => ApiError::new(409, "ORDER_REFUNDED", message),
+            ShipmentError::AlreadyShipped => ApiError::new(409, "ORDER_ALREADY_SHIPPED", message),
+            ShipmentError::KeyReused => ApiError::new(422, "IDEMPOTENCY_KEY_REUSED", message),
+            ShipmentError::NotConfigured(_) => {
+                ApiError::new(503, "SHIPPING_NOT_CONFIGURED", message)
+            }
+            ShipmentError::Store(e) => store_error(e),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipmentBody {
+    logistics_type: String,
+    packages: Vec<Package>,
+    #[serde(default = "all_delivered")]
+    is_all_delivered: bool,
+}
+
+fn all_delivered() -> bool {
+    true
+}
+
+/// A shipped order as the merchant sees it after `POST .../shipments`.
+#[derive(Serialize)]
+struct ShipmentView<'a> {
+    out_trade_no: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_id: Option<&'a str>,
+    shipping: Option<crate::outbox::ShippingData<'a>>,
 }
 
 impl From<RefundError> for ApiError {
@@ -281,6 +325,36 @@ impl MerchantApiHandler {
         Ok(json(status, &RefundView::from(reply.refund())))
     }
 
+    /// `POST /merchant/orders/{out_trade_no}/shipments`: `201` recorded (uploaded, refused
+    /// by WeChat for good, or nothing to upload: `shipping.upload_state` says which), `202`
+    /// recorded and still uploading.
+    async fn ship(&self, request: &Request, no: &str) -> Result<Response, ApiError> {
+        let out_trade_no = order_no(no)?;
+        let key = super::idempotency_key(request)?;
+        let body: ShipmentBody = serde_json::from_slice(request.body())
+            .map_err(|e| ApiError::new(400, "INVALID_REQUEST", format!("request body: {e}")))?;
+        let input = ShipmentInput {
+            logistics_type: body.logistics_type,
+            packages: body.packages,
+            is_all_delivered: body.is_all_delivered,
+        };
+        let reply = record_shipment(&self.deps, &self.shipping, &out_trade_no, &key, input).await?;
+        let status = match reply {
+            ShipmentReply::Recorded(_) => 201,
+            ShipmentReply::Uploading(_) => 202,
+        };
+        let order = reply.order();
+        Ok(json(
+            status,
+            &ShipmentView {
+                out_trade_no: order.out_trade_no.as_str(),
+                status: order.status.as_str(),
+                transaction_id: order.transaction_id.as_deref(),
+                shipping: order.shipping.as_ref().map(crate::outbox::shipping_data),
+            },
+        ))
+    }
+
     async fn refund_view(&self, no: &str) -> Result<Response, ApiError> {
         let out_refund_no = OutRefundNo::parse(no)
             .map_err(|_| ApiError::new(404, "REFUND_NOT_FOUND", "no such refund"))?;
@@ -472,6 +546,9 @@ impl MerchantApiHandler {
             ["orders", no, "close"] if !no.is_empty() && method == http::Method::POST => {
                 self.close(no).await
             }
+            ["orders", no, "shipments"] if !no.is_empty() && method == http::Method::POST => {
+                self.ship(request, no).await
+            }
             ["anomalies"] if method == http::Method::GET => self.anomalies(request).await,
             ["refunds", no, "abnormal-refund"]
                 if !no.is_empty() && method == http::Method::POST =>
@@ -488,7 +565,7 @@ impl MerchantApiHandler {
             ["bills", date] if method == http::Method::GET => self.bill(date).await,
             ["orders"]
             | ["orders", _]
-            | ["orders", _, "refunds" | "close"]
+            | ["orders", _, "refunds" | "close" | "shipments"]
             | ["refunds", _]
             | ["events", _, "redeliver"]
             | ["bills", _]

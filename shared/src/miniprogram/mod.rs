@@ -1,5 +1,11 @@
 //! WeChat's mini-program server side (DESIGN.md section 12), apart from WeChat Pay: the
-//! message push that tells us an order settled. Shipping uploads and the access token join
-//! it as mp-push and the shipments route land.
+//! order-shipping API a shipment is uploaded with, and the message push that tells us an
+//! order settled.
 
 pub mod push;
+pub mod shipping;
+
+pub use shipping::{
+    HttpMiniProgram, MiniProgramApi, MiniProgramSettings, WxApiError, WxOrder, upload_body,
+    upload_result,
+};

@@ -16,6 +16,7 @@ mod query_order;
 mod reconcile;
 mod refund;
 mod settle;
+mod shipping;
 mod sweep;
 
 /// What the edge hands [`handle_notification`]: the notification's `Wechatpay-*` headers.
@@ -41,6 +42,10 @@ pub use refund::{
     RefundError, RefundInput, RefundReply, RefundSweepSummary, apply_result as apply_refund_result,
     get_refund, out_refund_no_for, request_refund, resolve_abnormal, submit as submit_refund,
     sweep_refunds,
+};
+pub use shipping::{
+    ShipmentError, ShipmentInput, ShipmentReply, ShippingPorts, ShippingSweepSummary, TradeManaged,
+    attempt_upload, record_shipment, sweep_uploads,
 };
 pub use sweep::{SweepSettings, SweepSummary, sweep_expired};
 

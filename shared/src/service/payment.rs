@@ -388,9 +388,10 @@ fn anomaly_detail(kind: AnomalyKind, order: &Order, payment: &Payment) -> String
         AnomalyKind::UnknownOrder => "no such order".to_owned(),
         AnomalyKind::MalformedNotification => "malformed".to_owned(),
         // Not a payment's anomalies.
-        AnomalyKind::RefundAbnormal | AnomalyKind::RefundMismatch | AnomalyKind::BillMismatch => {
-            kind.as_str().to_owned()
-        }
+        AnomalyKind::RefundAbnormal
+        | AnomalyKind::RefundMismatch
+        | AnomalyKind::BillMismatch
+        | AnomalyKind::ShippingUploadFailed => kind.as_str().to_owned(),
     }
 }
 

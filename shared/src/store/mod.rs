@@ -203,6 +203,41 @@ pub enum SyncClaim {
     NotFound,
 }
 
+/// A transition the domain plans on the order as it stands (`Store::transition`).
+pub type PlanFor<'a> =
+    dyn Fn(&Order) -> Result<crate::domain::Plan, crate::domain::LifecycleError> + Send + Sync + 'a;
+
+/// Outcome of [`Store::transition`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    /// Written: the order as it now stands.
+    Applied(Box<Order>),
+    /// The domain refused to plan on the order as it stands (its reason), or the order
+    /// failed a condition of the plan. Nothing was written.
+    Refused {
+        order: Box<Order>,
+        reason: Option<crate::domain::LifecycleError>,
+    },
+    NotFound,
+}
+
+/// WeChat's server-API access token (`stable_token`), shared by every instance through the
+/// table (DESIGN 12). `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub token: crate::config::Secret<String>,
+    pub expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnomalyOutcome {
     Recorded,
@@ -365,6 +400,26 @@ pub trait Store: Send + Sync {
         now: OffsetDateTime,
         lease: time::Duration,
     ) -> Result<SyncClaim, StoreError>;
+
+    /// One transition `plan_for` plans on `read` (planned again on the order a lost race
+    /// found), as one conditional transaction: shipping, an upload's result, settlement.
+    async fn transition(
+        &self,
+        read: &Order,
+        plan_for: &PlanFor<'_>,
+        now: OffsetDateTime,
+    ) -> Result<TransitionOutcome, StoreError>;
+    /// Shipped orders whose upload to WeChat is due again at `now`, soonest first.
+    async fn due_shipments(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Order>, StoreError>;
+    /// The shared access token of `appid`, if one is stored (maybe expired).
+    async fn get_access_token(&self, appid: &str) -> Result<Option<AccessToken>, StoreError>;
+    /// Stores `token` unless the one stored lasts at least as long; whether it was written.
+    async fn put_access_token(&self, appid: &str, token: &AccessToken) -> Result<bool, StoreError>;
 
     /// The payment item of a WeChat Pay transaction (merchant-api's lookup by transaction_id).
     async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;

@@ -74,6 +74,7 @@ async fn fixture(test: &str) -> Fixture {
         refund_delay: Duration::from_secs(3600),
         refund_spacing: Duration::from_secs(60),
         certificates: Vec::new(),
+        shipping_index_lag: Duration::ZERO,
     })
     .await
     .unwrap();
@@ -480,6 +481,10 @@ async fn merchant_api_runs_a_reconciliation_and_answers_its_report() {
     let handler = shared::http::merchant::MerchantApiHandler {
         deps: f.deps.clone(),
         auth: shared::config::MerchantAuth::Token(shared::config::Secret::new("m".repeat(40))),
+        shipping: std::sync::Arc::new(shared::service::ShippingPorts::new(
+            None,
+            shared::service::TradeManaged::Off,
+        )),
     };
     let day = shared::timefmt::date_string(today());
     let (status, body, _) = call(&handler, "GET", &format!("/merchant/bills/{day}")).await;

@@ -93,7 +93,7 @@ async fn paid_order(ctx: &StoreCtx, lines: &[(&Product, i64)]) -> Order {
     }
 }
 
-fn refund(o: &Order, amount: i64, restock: &[(&Product, i64)]) -> Refund {
+pub(crate) fn refund(o: &Order, amount: i64, restock: &[(&Product, i64)]) -> Refund {
     Refund::requested(
         OutRefundNo::generate(now_ms()),
         o.out_trade_no.clone(),

@@ -69,6 +69,12 @@ pub(crate) mod attr {
     /// The version PAID gave the order (`order.paid`'s, whenever its body is made).
     pub const PAID_VERSION: &str = "paid_version";
     pub const HISTORY: &str = "history";
+    /// The shipment and its upload (DESIGN 12), as JSON: read and written whole by the
+    /// order's own transitions; no condition or index looks inside it.
+    pub const SHIPPING: &str = "shipping";
+    // access token
+    pub const ACCESS_TOKEN: &str = "access_token";
+    pub const EXPIRES_AT: &str = "expires_at";
     // product
     pub const SKU_ID: &str = "sku_id";
     pub const NAME: &str = "name";
@@ -168,6 +174,10 @@ pub(crate) const ANOMALY_PK_NO_ORDER: &str = "ANOMALY#-";
 pub(crate) fn user_gsi1pk(openid: &Openid) -> String {
     format!("USER#{openid}")
 }
+
+/// The due-shipments partition of `gsi2`: shipped orders whose upload to WeChat is to be
+/// sent again, by `next_attempt_at` (few at a time: one partition, like the refunds').
+pub(crate) const SHIPPING_DUE_GSI2PK: &str = "SHIPPING_DUE";
 
 /// The due-refunds partition of `gsi2` (refunds WeChat Pay may still change).
 pub(crate) const REFUNDS_DUE_GSI2PK: &str = "REFUNDS_DUE";
@@ -543,12 +553,20 @@ pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
         nos.sort_unstable();
         item.insert(REFUND_NOS.to_owned(), AttributeValue::Ss(nos));
     }
+    if let Some(shipping) = &order.shipping {
+        // Serializing plain data with string keys cannot fail.
+        let json = serde_json::to_string(shipping).unwrap_or_default();
+        item.insert(SHIPPING.to_owned(), s(json));
+    }
     if order.status == OrderStatus::Pending {
         item.insert(
             GSI2PK.to_owned(),
             s(pending_gsi2pk(order.out_trade_no.shard(shards))),
         );
         item.insert(GSI2SK.to_owned(), t(order.expire_at));
+    } else if let Some(at) = order.shipping.as_ref().and_then(|s| s.next_check_at()) {
+        item.insert(GSI2PK.to_owned(), s(SHIPPING_DUE_GSI2PK));
+        item.insert(GSI2SK.to_owned(), t(at));
     }
     item
 }
@@ -599,7 +617,40 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
             .opt_i64(PAID_VERSION)?
             .map(|v| u64::try_from(v).map_err(|_| f.err("paid_version is negative")))
             .transpose()?,
+        shipping: f
+            .opt_s(SHIPPING)?
+            .map(|json| serde_json::from_str(json).map_err(|e| f.err(format!("{SHIPPING}: {e}"))))
+            .transpose()?,
         history,
+    })
+}
+
+// ---- access token ---------------------------------------------------------------------------
+
+pub(crate) fn access_token_key(appid: &str) -> Item {
+    key(format!("WXTOKEN#{appid}"), "WXTOKEN")
+}
+
+/// The shared access token; TTL a day after it lapses, so a dead one does not linger.
+pub(crate) fn access_token_item(appid: &str, token: &crate::store::AccessToken) -> Item {
+    let mut item = access_token_key(appid);
+    item.extend([
+        (ENTITY.to_owned(), s("WXTOKEN")),
+        (ACCESS_TOKEN.to_owned(), s(token.token.expose().clone())),
+        (EXPIRES_AT.to_owned(), t(token.expires_at)),
+        (
+            TTL.to_owned(),
+            n((token.expires_at + time::Duration::days(1)).unix_timestamp()),
+        ),
+    ]);
+    item
+}
+
+pub(crate) fn access_token_from_item(item: &Item) -> Result<crate::store::AccessToken, StoreError> {
+    let f = Fields::new(item, "access token");
+    Ok(crate::store::AccessToken {
+        token: crate::config::Secret::new(f.s(ACCESS_TOKEN)?.to_owned()),
+        expires_at: f.time(EXPIRES_AT)?,
     })
 }
 

@@ -446,6 +446,9 @@ impl DynamoStore {
     }
 }
 
+/// How many times a transition is planned again on a fresher read before it gives up.
+const STALE_READS: usize = 3;
+
 #[async_trait]
 impl Store for DynamoStore {
     async fn get_products(&self, sku_ids: &[SkuId]) -> Result<HashMap<SkuId, Product>, StoreError> {
@@ -1051,6 +1054,100 @@ impl Store for DynamoStore {
                 anomaly.kind, anomaly.cause
             ))),
         }
+    }
+
+    async fn transition(
+        &self,
+        read: &Order,
+        plan_for: &crate::store::PlanFor<'_>,
+        now: OffsetDateTime,
+    ) -> Result<crate::store::TransitionOutcome, StoreError> {
+        use crate::store::TransitionOutcome;
+        let mut read = read.clone();
+        for _ in 0..STALE_READS {
+            return Ok(match self.apply(&read, plan_for, now).await? {
+                Applied::Done(plan) => TransitionOutcome::Applied(Box::new(applied_order(*plan)?)),
+                Applied::OrderRefused {
+                    order: Some(order),
+                    reason,
+                } => TransitionOutcome::Refused { order, reason },
+                Applied::OrderRefused { order: None, .. } => TransitionOutcome::NotFound,
+                // Its records are an event keyed by the version it reaches and anomalies keyed
+                // by the transaction: present only if the order moved on. An engine that checks
+                // the order before a racing winner wrote it (moto) says so through the record:
+                // planned again on the order as it now is.
+                Applied::RecordRefused { index, .. } => {
+                    match self.get_order(&read.out_trade_no).await? {
+                        Some(fresh) if fresh.version != read.version => {
+                            read = fresh;
+                            continue;
+                        }
+                        _ => {
+                            return Err(StoreError::Inconsistent(format!(
+                                "order {}: record {index} of its transition exists without it",
+                                read.out_trade_no
+                            )));
+                        }
+                    }
+                }
+            });
+        }
+        Err(StoreError::TransactionConflict {
+            op: "TransactWriteItems",
+            message: format!("order {} kept changing", read.out_trade_no),
+        })
+    }
+
+    async fn due_shipments(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+        cursor: Option<&Cursor>,
+    ) -> Result<Page<Order>, StoreError> {
+        self.due_in(
+            items::SHIPPING_DUE_GSI2PK.to_owned(),
+            now,
+            limit,
+            cursor,
+            items::order_from_item,
+        )
+        .await
+    }
+
+    async fn get_access_token(
+        &self,
+        appid: &str,
+    ) -> Result<Option<crate::store::AccessToken>, StoreError> {
+        self.get_item("GetItem", items::access_token_key(appid))
+            .await?
+            .map(|item| items::access_token_from_item(&item))
+            .transpose()
+    }
+
+    async fn put_access_token(
+        &self,
+        appid: &str,
+        token: &crate::store::AccessToken,
+    ) -> Result<bool, StoreError> {
+        let mut e = Expr::default();
+        let condition = format!(
+            "attribute_not_exists({}) OR {} < {}",
+            e.name(attr::PK),
+            e.name(attr::EXPIRES_AT),
+            e.value("expires_at", items::t(token.expires_at)),
+        );
+        let (names, values) = e.into_parts();
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::access_token_item(appid, token)))
+            .condition_expression(condition)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        Ok(conditional("PutItem", sent)?.is_ok())
     }
 
     async fn record_notification(&self, record: &NotificationRecord) -> Result<(), StoreError> {
