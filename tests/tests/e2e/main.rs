@@ -10,6 +10,7 @@ mod e2e_merchant;
 mod e2e_payment;
 mod e2e_reconcile;
 mod e2e_session;
+mod e2e_shipping;
 mod runtime_http;
 mod runtime_lambda;
 mod runtime_scf;

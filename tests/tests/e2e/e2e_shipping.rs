@@ -1,0 +1,212 @@
+//! Shipping end to end (DESIGN.md section 12), the built binaries against the simulator:
+//! the merchant records a shipment right after payment, WeChat has not indexed the payment
+//! yet (`10060001`), the shipment is kept (202) and the timeout-sweeper resends the same
+//! bytes once WeChat can take them; one access token (stable_token) serves both processes
+//! through the table, and never reaches a log.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sandbox::simulator::PayRequest;
+use serde_json::{Value, json};
+use shared::domain::{OrderStatus, UploadState};
+use shared::store::Store;
+
+use crate::e2e_support::*;
+
+const TOKEN: &str = "merchant-e2e-token-0123456789abcdef-ship";
+
+fn shipping_env(app: &TestApp) -> Vec<(String, String)> {
+    let mut env = app.function_env(Some(&app.notify_url));
+    env.push(("WX_APP_SECRET".into(), app.keys.app_secret().to_owned()));
+    env.push(("WX_API_BASE".into(), app.sim.base_url()));
+    env
+}
+
+async fn start_merchant_api(app: &TestApp) -> (FunctionProcess, String) {
+    let mut env = shipping_env(app);
+    env.push(("MERCHANT_AUTH".into(), "token".into()));
+    env.push(("MERCHANT_API_TOKEN".into(), TOKEN.into()));
+    let mut process = FunctionProcess::spawn(Function::MerchantApi, &env);
+    let url = process.wait_http().await;
+    (process, url)
+}
+
+async fn ship(app: &TestApp, url: &str, no: &str, key: &str, body: &Value) -> Reply {
+    let request = app
+        .http
+        .post(format!("{url}/merchant/orders/{no}/shipments"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("idempotency-key", key)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    Reply::read(request.send().await.expect("merchant-api answers")).await
+}
+
+/// One run of the timeout-sweeper binary; its summary (last stdout line) and its output.
+fn run_sweeper(env: &[(String, String)]) -> (Value, String) {
+    let output = Command::new(binary(Function::TimeoutSweeper))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .expect("timeout-sweeper runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "timeout-sweeper failed:\n{all}");
+    let summary = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("summary");
+    (summary, all)
+}
+
+async fn sim_shipping(app: &TestApp, transaction_id: &str) -> Value {
+    app.http
+        .get(format!(
+            "{}/sandbox/shipping/{transaction_id}",
+            app.sim.base_url()
+        ))
+        .send()
+        .await
+        .expect("simulator answers")
+        .text()
+        .await
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shipment_waits_out_wechats_indexing_and_the_sweeper_uploads_it_once() {
+    let app = spawn_app_with(|c| c.shipping_index_lag = Duration::from_secs(3)).await;
+    let (mut merchant, url) = start_merchant_api(&app).await;
+    let (_, unpaid) = app
+        .place("o_alice", "ship-e2e-0", &[(SKU_LIMITED, 1)])
+        .await;
+    let (_, no) = app
+        .place("o_alice", "ship-e2e-1", &[(SKU_LIMITED, 2)])
+        .await;
+    let express = json!({"logistics_type": "express", "packages": [
+        {"tracking_no": "SF1234567890", "express_company": "SF", "item_desc": "奶茶*2",
+         "receiver_contact": "189****1234"}]});
+
+    // Not paid yet: refused, nothing stored.
+    ship(&app, &url, &unpaid, "ship-key-0", &express)
+        .await
+        .assert_error(409, "ORDER_NOT_PAID");
+
+    app.sim
+        .pay(&PayRequest {
+            deliveries: 1,
+            ..PayRequest::new(&no)
+        })
+        .expect("the user pays");
+    app.wait_acknowledged(&no).await;
+    let before = app.order(&no).await;
+    assert_eq!(before.status, OrderStatus::Paid);
+
+    // WeChat's rules first: SF Express needs the masked phone; nothing stored.
+    let unmasked = json!({"logistics_type": "express", "packages": [
+        {"tracking_no": "SF1", "express_company": "SF", "item_desc": "奶茶*2"}]});
+    let refused = ship(&app, &url, &no, "ship-key-bad", &unmasked).await;
+    refused.assert_error(422, "INVALID_REQUEST");
+    assert!(
+        refused.text().contains("receiver_contact"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(app.order(&no).await, before);
+
+    // Right after payment WeChat has not indexed it (10060001): recorded, 202, uploading.
+    let first = ship(&app, &url, &no, "ship-key-1", &express).await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    let body = first.json();
+    assert_eq!(body["status"], "SHIPPED");
+    assert_eq!(body["shipping"]["upload_state"], "PENDING");
+    assert_eq!(body["shipping"]["upload_errcode"], 10060001);
+    assert_eq!(body["shipping"]["logistics_type"], "express");
+    let order = app.order(&no).await;
+    assert_eq!(order.status, OrderStatus::Shipped);
+    let transaction_id = order.transaction_id.clone().expect("paid");
+    let stored_body = order
+        .shipping
+        .as_ref()
+        .and_then(|s| s.upload.as_ref())
+        .map(|u| u.body.clone())
+        .expect("the upload body is stored");
+
+    // The same request again is answered from the order; the key with another shipment,
+    // or another key, is refused; nothing changes.
+    let again = ship(&app, &url, &no, "ship-key-1", &express).await;
+    assert_eq!(
+        (again.status, again.json()["status"].clone()),
+        (202, json!("SHIPPED"))
+    );
+    let mut changed = express.clone();
+    changed["packages"][0]["tracking_no"] = json!("SF999");
+    ship(&app, &url, &no, "ship-key-1", &changed)
+        .await
+        .assert_error(422, "IDEMPOTENCY_KEY_REUSED");
+    ship(&app, &url, &no, "ship-key-2", &express)
+        .await
+        .assert_error(409, "ORDER_ALREADY_SHIPPED");
+    assert_eq!(app.order(&no).await.version, order.version);
+
+    // The sweeper resends once the backoff (15 s) is over, by then WeChat has the payment.
+    let sweeper_env = {
+        let mut env = shipping_env(&app);
+        env.retain(|(k, _)| k != "PORT");
+        env.push(("SWEEP_GRACE_SECONDS".into(), "0".into()));
+        env
+    };
+    let (early, _) = tokio::task::spawn_blocking({
+        let env = sweeper_env.clone();
+        move || run_sweeper(&env)
+    })
+    .await
+    .unwrap();
+    assert_eq!(early["uploads"]["checked"], 0, "not due yet: {early}");
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let (summary, sweeper_logs) = tokio::task::spawn_blocking(move || run_sweeper(&sweeper_env))
+        .await
+        .unwrap();
+    assert_eq!(summary["uploads"]["uploaded"], 1, "{summary}");
+    let done = app.order(&no).await;
+    let upload = done.shipping.as_ref().unwrap().upload.as_ref().unwrap();
+    assert_eq!(upload.state, UploadState::Uploaded);
+    assert_eq!(upload.attempts, 2);
+    assert_eq!(upload.body, stored_body, "the same bytes were resent");
+    assert_eq!(done.status, OrderStatus::Shipped);
+
+    let wechat = sim_shipping(&app, &transaction_id).await;
+    assert_eq!(wechat["attempts"], json!([10060001, 0]), "{wechat}");
+    assert_eq!(wechat["shipment"]["order_state"], 2);
+    assert_eq!(
+        wechat["shipment"]["body"],
+        serde_json::from_str::<Value>(&stored_body).unwrap()
+    );
+    // One stable_token call for both processes: the token is shared through the table.
+    assert_eq!(wechat["stable_token_calls"], 1, "{wechat}");
+    assert_eq!(wechat["force_refreshes"], 0);
+
+    // order.shipped was written with the transition.
+    let shipped_event = format!("evt_{no}_{}", before.version + 1);
+    let event = app
+        .store
+        .get_event(&shipped_event)
+        .await
+        .unwrap()
+        .expect("order.shipped");
+    assert_eq!(event.event_type, "order.shipped");
+
+    // The access token and the AppSecret never reach a log.
+    let token = app
+        .store
+        .get_access_token(APPID)
+        .await
+        .unwrap()
+        .expect("the shared token");
+    merchant.kill();
+    let logs = merchant.stdout().join("\n") + &merchant.stderr().join("\n") + &sweeper_logs;
+    assert!(logs.contains("shipment recorded"));
+    assert!(!logs.contains(token.token.expose().as_str()));
+    assert!(!logs.contains(app.keys.app_secret()));
+}
