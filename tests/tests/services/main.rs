@@ -7,4 +7,5 @@ mod callback_edges;
 mod events_dispatch;
 mod reconcile_service;
 mod refund_service;
+mod shipping_service;
 mod tls_roots;
