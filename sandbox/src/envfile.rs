@@ -77,6 +77,10 @@ pub fn variables(i: &EnvInputs<'_>) -> Vec<(&'static str, String)> {
         // and X-Debug-Openid as well, in the sandbox only.
         ("WX_APP_SECRET", i.keys.app_secret().to_owned()),
         ("WX_API_BASE", i.wechat_url.to_owned()),
+        // mp-push: the simulated console's message push (safe mode); the simulator signs and
+        // encrypts its settlement pushes with these.
+        ("WX_PUSH_TOKEN", i.keys.push_token()),
+        ("WX_PUSH_AES_KEY", i.keys.push_aes_key()),
         ("SESSION_SIGNING_KEY_FILE", path(i.keys.session_key_path())),
         (
             "SESSION_PUBLIC_KEYS_FILE",

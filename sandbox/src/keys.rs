@@ -213,6 +213,23 @@ impl SandboxKeys {
         &self.app_secret
     }
 
+    /// The message push Token of the simulated mini-program console (`WX_PUSH_TOKEN`):
+    /// derived from the AppSecret, so it needs no file of its own. Secret.
+    pub fn push_token(&self) -> String {
+        let digest = Sha256::digest(format!("wx-push-token/{}", self.app_secret).as_bytes());
+        digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The console's EncodingAESKey (`WX_PUSH_AES_KEY`): 43 base64 characters of 32 bytes
+    /// derived from the AppSecret. Secret.
+    pub fn push_aes_key(&self) -> String {
+        use base64::Engine as _;
+        let digest = Sha256::digest(format!("wx-push-key/{}", self.app_secret).as_bytes());
+        let mut key = base64::engine::general_purpose::STANDARD.encode(digest);
+        key.truncate(43);
+        key
+    }
+
     /// merchant-api's bearer token (`MERCHANT_API_TOKEN`). Secret.
     pub fn merchant_api_token(&self) -> &str {
         &self.merchant_api_token

@@ -34,6 +34,8 @@ pub enum Route {
     Session,
     /// `/merchant/...`: merchant-api (the bearer token of `sandbox.env`).
     MerchantApi,
+    /// `/notify/wechat-mp`: mp-push, the mini-program's message push.
+    MpPush,
     /// `GET /sandbox/orders/{out_trade_no}`.
     InspectOrder(String),
     /// `GET /sandbox/products`.
@@ -120,6 +122,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
         other_methods: true,
         what: "payment-callback: WeChat Pay's notifications",
         to: |_| Route::PaymentCallback,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/notify/wechat-mp",
+        other_methods: true,
+        what: "mp-push: the mini-program's message push (settlements; GET verifies the URL)",
+        to: |_| Route::MpPush,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/merchant/orders/{out_trade_no}/shipments",
+        other_methods: true,
+        what: "merchant-api: record a shipment and upload it to WeChat (Idempotency-Key)",
+        to: |_| Route::MerchantApi,
     },
     Endpoint {
         method: "GET",
@@ -281,6 +297,8 @@ pub struct SandboxRouter {
     pub session: Arc<dyn Handler>,
     /// `/merchant/...`.
     pub merchant_api: Arc<dyn Handler>,
+    /// `/notify/wechat-mp`.
+    pub mp_push: Arc<dyn Handler>,
     // The timeout-sweeper has no route: the sandbox runs it every `--sweep-every` (see
     // `server.rs`).
     /// The store the inspection routes read (the same table the functions use).
@@ -299,6 +317,7 @@ impl Handler for SandboxRouter {
             Route::QueryOrder => self.query_order.handle(request).await,
             Route::Session => self.session.handle(request).await,
             Route::MerchantApi => self.merchant_api.handle(request).await,
+            Route::MpPush => self.mp_push.handle(request).await,
             Route::InspectOrder(no) => self.inspect_order(&no).await,
             Route::InspectProducts => self.inspect_products().await,
             Route::ReceiveWebhook => self.webhooks.receive(&request),

@@ -103,6 +103,19 @@ pub struct SandboxSettings {
 /// WeChat Pay's 60 s for ordinary TTLs; for a TTL under two minutes, half of it, so an order
 /// with a short `--order-ttl` can still be prepaid a moment after it was created (WeChat Pay
 /// compares whole seconds, and the prepay comes after the order's write).
+/// The simulated console's message push: the sandbox's own mp-push route, with the Token and
+/// EncodingAESKey `sandbox.env` gives mp-push.
+pub fn sandbox_push_target(
+    functions_url: &str,
+    keys: &crate::keys::SandboxKeys,
+) -> crate::simulator::PushTarget {
+    crate::simulator::PushTarget {
+        url: format!("{functions_url}/notify/wechat-mp"),
+        token: keys.push_token(),
+        encoding_aes_key: keys.push_aes_key(),
+    }
+}
+
 pub fn min_time_expire_ahead(order_ttl: Duration) -> Duration {
     WECHAT_MIN_AHEAD.min(Duration::from_secs(order_ttl.as_secs() / 2))
 }
@@ -172,6 +185,8 @@ impl Sandbox {
         sim_config.refund_delay = settings.refund_delay;
         sim_config.refund_spacing = settings.refund_spacing;
         sim_config.min_time_expire_ahead = min_time_expire_ahead(settings.order_ttl);
+        // The simulated console pushes settlements to the sandbox's own mp-push route.
+        sim_config.push = Some(sandbox_push_target(&functions_url, &keys));
         let simulator = Simulator::start(sim_config).await.map_err(|e| match e {
             SimulatorError::Bind { .. } => SandboxError::SimulatorBind(e),
             SimulatorError::Config(_) => SandboxError::Simulator(e),
@@ -210,6 +225,7 @@ impl Sandbox {
         let session = app::build(Function::Session, &env_map()).await?;
         let query_order = app::build(Function::QueryOrder, &env_map()).await?;
         let merchant_api = app::build(Function::MerchantApi, &env_map()).await?;
+        let mp_push = app::build(Function::MpPush, &env_map()).await?;
         // The timeout-sweeper as its binary builds it, run here on an interval instead of a
         // schedule event.
         let sweeper = Arc::new(app::build_sweeper(&env_map()).await?);
@@ -227,6 +243,7 @@ impl Sandbox {
             query_order,
             session,
             merchant_api,
+            mp_push,
             store: store.clone(),
             catalog: settings.catalog.clone(),
             webhooks: webhooks.clone(),

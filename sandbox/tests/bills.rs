@@ -51,6 +51,7 @@ async fn simulator() -> SimulatorHandle {
         refund_spacing: Duration::from_secs(60),
         certificates: Vec::new(),
         shipping_index_lag: Duration::ZERO,
+        push: None,
     })
     .await
     .unwrap()

@@ -64,6 +64,7 @@ fn config() -> SimulatorConfig {
         refund_spacing: Duration::from_secs(60),
         certificates: Vec::new(),
         shipping_index_lag: Duration::ZERO,
+        push: None,
     }
 }
 

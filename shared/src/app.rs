@@ -40,6 +40,7 @@ pub enum Function {
     MerchantApi,
     EventDispatcher,
     BillReconciler,
+    MpPush,
 }
 
 impl Function {
@@ -52,6 +53,7 @@ impl Function {
         Function::MerchantApi,
         Function::EventDispatcher,
         Function::BillReconciler,
+        Function::MpPush,
     ];
 
     /// Its binary's (and package's) name.
@@ -65,6 +67,7 @@ impl Function {
             Function::MerchantApi => "merchant-api",
             Function::EventDispatcher => "event-dispatcher",
             Function::BillReconciler => "bill-reconciler",
+            Function::MpPush => "mp-push",
         }
     }
 }
@@ -173,6 +176,10 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
             shipping: Arc::new(shipping_ports(env, &deps)?),
             deps,
             auth: MerchantAuth::from_env(env)?,
+        }),
+        Function::MpPush => Arc::new(crate::http::mp_push::MpPushHandler {
+            keys: crate::config::push_keys(env)?,
+            deps,
         }),
         Function::Session => return build_session(env),
         Function::TimeoutSweeper | Function::EventDispatcher | Function::BillReconciler => {
@@ -391,7 +398,8 @@ fn retry_policy(function: Function) -> RetryPolicy {
 /// network call.
 async fn deps(function: Function, env: &Env) -> Result<(Deps, StoreConfig), ConfigError> {
     let wechatpay = match function {
-        Function::PaymentCallback => WechatPayConfig::for_notifications(env)?,
+        // mp-push reads the store only; it needs no merchant private key either.
+        Function::PaymentCallback | Function::MpPush => WechatPayConfig::for_notifications(env)?,
         // place-order sends notify_url with each prepay, merchant-api with each refund. The
         // sweeper's (for refunds WeChat Pay was not ready for) is optional: without it those
         // stay REQUESTED, never refused (the deploy files set it).

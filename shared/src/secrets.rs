@@ -16,13 +16,15 @@ pub const SECRETS_ID: &str = "SECRETS_ID";
 pub const SECRETS_ENDPOINT: &str = "SECRETS_ENDPOINT";
 
 /// The only keys a secret may hold: the variables of DESIGN.md section 2 that are secrets.
-pub const SECRET_VARIABLES: [&str; 6] = [
+pub const SECRET_VARIABLES: [&str; 8] = [
     "WXPAY_MCH_PRIVATE_KEY",
     "WXPAY_APIV3_KEY",
     "WX_APP_SECRET",
     "SESSION_SIGNING_KEY",
     "MERCHANT_API_TOKEN",
     "WEBHOOK_SECRET",
+    "WX_PUSH_TOKEN",
+    "WX_PUSH_AES_KEY",
 ];
 
 fn bad(problem: impl Into<String>) -> ConfigError {

@@ -54,6 +54,7 @@ impl ScheduledJob for SweeperJob {
             uploads_checked = uploads.checked,
             uploads_uploaded = uploads.uploaded,
             uploads_failed = uploads.failed,
+            shipped_completed = uploads.completed,
             upload_errors = uploads.errors,
             elapsed_ms = elapsed_ms as i64,
             outcome,

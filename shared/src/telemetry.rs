@@ -139,10 +139,18 @@ pub enum Metric {
     ShippingUploadRetried,
     /// Shipping uploads WeChat refused for good (each an anomaly; alarmed).
     ShippingUploadFailed,
+    /// Orders WeChat settled (COMPLETED), by push or by the sweeper's query.
+    OrderCompleted,
+    /// mp-push: pushes refused (signature, plaintext, another appid, malformed; alarmed).
+    PushRejected,
+    /// mp-push: WeChat's reminders (access, unshipped orders) to the merchant.
+    ShippingReminder,
+    /// Shipped orders WeChat and the table disagree on (each an anomaly; alarmed).
+    ShippingStateMismatch,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 33] = [
+    pub const ALL: [Metric; 37] = [
         Metric::PaymentAnomaly,
         Metric::PayerNotOwner,
         Metric::ProductMissing,
@@ -176,6 +184,10 @@ impl Metric {
         Metric::ShippingUploaded,
         Metric::ShippingUploadRetried,
         Metric::ShippingUploadFailed,
+        Metric::OrderCompleted,
+        Metric::PushRejected,
+        Metric::ShippingReminder,
+        Metric::ShippingStateMismatch,
     ];
 
     /// The metric's name in CloudWatch (and the key of its count in the EMF line).
@@ -214,6 +226,10 @@ impl Metric {
             Metric::ShippingUploaded => "ShippingUploaded",
             Metric::ShippingUploadRetried => "ShippingUploadRetried",
             Metric::ShippingUploadFailed => "ShippingUploadFailed",
+            Metric::OrderCompleted => "OrderCompleted",
+            Metric::PushRejected => "PushRejected",
+            Metric::ShippingReminder => "ShippingReminder",
+            Metric::ShippingStateMismatch => "ShippingStateMismatch",
         }
     }
 

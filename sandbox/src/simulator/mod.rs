@@ -113,6 +113,17 @@ pub struct SimulatorConfig {
     /// How long after a payment WeChat's trade management still answers `10060001` (not
     /// indexed yet) to its shipping upload (`--index-lag`).
     pub shipping_index_lag: Duration,
+    /// Where the simulated mini-program console sends its message pushes (settlements),
+    /// signed and encrypted in safe mode; `None`: pushes are not sent.
+    pub push: Option<PushTarget>,
+}
+
+/// The console's message push settings (`--push-url`, `WX_PUSH_TOKEN`, `WX_PUSH_AES_KEY`).
+#[derive(Debug, Clone)]
+pub struct PushTarget {
+    pub url: String,
+    pub token: String,
+    pub encoding_aes_key: String,
 }
 
 /// WeChat indexes a payment for trade management within seconds (staff: "try after 10 s").
@@ -143,6 +154,7 @@ impl SimulatorConfig {
             refund_spacing: WECHAT_REFUND_SPACING,
             certificates: Vec::new(),
             shipping_index_lag: DEFAULT_SHIPPING_INDEX_LAG,
+            push: None,
         }
     }
 }
@@ -383,12 +395,14 @@ impl Simulator {
             ),
             certificates: config.certificates.clone(),
         });
+        let push = Mutex::new(config.push.clone());
         let shared = Arc::new(Shared {
             signing,
             config,
             http,
             store: Mutex::new(state::Store::default()),
             shipping: Mutex::new(shipping::ShippingState::default()),
+            push,
             shutdown: shutdown_rx.clone(),
             tasks: Mutex::new(JoinSet::new()),
             runtime: tokio::runtime::Handle::current(),
@@ -483,6 +497,8 @@ pub(crate) struct Shared {
     pub(crate) store: Mutex<state::Store>,
     /// WeChat's trade management: access tokens and shipments.
     pub(crate) shipping: Mutex<shipping::ShippingState>,
+    /// Where message pushes go now (the configured target, or one set later).
+    pub(crate) push: Mutex<Option<PushTarget>>,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Notification deliveries in progress; aborted on shutdown.
     pub(crate) tasks: Mutex<JoinSet<()>>,
@@ -622,6 +638,12 @@ impl SimulatorHandle {
     }
 
     /// Queues a fault (`POST /sandbox/fail`).
+    /// Sends message pushes to `target` from now on (`None`: not at all): for a receiver
+    /// that starts after the simulator and must be told its URL.
+    pub fn set_push_target(&self, target: Option<PushTarget>) {
+        *self.shared.push.lock().unwrap_or_else(|p| p.into_inner()) = target;
+    }
+
     pub fn inject_fault(&self, fault: Fault) -> Result<(), ApiError> {
         control::inject_fault(&self.shared, fault)
     }

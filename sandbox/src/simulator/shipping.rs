@@ -57,12 +57,20 @@ pub(super) const ROUTES: &[Endpoint] = &[
     },
 ];
 
-pub(super) const CONTROL_ROUTES: &[Endpoint] = &[Endpoint {
-    method: "GET",
-    path: "/sandbox/shipping/{transaction_id}",
-    what: "a payment's shipping as the simulator keeps it, and its upload attempts",
-    handler: |m| on(m, inspect),
-}];
+pub(super) const CONTROL_ROUTES: &[Endpoint] = &[
+    Endpoint {
+        method: "GET",
+        path: "/sandbox/shipping/{transaction_id}",
+        what: "a payment's shipping as the simulator keeps it: upload attempts, pushes sent",
+        handler: |m| on(m, inspect),
+    },
+    Endpoint {
+        method: "POST",
+        path: "/sandbox/shipping/{transaction_id}/settle",
+        what: "the buyer confirms receipt and WeChat settles: state 4, settlement push {\"deliveries\": 1} (0: lost)",
+        handler: |m| on(m, settle),
+    },
+];
 
 pub(super) fn routes() -> axum::Router<Arc<Shared>> {
     Endpoint::register(
@@ -94,6 +102,9 @@ pub(crate) struct ShippingState {
     shipments: HashMap<String, SimShipment>,
     /// Every upload attempt's errcode, by transaction_id.
     attempts: HashMap<String, Vec<i64>>,
+    /// Every push delivery attempt: (transaction_id, kind, HTTP status or 0 for no answer,
+    /// the answer's body).
+    pushes: Vec<(String, &'static str, u16, String)>,
 }
 
 impl ShippingState {
@@ -356,8 +367,9 @@ async fn upload_shipping_info(
         Err(e) => e,
         Ok(transaction_id) => match state.shipments.get_mut(&transaction_id) {
             None => {
+                let express = request.get("logistics_type").and_then(Value::as_i64) == Some(1);
                 state.shipments.insert(
-                    transaction_id,
+                    transaction_id.clone(),
                     SimShipment {
                         body: request,
                         finish_shipping_count: 1,
@@ -365,6 +377,15 @@ async fn upload_shipping_info(
                         uploaded_at: crate::simulator::state::timestamp_millis(now),
                     },
                 );
+                // WeChat's ship-time push, with its estimate (T+10 express, else T+2).
+                let estimate = now
+                    + if express {
+                        Duration::days(10)
+                    } else {
+                        Duration::days(2)
+                    };
+                let message = settlement_message(&s, &transaction_id, now, None, Some(estimate));
+                push(&s, transaction_id, "shipped", message, 1);
                 (0, "ok")
             }
             Some(kept) if kept.body == request => (10060023, "发货信息未更新"),
@@ -437,10 +458,168 @@ async fn get_order(
 
 async fn inspect(State(s): State<Arc<Shared>>, Path(transaction_id): Path<String>) -> Json<Value> {
     let state = shipping(&s);
+    let pushes: Vec<Value> = state
+        .pushes
+        .iter()
+        .filter(|p| p.0 == transaction_id)
+        .map(|(_, kind, status, body)| json!({"kind": kind, "status": status, "answer": body}))
+        .collect();
     Json(json!({
         "shipment": state.shipments.get(&transaction_id),
         "attempts": state.attempts.get(&transaction_id).cloned().unwrap_or_default(),
+        "pushes": pushes,
         "stable_token_calls": state.stable_token_calls,
         "force_refreshes": state.force_refreshes,
     }))
+}
+
+/// `trade_manage_order_settlement` as WeChat pushes it: at shipment with its estimate, at
+/// settlement with `settlement_time` (unix seconds, as strings are accepted too).
+fn settlement_message(
+    s: &Shared,
+    transaction_id: &str,
+    now: OffsetDateTime,
+    settled_at: Option<OffsetDateTime>,
+    estimate: Option<OffsetDateTime>,
+) -> Value {
+    let payment = s.store().payment(transaction_id);
+    let pay_time = payment
+        .as_ref()
+        .and_then(|p| p.success_time.as_deref())
+        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+        .map_or(0, OffsetDateTime::unix_timestamp);
+    let mut message = json!({
+        "ToUserName": "gh_sandbox00000",
+        "FromUserName": "o_wechat_system",
+        "CreateTime": now.unix_timestamp(),
+        "MsgType": "event",
+        "Event": "trade_manage_order_settlement",
+        "transaction_id": transaction_id,
+        "merchant_id": s.config.mchid,
+        "sub_merchant_id": "",
+        "merchant_trade_no": payment.map(|p| p.out_trade_no).unwrap_or_default(),
+        "pay_time": pay_time,
+        "shipped_time": now.unix_timestamp(),
+    });
+    if let Some(e) = estimate {
+        message["estimated_settlement_time"] = json!(e.unix_timestamp());
+        message["settlement_time"] = json!("");
+    }
+    if let Some(t) = settled_at {
+        message["confirm_receive_method"] = json!(2);
+        message["confirm_receive_time"] = json!(t.unix_timestamp());
+        message["settlement_time"] = json!(t.unix_timestamp());
+    }
+    message
+}
+
+/// Sends `message` to the configured push URL `copies` times, each as WeChat does: safe mode,
+/// `Encrypt` in a JSON body, `msg_signature` over Token, timestamp, nonce and the ciphertext;
+/// three tries of 5 s each.
+fn push(s: &Arc<Shared>, transaction_id: String, kind: &'static str, message: Value, copies: u32) {
+    let target = s.push.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(target) = target else {
+        return;
+    };
+    let keys = match shared::miniprogram::push::PushKeys::new(
+        &target.token,
+        &target.encoding_aes_key,
+        &s.config.appid,
+    ) {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(error = %e, "simulator push keys unusable; push not sent");
+            return;
+        }
+    };
+    for _ in 0..copies {
+        let (shared, keys, target, transaction_id, text) = (
+            s.clone(),
+            keys.clone(),
+            target.clone(),
+            transaction_id.clone(),
+            message.to_string(),
+        );
+        s.spawn(async move {
+            let timestamp = now().unix_timestamp().to_string();
+            let nonce = rand::random_range(100_000_000u64..999_999_999).to_string();
+            let encrypt = keys.encrypt(&text, rand::random());
+            let signature = shared::miniprogram::push::signature(&[&target.token, &timestamp, &nonce]);
+            let msg_signature =
+                shared::miniprogram::push::signature(&[&target.token, &timestamp, &nonce, &encrypt]);
+            let url = format!(
+                "{}?signature={signature}&timestamp={timestamp}&nonce={nonce}&openid=o_wechat_system&encrypt_type=aes&msg_signature={msg_signature}",
+                target.url
+            );
+            let body = json!({"ToUserName": "gh_sandbox00000", "Encrypt": encrypt}).to_string();
+            for _ in 0..3 {
+                let sent = shared
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let (status, answer) = match sent {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        (status, r.text().await.unwrap_or_default())
+                    }
+                    Err(e) => (0, e.to_string()),
+                };
+                let done = status == 200 && answer == "success";
+                shipping(&shared)
+                    .pushes
+                    .push((transaction_id.clone(), kind, status, answer));
+                if done {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SettleRequest {
+    #[serde(default = "one")]
+    deliveries: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn settle(
+    State(s): State<Arc<Shared>>,
+    Path(transaction_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let request: SettleRequest = if body.is_empty() {
+        SettleRequest { deliveries: 1 }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(47001, &format!("data format error: {e}")),
+        }
+    };
+    let now = now();
+    {
+        let mut state = shipping(&s);
+        let Some(kept) = state.shipments.get_mut(&transaction_id) else {
+            return error(10060001, "支付单未发货");
+        };
+        kept.order_state = 4;
+    }
+    let message = settlement_message(&s, &transaction_id, now, Some(now), None);
+    push(
+        &s,
+        transaction_id.clone(),
+        "settled",
+        message,
+        request.deliveries,
+    );
+    answer(
+        json!({"errcode": 0, "errmsg": "ok", "transaction_id": transaction_id,
+        "order_state": 4, "deliveries": request.deliveries}),
+    )
 }

@@ -30,10 +30,14 @@ pub enum AnomalyKind {
     /// refusing for a day): the buyer's money stays frozen until the merchant uploads it in
     /// the mini-program console. One per transaction.
     ShippingUploadFailed,
+    /// WeChat's trade management and the table disagree on a shipped order: a settlement
+    /// pushed for an order not SHIPPED here (shipped in the console, say), one for an unknown
+    /// transaction, or WeChat showing refunded (state 5) an order not refunded here.
+    ShippingStateMismatch,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 9] = [
+    pub const ALL: [AnomalyKind; 10] = [
         AnomalyKind::AmountMismatch,
         AnomalyKind::PaidAfterClose,
         AnomalyKind::DoublePayment,
@@ -43,6 +47,7 @@ impl AnomalyKind {
         AnomalyKind::RefundMismatch,
         AnomalyKind::BillMismatch,
         AnomalyKind::ShippingUploadFailed,
+        AnomalyKind::ShippingStateMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +61,7 @@ impl AnomalyKind {
             AnomalyKind::RefundMismatch => "REFUND_MISMATCH",
             AnomalyKind::BillMismatch => "BILL_MISMATCH",
             AnomalyKind::ShippingUploadFailed => "SHIPPING_UPLOAD_FAILED",
+            AnomalyKind::ShippingStateMismatch => "SHIPPING_STATE_MISMATCH",
         }
     }
 

@@ -34,8 +34,9 @@ pub use reconciliation::{
 };
 pub use refund::{REFUND_TRANSITIONS, Refund, RefundStatus, RefundTransitionError, RestockLine};
 pub use shipping::{
-    DeliveryMode, LogisticsType, MAX_ITEM_DESC_CHARS, MAX_PACKAGES, Package, Shipment,
-    ShipmentError, Shipping, UPLOAD_RETRY_WINDOW, Upload, UploadResult, UploadState,
+    DeliveryMode, LogisticsType, MAX_ITEM_DESC_CHARS, MAX_PACKAGES, Package,
+    SETTLE_CHECK_AFTER_ESTIMATE, SETTLE_CHECK_INTERVAL, Shipment, ShipmentError, Shipping,
+    UPLOAD_RETRY_WINDOW, Upload, UploadResult, UploadState, default_settlement_delay,
     upload_backoff,
 };
 pub use status::{OrderStatus, TRANSITIONS, TransitionError};

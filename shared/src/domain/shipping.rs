@@ -307,15 +307,52 @@ pub struct Shipping {
         skip_serializing_if = "Option::is_none"
     )]
     pub settled_at: Option<OffsetDateTime>,
+    /// WeChat's own estimate, from its ship-time push.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub estimated_settlement_at: Option<OffsetDateTime>,
+    /// When the sweeper asks `get_order` whether a shipped order settled (pushes can be
+    /// lost): WeChat's estimate plus an hour, else its default delay, then daily.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub settle_check_at: Option<OffsetDateTime>,
 }
 
+/// WeChat settles a shipment the buyer does not confirm after 10 days (express) or 2 days
+/// (same-city, virtual, pick-up), counted from the shipment (reference section 1).
+pub fn default_settlement_delay(logistics_type: LogisticsType) -> Duration {
+    match logistics_type {
+        LogisticsType::Express => Duration::days(10),
+        _ => Duration::days(2),
+    }
+}
+
+/// How long after WeChat's estimate, and then between checks, the sweeper asks again.
+pub const SETTLE_CHECK_AFTER_ESTIMATE: Duration = Duration::hours(1);
+pub const SETTLE_CHECK_INTERVAL: Duration = Duration::days(1);
+
 impl Shipping {
-    /// When the sweeper should look at this shipment again (an upload to resend), if ever.
-    pub fn next_check_at(&self) -> Option<OffsetDateTime> {
-        self.upload
+    /// When the sweeper should look at this shipment of an order in `status` again: its
+    /// upload to resend, or (SHIPPED, not settled) its settlement to ask about.
+    pub fn next_check_at(&self, status: OrderStatus) -> Option<OffsetDateTime> {
+        let upload = self
+            .upload
             .as_ref()
             .filter(|u| u.state == UploadState::Pending)
-            .and_then(|u| u.next_attempt_at)
+            .and_then(|u| u.next_attempt_at);
+        let settle = self
+            .settle_check_at
+            .filter(|_| status == OrderStatus::Shipped && self.settled_at.is_none());
+        match (upload, settle) {
+            (Some(u), Some(s)) => Some(u.min(s)),
+            (u, s) => u.or(s),
+        }
     }
 }
 
@@ -425,6 +462,54 @@ impl Order {
             }
         }
         Ok(self.with_records(next, records))
+    }
+
+    /// WeChat's ship-time push: its estimate of the settlement kept (the sweeper asks an
+    /// hour after it), and a pending upload known taken. No status change.
+    pub fn plan_shipped_at_wechat(
+        &self,
+        estimated_settlement_at: Option<OffsetDateTime>,
+        at: OffsetDateTime,
+    ) -> Result<Plan, LifecycleError> {
+        let mut next = self.clone();
+        next.version += 1;
+        let shipping = next
+            .shipping
+            .as_mut()
+            .ok_or_else(|| LifecycleError::NotShipped(self.out_trade_no.to_string()))?;
+        if let Some(estimate) = estimated_settlement_at {
+            shipping.estimated_settlement_at = Some(estimate);
+            shipping.settle_check_at = Some(estimate + SETTLE_CHECK_AFTER_ESTIMATE);
+        }
+        if let Some(upload) = shipping
+            .upload
+            .as_mut()
+            .filter(|u| u.state == UploadState::Pending)
+        {
+            upload.state = UploadState::Uploaded;
+            upload.uploaded_at = Some(at);
+            upload.next_attempt_at = None;
+            upload.ambiguous = false;
+        }
+        if next.shipping == self.shipping {
+            return Err(LifecycleError::NotShipped(self.out_trade_no.to_string()));
+        }
+        Ok(self.with_records(next, Vec::new()))
+    }
+
+    /// A settlement check that found the order not settled yet: asked again in a day.
+    pub fn plan_settle_check_later(&self, at: OffsetDateTime) -> Result<Plan, LifecycleError> {
+        if self.status != OrderStatus::Shipped {
+            return Err(LifecycleError::NotShipped(self.out_trade_no.to_string()));
+        }
+        let mut next = self.clone();
+        next.version += 1;
+        let shipping = next
+            .shipping
+            .as_mut()
+            .ok_or_else(|| LifecycleError::NotShipped(self.out_trade_no.to_string()))?;
+        shipping.settle_check_at = Some(at + SETTLE_CHECK_INTERVAL);
+        Ok(self.with_records(next, Vec::new()))
     }
 
     /// SHIPPED -> COMPLETED: WeChat settled the order (its push, or `get_order` state 4) at

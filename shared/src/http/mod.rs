@@ -12,6 +12,7 @@ use std::collections::HashMap;
 pub mod bills;
 pub mod identity;
 pub mod merchant;
+pub mod mp_push;
 pub mod payment_callback;
 pub mod place_order;
 pub mod query_order;

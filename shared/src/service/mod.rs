@@ -16,6 +16,7 @@ mod query_order;
 mod reconcile;
 mod refund;
 mod settle;
+mod settlement;
 mod shipping;
 mod sweep;
 
@@ -43,6 +44,7 @@ pub use refund::{
     get_refund, out_refund_no_for, request_refund, resolve_abnormal, submit as submit_refund,
     sweep_refunds,
 };
+pub use settlement::{PushOutcome, check_settlement, handle_push};
 pub use shipping::{
     ShipmentError, ShipmentInput, ShipmentReply, ShippingPorts, ShippingSweepSummary, TradeManaged,
     attempt_upload, record_shipment, sweep_uploads,

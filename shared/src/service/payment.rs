@@ -391,7 +391,8 @@ fn anomaly_detail(kind: AnomalyKind, order: &Order, payment: &Payment) -> String
         AnomalyKind::RefundAbnormal
         | AnomalyKind::RefundMismatch
         | AnomalyKind::BillMismatch
-        | AnomalyKind::ShippingUploadFailed => kind.as_str().to_owned(),
+        | AnomalyKind::ShippingUploadFailed
+        | AnomalyKind::ShippingStateMismatch => kind.as_str().to_owned(),
     }
 }
 

@@ -12,7 +12,7 @@ pub use crate::config::TradeManaged;
 use crate::{
     domain::{
         IdempotencyKey, LifecycleError, Order, OrderStatus, OutTradeNo, Package, Shipment,
-        Shipping, Upload, UploadResult, UploadState,
+        Shipping, Upload, UploadResult, UploadState, default_settlement_delay,
     },
     miniprogram::{MiniProgramApi, upload_body, upload_result},
     store::{StoreError, TransitionOutcome},
@@ -183,9 +183,12 @@ pub async fn record_shipment(
     } else {
         None
     };
+    let settle_check_at = now + default_settlement_delay(shipment.logistics_type);
     let shipping = Shipping {
         shipment,
         shipped_at: now,
+        estimated_settlement_at: None,
+        settle_check_at: Some(settle_check_at),
         request_key: key.as_str().to_owned(),
         request_hash: request_hash.clone(),
         upload,
@@ -337,11 +340,13 @@ pub struct ShippingSweepSummary {
     pub uploaded: u64,
     pub retrying: u64,
     pub failed: u64,
+    /// Shipped orders WeChat settled whose push never came (completed by `get_order`).
+    pub completed: u64,
     pub errors: u64,
 }
 
-/// The sweeper's part: every shipped order whose upload is due is sent again, until the
-/// deadline.
+/// The sweeper's part: every shipped order whose upload is due is sent again, and every one
+/// past its settlement check is asked about, until the deadline.
 pub async fn sweep_uploads(
     deps: &Deps,
     ports: &ShippingPorts,
@@ -367,20 +372,49 @@ pub async fn sweep_uploads(
                 return summary;
             }
             summary.checked += 1;
-            match attempt_upload(deps, wx.as_ref(), order).await {
-                Ok(order) => match order
-                    .shipping
-                    .as_ref()
-                    .and_then(|s| s.upload.as_ref())
-                    .map(|u| u.state)
-                {
-                    Some(UploadState::Uploaded) => summary.uploaded += 1,
-                    Some(UploadState::Failed) => summary.failed += 1,
-                    _ => summary.retrying += 1,
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, outcome = "failed", "shipping upload not recorded");
-                    summary.errors += 1;
+            let upload_due = order
+                .shipping
+                .as_ref()
+                .and_then(|s| s.upload.as_ref())
+                .filter(|u| u.state == UploadState::Pending)
+                .and_then(|u| u.next_attempt_at)
+                .is_some_and(|at| at <= now);
+            let order = if upload_due {
+                match attempt_upload(deps, wx.as_ref(), order).await {
+                    Ok(order) => {
+                        match order
+                            .shipping
+                            .as_ref()
+                            .and_then(|s| s.upload.as_ref())
+                            .map(|u| u.state)
+                        {
+                            Some(UploadState::Uploaded) => summary.uploaded += 1,
+                            Some(UploadState::Failed) => summary.failed += 1,
+                            _ => summary.retrying += 1,
+                        }
+                        order
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, outcome = "failed", "shipping upload not recorded");
+                        summary.errors += 1;
+                        continue;
+                    }
+                }
+            } else {
+                order
+            };
+            let settle_due = order.status == OrderStatus::Shipped
+                && order.shipping.as_ref().is_some_and(|s| {
+                    s.settled_at.is_none() && s.settle_check_at.is_some_and(|at| at <= now)
+                });
+            if settle_due {
+                match super::settlement::check_settlement(deps, wx.as_ref(), order).await {
+                    Ok(true) => summary.completed += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, outcome = "failed", "settlement check not recorded");
+                        summary.errors += 1;
+                    }
                 }
             }
         }

@@ -210,3 +210,243 @@ async fn a_shipment_waits_out_wechats_indexing_and_the_sweeper_uploads_it_once()
     assert!(!logs.contains(token.token.expose().as_str()));
     assert!(!logs.contains(app.keys.app_secret()));
 }
+
+/// A free loopback port for a process started after the simulator that must know its URL.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The order once `done` holds for it (pushes are delivered asynchronously).
+async fn order_when(
+    app: &TestApp,
+    no: &str,
+    what: &str,
+    done: impl Fn(&shared::domain::Order) -> bool,
+) -> shared::domain::Order {
+    let start = std::time::Instant::now();
+    loop {
+        let o = app.order(no).await;
+        if done(&o) {
+            return o;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "order {no}: {what} did not happen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Ten days pass: the order's settlement check comes due (the binaries run on the real
+/// clock, so the test moves the order's check time instead, through the domain's own plan).
+async fn settlement_check_due(app: &TestApp, no: &str) {
+    let order = app.order(no).await;
+    let due = order.shipping.as_ref().unwrap().settled_at.is_none();
+    assert!(due, "not settled yet");
+    let past = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    let plan = |o: &shared::domain::Order| {
+        let mut to = o.clone();
+        to.version += 1;
+        if let Some(s) = to.shipping.as_mut() {
+            s.settle_check_at = Some(past);
+        }
+        Ok(shared::domain::Plan {
+            order: Some(shared::domain::OrderChange {
+                from: Box::new(o.clone()),
+                to: Box::new(to),
+                guard: shared::domain::Guard::Version,
+                expect_amount_total: None,
+            }),
+            stock: Vec::new(),
+            records: Vec::new(),
+        })
+    };
+    let moved = app.store.transition(&order, &plan, past).await.unwrap();
+    assert!(matches!(
+        moved,
+        shared::store::TransitionOutcome::Applied(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_settlement_push_completes_the_order_once_and_a_lost_one_is_found_by_the_sweeper() {
+    let push_port = free_port();
+    let app = spawn_app_with(|c| {
+        c.shipping_index_lag = Duration::ZERO;
+        c.push = None;
+    })
+    .await;
+    // mp-push on the port the simulated console pushes to.
+    let keys = &app.keys;
+    let push_env = {
+        let mut env = app.function_env(None);
+        env.retain(|(k, _)| k != "PORT");
+        env.push(("PORT".into(), push_port.to_string()));
+        env.push(("WX_PUSH_TOKEN".into(), keys.push_token()));
+        env.push(("WX_PUSH_AES_KEY".into(), keys.push_aes_key()));
+        env
+    };
+    let mut mp_push = FunctionProcess::spawn(Function::MpPush, &push_env);
+    let push_url = format!("{}/notify/wechat-mp", mp_push.wait_http().await);
+    app.sim
+        .set_push_target(Some(sandbox::simulator::PushTarget {
+            url: push_url.clone(),
+            token: keys.push_token(),
+            encoding_aes_key: keys.push_aes_key(),
+        }));
+    let (_merchant, url) = start_merchant_api(&app).await;
+    let virtual_goods = json!({"logistics_type": "virtual",
+        "packages": [{"item_desc": "会员月卡*1"}]});
+
+    // The console's URL check: signature over Token, timestamp, nonce; echostr back.
+    let signature =
+        shared::miniprogram::push::signature(&[&keys.push_token(), "1714037059", "486452656"]);
+    let check = app
+        .http
+        .get(format!("{push_url}?signature={signature}&timestamp=1714037059&nonce=486452656&echostr=hello-echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 200);
+    assert_eq!(check.text().await.unwrap(), "hello-echo");
+    let forged = app
+        .http
+        .get(format!(
+            "{push_url}?signature=00{}&timestamp=1714037059&nonce=486452656&echostr=x",
+            &signature[2..]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
+    let mut nos = Vec::new();
+    for i in 0..2 {
+        let (_, no) = app
+            .place("o_bob", &format!("settle-e2e-{i}"), &[(SKU_LIMITED, 1)])
+            .await;
+        app.sim
+            .pay(&PayRequest {
+                deliveries: 1,
+                ..PayRequest::new(&no)
+            })
+            .expect("the user pays");
+        app.wait_acknowledged(&no).await;
+        let shipped = ship(&app, &url, &no, &format!("settle-ship-{i}"), &virtual_goods).await;
+        assert_eq!(shipped.status, 201, "{}", shipped.text());
+        assert_eq!(shipped.json()["shipping"]["upload_state"], "UPLOADED");
+        // WeChat's ship-time push brings its estimate (T+2 for virtual goods).
+        let o = order_when(&app, &no, "ship-time push", |o| {
+            o.shipping
+                .as_ref()
+                .is_some_and(|s| s.estimated_settlement_at.is_some())
+        })
+        .await;
+        assert_eq!(o.status, OrderStatus::Shipped);
+        nos.push((no, o.transaction_id.clone().unwrap()));
+    }
+
+    // Settled with the push delivered twice: COMPLETED once.
+    let (pushed, pushed_tid) = &nos[0];
+    let settle = |tid: &str, deliveries: u32| {
+        app.http
+            .post(format!(
+                "{}/sandbox/shipping/{tid}/settle",
+                app.sim.base_url()
+            ))
+            .body(json!({"deliveries": deliveries}).to_string())
+            .send()
+    };
+    assert_eq!(settle(pushed_tid, 2).await.unwrap().status(), 200);
+    let done = order_when(&app, pushed, "COMPLETED", |o| {
+        o.status == OrderStatus::Completed
+    })
+    .await;
+    assert!(done.shipping.as_ref().unwrap().settled_at.is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = app.order(pushed).await;
+    assert_eq!(
+        done.history
+            .iter()
+            .filter(|h| h.to == OrderStatus::Completed)
+            .count(),
+        1
+    );
+    let event = app
+        .store
+        .get_event(&format!("evt_{pushed}_{}", done.version))
+        .await
+        .unwrap()
+        .expect("order.completed");
+    assert_eq!(event.event_type, "order.completed");
+    let pushes = sim_shipping(&app, pushed_tid).await["pushes"].clone();
+    let answers: Vec<(String, u64)> = pushes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["answer"].as_str().unwrap_or("").to_owned(),
+                p["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers.len(),
+        3,
+        "one ship-time push, two settlement copies: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|(a, s)| a == "success" && *s == 200),
+        "{answers:?}"
+    );
+
+    // Settled with the push lost: SHIPPED until the sweeper's check asks get_order.
+    let (lost, lost_tid) = &nos[1];
+    assert_eq!(settle(lost_tid, 0).await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.order(lost).await.status, OrderStatus::Shipped);
+    settlement_check_due(&app, lost).await;
+    let sweeper_env = {
+        let mut env = shipping_env(&app);
+        env.retain(|(k, _)| k != "PORT");
+        env.push(("SWEEP_GRACE_SECONDS".into(), "0".into()));
+        env
+    };
+    let (summary, _) = tokio::task::spawn_blocking(move || run_sweeper(&sweeper_env))
+        .await
+        .unwrap();
+    assert_eq!(summary["uploads"]["completed"], 1, "{summary}");
+    let found = app.order(lost).await;
+    assert_eq!(found.status, OrderStatus::Completed);
+    assert!(found.history.last().unwrap().cause.contains("get_order"));
+
+    // A push that does not verify changes nothing: 401; a plaintext one: 400.
+    let before = app.order(lost).await;
+    let bad = app
+        .http
+        .post(format!(
+            "{push_url}?timestamp=1&nonce=2&msg_signature=deadbeef&encrypt_type=aes"
+        ))
+        .body(json!({"ToUserName": "gh_x", "Encrypt": "AAAA"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let plain = app
+        .http
+        .post(format!("{push_url}?timestamp=1&nonce=2"))
+        .body(json!({"Event": "trade_manage_order_settlement", "transaction_id": lost_tid, "settlement_time": 1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    assert_eq!(app.order(lost).await, before);
+    mp_push.kill();
+    let logs = mp_push.stdout().join("\n") + &mp_push.stderr().join("\n");
+    assert!(!logs.contains(&keys.push_aes_key()));
+    assert!(logs.contains("settlement"));
+}

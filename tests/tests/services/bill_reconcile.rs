@@ -75,6 +75,7 @@ async fn fixture(test: &str) -> Fixture {
         refund_spacing: Duration::from_secs(60),
         certificates: Vec::new(),
         shipping_index_lag: Duration::ZERO,
+        push: None,
     })
     .await
     .unwrap();

@@ -58,6 +58,8 @@ pub(crate) fn shipping(o: &Order, key: &str, at: time::OffsetDateTime) -> Shippi
         request_key: key.to_owned(),
         request_hash: format!("hash-{key}"),
         settled_at: None,
+        estimated_settlement_at: None,
+        settle_check_at: Some(at + time::Duration::days(10)),
     }
 }
 

@@ -564,7 +564,11 @@ pub(crate) fn order_item(order: &Order, shards: u32) -> Item {
             s(pending_gsi2pk(order.out_trade_no.shard(shards))),
         );
         item.insert(GSI2SK.to_owned(), t(order.expire_at));
-    } else if let Some(at) = order.shipping.as_ref().and_then(|s| s.next_check_at()) {
+    } else if let Some(at) = order
+        .shipping
+        .as_ref()
+        .and_then(|s| s.next_check_at(order.status))
+    {
         item.insert(GSI2PK.to_owned(), s(SHIPPING_DUE_GSI2PK));
         item.insert(GSI2SK.to_owned(), t(at));
     }
