@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_LAMBDA_VERSION=1.9.2
-ALL=(session place-order query-order payment-callback timeout-sweeper merchant-api event-dispatcher bill-reconciler)
+ALL=(session place-order query-order payment-callback timeout-sweeper merchant-api event-dispatcher bill-reconciler mp-push)
 FUNCTIONS=("$@")
 [ ${#FUNCTIONS[@]} -gt 0 ] || FUNCTIONS=("${ALL[@]}")
 TARGET_DIR=${CARGO_TARGET_DIR:-target}

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=x86_64-unknown-linux-musl
-ALL=(session place-order query-order payment-callback timeout-sweeper merchant-api event-dispatcher bill-reconciler)
+ALL=(session place-order query-order payment-callback timeout-sweeper merchant-api event-dispatcher bill-reconciler mp-push)
 FUNCTIONS=("$@")
 [ ${#FUNCTIONS[@]} -gt 0 ] || FUNCTIONS=("${ALL[@]}")
 TARGET_DIR=${CARGO_TARGET_DIR:-target}

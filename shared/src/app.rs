@@ -178,7 +178,7 @@ pub async fn build(function: Function, env: &Env) -> Result<Arc<dyn Handler>, Co
             auth: MerchantAuth::from_env(env)?,
         }),
         Function::MpPush => Arc::new(crate::http::mp_push::MpPushHandler {
-            keys: crate::config::push_keys(env)?,
+            keys: push_keys(env)?,
             deps,
         }),
         Function::Session => return build_session(env),
@@ -268,6 +268,44 @@ pub fn shipping_ports(
         }
     };
     Ok(crate::service::ShippingPorts::new(wx, config.trade_managed))
+}
+
+/// mp-push's keys (DESIGN.md section 12): the console's message-push Token and
+/// EncodingAESKey (safe mode), checked at start-up by building them.
+fn push_keys(env: &Env) -> Result<crate::miniprogram::push::PushKeys, ConfigError> {
+    use crate::miniprogram::push::{PushError, PushKeys};
+    let appid = env.required("WXPAY_APPID")?;
+    let token = env.required("WX_PUSH_TOKEN")?;
+    let (aes_key, from) = match (env.get("WX_PUSH_AES_KEY"), env.get("WX_PUSH_AES_KEY_FILE")) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError {
+                variable: "WX_PUSH_AES_KEY",
+                problem: "set either WX_PUSH_AES_KEY or WX_PUSH_AES_KEY_FILE, not both".into(),
+            });
+        }
+        (Some(v), None) => (v, "WX_PUSH_AES_KEY"),
+        (None, Some(path)) => (
+            std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                variable: "WX_PUSH_AES_KEY_FILE",
+                problem: format!("cannot read {path}: {e}"),
+            })?,
+            "WX_PUSH_AES_KEY_FILE",
+        ),
+        (None, None) => {
+            return Err(ConfigError {
+                variable: "WX_PUSH_AES_KEY",
+                problem: "is required by mp-push (or WX_PUSH_AES_KEY_FILE)".into(),
+            });
+        }
+    };
+    PushKeys::new(&token, aes_key.trim(), &appid).map_err(|e| ConfigError {
+        variable: if e == PushError::BadToken {
+            "WX_PUSH_TOKEN"
+        } else {
+            from
+        },
+        problem: e.to_string(),
+    })
 }
 
 /// The timeout-sweeper's scheduled job, wired like [`build`]'s handlers.

@@ -712,28 +712,6 @@ impl ShippingConfig {
     }
 }
 
-/// mp-push (DESIGN.md section 12): the console's message-push Token and EncodingAESKey
-/// (safe mode), checked at start-up by building the keys.
-pub fn push_keys(env: &Env) -> Result<crate::miniprogram::push::PushKeys, ConfigError> {
-    let appid = appid(env)?;
-    let token = env.required("WX_PUSH_TOKEN")?;
-    let (aes_key, from) = env
-        .inline_or_file("WX_PUSH_AES_KEY", "WX_PUSH_AES_KEY_FILE")?
-        .ok_or_else(|| {
-            bad(
-                "WX_PUSH_AES_KEY",
-                "is required by mp-push (or WX_PUSH_AES_KEY_FILE)",
-            )
-        })?;
-    crate::miniprogram::push::PushKeys::new(&token, aes_key.trim(), &appid).map_err(|e| {
-        let variable = match e {
-            crate::miniprogram::push::PushError::BadToken => "WX_PUSH_TOKEN",
-            _ => from,
-        };
-        bad(variable, e.to_string())
-    })
-}
-
 /// The merchant's webhook (DESIGN.md sections 2 and 10): where order events go and the
 /// secrets that sign them.
 #[derive(Debug, Clone)]

@@ -200,6 +200,8 @@ struct MerchantOrderView<'a> {
     payment: Option<PaymentView<'a>>,
     refunds: Vec<RefundView<'a>>,
     anomalies: Vec<AnomalyView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shipping: Option<crate::outbox::ShippingData<'a>>,
 }
 
 #[derive(Serialize)]
@@ -258,6 +260,7 @@ fn order_view<'a>(
         }),
         refunds: refunds.iter().map(RefundView::from).collect(),
         anomalies: anomalies.iter().map(anomaly_view).collect(),
+        shipping: order.shipping.as_ref().map(crate::outbox::shipping_data),
     }
 }
 

@@ -572,6 +572,9 @@ fn expected_dynamodb(binary: &str) -> (BTreeSet<&'static str>, Vec<&'static str>
             vec![],
         ),
         "payment-callback" => (base.into_iter().collect(), vec![]),
+        // get_payment, get_order: GetItem; a settlement: the transition's Update and Put;
+        // record_anomaly: PutItem.
+        "mp-push" => (base.into_iter().collect(), vec![]),
         "query-order" => (
             base.into_iter().chain(["dynamodb:Query"]).collect(),
             vec!["gsi1"],

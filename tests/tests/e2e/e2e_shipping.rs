@@ -382,6 +382,18 @@ async fn a_settlement_push_completes_the_order_once_and_a_lost_one_is_found_by_t
         .unwrap()
         .expect("order.completed");
     assert_eq!(event.event_type, "order.completed");
+    // The merchant sees it whole: COMPLETED, with its shipment and when WeChat settled it.
+    let view = app
+        .http
+        .get(format!("{url}/merchant/orders/{pushed}"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    let view: Value = serde_json::from_str(&view.text().await.unwrap()).unwrap();
+    assert_eq!(view["status"], "COMPLETED", "{view}");
+    assert_eq!(view["shipping"]["upload_state"], "UPLOADED", "{view}");
+    assert!(view["shipping"]["settled_at"].is_string(), "{view}");
     let pushes = sim_shipping(&app, pushed_tid).await["pushes"].clone();
     let answers: Vec<(String, u64)> = pushes
         .as_array()

@@ -70,6 +70,12 @@ pub fn design_routes() -> BTreeMap<String, String> {
             "merchant-api",
         ),
         ("POST /merchant/orders/{out_trade_no}/close", "merchant-api"),
+        (
+            "POST /merchant/orders/{out_trade_no}/shipments",
+            "merchant-api",
+        ),
+        ("GET /notify/wechat-mp", "mp-push"),
+        ("POST /notify/wechat-mp", "mp-push"),
         ("GET /merchant/refunds/{out_refund_no}", "merchant-api"),
         ("GET /merchant/anomalies", "merchant-api"),
         (
