@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::{
     runtime::{ScheduledJob, Trigger},
-    service::{Deps, SweepSettings, sweep_expired, sweep_refunds},
+    service::{Deps, SweepSettings, rebalance_stock, sweep_expired, sweep_refunds},
 };
 
 pub struct SweeperJob {
@@ -26,11 +26,13 @@ impl ScheduledJob for SweeperJob {
         // Refunds after orders, inside the same deadline margin.
         let refunds_deadline = deadline.map(|d| d - self.settings.deadline_margin);
         let refunds = sweep_refunds(&self.deps, refunds_deadline).await;
+        // Then the stock shards of flash-sale skus (issue 17), within the same margin.
+        let stock = rebalance_stock(&self.deps, refunds_deadline).await;
         let elapsed_ms = (self.deps.now() - started).whole_milliseconds();
         let mut metrics = summary.metrics().to_vec();
         metrics.push((crate::telemetry::Metric::RefundStale, refunds.stale));
         crate::telemetry::emit_metrics(&metrics, self.deps.now());
-        let outcome = if summary.failed > 0 || refunds.failed > 0 {
+        let outcome = if summary.failed > 0 || refunds.failed > 0 || stock.failed > 0 {
             "failed"
         } else {
             "ok"
@@ -48,6 +50,8 @@ impl ScheduledJob for SweeperJob {
             refunds_submitted = refunds.submitted,
             refunds_settled = refunds.settled,
             refunds_failed = refunds.failed,
+            stock_transfers = stock.transfers,
+            stock_failed = stock.failed,
             elapsed_ms = elapsed_ms as i64,
             outcome,
             "sweep finished"
@@ -57,6 +61,10 @@ impl ScheduledJob for SweeperJob {
             map.insert(
                 "refunds".into(),
                 serde_json::to_value(refunds).unwrap_or(Value::Null),
+            );
+            map.insert(
+                "stock".into(),
+                serde_json::to_value(stock).unwrap_or(Value::Null),
             );
         }
         out

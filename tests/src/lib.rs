@@ -176,6 +176,7 @@ pub fn product(id: &str, price: i64, stock: Option<i64>) -> Product {
         reserved: 0,
         sold: 0,
         active: true,
+        stock_shards: 1,
     }
 }
 
@@ -189,6 +190,7 @@ pub fn order_at(user: &str, lines: &[(&Product, i64)], created_at: OffsetDateTim
             name: p.name.clone(),
             unit_price: p.price,
             quantity: Quantity::new(*q).expect("quantity"),
+            stock_shard: None,
         })
         .collect();
     Order::new_pending(

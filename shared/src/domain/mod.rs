@@ -14,6 +14,7 @@ mod payment;
 mod reconciliation;
 mod refund;
 mod status;
+mod stock;
 
 pub use anomaly::{Anomaly, AnomalyKind};
 pub use event::{
@@ -33,3 +34,6 @@ pub use reconciliation::{
 };
 pub use refund::{REFUND_TRANSITIONS, Refund, RefundStatus, RefundTransitionError, RestockLine};
 pub use status::{OrderStatus, TRANSITIONS, TransitionError};
+pub use stock::{
+    MAX_STOCK_SHARDS, StockShard, StockTransfer, available_total, first_shard, rebalance,
+};

@@ -14,6 +14,7 @@ mod client;
 mod expr;
 pub(crate) mod items;
 mod outbox;
+mod stock;
 mod transition;
 
 pub use client::{AwsAccess, ClientSettings, connect, connect_static, sdk_config};
@@ -42,7 +43,7 @@ use super::{
 };
 use crate::domain::{
     BillReport, LifecycleError, Openid, Order, OrderStatus, OutRefundNo, OutTradeNo, OutboxEvent,
-    Plan, Product, Record, Refund, RefundStatus, SkuId,
+    Plan, Product, Record, Refund, RefundStatus, SkuId, StockShard, StockTransfer,
 };
 use crate::idempotency::{IdempotencyScope, NewIdempotencyClaim, StoredResponse};
 use crate::timefmt::to_utc_string;
@@ -512,9 +513,14 @@ impl Store for DynamoStore {
             e,
         )?);
 
-        // 2..: stock reservations. Unlimited products (no `stock`) are counted too.
+        // 2..: stock reservations. Unlimited products (no `stock`) are counted too; a
+        // sharded sku's line reserves on the shard it names and leaves the product alone.
         for line in &order.lines {
             let q = i64::from(line.quantity.get());
+            if let Some(shard) = line.stock_shard {
+                actions.push(self.shard_reservation(&line.sku_id, shard, q)?);
+                continue;
+            }
             let mut e = Expr::default();
             let update = format!(
                 "ADD {} {}, {} {}",
@@ -562,6 +568,9 @@ impl Store for DynamoStore {
                 continue;
             }
             let sku_id = line.sku_id.clone();
+            if let Some(shard) = line.stock_shard {
+                return Ok(CreateOrderOutcome::ShardShort { sku_id, shard });
+            }
             return match r.item() {
                 None => Ok(CreateOrderOutcome::UnknownSku { sku_id }),
                 Some(item) if !items::product_from_item(item)?.active => {
@@ -1269,6 +1278,26 @@ impl Store for DynamoStore {
 
     async fn put_bill_report(&self, report: &BillReport) -> Result<(), StoreError> {
         self.put_report(report).await
+    }
+
+    async fn stock_shards(
+        &self,
+        sku_id: &SkuId,
+        shards: u32,
+    ) -> Result<Vec<StockShard>, StoreError> {
+        self.read_stock_shards(sku_id, shards).await
+    }
+
+    async fn move_stock(
+        &self,
+        sku_id: &SkuId,
+        transfer: &StockTransfer,
+    ) -> Result<bool, StoreError> {
+        self.transfer_stock(sku_id, transfer).await
+    }
+
+    async fn sharded_skus(&self) -> Result<Vec<(SkuId, u32)>, StoreError> {
+        self.list_sharded_skus().await
     }
 
     async fn get_bill_report(&self, date: time::Date) -> Result<Option<BillReport>, StoreError> {
