@@ -180,6 +180,22 @@ pub fn product(id: &str, price: i64, stock: Option<i64>) -> Product {
     }
 }
 
+/// A flash-sale product: `stock` split over `shards` stock shard items (issue 17).
+pub fn sharded_product(id: &str, price: i64, stock: i64, shards: u32) -> Product {
+    Product {
+        stock_shards: shards,
+        ..product(id, price, Some(stock))
+    }
+}
+
+/// `order` with every line of `sku` reserving on stock shard `shard`.
+pub fn on_shard(mut order: Order, sku: &SkuId, shard: u32) -> Order {
+    for line in order.lines.iter_mut().filter(|l| &l.sku_id == sku) {
+        line.stock_shard = Some(shard);
+    }
+    order
+}
+
 /// A PENDING order for `user` created at `created_at`, expiring 30 minutes later, its lines
 /// priced from `products` (`(product, quantity)`).
 pub fn order_at(user: &str, lines: &[(&Product, i64)], created_at: OffsetDateTime) -> Order {

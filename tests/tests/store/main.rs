@@ -8,3 +8,4 @@ mod store_concurrency;
 mod store_conformance;
 mod store_outbox;
 mod store_refunds;
+mod store_stock_shards;
