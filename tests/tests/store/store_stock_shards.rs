@@ -37,7 +37,10 @@ async fn shards(ctx: &StoreCtx, p: &Product) -> Vec<(i64, i64)> {
 }
 
 /// The product item exactly as stored (every attribute).
-async fn raw_product(ctx: &StoreCtx, p: &Product) -> std::collections::HashMap<String, AttributeValue> {
+async fn raw_product(
+    ctx: &StoreCtx,
+    p: &Product,
+) -> std::collections::HashMap<String, AttributeValue> {
     ctx.client()
         .get_item()
         .table_name(&ctx.table)
@@ -117,11 +120,7 @@ async fn a_sharded_line_reserves_on_its_shard_only(ctx: StoreCtx) {
         .unwrap();
     let product_before = raw_product(&ctx, &hot).await;
 
-    let o = on_shard(
-        order("o_alice", &[(&hot, 3), (&tea, 1)]),
-        &hot.sku_id,
-        2,
-    );
+    let o = on_shard(order("o_alice", &[(&hot, 3), (&tea, 1)]), &hot.sku_id, 2);
     let (out, calls) = ctx
         .counter
         .measure(ctx.store.create_order(&fresh_claim(&o), &o))
@@ -180,11 +179,7 @@ async fn a_short_or_missing_shard_writes_nothing(ctx: StoreCtx) {
     );
     // A shard that can serve the line, beside a single-counter line that cannot: the
     // whole order fails on the other line, and its shard is untouched.
-    let mixed = on_shard(
-        order("o_alice", &[(&hot, 1), (&tea, 2)]),
-        &hot.sku_id,
-        0,
-    );
+    let mixed = on_shard(order("o_alice", &[(&hot, 1), (&tea, 2)]), &hot.sku_id, 0);
     assert_eq!(
         ctx.store
             .create_order(&fresh_claim(&mixed), &mixed)
@@ -260,7 +255,11 @@ async fn paid_touches_no_shard_and_a_restock_returns_to_its_shard(ctx: StoreCtx)
         other => panic!("{other:?}"),
     };
     assert_eq!(shards(&ctx, &hot).await, [(4, 0), (4, 0), (2, 2)]);
-    assert_eq!(raw_product(&ctx, &hot).await, product_before, "PAID: no product");
+    assert_eq!(
+        raw_product(&ctx, &hot).await,
+        product_before,
+        "PAID: no product"
+    );
 
     // `order.paid` projected: sold counted on the product, no reservation taken off it
     // (it never held one), shards as they were.
@@ -314,7 +313,11 @@ async fn paid_touches_no_shard_and_a_restock_returns_to_its_shard(ctx: StoreCtx)
     ));
     assert_eq!(shards(&ctx, &hot).await, [(4, 0), (4, 0), (3, 1)]);
     let p = ctx.store.get_product(&hot.sku_id).await.unwrap().unwrap();
-    assert_eq!((p.reserved, p.sold), (0, 1), "the restocked unit is no longer sold");
+    assert_eq!(
+        (p.reserved, p.sold),
+        (0, 1),
+        "the restocked unit is no longer sold"
+    );
 }
 
 async fn stock_moves_between_shards_only_when_the_giver_has_it(ctx: StoreCtx) {
