@@ -57,7 +57,9 @@ pub struct DynamoStore {
     shards: u32,
 }
 
-/// Default number of shards of the pending index (`SWEEPER_SHARDS`).
+/// Shards of the pending index (and outbox) a store built without `with_shards` uses: tests
+/// and the sandbox. A deployment sets `SWEEPER_SHARDS` (default
+/// [`crate::config::DEFAULT_SWEEPER_SHARDS`]).
 const DEFAULT_SHARDS: u32 = 4;
 
 /// Page size bounds for listings.
