@@ -97,6 +97,25 @@ impl StoreCtx {
     pub fn client(&self) -> &aws_sdk_dynamodb::Client {
         self.store.client()
     }
+
+    /// The item at `pk`/`sk` exactly as stored (every attribute), read strongly consistent.
+    pub async fn raw_item(
+        &self,
+        pk: String,
+        sk: &str,
+    ) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.client()
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .key("sk", AttributeValue::S(sk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+    }
 }
 
 /// moto's server at `MOTO_ENDPOINT` (the test command starts it). Unset: panics under `CI`

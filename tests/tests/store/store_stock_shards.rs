@@ -41,16 +41,8 @@ async fn raw_product(
     ctx: &StoreCtx,
     p: &Product,
 ) -> std::collections::HashMap<String, AttributeValue> {
-    ctx.client()
-        .get_item()
-        .table_name(&ctx.table)
-        .key("pk", AttributeValue::S(format!("PRODUCT#{}", p.sku_id)))
-        .key("sk", AttributeValue::S("PRODUCT".into()))
-        .consistent_read(true)
-        .send()
+    ctx.raw_item(format!("PRODUCT#{}", p.sku_id), "PRODUCT")
         .await
-        .unwrap()
-        .item
         .unwrap()
 }
 

@@ -248,6 +248,44 @@ impl DynamoStore {
         Ok(Page { items, next })
     }
 
+    /// Every item of one table partition (`pk`), strongly consistent, every page read.
+    async fn partition<T>(
+        &self,
+        pk: String,
+        decode: fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let mut e = Expr::default();
+            let condition = format!(
+                "{} = {}",
+                e.name(attr::PK),
+                e.value("pk", items::s(pk.clone()))
+            );
+            let (names, values) = e.into_parts();
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| from_sdk("Query", e))?;
+            for item in out.items() {
+                found.push(decode(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
     /// A conditional UpdateItem of an order: `Ok(new order)`, or `Err(old order)` when the
     /// condition failed (`None`: no such order).
     async fn update_order(
@@ -1015,36 +1053,8 @@ impl Store for DynamoStore {
     }
 
     async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let mut e = Expr::default();
-            let condition = format!(
-                "{} = {}",
-                e.name(attr::PK),
-                e.value("pk", items::s(items::anomaly_pk(out_trade_no)))
-            );
-            let (names, values) = e.into_parts();
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| from_sdk("Query", e))?;
-            for item in out.items() {
-                found.push(items::anomaly_from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(found);
-            }
-        }
+        self.partition(items::anomaly_pk(out_trade_no), items::anomaly_from_item)
+            .await
     }
 
     async fn record_anomaly(

@@ -11,7 +11,6 @@ use super::expr::{Expr, is_ccf, unexplained_cancel, update_action};
 use super::items::{self, Item, attr};
 use crate::domain::{SkuId, StockChange, StockMove, StockShard, StockTransfer};
 use crate::store::StoreError;
-use crate::store::error::from_sdk;
 
 /// How many actions a stock move takes: a sharded restock gives the units back to its
 /// shard and takes them off the product's `sold`; every other move writes one item.
@@ -197,34 +196,10 @@ impl DynamoStore {
 
     /// The sharded skus and their shard counts (the list written when their stock was staged).
     pub(super) async fn list_sharded_skus(&self) -> Result<Vec<(SkuId, u32)>, StoreError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let mut e = Expr::default();
-            let condition = format!(
-                "{} = {}",
-                e.name(attr::PK),
-                e.value("pk", items::s(items::SHARDED_SKUS_PK))
-            );
-            let (names, values) = e.into_parts();
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| from_sdk("Query", e))?;
-            for item in out.items() {
-                found.push(items::sharded_sku_from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(found);
-            }
-        }
+        self.partition(
+            items::SHARDED_SKUS_PK.to_owned(),
+            items::sharded_sku_from_item,
+        )
+        .await
     }
 }
