@@ -369,3 +369,142 @@ async fn a_sharded_sku_is_priced_from_the_catalog_cache() {
         "{refused:?}"
     );
 }
+
+/// Makes the next `remaining` order transactions (those that reserve on a stock shard) end
+/// as DynamoDB ends a transaction that met another on one of its items: cancelled with
+/// `TransactionConflict`, nothing written. Dynoxide never conflicts, so the request is sent
+/// to a table that does not exist (refused whole) and its answer replaced.
+#[derive(Debug, Clone)]
+struct ConflictOn {
+    remaining: Arc<std::sync::atomic::AtomicU32>,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ConflictOn {
+    fn new(times: u32) -> Self {
+        ConflictOn {
+            remaining: Arc::new(std::sync::atomic::AtomicU32::new(times)),
+            armed: Arc::default(),
+        }
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for ConflictOn {
+    fn name(&self) -> &'static str {
+        "ConflictOn"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let request = context.request_mut();
+        let Some(body) = request.body().bytes().map(<[u8]>::to_vec) else {
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if !text.contains("TransactItems")
+            || !text.contains("STOCK#")
+            || self
+                .remaining
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return Ok(());
+        }
+        self.armed.store(true, SeqCst);
+        let sent = text.replace("\"TableName\":\"", "\"TableName\":\"no-such-table-");
+        request
+            .headers_mut()
+            .insert("content-length", sent.len().to_string());
+        *request.body_mut() = aws_smithy_types::body::SdkBody::from(sent);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [None, None, TransactionConflict]","CancellationReasons":[{"Code":"None"},{"Code":"None"},{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]}"#;
+        let response = context.response_mut();
+        *response.status_mut() = 400u16.try_into()?;
+        response
+            .headers_mut()
+            .insert("content-length", body.len().to_string());
+        response
+            .headers_mut()
+            .insert("x-amzn-errortype", "TransactionCanceledException");
+        *response.body_mut() = aws_smithy_types::body::SdkBody::from(body);
+        Ok(())
+    }
+}
+
+/// A transaction that conflicts (another order's on the same shard, on real DynamoDB) is
+/// tried again on another shard after a jittered pause; past the bound the caller gets a
+/// retryable error (503) and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_moves_the_line_to_another_shard() {
+    let hot = sharded_product("hot", 990, 80, 8);
+    let (ctx, gateway, deps) = setup("flash_conflict", std::slice::from_ref(&hot)).await;
+    prepays(&gateway, 1);
+    let conflict = ConflictOn::new(1);
+    let store = shared::store::DynamoStore::new(
+        shared::store::with_interceptor(ctx.client(), conflict.clone()),
+        &ctx.table,
+    );
+    let conflicted = Deps {
+        store: Arc::new(store),
+        ..deps.clone()
+    };
+    let first = first_shard("o_alice#conflict-1", &hot.sku_id, 8);
+
+    let reply = place_order(&conflicted, request("o_alice", "conflict-1", "hot", 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        conflict.remaining.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    let o = placed(&ctx, &reply.body).await;
+    let moved_to = o.lines[0].stock_shard.unwrap();
+    assert_ne!(moved_to, first, "the conflicted shard is left for another");
+    let after = shards(&ctx, &hot).await;
+    for (k, (available, taken)) in after.iter().enumerate() {
+        let held = if k as u32 == moved_to { 2 } else { 0 };
+        assert_eq!((*available, *taken), (10 - held, held), "shard {k}");
+    }
+
+    // Conflicts every time: a 503 for the client to retry, nothing written.
+    let always = ConflictOn::new(u32::MAX);
+    let store = shared::store::DynamoStore::new(
+        shared::store::with_interceptor(ctx.client(), always.clone()),
+        &ctx.table,
+    );
+    let stuck = Deps {
+        store: Arc::new(store),
+        ..deps.clone()
+    };
+    let refused = place_order(&stuck, request("o_bob", "conflict-2", "hot", 1)).await;
+    match refused {
+        Err(PlaceOrderError::Store(e)) => assert!(e.retryable(), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(u32::MAX - always.remaining.load(std::sync::atomic::Ordering::SeqCst) > 1);
+    assert_eq!(shards(&ctx, &hot).await, after, "nothing reserved");
+    assert_eq!(
+        ctx.store
+            .list_orders(&openid("o_bob"), 10, None)
+            .await
+            .unwrap()
+            .items,
+        []
+    );
+}
