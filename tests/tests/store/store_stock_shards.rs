@@ -73,6 +73,14 @@ async fn sharded_stock_is_staged_once_and_listed(ctx: StoreCtx) {
         ctx.store.get_product(&hot.sku_id).await.unwrap(),
         Some(hot.clone())
     );
+    assert_eq!(
+        ctx.store
+            .product_available_counter(&hot.sku_id)
+            .await
+            .unwrap(),
+        Some(0),
+        "its units are in the shards, never on the product's counter"
+    );
 
     // A re-seed (a sandbox restart, a price change) keeps what orders reserved.
     let o = on_shard(order("o_alice", &[(&hot, 2)]), &hot.sku_id, 0);

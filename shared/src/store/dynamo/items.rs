@@ -639,9 +639,15 @@ pub(crate) fn product_item(p: &Product) -> Item {
         (PRICE.to_owned(), money(p.price)),
         (RESERVED.to_owned(), n(p.reserved)),
         (SOLD.to_owned(), n(p.sold)),
+        // A sharded sku's units are in its shards: 0 here, so nothing that took it for a
+        // single counter could sell them twice.
         (
             AVAILABLE.to_owned(),
-            n(p.stock.unwrap_or(0) - p.reserved - p.sold),
+            n(if p.is_sharded() {
+                0
+            } else {
+                p.stock.unwrap_or(0) - p.reserved - p.sold
+            }),
         ),
         (ACTIVE.to_owned(), AttributeValue::Bool(p.active)),
     ]);
@@ -1411,16 +1417,24 @@ mod tests {
         let item = product_item(&p);
         assert_eq!(product_from_item(&item).unwrap(), p);
         assert_eq!(product_available_attr(&item).unwrap(), Some(5));
-        let unlimited = Product { stock: None, ..p };
+        let unlimited = Product {
+            stock: None,
+            ..p.clone()
+        };
         assert_eq!(
             product_from_item(&product_item(&unlimited)).unwrap(),
             unlimited
         );
         let sharded = Product {
             stock_shards: 16,
-            ..unlimited
+            ..p
         };
         assert_eq!(product_from_item(&product_item(&sharded)).unwrap(), sharded);
+        assert_eq!(
+            product_available_attr(&product_item(&sharded)).unwrap(),
+            Some(0),
+            "a sharded sku's units are in its shards"
+        );
         let shard = stock_shard_from_item(&stock_shard_item(&sharded.sku_id, 7, 12)).unwrap();
         assert_eq!((shard.shard, shard.available, shard.taken), (7, 12, 0));
         assert_eq!(
