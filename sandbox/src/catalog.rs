@@ -55,6 +55,9 @@ struct Entry {
     stock: Option<i64>,
     #[serde(default = "yes")]
     active: bool,
+    /// Stock shard items (a flash-sale sku); absent: 1, the single counter.
+    #[serde(default)]
+    stock_shards: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -69,6 +72,8 @@ pub struct CatalogEntry {
     pub price: Money,
     pub stock: Option<i64>,
     pub active: bool,
+    /// 1: the single counter; more: its stock is staged over that many shards.
+    pub stock_shards: u32,
 }
 
 /// The validated catalog, in file order.
@@ -137,12 +142,25 @@ impl Catalog {
                     "{sku_id}: stock must not be negative (got {stock}); leave it out for unlimited"
                 )));
             }
+            let stock_shards = entry.stock_shards.unwrap_or(1);
+            if !(1..=shared::domain::MAX_STOCK_SHARDS).contains(&stock_shards) {
+                return Err(invalid(format!(
+                    "{sku_id}: stock_shards must be 1-{} (got {stock_shards})",
+                    shared::domain::MAX_STOCK_SHARDS
+                )));
+            }
+            if stock_shards > 1 && entry.stock.is_none() {
+                return Err(invalid(format!(
+                    "{sku_id}: stock_shards needs a limited stock to split"
+                )));
+            }
             entries.push(CatalogEntry {
                 sku_id,
                 name: entry.name,
                 price,
                 stock: entry.stock,
                 active: entry.active,
+                stock_shards,
             });
         }
         Ok(Catalog {
@@ -186,7 +204,8 @@ impl Catalog {
                     let same = current.name == entry.name
                         && current.price == entry.price
                         && current.stock == entry.stock
-                        && current.active == entry.active;
+                        && current.active == entry.active
+                        && current.stock_shards == entry.stock_shards;
                     if same {
                         report.unchanged += 1;
                         continue;
@@ -203,6 +222,7 @@ impl Catalog {
                 reserved,
                 sold,
                 active: entry.active,
+                stock_shards: entry.stock_shards,
             });
         }
         if !writes.is_empty() {
@@ -224,6 +244,10 @@ mod tests {
         assert!(c.inactive().is_some());
         assert!(c.entries.iter().any(|e| e.stock.is_none() && e.active));
         assert!(c.entries.iter().any(|e| !e.name.is_ascii()));
+        assert!(
+            c.entries.iter().any(|e| e.active && e.stock_shards > 1),
+            "a sharded flash-sale sku"
+        );
     }
 
     #[test]
@@ -235,6 +259,14 @@ mod tests {
         assert!(
             e(r#"{"products": [{"sku_id": "a", "name": "n", "price": 1, "stock": -1}]}"#)
                 .contains("stock")
+        );
+        assert!(
+            e(r#"{"products": [{"sku_id": "a", "name": "n", "price": 1, "stock_shards": 4}]}"#)
+                .contains("stock_shards needs a limited stock")
+        );
+        assert!(
+            e(r#"{"products": [{"sku_id": "a", "name": "n", "price": 1, "stock": 9, "stock_shards": 0}]}"#)
+                .contains("stock_shards must be")
         );
         assert!(
             e(r#"{"products": [{"sku_id": "a", "name": "n", "price": 1, "prize": 1}]}"#)

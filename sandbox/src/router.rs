@@ -394,13 +394,25 @@ impl SandboxRouter {
             Ok(p) => p,
             Err(e) => return store_unavailable(&e),
         };
-        let list: Vec<Value> = self
+        let in_file_order: Vec<&Product> = self
             .catalog
             .entries
             .iter()
             .filter_map(|e| products.get(&e.sku_id))
-            .map(product_json)
             .collect();
+        let mut list = Vec::with_capacity(in_file_order.len());
+        for p in in_file_order {
+            // A sharded sku's units left are its shards' (a display-only sum).
+            let shards_left = if p.is_sharded() {
+                match self.store.stock_shards(&p.sku_id, p.stock_shards).await {
+                    Ok(shards) => Some(shared::domain::available_total(&shards)),
+                    Err(e) => return store_unavailable(&e),
+                }
+            } else {
+                None
+            };
+            list.push(product_json(p, shards_left));
+        }
         json(
             200,
             &json!({ "sandbox_only": SANDBOX_ONLY, "products": list }),
@@ -433,18 +445,23 @@ fn anomaly_json(a: &Anomaly) -> Value {
     })
 }
 
-/// A product with its counters; `available` is absent for unlimited stock.
-pub fn product_json(p: &Product) -> Value {
-    json!({
+/// A product with its counters; `available` is absent for unlimited stock, and for a
+/// sharded sku is `shards_left`, what its shards have left.
+pub fn product_json(p: &Product, shards_left: Option<i64>) -> Value {
+    let mut v = json!({
         "sku_id": p.sku_id.as_str(),
         "name": p.name,
         "price": p.price.fen(),
         "stock": p.stock,
         "reserved": p.reserved,
         "sold": p.sold,
-        "available": p.available(),
+        "available": shards_left.or(p.available()),
         "active": p.active,
-    })
+    });
+    if p.is_sharded() {
+        v["stock_shards"] = json!(p.stock_shards);
+    }
+    v
 }
 
 #[cfg(test)]

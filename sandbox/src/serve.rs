@@ -128,6 +128,12 @@ async fn print_started(s: &Sandbox) {
     for entry in &s.catalog().entries {
         let stock = match (entry.stock, counters.get(&entry.sku_id)) {
             (None, _) => "unlimited".to_owned(),
+            (Some(stock), Some(p)) if p.is_sharded() => {
+                format!(
+                    "stock {stock} over {} shards ({} sold)",
+                    p.stock_shards, p.sold
+                )
+            }
             (Some(stock), Some(p)) => {
                 format!("stock {stock} ({} reserved, {} sold)", p.reserved, p.sold)
             }

@@ -505,7 +505,10 @@ fn spawn_sweeper(
 async fn sweep_once(job: &SweeperJob, every: Duration) -> SweepSummary {
     let window = time::Duration::try_from(every).unwrap_or(time::Duration::DAY);
     let deadline = job.deps.now() + window + job.settings.deadline_margin;
-    sweep_expired(&job.deps, &job.settings, job.shards, Some(deadline)).await
+    let summary = sweep_expired(&job.deps, &job.settings, job.shards, Some(deadline)).await;
+    // Then the flash-sale skus' stock shards, as the deployed sweeper does.
+    shared::service::rebalance_stock(&job.deps, Some(deadline)).await;
+    summary
 }
 
 /// The summary line of a sweep that did something (None for an idle one).

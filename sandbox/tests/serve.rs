@@ -197,6 +197,19 @@ async fn get_json_with(
 
 /// `POST /orders` of `quantity` x `sku` under `key`, the caller named by `identity`
 /// (`("x-debug-openid", openid)` or `("authorization", "Bearer ...")`).
+/// The flash-sale sku as `GET /sandbox/products` shows it.
+async fn flash_product(http: &reqwest::Client, functions: &str) -> Value {
+    let (status, products) = get_json(http, &format!("{functions}/sandbox/products")).await;
+    assert_eq!(status, 200, "{products}");
+    products["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["sku_id"] == "flash-mooncake")
+        .unwrap_or_else(|| panic!("no flash-mooncake in {products}"))
+        .clone()
+}
+
 async fn post_order(
     http: &reqwest::Client,
     functions: &str,
@@ -272,6 +285,25 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
     assert_eq!(placed["status"], "PENDING");
     assert_eq!(placed["amount_total"], 3000);
     let no = placed["out_trade_no"].as_str().unwrap().to_owned();
+
+    // The flash-sale sku (200 units over 8 stock shards): 3 reserved on one shard, and
+    // the catalog shows what the shards have left.
+    let (status, flash_order) = post_order(
+        &http,
+        &sandbox.functions,
+        ("x-debug-openid", "o_flash_buyer"),
+        "serve-flash",
+        "flash-mooncake",
+        3,
+    )
+    .await;
+    assert_eq!(status, 201, "{flash_order}");
+    let flash = flash_product(&http, &sandbox.functions).await;
+    assert_eq!(
+        (flash["stock_shards"].clone(), flash["available"].clone()),
+        (json!(8), json!(197)),
+        "{flash}"
+    );
 
     // The user pays; the notification comes back to the sandbox's payment-callback.
     let (status, paid) = post_json(
@@ -516,6 +548,9 @@ async fn serve_places_and_pays_an_order_and_survives_a_restart() {
         (json!(2), json!(0)),
         "{tea}"
     );
+    // Re-seeding on restart never restages the shards: the reservation is still held.
+    let flash = flash_product(&http, &sandbox.functions).await;
+    assert_eq!(flash["available"], json!(197), "{flash}");
 
     // The restarted sandbox still takes orders: the same key replays, a new one creates.
     let (status, replay) = post_order(

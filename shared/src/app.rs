@@ -463,6 +463,7 @@ async fn deps(function: Function, env: &Env) -> Result<(Deps, StoreConfig), Conf
             mchid: wechatpay.mchid.clone(),
             order_ttl: time::Duration::seconds(store_config.order_ttl.as_secs() as i64),
         },
+        catalog: Default::default(),
     };
     Ok((deps, store_config))
 }

@@ -333,10 +333,16 @@ impl StoreConfig {
         if let Some(e) = &endpoint {
             check_base_url("DYNAMODB_ENDPOINT", e)?;
         }
-        let sweeper_shards: u32 =
-            env.parse_or("SWEEPER_SHARDS", 4, "a whole number from 1 to 64")?;
+        let sweeper_shards: u32 = env.parse_or(
+            "SWEEPER_SHARDS",
+            DEFAULT_SWEEPER_SHARDS,
+            "a whole number from 1 to 128",
+        )?;
         if !(1..=MAX_SWEEPER_SHARDS).contains(&sweeper_shards) {
-            return Err(bad("SWEEPER_SHARDS", "must be a whole number from 1 to 64"));
+            return Err(bad(
+                "SWEEPER_SHARDS",
+                "must be a whole number from 1 to 128",
+            ));
         }
         let ttl: u64 = env.parse_or("ORDER_TTL_SECONDS", 1800, "a number of seconds")?;
         // WeChat Pay keeps a prepay_id for 2 h; the sandbox may go lower than WeChat's 60 s.
@@ -533,7 +539,16 @@ impl AuthConfig {
 /// `SWEEPER_SHARDS` never exceeds this, so the sweeper, which reads every shard up to it
 /// whatever `SWEEPER_SHARDS` says now, finds every pending order however the setting was
 /// changed (lowering it strands nothing).
-pub const MAX_SWEEPER_SHARDS: u32 = 64;
+pub const MAX_SWEEPER_SHARDS: u32 = 128;
+
+/// `SWEEPER_SHARDS` unset: sized for a flash sale's peak (issue 17). `gsi2` projects ALL, so
+/// an index write costs the order item's ~2 WU: a PENDING order writes its `PENDING#<shard>`
+/// key when placed, again when its prepay_id is recorded, and once more when PAID (70 %)
+/// removes it, ~5.4 WU an order. At 10,000 orders/s that is ~420 WU/s a key with 128 shards,
+/// under half the 1,000 WU/s one key allows (64 shards: ~840). `OUTBOX#<shard>` keys share
+/// the count and take less. Costs little at rest: the sweeper and the dispatcher read every
+/// possible shard anyway (one small Query each).
+pub const DEFAULT_SWEEPER_SHARDS: u32 = MAX_SWEEPER_SHARDS;
 
 /// The cloud this process runs on, from the variables the platform itself sets (Lambda's
 /// runtime API or function name; SCF's runtime API or function name, web functions included).
@@ -619,17 +634,9 @@ pub struct SessionConfig {
 impl SessionConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let appid = appid(env)?;
-        let app_secret = env.required("WX_APP_SECRET")?;
-        if app_secret.len() > 128 || !app_secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(bad(
-                "WX_APP_SECRET",
-                "must be the mini-program's AppSecret: letters and digits",
-            ));
-        }
-        let wx_api_base = env
-            .get("WX_API_BASE")
-            .unwrap_or_else(|| DEFAULT_WX_API_BASE.to_owned());
-        check_base_url("WX_API_BASE", &wx_api_base)?;
+        let app_secret =
+            app_secret(env)?.ok_or_else(|| bad("WX_APP_SECRET", "is required but not set"))?;
+        let wx_api_base = wx_api_base(env)?;
         let (pem, from) = env
             .inline_or_file("SESSION_SIGNING_KEY", "SESSION_SIGNING_KEY_FILE")?
             .ok_or_else(|| {
@@ -652,14 +659,34 @@ impl SessionConfig {
         })?;
         Ok(SessionConfig {
             appid,
-            app_secret: Secret::new(app_secret),
-            wx_api_base: wx_api_base.trim_end_matches('/').to_owned(),
+            app_secret,
+            wx_api_base,
             signing_keys: Secret::new(signing_keys),
             extra_public_keys: public_keys(env)?,
             issuer,
             ttl: session_ttl(env)?,
         })
     }
+}
+
+/// `WX_APP_SECRET` when set: the mini-program's AppSecret (letters and digits).
+fn app_secret(env: &Env) -> Result<Option<Secret<String>>, ConfigError> {
+    match env.get("WX_APP_SECRET") {
+        Some(s) if s.len() > 128 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) => Err(bad(
+            "WX_APP_SECRET",
+            "must be the mini-program's AppSecret: letters and digits",
+        )),
+        other => Ok(other.map(Secret::new)),
+    }
+}
+
+/// `WX_API_BASE` (WeChat's by default), checked, without a trailing `/`.
+fn wx_api_base(env: &Env) -> Result<String, ConfigError> {
+    let base = env
+        .get("WX_API_BASE")
+        .unwrap_or_else(|| DEFAULT_WX_API_BASE.to_owned());
+    check_base_url("WX_API_BASE", &base)?;
+    Ok(base.trim_end_matches('/').to_owned())
 }
 
 /// `TRADE_MANAGED`: whether shipments are uploaded to WeChat's trade management.
@@ -690,24 +717,11 @@ impl ShippingConfig {
             Some("off") => TradeManaged::Off,
             Some(_) => return Err(bad("TRADE_MANAGED", "must be auto, on or off")),
         };
-        let app_secret = env.get("WX_APP_SECRET");
-        if let Some(secret) = &app_secret
-            && (secret.len() > 128 || !secret.bytes().all(|b| b.is_ascii_alphanumeric()))
-        {
-            return Err(bad(
-                "WX_APP_SECRET",
-                "must be the mini-program's AppSecret: letters and digits",
-            ));
-        }
-        let wx_api_base = env
-            .get("WX_API_BASE")
-            .unwrap_or_else(|| DEFAULT_WX_API_BASE.to_owned());
-        check_base_url("WX_API_BASE", &wx_api_base)?;
         Ok(ShippingConfig {
             trade_managed,
             appid: appid(env)?,
-            app_secret: app_secret.map(Secret::new),
-            wx_api_base: wx_api_base.trim_end_matches('/').to_owned(),
+            app_secret: app_secret(env)?,
+            wx_api_base: wx_api_base(env)?,
         })
     }
 }

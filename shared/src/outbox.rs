@@ -227,6 +227,7 @@ mod tests {
                 name: "Tea".into(),
                 unit_price: Money::from_fen(990).unwrap(),
                 quantity: Quantity::new(2).unwrap(),
+                stock_shard: None,
             }],
             "Demo".into(),
             None,

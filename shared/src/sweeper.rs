@@ -8,7 +8,10 @@ use time::OffsetDateTime;
 
 use crate::{
     runtime::{ScheduledJob, Trigger},
-    service::{Deps, ShippingPorts, SweepSettings, sweep_expired, sweep_refunds, sweep_uploads},
+    service::{
+        Deps, ShippingPorts, SweepSettings, rebalance_stock, sweep_expired, sweep_refunds,
+        sweep_uploads,
+    },
 };
 
 pub struct SweeperJob {
@@ -29,15 +32,18 @@ impl ScheduledJob for SweeperJob {
         let refunds_deadline = deadline.map(|d| d - self.settings.deadline_margin);
         let refunds = sweep_refunds(&self.deps, refunds_deadline).await;
         let uploads = sweep_uploads(&self.deps, &self.shipping, refunds_deadline).await;
+        // Then the stock shards of flash-sale skus (issue 17), within the same margin.
+        let stock = rebalance_stock(&self.deps, refunds_deadline).await;
         let elapsed_ms = (self.deps.now() - started).whole_milliseconds();
         let mut metrics = summary.metrics().to_vec();
         metrics.push((crate::telemetry::Metric::RefundStale, refunds.stale));
         crate::telemetry::emit_metrics(&metrics, self.deps.now());
-        let outcome = if summary.failed > 0 || refunds.failed > 0 || uploads.errors > 0 {
-            "failed"
-        } else {
-            "ok"
-        };
+        let outcome =
+            if summary.failed > 0 || refunds.failed > 0 || uploads.errors > 0 || stock.failed > 0 {
+                "failed"
+            } else {
+                "ok"
+            };
         tracing::info!(
             trigger = trigger.kind(),
             scanned = summary.scanned,
@@ -56,6 +62,8 @@ impl ScheduledJob for SweeperJob {
             uploads_failed = uploads.failed,
             shipped_completed = uploads.completed,
             upload_errors = uploads.errors,
+            stock_transfers = stock.transfers,
+            stock_failed = stock.failed,
             elapsed_ms = elapsed_ms as i64,
             outcome,
             "sweep finished"
@@ -69,6 +77,10 @@ impl ScheduledJob for SweeperJob {
             map.insert(
                 "uploads".into(),
                 serde_json::to_value(uploads).unwrap_or(Value::Null),
+            );
+            map.insert(
+                "stock".into(),
+                serde_json::to_value(stock).unwrap_or(Value::Null),
             );
         }
         out

@@ -66,7 +66,7 @@ fn a_complete_environment_parses() {
     assert!(c.public_key.is_none(), "no public key: certificate mode");
     let s = StoreConfig::from_env(&with(&[])).unwrap();
     assert_eq!(s.table, "wxpay-orders");
-    assert_eq!(s.sweeper_shards, 4);
+    assert_eq!(s.sweeper_shards, 128, "sized for a flash sale's peak");
     assert_eq!(s.order_ttl.as_secs(), 1800);
     assert_eq!(s.endpoint, None);
 }
@@ -226,6 +226,7 @@ fn store_settings_are_bounded() {
     for (var, value) in [
         ("SWEEPER_SHARDS", "0"),
         ("SWEEPER_SHARDS", "four"),
+        ("SWEEPER_SHARDS", "129"),
         ("ORDER_TTL_SECONDS", "-1"),
         ("ORDER_TTL_SECONDS", "0"),
         ("ORDERS_TABLE", "x"),

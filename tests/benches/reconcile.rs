@@ -187,6 +187,7 @@ async fn run(n: usize) {
             mchid: MCHID.to_owned(),
             order_ttl: Duration::minutes(30),
         },
+        catalog: Default::default(),
     };
 
     // Peak RSS from here on: "5" resets VmHWM to the current RSS (Linux).

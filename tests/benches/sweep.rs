@@ -165,6 +165,7 @@ async fn run(n: usize) {
             mchid: MCHID.to_owned(),
             order_ttl: Duration::minutes(30),
         },
+        catalog: Default::default(),
     };
     let mut settings = SweepSettings::default();
     if let Some(c) = std::env::var("SWEEP_BENCH_CONCURRENCY")

@@ -97,6 +97,25 @@ impl StoreCtx {
     pub fn client(&self) -> &aws_sdk_dynamodb::Client {
         self.store.client()
     }
+
+    /// The item at `pk`/`sk` exactly as stored (every attribute), read strongly consistent.
+    pub async fn raw_item(
+        &self,
+        pk: String,
+        sk: &str,
+    ) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.client()
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .key("sk", AttributeValue::S(sk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("GetItem")
+            .item
+    }
 }
 
 /// moto's server at `MOTO_ENDPOINT` (the test command starts it). Unset: panics under `CI`
@@ -176,7 +195,24 @@ pub fn product(id: &str, price: i64, stock: Option<i64>) -> Product {
         reserved: 0,
         sold: 0,
         active: true,
+        stock_shards: 1,
     }
+}
+
+/// A flash-sale product: `stock` split over `shards` stock shard items (issue 17).
+pub fn sharded_product(id: &str, price: i64, stock: i64, shards: u32) -> Product {
+    Product {
+        stock_shards: shards,
+        ..product(id, price, Some(stock))
+    }
+}
+
+/// `order` with every line of `sku` reserving on stock shard `shard`.
+pub fn on_shard(mut order: Order, sku: &SkuId, shard: u32) -> Order {
+    for line in order.lines.iter_mut().filter(|l| &l.sku_id == sku) {
+        line.stock_shard = Some(shard);
+    }
+    order
 }
 
 /// A PENDING order for `user` created at `created_at`, expiring 30 minutes later, its lines
@@ -189,6 +225,7 @@ pub fn order_at(user: &str, lines: &[(&Product, i64)], created_at: OffsetDateTim
             name: p.name.clone(),
             unit_price: p.price,
             quantity: Quantity::new(*q).expect("quantity"),
+            stock_shard: None,
         })
         .collect();
     Order::new_pending(

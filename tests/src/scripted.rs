@@ -229,5 +229,6 @@ pub fn scripted_deps(ctx: &StoreCtx, gateway: Arc<Scripted>) -> Deps {
             mchid: MCHID.into(),
             order_ttl: Duration::minutes(30),
         },
+        catalog: Default::default(),
     }
 }

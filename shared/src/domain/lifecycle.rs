@@ -69,6 +69,9 @@ pub struct StockMove {
     pub sku_id: SkuId,
     pub quantity: u32,
     pub change: StockChange,
+    /// The stock shard the order's line recorded (a sharded sku): a release or restock
+    /// goes back there; a sale counts `sold` on the product item only.
+    pub shard: Option<u32>,
 }
 
 /// An item written in the same transaction as the order.
@@ -256,6 +259,7 @@ impl Order {
                 sku_id: l.sku_id.clone(),
                 quantity: l.quantity.get(),
                 change,
+                shard: l.stock_shard,
             })
             .collect()
     }
@@ -478,10 +482,17 @@ impl Order {
         match outcome {
             RefundStatus::Success => {
                 moved.success_time = success_time.or(Some(at));
-                stock.extend(refund.restock.iter().map(|l| StockMove {
-                    sku_id: l.sku_id.clone(),
-                    quantity: l.quantity.get(),
-                    change: StockChange::Restock,
+                stock.extend(refund.restock.iter().map(|l| {
+                    StockMove {
+                        sku_id: l.sku_id.clone(),
+                        quantity: l.quantity.get(),
+                        change: StockChange::Restock,
+                        shard: self
+                            .lines
+                            .iter()
+                            .find(|line| line.sku_id == l.sku_id)
+                            .and_then(|line| line.stock_shard),
+                    }
                 }));
             }
             RefundStatus::Closed | RefundStatus::Failed => {
@@ -627,6 +638,7 @@ mod tests {
             name: sku.to_uppercase(),
             unit_price: Money::from_fen(price).unwrap(),
             quantity: Quantity::new(q).unwrap(),
+            stock_shard: None,
         };
         Order::new_pending(
             OutTradeNo::parse("ORDER-0001").unwrap(),
@@ -933,7 +945,8 @@ mod tests {
             [StockMove {
                 sku_id: SkuId::parse("tea").unwrap(),
                 quantity: 1,
-                change: StockChange::Restock
+                change: StockChange::Restock,
+                shard: None,
             }]
         );
         let [

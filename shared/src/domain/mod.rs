@@ -15,6 +15,7 @@ mod reconciliation;
 mod refund;
 mod shipping;
 mod status;
+mod stock;
 
 pub use anomaly::{Anomaly, AnomalyKind};
 pub use event::{
@@ -40,3 +41,6 @@ pub use shipping::{
     upload_backoff,
 };
 pub use status::{OrderStatus, TRANSITIONS, TransitionError};
+pub use stock::{
+    MAX_STOCK_SHARDS, StockShard, StockTransfer, available_total, first_shard, rebalance,
+};

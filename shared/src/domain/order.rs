@@ -53,6 +53,10 @@ pub struct OrderLine {
     pub name: String,
     pub unit_price: Money,
     pub quantity: Quantity,
+    /// The stock shard this line reserved on (a sharded sku only): closing and restocking
+    /// give the units back there. Internal: never in an event body or a response.
+    #[serde(skip)]
+    pub stock_shard: Option<u32>,
 }
 
 impl OrderLine {
@@ -211,6 +215,12 @@ pub struct Product {
     pub sold: i64,
     #[serde(default = "yes")]
     pub active: bool,
+    /// How many stock shard items hold its stock (issue 17): 1, the default, is the single
+    /// counter on this item; more splits `stock` over shard items, so orders, closes and
+    /// restocks write a shard and never this item (its price and active state are read
+    /// through the catalog cache; `sold` is still counted here from events).
+    #[serde(default = "single")]
+    pub stock_shards: u32,
 }
 
 fn zero() -> Money {
@@ -221,9 +231,20 @@ fn yes() -> bool {
     true
 }
 
+fn single() -> u32 {
+    1
+}
+
 impl Product {
+    /// `stock - reserved - sold` of a single-counter sku. A sharded sku's units left are
+    /// its shards' ([`super::available_total`]).
     pub fn available(&self) -> Option<i64> {
         self.stock.map(|s| s - self.reserved - self.sold)
+    }
+
+    /// Its stock lives in shard items (limited stock, more than one shard).
+    pub fn is_sharded(&self) -> bool {
+        self.stock.is_some() && self.stock_shards > 1
     }
 }
 
@@ -238,6 +259,7 @@ mod tests {
             name: sku.to_uppercase(),
             unit_price: Money::from_fen(price).unwrap(),
             quantity: Quantity::new(q).unwrap(),
+            stock_shard: None,
         }
     }
 

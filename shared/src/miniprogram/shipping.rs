@@ -16,8 +16,6 @@ use crate::domain::{Order, Shipment, UploadResult};
 use crate::store::{AccessToken, Store};
 use crate::wechatpay::RetryPolicy;
 
-const USER_AGENT: &str = concat!("wxpay-orders/", env!("CARGO_PKG_VERSION"), " (rust)");
-
 /// What a call to WeChat's server API ended with, apart from success.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WxApiError {
@@ -178,13 +176,7 @@ struct StableTokenRequest<'a> {
 
 impl HttpMiniProgram {
     pub fn new(settings: MiniProgramSettings, store: Arc<dyn Store>) -> Result<Self, String> {
-        let http = crate::tls::roots()
-            .reqwest_builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(settings.retry.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let http = crate::session::login::wechat_api_client(settings.retry.request_timeout)?;
         Ok(HttpMiniProgram {
             http,
             base: settings.api_base.trim_end_matches('/').to_owned(),

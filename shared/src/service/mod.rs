@@ -8,11 +8,13 @@ use time::OffsetDateTime;
 
 use crate::{store::Store, wechatpay::gateway::PayGateway};
 
+mod catalog;
 mod events;
 mod notification;
 mod payment;
 mod place_order;
 mod query_order;
+mod rebalance;
 mod reconcile;
 mod refund;
 mod settle;
@@ -22,6 +24,7 @@ mod sweep;
 
 /// What the edge hands [`handle_notification`]: the notification's `Wechatpay-*` headers.
 pub use crate::wechatpay::WechatpayHeaders;
+pub use catalog::{CATALOG_TTL, CatalogCache};
 pub use events::{
     DispatchSettings, DispatchSummary, Dispatched, EventDeps, RedeliverError,
     STORE_CALLS_PER_ATTEMPT, WebhookPort, dispatch_due, dispatch_event, dispatch_ids,
@@ -36,6 +39,7 @@ pub use query_order::{
     CloseError, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, OrderView, QueryError, SYNC_INTERVAL,
     close_order, close_order_as_merchant, list_orders, query_order,
 };
+pub use rebalance::{MAX_TRANSFERS_PER_SKU, RebalanceSummary, rebalance_stock};
 pub use reconcile::{
     ReconcileError, ReconcileOutcome, bill_report, previous_beijing_date, reconcile_bill,
 };
@@ -74,6 +78,8 @@ pub struct Deps {
     pub gateway: Arc<dyn PayGateway>,
     pub clock: Clock,
     pub settings: ServiceSettings,
+    /// The process's catalog cache (a sharded sku's price and active state).
+    pub catalog: CatalogCache,
 }
 
 impl Deps {

@@ -4,8 +4,10 @@
 //!
 //! DynamoDB calls on the happy path: read the catalog, one transaction (key + order +
 //! stock), one transaction (prepay_id + completed key): three, plus one WeChat Pay call.
+//! A sharded sku (issue 17) is priced from the catalog cache (no read while it is fresh)
+//! and reserved on one of its stock shards, moving to another when that one is short.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -14,6 +16,7 @@ use super::Deps;
 use crate::{
     domain::{
         IdempotencyKey, Money, Openid, Order, OrderLine, OrderStatus, OutTradeNo, Quantity, SkuId,
+        first_shard,
     },
     idempotency::{
         self, Completion, Decision, IdempotencyScope, NewIdempotencyClaim, StoredResponse,
@@ -181,18 +184,19 @@ pub async fn place_order(
     let owner = ulid::Ulid::new().to_string();
     let locked_until = lock_until(request.deadline, now);
 
-    let order = price(deps, &request, now).await?;
+    let (mut order, shard_counts) = price(deps, &request, &scope, now).await?;
     // Two rounds at most: a record that expired or vanished between our claim and our look
     // at it frees the key, and the second claim settles it.
     for _ in 0..2 {
         let claim =
             NewIdempotencyClaim::new(scope.clone(), &request_hash, &owner, now, locked_until);
-        let record = match deps.store.create_order(&claim, &order).await? {
+        let record = match create_on_shards(deps, &claim, &mut order, &shard_counts).await? {
             CreateOrderOutcome::Created => {
                 return prepay_and_complete(deps, &scope, &owner, order).await;
             }
             CreateOrderOutcome::IdempotencyConflict(record) => record,
-            CreateOrderOutcome::OutOfStock { sku_id } => {
+            CreateOrderOutcome::OutOfStock { sku_id }
+            | CreateOrderOutcome::ShardShort { sku_id, .. } => {
                 return Err(PlaceOrderError::OutOfStock(sku_id));
             }
             CreateOrderOutcome::UnknownSku { sku_id } => {
@@ -300,25 +304,36 @@ async fn take_over(
     Ok(Resumed::Order(Box::new(order)))
 }
 
-/// Builds the PENDING order from catalog prices (never the client's).
+/// Builds the PENDING order from catalog prices (never the client's), with each line's
+/// stock shard count (1: the single counter); a sharded line starts on the shard its
+/// request hashes to, so a retry of the same request lands there too.
 async fn price(
     deps: &Deps,
     request: &PlaceOrderRequest,
+    scope: &IdempotencyScope,
     now: OffsetDateTime,
-) -> Result<Order, PlaceOrderError> {
+) -> Result<(Order, Vec<u32>), PlaceOrderError> {
     let skus: Vec<SkuId> = request.input.items.iter().map(|(s, _)| s.clone()).collect();
-    let catalog = deps.store.get_products(&skus).await?;
+    let catalog = deps
+        .catalog
+        .products(deps.store.as_ref(), &skus, now)
+        .await?;
     let mut lines = Vec::with_capacity(skus.len());
+    let mut shard_counts = Vec::with_capacity(skus.len());
+    let scope_key = format!("{}#{}", scope.openid, scope.key);
     for (sku_id, quantity) in &request.input.items {
         let product = catalog
             .get(sku_id)
             .filter(|p| p.active)
             .ok_or_else(|| PlaceOrderError::UnknownSku(sku_id.clone()))?;
+        let sharded = product.is_sharded();
+        shard_counts.push(if sharded { product.stock_shards } else { 1 });
         lines.push(OrderLine {
             sku_id: sku_id.clone(),
             name: product.name.clone(),
             unit_price: product.price,
             quantity: *quantity,
+            stock_shard: sharded.then(|| first_shard(&scope_key, sku_id, product.stock_shards)),
         });
     }
     let description = request
@@ -341,7 +356,130 @@ async fn price(
             "order total is 0 fen; WeChat Pay needs at least 1".into(),
         ));
     }
-    Ok(order)
+    Ok((order, shard_counts))
+}
+
+/// Attempts at creating one order while its sharded lines look for stock: a bound that
+/// only a storm at the sale's very end could reach (every round one shard is read empty
+/// or some other order took what the check saw).
+const SHARD_ATTEMPTS: usize = 32;
+/// Short shards a line tries at random before it reads every shard to pick one that can
+/// serve it.
+const SHARD_GUESSES: usize = 2;
+/// Transaction conflicts (another transaction on the same shard) retried on other shards.
+const CONFLICT_RETRIES: usize = 6;
+
+/// `create_order`, moving a sharded line whose shard is short (or whose transaction lost a
+/// conflict) to another shard, after a jittered pause; a line is OUT_OF_STOCK only when a
+/// strongly consistent read of all its shards finds none that can serve it. Every attempt
+/// is the whole order transaction, so nothing is written unless every line is reserved.
+async fn create_on_shards(
+    deps: &Deps,
+    claim: &NewIdempotencyClaim,
+    order: &mut Order,
+    shard_counts: &[u32],
+) -> Result<CreateOrderOutcome, PlaceOrderError> {
+    let mut short: HashMap<usize, HashSet<u32>> = HashMap::new();
+    let mut conflicts = 0;
+    for attempt in 0..SHARD_ATTEMPTS {
+        if attempt > 0 {
+            jitter(conflicts).await;
+        }
+        let outcome = match deps.store.create_order(claim, order).await {
+            Err(StoreError::TransactionConflict { op, message })
+                if shard_counts.iter().any(|n| *n > 1) =>
+            {
+                conflicts += 1;
+                if conflicts > CONFLICT_RETRIES {
+                    return Err(StoreError::TransactionConflict { op, message }.into());
+                }
+                // Which item conflicted is not said: every sharded line moves.
+                for (i, line) in order.lines.iter_mut().enumerate() {
+                    if let Some(shard) = line.stock_shard {
+                        line.stock_shard =
+                            Some(random_other(shard, shard_counts[i], &HashSet::new()));
+                    }
+                }
+                continue;
+            }
+            other => other?,
+        };
+        let CreateOrderOutcome::ShardShort { sku_id, shard } = &outcome else {
+            return Ok(outcome);
+        };
+        let Some(i) = order.lines.iter().position(|l| &l.sku_id == sku_id) else {
+            return Ok(outcome);
+        };
+        let n = shard_counts[i];
+        let tried = short.entry(i).or_default();
+        tried.insert(*shard);
+        let next = if tried.len() <= SHARD_GUESSES && (tried.len() as u32) < n {
+            Some(random_other(*shard, n, tried))
+        } else {
+            able_shard(deps, &order.lines[i], n).await?
+        };
+        match next {
+            Some(next) => order.lines[i].stock_shard = Some(next),
+            None => {
+                tracing::info!(out_trade_no = %order.out_trade_no, %sku_id, shards = n, outcome = "rejected:out_of_stock", "no stock shard can serve the line");
+                return Ok(CreateOrderOutcome::OutOfStock {
+                    sku_id: sku_id.clone(),
+                });
+            }
+        }
+    }
+    Err(StoreError::TransactionConflict {
+        op: "TransactWriteItems",
+        message: format!(
+            "order {} found no stock shard after {SHARD_ATTEMPTS} attempts",
+            order.out_trade_no
+        ),
+    }
+    .into())
+}
+
+/// A shard of the line's sku that has its quantity now (read strongly consistent), picked
+/// at random among those that do; `None`: none does.
+async fn able_shard(
+    deps: &Deps,
+    line: &OrderLine,
+    shards: u32,
+) -> Result<Option<u32>, PlaceOrderError> {
+    let q = i64::from(line.quantity.get());
+    let able: Vec<u32> = deps
+        .store
+        .stock_shards(&line.sku_id, shards)
+        .await?
+        .into_iter()
+        .filter(|s| s.available >= q)
+        .map(|s| s.shard)
+        .collect();
+    Ok(able.get(rand::random_range(0..able.len().max(1))).copied())
+}
+
+/// A shard of `0..shards` other than `shard` and the `tried` ones (any other, once all
+/// were tried).
+fn random_other(shard: u32, shards: u32, tried: &HashSet<u32>) -> u32 {
+    let fresh: Vec<u32> = (0..shards)
+        .filter(|k| *k != shard && !tried.contains(k))
+        .collect();
+    match fresh.len() {
+        0 => (shard + 1 + rand::random_range(0..shards.max(2) - 1)) % shards.max(1),
+        len => fresh[rand::random_range(0..len)],
+    }
+}
+
+/// A pause before the next attempt: 0-5 ms after a short shard, 5-50 ms once transactions
+/// conflicted, so racing orders spread out instead of meeting again.
+async fn jitter(conflicts: usize) {
+    let ms = if conflicts == 0 {
+        rand::random_range(0..=5)
+    } else {
+        rand::random_range(5..=50)
+    };
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }
 
 /// "Name" or "Name 等3件" (WeChat Pay shows it to the payer), cut to 127 bytes on a char boundary.
@@ -602,6 +740,7 @@ mod tests {
             name: name.to_owned(),
             unit_price: Money::from_fen(1).unwrap(),
             quantity: Quantity::new(1).unwrap(),
+            stock_shard: None,
         };
         assert_eq!(default_description(&[line("Tea")]), "Tea");
         assert_eq!(

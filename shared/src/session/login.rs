@@ -94,6 +94,18 @@ impl LoginSettings {
     }
 }
 
+/// A client for WeChat's server API (`WX_API_BASE`): our trust roots and user agent, no
+/// redirects (an answer is WeChat's own or none).
+pub(crate) fn wechat_api_client(connect_timeout: Duration) -> Result<reqwest::Client, String> {
+    crate::tls::roots()
+        .reqwest_builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
 /// `jscode2session` over HTTPS with `reqwest`; retries network errors and 5xx only.
 #[derive(Clone)]
 pub struct HttpWxLogin {
@@ -118,13 +130,7 @@ struct Reply {
 impl HttpWxLogin {
     /// Builds the client; no network call.
     pub fn new(settings: LoginSettings) -> Result<Self, String> {
-        let http = crate::tls::roots()
-            .reqwest_builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(settings.retry.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let http = wechat_api_client(settings.retry.request_timeout)?;
         Ok(HttpWxLogin {
             http,
             url: format!(

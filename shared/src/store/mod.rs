@@ -14,7 +14,10 @@ pub use crate::domain::{
     Anomaly, AnomalyKind, DeliveryStatus, NOTIFICATION_RETENTION, NotificationRecord, OutboxEvent,
     Payment,
 };
-use crate::domain::{BillReport, Openid, Order, OutRefundNo, OutTradeNo, Product, Refund, SkuId};
+use crate::domain::{
+    BillReport, Openid, Order, OutRefundNo, OutTradeNo, Product, Refund, SkuId, StockShard,
+    StockTransfer,
+};
 use crate::idempotency::{
     IdempotencyRecord, IdempotencyScope, NewIdempotencyClaim, StoredResponse,
 };
@@ -51,6 +54,9 @@ pub enum CreateOrderOutcome {
     IdempotencyConflict(IdempotencyRecord),
     /// Not enough available stock for this sku. Nothing was written.
     OutOfStock { sku_id: SkuId },
+    /// The stock shard this sharded sku's line named has not enough available (or is not
+    /// there): another shard may. Nothing was written.
+    ShardShort { sku_id: SkuId, shard: u32 },
     /// This sku is not in the catalog or not active. Nothing was written.
     UnknownSku { sku_id: SkuId },
     /// An order with this out_trade_no already exists (a reused number). Nothing was written.
@@ -544,6 +550,24 @@ pub trait Store: Send + Sync {
     /// Keeps a date's reconciliation report, replacing an earlier run's.
     async fn put_bill_report(&self, report: &BillReport) -> Result<(), StoreError>;
     async fn get_bill_report(&self, date: time::Date) -> Result<Option<BillReport>, StoreError>;
+
+    /// The stock shards `0..shards` of a sharded sku, strongly consistent, in shard order:
+    /// what an order checks before saying OUT_OF_STOCK, the rebalancer evens out, and the
+    /// catalog sums for display.
+    async fn stock_shards(
+        &self,
+        sku_id: &SkuId,
+        shards: u32,
+    ) -> Result<Vec<StockShard>, StoreError>;
+    /// Moves stock between two shards of a sku in one transaction, only if the giver still
+    /// has it: `false` when it did not (nothing moved).
+    async fn move_stock(
+        &self,
+        sku_id: &SkuId,
+        transfer: &StockTransfer,
+    ) -> Result<bool, StoreError>;
+    /// Every sku whose stock is sharded, with its shard count.
+    async fn sharded_skus(&self) -> Result<Vec<(SkuId, u32)>, StoreError>;
 }
 
 /// What tests and the sandbox need besides the port: seeding the catalog and reading items
@@ -551,7 +575,9 @@ pub trait Store: Send + Sync {
 #[cfg(feature = "test-support")]
 #[async_trait]
 pub trait StoreSupport: Store {
-    /// Seeds or replaces catalog entries (whole items, counters included).
+    /// Seeds or replaces catalog entries (whole items, counters included). A sharded sku's
+    /// stock is staged once: its shard items (its `stock` split evenly) are created when
+    /// absent and never overwritten, so a re-seed never loses a reservation.
     async fn put_products(&self, products: &[Product]) -> Result<(), StoreError>;
     /// Seeds payment items as a PAID transition writes them (day index included), without
     /// their orders: for benchmarks of what reads payments in bulk.

@@ -765,8 +765,8 @@ async fn an_order_polled_every_300ms_still_closes_within_one_sweep_interval_of_e
     sweeps.abort();
 }
 
-/// Issue 12.8: lowering `SWEEPER_SHARDS` strands nothing: orders spread over 16 shards by
-/// place-order are all closed by a sweeper configured with 1.
+/// Issue 12.8: lowering `SWEEPER_SHARDS` strands nothing: orders spread over 128 shards by
+/// place-order (the most, issue 17's default) are all closed by a sweeper configured with 1.
 #[tokio::test]
 async fn a_lowered_shard_count_strands_no_pending_order() {
     let backend = Backend::start_with(|c: &mut SimulatorConfig| {
@@ -777,7 +777,7 @@ async fn a_lowered_shard_count_strands_no_pending_order() {
         Function::PlaceOrder,
         &with_env(
             backend.function_env(Some("http://127.0.0.1:9/notify/wechatpay")),
-            &[("ORDER_TTL_SECONDS", "2"), ("SWEEPER_SHARDS", "16")],
+            &[("ORDER_TTL_SECONDS", "2"), ("SWEEPER_SHARDS", "128")],
         ),
     );
     let url = place_order.wait_http().await;

@@ -108,6 +108,7 @@ async fn fixture(test: &str) -> Fixture {
             mchid: MCHID.into(),
             order_ttl: time::Duration::minutes(30),
         },
+        catalog: Default::default(),
     };
     Fixture {
         ctx,

@@ -66,6 +66,7 @@ fn deps(store: Arc<dyn Store>) -> Deps {
             mchid: MCHID.into(),
             order_ttl: time::Duration::minutes(30),
         },
+        catalog: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 mod bill_reconcile;
 mod callback_edges;
 mod events_dispatch;
+mod flash_sale;
 mod reconcile_service;
 mod refund_service;
 mod shipping_service;

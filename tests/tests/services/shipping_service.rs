@@ -260,3 +260,77 @@ async fn a_refunded_or_unknown_order_ships_nothing() {
     assert!(matches!(e, ShipmentError::OrderNotFound), "{e:?}");
     assert!(wx.calls().is_empty());
 }
+
+fn push_message(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn pushes_that_do_not_fit_are_acknowledged_and_kept_as_anomalies() {
+    use shared::service::{PushOutcome, handle_push};
+    let ctx = StoreCtx::dynoxide("push_edges").await;
+    let deps = scripted_deps(&ctx, Arc::new(Scripted::default()));
+    let settlement = |tid: &str| {
+        push_message(&[
+            ("MsgType", "event"),
+            ("Event", "trade_manage_order_settlement"),
+            ("transaction_id", tid),
+            ("settlement_time", "1765000000"),
+        ])
+    };
+    // A settlement for a transaction not in the table: acknowledged, one anomaly.
+    let unknown = settlement("4200009999999999");
+    for _ in 0..2 {
+        assert_eq!(
+            handle_push(&deps, &unknown).await.unwrap(),
+            PushOutcome::Mismatch
+        );
+    }
+    let page = ctx.store.recent_anomalies(10, None).await.unwrap();
+    assert_eq!(page.items.len(), 1, "a replay records nothing new");
+    assert_eq!(page.items[0].kind, AnomalyKind::ShippingStateMismatch);
+    assert_eq!(page.items[0].out_trade_no, None);
+
+    // Settled at WeChat while PAID here (shipped in the console): the order is untouched.
+    let o = paid(&ctx).await;
+    let tid = o.transaction_id.clone().unwrap();
+    assert_eq!(
+        handle_push(&deps, &settlement(&tid)).await.unwrap(),
+        PushOutcome::Mismatch
+    );
+    assert_eq!(
+        ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap(),
+        o
+    );
+    let kinds: Vec<AnomalyKind> = ctx
+        .store
+        .list_anomalies(&o.out_trade_no)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.kind)
+        .collect();
+    assert_eq!(kinds, [AnomalyKind::ShippingStateMismatch]);
+
+    // Reminders are counted, anything else acknowledged; neither writes.
+    let remind = push_message(&[
+        ("Event", "trade_manage_remind_shipping"),
+        ("transaction_id", &tid),
+    ]);
+    assert_eq!(
+        handle_push(&deps, &remind).await.unwrap(),
+        PushOutcome::Reminder
+    );
+    let other = push_message(&[("MsgType", "event"), ("Event", "user_enter_tempsession")]);
+    assert_eq!(
+        handle_push(&deps, &other).await.unwrap(),
+        PushOutcome::Ignored
+    );
+    assert_eq!(
+        ctx.store.get_order(&o.out_trade_no).await.unwrap().unwrap(),
+        o
+    );
+}

@@ -9,3 +9,4 @@ mod store_conformance;
 mod store_outbox;
 mod store_refunds;
 mod store_shipping;
+mod store_stock_shards;

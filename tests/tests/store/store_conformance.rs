@@ -99,16 +99,8 @@ async fn raw_order(
     ctx: &StoreCtx,
     o: &shared::domain::Order,
 ) -> std::collections::HashMap<String, AttributeValue> {
-    ctx.client()
-        .get_item()
-        .table_name(&ctx.table)
-        .key("pk", AttributeValue::S(format!("ORDER#{}", o.out_trade_no)))
-        .key("sk", AttributeValue::S("ORDER".into()))
-        .consistent_read(true)
-        .send()
+    ctx.raw_item(format!("ORDER#{}", o.out_trade_no), "ORDER")
         .await
-        .unwrap()
-        .item
         .unwrap()
 }
 

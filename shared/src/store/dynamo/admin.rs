@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 
-use super::expr::build_err;
+use super::expr::{Expr, build_err, conditional};
 use super::items;
 use super::{BATCH_ROUNDS, BATCH_WRITE_MAX, DynamoStore, backoff, prepay_expression};
-use crate::domain::{OutTradeNo, Product, SkuId};
+use crate::domain::{MAX_STOCK_SHARDS, OutTradeNo, Product, SkuId};
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope};
 use crate::store::error::from_sdk;
 use crate::store::{NotificationRecord, Payment, PrepayOutcome, StoreError, StoreSupport};
@@ -56,6 +56,33 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// A sharded sku's stock staged: `stock` split evenly over its shards (the remainder on
+    /// the first ones), each shard written only if absent, and the sku listed for the
+    /// rebalancer.
+    async fn stage_shards(&self, p: &Product) -> Result<(), StoreError> {
+        let (stock, n) = (p.stock.unwrap_or(0).max(0), i64::from(p.stock_shards));
+        for shard in 0..p.stock_shards {
+            let available = stock / n + i64::from(i64::from(shard) < stock % n);
+            let mut e = Expr::default();
+            let condition = format!("attribute_not_exists({})", e.name(items::attr::PK));
+            let (names, values) = e.into_parts();
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(items::stock_shard_item(&p.sku_id, shard, available)))
+                .condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .send()
+                .await;
+            // A shard already there keeps its counters (its reservations).
+            let _kept_or_written = conditional("PutItem", result)?;
+        }
+        self.put_items(vec![items::sharded_sku_item(&p.sku_id, p.stock_shards)])
+            .await
+    }
+
     /// The stored `available` counter of a product (a denormalised `stock - reserved - sold`
     /// that conditions can compare); exposed so tests can check it never drifts.
     pub async fn product_available_counter(
@@ -79,8 +106,21 @@ impl StoreSupport for DynamoStore {
                 dup.sku_id
             )));
         }
+        if let Some(p) = products
+            .iter()
+            .find(|p| p.stock_shards == 0 || p.stock_shards > MAX_STOCK_SHARDS)
+        {
+            return Err(StoreError::Invalid(format!(
+                "sku {}: stock_shards must be 1..={MAX_STOCK_SHARDS} (got {})",
+                p.sku_id, p.stock_shards
+            )));
+        }
         self.put_items(products.iter().map(items::product_item).collect())
-            .await
+            .await?;
+        for p in products.iter().filter(|p| p.is_sharded()) {
+            self.stage_shards(p).await?;
+        }
+        Ok(())
     }
 
     async fn put_payments(&self, payments: &[Payment]) -> Result<(), StoreError> {

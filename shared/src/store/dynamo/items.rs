@@ -14,7 +14,7 @@ use crate::domain::{
     BillMismatch, BillMismatchKind, BillReport, BillSums, DeliveryStatus, EventData, HistoryEntry,
     Money, Openid, Order, OrderEvent, OrderLine, OrderStatus, OrderToRead, OutRefundNo, OutTradeNo,
     OutboxEvent, Product, Quantity, Refund, RefundStatus, RestockLine, SkuId, StockChange,
-    StockMove,
+    StockMove, StockShard,
 };
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope, IdempotencyState, StoredResponse};
 use crate::store::{
@@ -86,6 +86,12 @@ pub(crate) mod attr {
     /// cannot do arithmetic. Meaningless (and ignored) on unlimited products.
     pub const AVAILABLE: &str = "available";
     pub const ACTIVE: &str = "active";
+    /// How many stock shard items a sku's stock is split over (absent: 1, the single counter).
+    pub const STOCK_SHARDS: &str = "stock_shards";
+    // stock shard (and an order line's or a stock move's shard)
+    pub const SHARD: &str = "shard";
+    /// Units reserved on a shard by orders that recorded it (paid ones included).
+    pub const TAKEN: &str = "taken";
     // idempotency
     pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
     pub const REQUEST_HASH: &str = "request_hash";
@@ -153,6 +159,21 @@ pub(crate) fn order_pk(out_trade_no: &OutTradeNo) -> String {
 
 pub(crate) fn product_pk(sku_id: &SkuId) -> String {
     format!("PRODUCT#{sku_id}")
+}
+
+/// A stock shard: the shard is in the partition key, so shards never share a partition.
+pub(crate) fn stock_shard_key(sku_id: &SkuId, shard: u32) -> Item {
+    key(format!("STOCK#{sku_id}#{shard}"), "STOCK")
+}
+
+/// The list of sharded skus (one item per sku under one key), written when their stock is
+/// staged and read by the rebalancer: apart from the product items, whose writes (`sold`
+/// counted from events) must never heat one index key.
+pub(crate) const SHARDED_SKUS_PK: &str = "STOCK_SHARDED";
+
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
+pub(crate) fn sharded_sku_key(sku_id: &SkuId) -> Item {
+    key(SHARDED_SKUS_PK.to_owned(), sku_id.as_str())
 }
 
 /// Neither an openid nor a key contains `#`, so the pk is unambiguous.
@@ -476,12 +497,14 @@ fn history_from<S: StatusName>(f: &Fields<'_>) -> Result<Vec<HistoryEntry<S>>, S
 }
 
 fn line_value(l: &OrderLine) -> AttributeValue {
-    AttributeValue::M(HashMap::from([
+    let mut m = HashMap::from([
         (SKU_ID.to_owned(), s(l.sku_id.as_str())),
         (NAME.to_owned(), s(l.name.clone())),
         ("unit_price".to_owned(), money(l.unit_price)),
         ("quantity".to_owned(), n(l.quantity.get())),
-    ]))
+    ]);
+    put_opt(&mut m, SHARD, l.stock_shard.map(n));
+    AttributeValue::M(m)
 }
 
 /// gsi1 sort key: newest first when read backwards; the out_trade_no breaks ties.
@@ -587,6 +610,7 @@ pub(crate) fn order_from_item(item: &Item) -> Result<Order, StoreError> {
                 unit_price: l.money("unit_price")?,
                 quantity: Quantity::new(l.i64("quantity")?)
                     .map_err(|e| l.err(format!("quantity: {e}")))?,
+                stock_shard: opt_shard(&l)?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -670,14 +694,75 @@ pub(crate) fn product_item(p: &Product) -> Item {
         (PRICE.to_owned(), money(p.price)),
         (RESERVED.to_owned(), n(p.reserved)),
         (SOLD.to_owned(), n(p.sold)),
+        // A sharded sku's units are in its shards: 0 here, so nothing that took it for a
+        // single counter could sell them twice.
         (
             AVAILABLE.to_owned(),
-            n(p.stock.unwrap_or(0) - p.reserved - p.sold),
+            n(if p.is_sharded() {
+                0
+            } else {
+                p.stock.unwrap_or(0) - p.reserved - p.sold
+            }),
         ),
         (ACTIVE.to_owned(), AttributeValue::Bool(p.active)),
     ]);
     put_opt(&mut item, STOCK, p.stock.map(n));
+    put_opt(
+        &mut item,
+        STOCK_SHARDS,
+        (p.stock_shards > 1).then(|| n(p.stock_shards)),
+    );
     item
+}
+
+/// A shard's `shard` attribute, when it has one (order lines, stock moves).
+fn opt_shard(f: &Fields<'_>) -> Result<Option<u32>, StoreError> {
+    f.opt_i64(SHARD)?
+        .map(|v| u32::try_from(v).map_err(|_| f.err("shard out of range")))
+        .transpose()
+}
+
+/// A stock shard as staged: `available` units, none taken.
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
+pub(crate) fn stock_shard_item(sku_id: &SkuId, shard: u32, available: i64) -> Item {
+    let mut item = stock_shard_key(sku_id, shard);
+    item.extend([
+        (ENTITY.to_owned(), s("STOCK")),
+        (SKU_ID.to_owned(), s(sku_id.as_str())),
+        (SHARD.to_owned(), n(shard)),
+        (AVAILABLE.to_owned(), n(available)),
+        (TAKEN.to_owned(), n(0)),
+    ]);
+    item
+}
+
+pub(crate) fn stock_shard_from_item(item: &Item) -> Result<StockShard, StoreError> {
+    let f = Fields::new(item, "stock shard");
+    Ok(StockShard {
+        sku_id: f.parse(SKU_ID, SkuId::parse)?,
+        shard: opt_shard(&f)?.ok_or_else(|| f.err("shard is missing"))?,
+        available: f.i64(AVAILABLE)?,
+        taken: f.opt_i64(TAKEN)?.unwrap_or(0),
+    })
+}
+
+/// The rebalancer's entry for a sharded sku.
+#[cfg_attr(not(feature = "test-support"), allow(dead_code))]
+pub(crate) fn sharded_sku_item(sku_id: &SkuId, shards: u32) -> Item {
+    let mut item = sharded_sku_key(sku_id);
+    item.extend([
+        (ENTITY.to_owned(), s("STOCK_SHARDED")),
+        (SKU_ID.to_owned(), s(sku_id.as_str())),
+        (STOCK_SHARDS.to_owned(), n(shards)),
+    ]);
+    item
+}
+
+pub(crate) fn sharded_sku_from_item(item: &Item) -> Result<(SkuId, u32), StoreError> {
+    let f = Fields::new(item, "sharded sku");
+    let shards =
+        u32::try_from(f.i64(STOCK_SHARDS)?).map_err(|_| f.err("stock_shards out of range"))?;
+    Ok((f.parse(SKU_ID, SkuId::parse)?, shards))
 }
 
 pub(crate) fn product_from_item(item: &Item) -> Result<Product, StoreError> {
@@ -690,6 +775,8 @@ pub(crate) fn product_from_item(item: &Item) -> Result<Product, StoreError> {
         reserved: f.opt_i64(RESERVED)?.unwrap_or(0),
         sold: f.opt_i64(SOLD)?.unwrap_or(0),
         active: f.bool(ACTIVE)?,
+        stock_shards: u32::try_from(f.opt_i64(STOCK_SHARDS)?.unwrap_or(1))
+            .map_err(|_| f.err("stock_shards out of range"))?,
     })
 }
 
@@ -1078,11 +1165,13 @@ pub(crate) fn event_item(e: &OutboxEvent, shards: u32) -> Item {
                 e.stock
                     .iter()
                     .map(|m| {
-                        AttributeValue::M(HashMap::from([
+                        let mut v = HashMap::from([
                             (SKU_ID.to_owned(), s(m.sku_id.as_str())),
                             ("quantity".to_owned(), n(m.quantity)),
                             (CHANGE.to_owned(), s(stock_change_name(m.change))),
-                        ]))
+                        ]);
+                        put_opt(&mut v, SHARD, m.shard.map(n));
+                        AttributeValue::M(v)
                     })
                     .collect(),
             ),
@@ -1160,6 +1249,7 @@ pub(crate) fn event_from_item(item: &Item) -> Result<OutboxEvent, StoreError> {
                         change: m.parse(CHANGE, |v| {
                             stock_change_of(v).ok_or_else(|| format!("unknown stock change {v:?}"))
                         })?,
+                        shard: opt_shard(&m)?,
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,
@@ -1290,6 +1380,7 @@ mod tests {
                 name: "Tea".into(),
                 unit_price: Money::from_fen(990).unwrap(),
                 quantity: Quantity::new(2).unwrap(),
+                stock_shard: None,
             }],
             String::new(),
             Some("attach".into()),
@@ -1376,14 +1467,34 @@ mod tests {
             reserved: 3,
             sold: 2,
             active: true,
+            stock_shards: 1,
         };
         let item = product_item(&p);
         assert_eq!(product_from_item(&item).unwrap(), p);
         assert_eq!(product_available_attr(&item).unwrap(), Some(5));
-        let unlimited = Product { stock: None, ..p };
+        let unlimited = Product {
+            stock: None,
+            ..p.clone()
+        };
         assert_eq!(
             product_from_item(&product_item(&unlimited)).unwrap(),
             unlimited
+        );
+        let sharded = Product {
+            stock_shards: 16,
+            ..p
+        };
+        assert_eq!(product_from_item(&product_item(&sharded)).unwrap(), sharded);
+        assert_eq!(
+            product_available_attr(&product_item(&sharded)).unwrap(),
+            Some(0),
+            "a sharded sku's units are in its shards"
+        );
+        let shard = stock_shard_from_item(&stock_shard_item(&sharded.sku_id, 7, 12)).unwrap();
+        assert_eq!((shard.shard, shard.available, shard.taken), (7, 12, 0));
+        assert_eq!(
+            sharded_sku_from_item(&sharded_sku_item(&sharded.sku_id, 16)).unwrap(),
+            (sharded.sku_id.clone(), 16)
         );
     }
 

@@ -14,6 +14,7 @@ mod client;
 mod expr;
 pub(crate) mod items;
 mod outbox;
+mod stock;
 mod transition;
 
 pub use client::{AwsAccess, ClientSettings, connect, connect_static, sdk_config};
@@ -42,7 +43,7 @@ use super::{
 };
 use crate::domain::{
     BillReport, LifecycleError, Openid, Order, OrderStatus, OutRefundNo, OutTradeNo, OutboxEvent,
-    Plan, Product, Record, Refund, RefundStatus, SkuId,
+    Plan, Product, Record, Refund, RefundStatus, SkuId, StockShard, StockTransfer,
 };
 use crate::idempotency::{IdempotencyScope, NewIdempotencyClaim, StoredResponse};
 use crate::timefmt::to_utc_string;
@@ -56,7 +57,9 @@ pub struct DynamoStore {
     shards: u32,
 }
 
-/// Default number of shards of the pending index (`SWEEPER_SHARDS`).
+/// Shards of the pending index (and outbox) a store built without `with_shards` uses: tests
+/// and the sandbox. A deployment sets `SWEEPER_SHARDS` (default
+/// [`crate::config::DEFAULT_SWEEPER_SHARDS`]).
 const DEFAULT_SHARDS: u32 = 4;
 
 /// Page size bounds for listings.
@@ -243,6 +246,44 @@ impl DynamoStore {
             .collect::<Result<Vec<_>, _>>()?;
         let next = out.last_evaluated_key().map(Cursor::encode).transpose()?;
         Ok(Page { items, next })
+    }
+
+    /// Every item of one table partition (`pk`), strongly consistent, every page read.
+    async fn partition<T>(
+        &self,
+        pk: String,
+        decode: fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let mut e = Expr::default();
+            let condition = format!(
+                "{} = {}",
+                e.name(attr::PK),
+                e.value("pk", items::s(pk.clone()))
+            );
+            let (names, values) = e.into_parts();
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| from_sdk("Query", e))?;
+            for item in out.items() {
+                found.push(decode(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(found);
+            }
+        }
     }
 
     /// A conditional UpdateItem of an order: `Ok(new order)`, or `Err(old order)` when the
@@ -515,9 +556,14 @@ impl Store for DynamoStore {
             e,
         )?);
 
-        // 2..: stock reservations. Unlimited products (no `stock`) are counted too.
+        // 2..: stock reservations. Unlimited products (no `stock`) are counted too; a
+        // sharded sku's line reserves on the shard it names and leaves the product alone.
         for line in &order.lines {
             let q = i64::from(line.quantity.get());
+            if let Some(shard) = line.stock_shard {
+                actions.push(self.shard_reservation(&line.sku_id, shard, q)?);
+                continue;
+            }
             let mut e = Expr::default();
             let update = format!(
                 "ADD {} {}, {} {}",
@@ -565,6 +611,9 @@ impl Store for DynamoStore {
                 continue;
             }
             let sku_id = line.sku_id.clone();
+            if let Some(shard) = line.stock_shard {
+                return Ok(CreateOrderOutcome::ShardShort { sku_id, shard });
+            }
             return match r.item() {
                 None => Ok(CreateOrderOutcome::UnknownSku { sku_id }),
                 Some(item) if !items::product_from_item(item)?.active => {
@@ -1007,36 +1056,8 @@ impl Store for DynamoStore {
     }
 
     async fn list_anomalies(&self, out_trade_no: &OutTradeNo) -> Result<Vec<Anomaly>, StoreError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let mut e = Expr::default();
-            let condition = format!(
-                "{} = {}",
-                e.name(attr::PK),
-                e.value("pk", items::s(items::anomaly_pk(out_trade_no)))
-            );
-            let (names, values) = e.into_parts();
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| from_sdk("Query", e))?;
-            for item in out.items() {
-                found.push(items::anomaly_from_item(item)?);
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(found);
-            }
-        }
+        self.partition(items::anomaly_pk(out_trade_no), items::anomaly_from_item)
+            .await
     }
 
     async fn record_anomaly(
@@ -1366,6 +1387,26 @@ impl Store for DynamoStore {
 
     async fn put_bill_report(&self, report: &BillReport) -> Result<(), StoreError> {
         self.put_report(report).await
+    }
+
+    async fn stock_shards(
+        &self,
+        sku_id: &SkuId,
+        shards: u32,
+    ) -> Result<Vec<StockShard>, StoreError> {
+        self.read_stock_shards(sku_id, shards).await
+    }
+
+    async fn move_stock(
+        &self,
+        sku_id: &SkuId,
+        transfer: &StockTransfer,
+    ) -> Result<bool, StoreError> {
+        self.transfer_stock(sku_id, transfer).await
+    }
+
+    async fn sharded_skus(&self) -> Result<Vec<(SkuId, u32)>, StoreError> {
+        self.list_sharded_skus().await
     }
 
     async fn get_bill_report(&self, date: time::Date) -> Result<Option<BillReport>, StoreError> {

@@ -8,9 +8,10 @@ use time::OffsetDateTime;
 use super::DynamoStore;
 use super::expr::{Expr, build_err, is_ccf, put_action, unexplained_cancel, update_action};
 use super::items::{self, Item, attr};
+use super::stock::action_skus;
 use crate::domain::{
     Guard, LifecycleError, Money, Order, OrderChange, OrderStatus, OutRefundNo, OutboxEvent,
-    PaidUnread, Plan, Record, SkuId, StockChange, StockMove,
+    PaidUnread, Plan, Record, SkuId,
 };
 use crate::store::{PaidUnreadOutcome, StoreError};
 
@@ -107,12 +108,11 @@ impl DynamoStore {
                     item: r.item().cloned(),
                 });
             }
-            let gone: Vec<SkuId> = plan
-                .stock
-                .iter()
+            let gone: Vec<SkuId> = action_skus(&plan.stock)
+                .into_iter()
                 .zip(reasons.iter().skip(records_at + records))
                 .filter(|(_, r)| is_ccf(r))
-                .map(|(m, _)| m.sku_id.clone())
+                .map(|(sku_id, _)| sku_id.clone())
                 .collect();
             if gone.is_empty() {
                 return Err(unexplained_cancel(&reasons));
@@ -156,7 +156,7 @@ impl DynamoStore {
             actions.push(self.record_action(record)?);
         }
         for stock_move in &plan.stock {
-            actions.push(self.stock_action(stock_move)?);
+            actions.extend(self.stock_actions(stock_move)?);
         }
         Ok(actions)
     }
@@ -481,7 +481,7 @@ impl DynamoStore {
                 e,
             )?];
             for m in &moves {
-                actions.push(self.stock_action(m)?);
+                actions.extend(self.stock_actions(m)?);
             }
             let reasons = match self.transact(actions).await? {
                 Ok(()) => return Ok(true),
@@ -490,11 +490,11 @@ impl DynamoStore {
             if reasons.first().is_some_and(is_ccf) {
                 return Ok(false);
             }
-            let gone: Vec<SkuId> = moves
-                .iter()
+            let gone: Vec<SkuId> = action_skus(&moves)
+                .into_iter()
                 .zip(reasons.iter().skip(1))
                 .filter(|(_, r)| is_ccf(r))
-                .map(|(m, _)| m.sku_id.clone())
+                .map(|(sku_id, _)| sku_id.clone())
                 .collect();
             if gone.is_empty() {
                 return Err(unexplained_cancel(&reasons));
@@ -512,27 +512,6 @@ impl DynamoStore {
             "event {} kept refusing its projection",
             event.id
         )))
-    }
-
-    /// One sku's counters moved by a transition. Conditional on the product existing:
-    /// without it the ADD would create a product item for a deleted sku.
-    fn stock_action(&self, m: &StockMove) -> Result<TransactWriteItem, StoreError> {
-        let (from, to) = match m.change {
-            StockChange::Sell => (attr::RESERVED, attr::SOLD),
-            StockChange::Release => (attr::RESERVED, attr::AVAILABLE),
-            StockChange::Restock => (attr::SOLD, attr::AVAILABLE),
-        };
-        let q = i64::from(m.quantity);
-        let mut e = Expr::default();
-        let update = format!(
-            "ADD {} {}, {} {}",
-            e.name(from),
-            e.value("neg_q", items::n(-q)),
-            e.name(to),
-            e.value("q", items::n(q)),
-        );
-        let condition = format!("attribute_exists({})", e.name(attr::PK));
-        self.stock_update(&m.sku_id, e, &update, &condition)
     }
 }
 

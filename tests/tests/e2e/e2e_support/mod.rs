@@ -716,6 +716,7 @@ pub fn catalog() -> Vec<Product> {
         reserved: 0,
         sold: 0,
         active,
+        stock_shards: 1,
     };
     vec![
         product(
