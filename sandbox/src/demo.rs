@@ -234,6 +234,7 @@ impl Story {
         self.left_unpaid(stock).await?;
         self.refunded(&order).await?;
         self.merchant_told(&order.no, notifications).await?;
+        self.shipped_and_settled().await?;
         Ok(self.step)
     }
 
@@ -943,6 +944,71 @@ impl Story {
         println!(
             "    ok: REFUNDED, refunded_total {} of {}; one more fen: 422 REFUND_EXCEEDS_PAID",
             first.amount, first.amount
+        );
+        Ok(())
+    }
+
+    /// WeChat's trade management: a paid order shipped (uploaded once WeChat has indexed the
+    /// payment), settled at WeChat, its push received by mp-push: COMPLETED.
+    async fn shipped_and_settled(&mut self) -> Result<(), DemoError> {
+        self.begin(
+            "the merchant ships a paid order; WeChat settles it and pushes the settlement: COMPLETED",
+        );
+        let placed = self.place("demo-order-ship", &self.items(1)).await?;
+        self.check(placed.status == 201, || {
+            format!("expected 201, got {}", placed.short())
+        })?;
+        let no = placed.json["out_trade_no"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let paid = self.sandbox_pay(&no, 1).await?;
+        self.check(paid.status == 200, || format!("pay: {}", paid.short()))?;
+        self.reaches(&no, "PAID").await?;
+        // WeChat's trade management indexes a payment a few seconds after it (10060001
+        // before): shipped then, the upload goes through at once.
+        tokio::time::sleep(crate::simulator::DEFAULT_SHIPPING_INDEX_LAG).await;
+        let body = json!({"logistics_type": "express", "packages": [
+            {"tracking_no": "YT1234567890", "express_company": "YTO", "item_desc": "demo x1"}]});
+        println!("    POST /merchant/orders/{no}/shipments  Idempotency-Key: demo-ship-1  {body}");
+        let shipped = self
+            .send(
+                http::Method::POST,
+                &format!("{}/merchant/orders/{no}/shipments", self.functions),
+                &[
+                    ("authorization", &format!("Bearer {}", self.merchant_token)),
+                    ("idempotency-key", "demo-ship-1"),
+                ],
+                Some(&body),
+            )
+            .await?;
+        self.check(
+            shipped.status == 201 && shipped.json["shipping"]["upload_state"] == "UPLOADED",
+            || format!("expected 201 UPLOADED, got {}", shipped.short()),
+        )?;
+        let transaction_id = shipped.json["transaction_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        println!("    -> 201 SHIPPED, uploaded to WeChat (transaction {transaction_id})");
+        let settle = self
+            .send(
+                http::Method::POST,
+                &format!("{}/sandbox/shipping/{transaction_id}/settle", self.wechat),
+                &[],
+                Some(&json!({"deliveries": 1})),
+            )
+            .await?;
+        self.check(settle.status == 200, || {
+            format!("settle: {}", settle.short())
+        })?;
+        let view = self.reaches(&no, "COMPLETED").await?;
+        println!(
+            "    ok: the buyer confirmed, WeChat settled and pushed: COMPLETED ({})",
+            view["order"]["history"]
+                .as_array()
+                .and_then(|h| h.last())
+                .map_or("", |h| h["cause"].as_str().unwrap_or(""))
         );
         Ok(())
     }

@@ -110,6 +110,9 @@ fn demo_runs_the_whole_story_and_exits_0() {
         // the merchant's webhook: one order.paid for the 3 notifications, one per refund
         "] the merchant's webhook learns each transition once (signed order events)",
         "ok: one order.paid for 3 notifications, one refund.succeeded per refund",
+        // shipping and settlement: uploaded to WeChat, settled by its push
+        "-> 201 SHIPPED, uploaded to WeChat (transaction ",
+        "ok: the buyer confirmed, WeChat settled and pushed: COMPLETED (settled at WeChat (push))",
         "demo: OK: the story completed",
     ] {
         assert!(
