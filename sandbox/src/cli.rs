@@ -48,6 +48,9 @@ pub struct Options {
     /// `--webhook-url` (serve): events go to this receiver (the merchant's own dev server)
     /// instead of the sandbox's; https, or http on loopback, as `WEBHOOK_URL` must be.
     pub webhook_url: Option<String>,
+    /// `--push-url` (serve): where the simulated console sends its message pushes
+    /// (settlements) instead of the sandbox's own mp-push route.
+    pub push_url: Option<String>,
     /// `--products`: a catalog file instead of the built-in copy of
     /// `infra/local/products.json`.
     pub products: Option<PathBuf>,
@@ -73,6 +76,7 @@ impl Options {
             refund_spacing: WECHAT_REFUND_SPACING,
             webhook_fail: 0,
             webhook_url: None,
+            push_url: None,
             products: None,
             keep: false,
         }
@@ -91,6 +95,7 @@ impl Options {
             refund_spacing: DEMO_REFUND_SPACING,
             webhook_fail: 0,
             webhook_url: None,
+            push_url: None,
             products: None,
             keep: false,
         }
@@ -239,6 +244,18 @@ where
                     .map_err(|e| err(format!("--webhook-url {value:?}: {e}")))?;
                 options.webhook_url = Some(url.to_string());
             }
+            "push-url" => {
+                if demo {
+                    return Err(err(
+                        "--push-url only applies to `serve` (the demo reads its own mp-push)",
+                    ));
+                }
+                let url = reqwest::Url::parse(value.trim())
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| err(format!("--push-url {value:?}: not an http(s) URL")))?;
+                options.push_url = Some(url.to_string());
+            }
             "products" => {
                 if value.is_empty() {
                     return Err(err("--products must not be empty"));
@@ -282,6 +299,7 @@ fn takes_value(name: &str) -> bool {
             | "refund-spacing"
             | "webhook-fail"
             | "webhook-url"
+            | "push-url"
             | "products"
     )
 }
@@ -359,6 +377,9 @@ OPTIONS:                                                          [serve / demo 
     --webhook-url URL      serve: send order events to URL (your own dev server;
                            https, or http on 127.0.0.1/localhost) instead of the
                            sandbox's receiver; signed with sandbox.env's WEBHOOK_SECRET
+    --push-url URL         serve: the simulated mini-program console pushes settlements
+                           to URL (default: the sandbox's own /notify/wechat-mp), signed
+                           and encrypted with sandbox.env's WX_PUSH_TOKEN / WX_PUSH_AES_KEY
     --products FILE        catalog to seed (default: the built-in copy of infra/local/products.json)
     --keep                 demo: keep its data dir instead of deleting it
 
@@ -511,6 +532,17 @@ mod tests {
             Some("http://127.0.0.1:8080/hooks")
         );
         assert_eq!(Options::serve_defaults().webhook_url, None);
+        let Command::Serve(o) =
+            parse_strs(&["--push-url", "http://127.0.0.1:9000/notify/wechat-mp"]).unwrap()
+        else {
+            panic!("expected serve");
+        };
+        assert_eq!(
+            o.push_url.as_deref(),
+            Some("http://127.0.0.1:9000/notify/wechat-mp")
+        );
+        assert!(parse_strs(&["--push-url", "not a url"]).is_err());
+        assert!(parse_strs(&["demo", "--push-url", "http://127.0.0.1:9/x"]).is_err());
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn settings(options: &Options, catalog: Catalog) -> SandboxSettings {
         refund_spacing: options.refund_spacing,
         webhook_fail: options.webhook_fail,
         webhook_url: options.webhook_url.clone(),
+        push_url: options.push_url.clone(),
         catalog,
     }
 }

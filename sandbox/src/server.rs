@@ -96,6 +96,8 @@ pub struct SandboxSettings {
     pub webhook_fail: u32,
     /// `--webhook-url`: where events go instead of the sandbox's own receiver.
     pub webhook_url: Option<String>,
+    /// `--push-url`: where the simulated console pushes; the sandbox's mp-push when `None`.
+    pub push_url: Option<String>,
     pub catalog: Catalog,
 }
 
@@ -186,7 +188,11 @@ impl Sandbox {
         sim_config.refund_spacing = settings.refund_spacing;
         sim_config.min_time_expire_ahead = min_time_expire_ahead(settings.order_ttl);
         // The simulated console pushes settlements to the sandbox's own mp-push route.
-        sim_config.push = Some(sandbox_push_target(&functions_url, &keys));
+        let mut push = sandbox_push_target(&functions_url, &keys);
+        if let Some(url) = &settings.push_url {
+            push.url = url.clone();
+        }
+        sim_config.push = Some(push);
         let simulator = Simulator::start(sim_config).await.map_err(|e| match e {
             SimulatorError::Bind { .. } => SandboxError::SimulatorBind(e),
             SimulatorError::Config(_) => SandboxError::Simulator(e),

@@ -59,6 +59,7 @@ async fn start(dir: &Path, webhook_fail: u32) -> Sandbox {
         refund_spacing: Duration::from_secs(60),
         webhook_fail,
         webhook_url: None,
+        push_url: None,
         catalog: Catalog::load(None).unwrap(),
     })
     .await
