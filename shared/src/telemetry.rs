@@ -147,10 +147,14 @@ pub enum Metric {
     ShippingReminder,
     /// Shipped orders WeChat and the table disagree on (each an anomaly; alarmed).
     ShippingStateMismatch,
+    /// timeout-sweeper: a settlement check found an order shipped over
+    /// `UNSETTLED_ALARM_AFTER` ago still not settled at WeChat (alarmed: a dispute, a buyer
+    /// who never confirms, an upload WeChat never took).
+    ShippedNotSettled,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 37] = [
+    pub const ALL: [Metric; 38] = [
         Metric::PaymentAnomaly,
         Metric::PayerNotOwner,
         Metric::ProductMissing,
@@ -188,6 +192,7 @@ impl Metric {
         Metric::PushRejected,
         Metric::ShippingReminder,
         Metric::ShippingStateMismatch,
+        Metric::ShippedNotSettled,
     ];
 
     /// The metric's name in CloudWatch (and the key of its count in the EMF line).
@@ -230,6 +235,7 @@ impl Metric {
             Metric::PushRejected => "PushRejected",
             Metric::ShippingReminder => "ShippingReminder",
             Metric::ShippingStateMismatch => "ShippingStateMismatch",
+            Metric::ShippedNotSettled => "ShippedNotSettled",
         }
     }
 

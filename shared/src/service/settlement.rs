@@ -15,6 +15,10 @@ use crate::{
     telemetry::Metric,
 };
 
+/// WeChat settles an unconfirmed express shipment after 10 days: one still not settled 15
+/// days after it shipped is counted (and alarmed) on every daily check.
+pub const UNSETTLED_ALARM_AFTER: time::Duration = time::Duration::days(15);
+
 /// What one push came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -221,6 +225,11 @@ pub async fn check_settlement(
             "WeChat shows the order refunded (state 5); it is not refunded here".into(),
         )
         .await?;
+    }
+    let shipped_at = order.shipping.as_ref().map_or(now, |s| s.shipped_at);
+    if now - shipped_at >= UNSETTLED_ALARM_AFTER {
+        tracing::warn!(out_trade_no = %order.out_trade_no, %transaction_id, order_state = wechat.order_state, days = (now - shipped_at).whole_days(), outcome = "not_settled_late", "shipped order still not settled at WeChat");
+        crate::telemetry::emit_metrics(&[(Metric::ShippedNotSettled, 1)], now);
     }
     let plan = |o: &Order| o.plan_settle_check_later(now);
     match deps.store.transition(&order, &plan, now).await? {

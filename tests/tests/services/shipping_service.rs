@@ -334,3 +334,92 @@ async fn pushes_that_do_not_fit_are_acknowledged_and_kept_as_anomalies() {
         o
     );
 }
+
+#[tokio::test]
+async fn the_sweepers_settlement_check_completes_reschedules_or_records_a_mismatch() {
+    let ctx = StoreCtx::dynoxide("settle_check").await;
+    let now = now_ms();
+    let base = scripted_deps(&ctx, Arc::new(Scripted::default()));
+    let then = now - time::Duration::days(16);
+    let shipped_then = shared::service::Deps {
+        clock: Arc::new(move || then),
+        ..base.clone()
+    };
+    // Not under trade management: nothing uploaded, only the settlement is watched.
+    let ports = ShippingPorts::new(None, TradeManaged::Off);
+    let mut orders = Vec::new();
+    for i in 0..3 {
+        let o = paid(&ctx).await;
+        let key = IdempotencyKey::parse(&format!("ship-check-{i}")).unwrap();
+        record_shipment(
+            &shipped_then,
+            &ports,
+            &o.out_trade_no,
+            &key,
+            virtual_goods(),
+        )
+        .await
+        .unwrap();
+        orders.push(o);
+    }
+    // WeChat says: still shipped (2), settled (4), refunded (5).
+    let answers: std::collections::HashMap<String, u8> = orders
+        .iter()
+        .zip([2u8, 4, 5])
+        .map(|(o, s)| (o.transaction_id.clone().unwrap(), s))
+        .collect();
+    // The scripted get_order answers by transaction, whatever order the sweeper asks in.
+    let by_tid = Arc::new(ByTransaction(answers));
+    let ports = ShippingPorts::new(Some(by_tid.clone()), TradeManaged::Off);
+    let summary = sweep_uploads(&base, &ports, None).await;
+    assert_eq!(
+        (summary.checked, summary.completed, summary.errors),
+        (3, 1, 0),
+        "{summary:?}"
+    );
+    let read = |i: usize| {
+        let (store, no) = (ctx.store.clone(), orders[i].out_trade_no.clone());
+        async move { store.get_order(&no).await.unwrap().unwrap() }
+    };
+    let still = read(0).await;
+    assert_eq!(still.status, OrderStatus::Shipped);
+    let next = still.shipping.as_ref().unwrap().settle_check_at.unwrap();
+    assert!(
+        next > now + time::Duration::hours(23),
+        "asked again in a day: {next}"
+    );
+    assert_eq!(read(1).await.status, OrderStatus::Completed);
+    let refunded_there = read(2).await;
+    assert_eq!(refunded_there.status, OrderStatus::Shipped);
+    let kinds: Vec<AnomalyKind> = ctx
+        .store
+        .list_anomalies(&orders[2].out_trade_no)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.kind)
+        .collect();
+    assert_eq!(kinds, [AnomalyKind::ShippingStateMismatch]);
+    // Nothing is due again today.
+    assert_eq!(sweep_uploads(&base, &ports, None).await.checked, 0);
+}
+
+/// get_order answers by transaction_id; nothing is uploaded.
+struct ByTransaction(std::collections::HashMap<String, u8>);
+
+#[async_trait]
+impl MiniProgramApi for ByTransaction {
+    async fn upload_shipping_info(&self, _: &str) -> Result<(), WxApiError> {
+        panic!("nothing is uploaded with TRADE_MANAGED off")
+    }
+    async fn get_order(&self, transaction_id: &str) -> Result<WxOrder, WxApiError> {
+        let order_state = *self.0.get(transaction_id).expect("a known transaction");
+        Ok(WxOrder {
+            transaction_id: transaction_id.to_owned(),
+            order_state,
+        })
+    }
+    async fn is_trade_managed(&self) -> Result<bool, WxApiError> {
+        Ok(false)
+    }
+}
