@@ -10,7 +10,7 @@ use super::{Deps, PaymentOutcome, RefundError, apply_payment, apply_refund_resul
 use crate::{
     domain::{
         Anomaly, AnomalyKind, BillMismatch, BillMismatchKind, BillReport, BillSums, DAY_SHARDS,
-        OutRefundNo, OutTradeNo, Refund, RefundStatus,
+        OrderStatus, OutRefundNo, OutTradeNo, Refund, RefundStatus,
     },
     store::{Page, StoreError},
     telemetry::Metric,
@@ -219,6 +219,23 @@ impl<'a> Run<'a> {
         } else {
             self.deps.store.get_refunds(&refund_nos).await?
         };
+        // A payment item alone does not say the order was paid by it (a payment held as
+        // AMOUNT_MISMATCH has one too): the orders of the rows it matches, in one batch.
+        let order_nos: Vec<OutTradeNo> = rows
+            .iter()
+            .filter(|r| r.is_payment())
+            .filter(|r| {
+                payments
+                    .get(&r.transaction_id)
+                    .is_some_and(|p| p.out_trade_no.as_str() == r.out_trade_no)
+            })
+            .filter_map(|r| OutTradeNo::parse(&r.out_trade_no).ok())
+            .collect();
+        let orders = if order_nos.is_empty() {
+            Default::default()
+        } else {
+            self.deps.store.get_orders(&order_nos).await?
+        };
         for row in rows {
             if row.is_payment() {
                 self.bill_payments.insert(row.transaction_id.clone());
@@ -227,7 +244,40 @@ impl<'a> Run<'a> {
                         if p.amount.fen() == row.amount_fen
                             && p.out_trade_no.as_str() == row.out_trade_no =>
                     {
-                        report.matched += 1;
+                        match orders.get(&p.out_trade_no) {
+                            Some(o)
+                                if o.status.is_paid()
+                                    && o.status != OrderStatus::AmountMismatch
+                                    && o.transaction_id.as_deref()
+                                        == Some(row.transaction_id.as_str()) =>
+                            {
+                                report.matched += 1;
+                            }
+                            // Held by the payment path, with its own anomaly: reported as
+                            // the run that applied it reported it, nothing recorded again.
+                            Some(o) if o.status == OrderStatus::AmountMismatch => {
+                                report.push_mismatch(kept_as_anomaly(
+                                    &row,
+                                    AnomalyKind::AmountMismatch,
+                                ));
+                            }
+                            order => {
+                                let detail = format!(
+                                    "the table has the payment but its order {} is {}",
+                                    p.out_trade_no,
+                                    order.map_or("missing".to_owned(), |o| format!(
+                                        "{} (transaction {})",
+                                        o.status,
+                                        o.transaction_id.as_deref().unwrap_or("none")
+                                    ))
+                                );
+                                self.mismatch(
+                                    report,
+                                    row_mismatch(&row, BillMismatchKind::PaymentAnomaly, detail),
+                                )
+                                .await?;
+                            }
+                        }
                     }
                     Some(p) => {
                         let detail = format!(
@@ -351,11 +401,7 @@ impl<'a> Run<'a> {
             Ok(PaymentOutcome::Duplicate(_)) => report.matched += 1,
             // Kept as the payment path's own anomaly (never applied twice, never lost).
             Ok(PaymentOutcome::Anomaly { kind, .. }) => {
-                report.push_mismatch(row_mismatch(
-                    row,
-                    BillMismatchKind::PaymentAnomaly,
-                    format!("confirmed by WeChat Pay and kept as a {kind} anomaly"),
-                ));
+                report.push_mismatch(kept_as_anomaly(row, kind));
             }
             Err(super::ApplyError::Store(e)) => return Err(e.into()),
             Err(super::ApplyError::Malformed(m)) => {
@@ -577,6 +623,16 @@ impl<'a> Run<'a> {
         report.push_mismatch(m);
         Ok(())
     }
+}
+
+/// A billed payment the payment path keeps as its own anomaly (`kind`): reported on every
+/// run, by the run that applied it and by any re-run, and never recorded twice.
+fn kept_as_anomaly(row: &BillRow, kind: AnomalyKind) -> BillMismatch {
+    row_mismatch(
+        row,
+        BillMismatchKind::PaymentAnomaly,
+        format!("confirmed by WeChat Pay and kept as a {kind} anomaly"),
+    )
 }
 
 /// A mismatch on a bill row, named by the row's ids.

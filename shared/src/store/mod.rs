@@ -481,6 +481,12 @@ pub trait Store: Send + Sync {
         &self,
         transaction_ids: &[String],
     ) -> Result<HashMap<String, Payment>, StoreError>;
+    /// The orders of these numbers that exist (batched reads): what the reconciliation holds
+    /// a bill's payment rows to, besides their payment items.
+    async fn get_orders(
+        &self,
+        out_trade_nos: &[OutTradeNo],
+    ) -> Result<HashMap<OutTradeNo, Order>, StoreError>;
     /// The refunds of these numbers that exist (batched reads).
     async fn get_refunds(
         &self,

@@ -123,6 +123,12 @@ fn today() -> Date {
 impl Fixture {
     /// A PENDING order of `quantity` tea, known to the simulator (prepaid).
     async fn placed(&self, quantity: i64) -> Order {
+        self.placed_for(quantity, None).await
+    }
+
+    /// [`Self::placed`], prepaid at WeChat Pay for `charged` fen instead of its amount when
+    /// given (what a tampered or buggy client would make WeChat Pay collect).
+    async fn placed_for(&self, quantity: i64, charged: Option<i64>) -> Order {
         let o = order("o_bills", &[(&self.tea, quantity)]);
         self.ctx
             .store
@@ -135,7 +141,7 @@ impl Fixture {
                 description: o.description.clone(),
                 time_expire: to_wechat(o.expire_at),
                 attach: None,
-                amount_total: o.amount_total.fen(),
+                amount_total: charged.unwrap_or(o.amount_total.fen()),
                 payer_openid: o.openid.to_string(),
             })
             .await
@@ -723,4 +729,97 @@ async fn a_row_wechat_pay_refuses_to_confirm_is_reported_and_the_run_goes_on() {
     };
     assert_eq!(status(&lost).await, OrderStatus::Paid);
     assert_eq!(status(&refused).await, OrderStatus::Pending);
+}
+
+/// Review finding: an order held AMOUNT_MISMATCH has a payment item with WeChat Pay's amount
+/// (the bill's), but was not paid: every run reports it, never counts it matched, whether the
+/// notification held it before any run or a run recovered it, and records nothing new.
+#[tokio::test]
+async fn a_payment_held_as_amount_mismatch_is_reported_on_every_run() {
+    let f = fixture("bill_amount_mismatch").await;
+    // Held by its notification before any run.
+    let notified = f.placed_for(1, Some(900)).await;
+    f.sim
+        .pay(&PayRequest {
+            deliveries: 0,
+            ..PayRequest::new(notified.out_trade_no.as_str())
+        })
+        .unwrap();
+    let txn = f
+        .sim
+        .wechat_transaction(notified.out_trade_no.as_str())
+        .unwrap();
+    let held = apply_payment(&f.deps, Some(notified.clone()), &txn, Some("n-held"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            held,
+            PaymentOutcome::Anomaly {
+                kind: AnomalyKind::AmountMismatch,
+                ..
+            }
+        ),
+        "{held:?}"
+    );
+    // Its notification lost: held by the first run's recovery.
+    let lost = f.placed_for(1, Some(1100)).await;
+    f.sim
+        .pay(&PayRequest {
+            deliveries: 0,
+            ..PayRequest::new(lost.out_trade_no.as_str())
+        })
+        .unwrap();
+
+    for run in 0..2 {
+        let report = f.reconcile(today()).await;
+        assert_eq!(
+            (
+                report.rows,
+                report.matched,
+                report.recovered,
+                report.mismatch_count
+            ),
+            (2, 0, 0, 2),
+            "run {run}: {report:?}"
+        );
+        let mut reported: Vec<(BillMismatchKind, Option<String>)> = report
+            .mismatches
+            .iter()
+            .map(|m| (m.kind, m.out_trade_no.clone()))
+            .collect();
+        reported.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut expected = vec![
+            (
+                BillMismatchKind::PaymentAnomaly,
+                Some(notified.out_trade_no.to_string()),
+            ),
+            (
+                BillMismatchKind::PaymentAnomaly,
+                Some(lost.out_trade_no.to_string()),
+            ),
+        ];
+        expected.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(reported, expected, "run {run}");
+        assert!(
+            report
+                .mismatches
+                .iter()
+                .all(|m| m.detail.contains("AMOUNT_MISMATCH")),
+            "run {run}: {report:?}"
+        );
+    }
+    for o in [&notified, &lost] {
+        assert_eq!(f.order(o).await.status, OrderStatus::AmountMismatch);
+        let kinds: Vec<AnomalyKind> = f
+            .ctx
+            .store
+            .list_anomalies(&o.out_trade_no)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.kind)
+            .collect();
+        assert_eq!(kinds, [AnomalyKind::AmountMismatch], "{}", o.out_trade_no);
+    }
 }

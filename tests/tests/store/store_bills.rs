@@ -1,11 +1,11 @@
 //! What the bill reconciliation reads and keeps, on both engines (DESIGN 11): a Beijing day's
 //! payments and successful refunds from their day partitions (written by the transaction that
-//! writes the payment or settles the refund, no extra call), batched reads by key, and the
-//! day's report, replaced by a re-run.
+//! writes the payment or settles the refund, no extra call), batched reads by key (payments,
+//! refunds, orders), and the day's report, replaced by a re-run.
 
 use shared::domain::{
-    BillMismatch, BillMismatchKind, BillReport, BillSums, DAY_SHARDS, Order, OutRefundNo,
-    RefundStatus,
+    BillMismatch, BillMismatchKind, BillReport, BillSums, DAY_SHARDS, Order, OrderStatus,
+    OutRefundNo, OutTradeNo, RefundStatus,
 };
 use shared::store::{
     MarkPaidOutcome, RefundMoveOutcome, RefundReserveOutcome, RefundSettleOutcome, Store,
@@ -252,6 +252,21 @@ async fn payments_and_refunds_are_read_in_batches(ctx: StoreCtx) {
     assert_eq!(found.len(), 1);
     assert_eq!(found[&r.out_refund_no].status, RefundStatus::Requested);
     assert!(!found.contains_key(&missing));
+
+    // Orders too (what a payment row is held to besides its payment item): as they stand,
+    // 101 distinct keys in two BatchGetItem calls.
+    let mut nos: Vec<OutTradeNo> = (0..100).map(|_| OutTradeNo::generate(now_ms())).collect();
+    nos.push(o.out_trade_no.clone());
+    nos.push(o.out_trade_no.clone());
+    ctx.counter.reset();
+    let found = ctx.store.get_orders(&nos).await.unwrap();
+    assert_eq!(ctx.counter.snapshot().calls_of("BatchGetItem"), 2);
+    assert_eq!(found.len(), 1);
+    let kept = &found[&o.out_trade_no];
+    assert_eq!(kept.status, OrderStatus::Paid);
+    assert_eq!(kept.transaction_id.as_deref(), Some(txid));
+    assert_eq!(kept.refund_pending_total, fen(10));
+    assert!(ctx.store.get_orders(&[]).await.unwrap().is_empty());
 }
 
 async fn a_days_report_is_kept_and_a_rerun_replaces_it(ctx: StoreCtx) {

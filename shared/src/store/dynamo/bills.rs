@@ -1,6 +1,6 @@
 //! What the bill reconciliation reads and writes (DESIGN 11): a day's payments and successful
 //! refunds from their sparse `PAIDON#`/`REFUNDON#` partitions of `gsi2` (a page at a time),
-//! payments and refunds by key in batches, and the day's report item (`BILL#<date>`).
+//! payments, refunds and orders by key in batches, and the day's report item (`BILL#<date>`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::KeysAndAttributes;
 use super::expr::build_err;
 use super::items::{self, Item, attr};
 use super::{BATCH_GET_MAX, BATCH_ROUNDS, DynamoStore, backoff};
-use crate::domain::{BillReport, OutRefundNo, Payment, Refund};
+use crate::domain::{BillReport, Order, OutRefundNo, OutTradeNo, Payment, Refund};
 use crate::store::StoreError;
 use crate::store::error::from_sdk;
 
@@ -79,6 +79,18 @@ impl DynamoStore {
             .await?
             .iter()
             .map(|item| items::payment_from_item(item).map(|p| (p.transaction_id.clone(), p)))
+            .collect()
+    }
+
+    pub(super) async fn orders_by_no(
+        &self,
+        out_trade_nos: &[OutTradeNo],
+    ) -> Result<HashMap<OutTradeNo, Order>, StoreError> {
+        let keys = out_trade_nos.iter().map(items::order_key).collect();
+        self.batch_get(keys)
+            .await?
+            .iter()
+            .map(|item| items::order_from_item(item).map(|o| (o.out_trade_no.clone(), o)))
             .collect()
     }
 
