@@ -109,7 +109,9 @@ impl From<ReconcileError> for ApiError {
     fn from(e: ReconcileError) -> ApiError {
         let message = e.to_string();
         match e {
-            ReconcileError::FutureDate(_) => ApiError::new(422, "INVALID_REQUEST", message),
+            ReconcileError::FutureDate(_) | ReconcileError::DateRefused { .. } => {
+                ApiError::new(422, "INVALID_REQUEST", message)
+            }
             ReconcileError::Bill { .. } => ApiError::new(502, "BILL_REFUSED", message),
             ReconcileError::WeChat(_) => ApiError::new(502, "PAYMENT_PROVIDER_ERROR", message),
             ReconcileError::Store(e) if e.retryable() => ApiError::new(

@@ -48,6 +48,16 @@ pub enum ReconcileError {
         #[source]
         source: BillError,
     },
+    /// WeChat Pay refused the date itself (400 `INVALID_REQUEST` / `PARAM_ERROR`: a date
+    /// older than the 3 months it keeps bills for): the caller's date is the problem.
+    #[error(
+        "WeChat Pay has no bill to give for {date} ({code}: {message}); bills exist for the last 3 months only"
+    )]
+    DateRefused {
+        date: String,
+        code: String,
+        message: String,
+    },
     #[error("WeChat Pay: {0}")]
     WeChat(#[from] PayError),
     #[error(transparent)]
@@ -99,6 +109,18 @@ pub async fn reconcile_bill(deps: &Deps, date: Date) -> Result<ReconcileOutcome,
             let mut run = Run::new(deps, date);
             run.local_not_in_bill(&mut report).await?;
             return finish(deps, report).await;
+        }
+        Err(PayError::Api {
+            status: 400,
+            code,
+            message,
+            ..
+        }) => {
+            return Err(ReconcileError::DateRefused {
+                date: date_string(date),
+                code,
+                message,
+            });
         }
         Err(e) => return Err(e.into()),
     };

@@ -558,7 +558,8 @@ async fn the_scheduled_job_reconciles_yesterday_once_and_a_run_by_hand_any_date(
             Trigger::Manual,
             None,
         )
-        .await;
+        .await
+        .unwrap();
     assert_eq!(out["outcome"], "reconciled", "{out}");
     assert_eq!(out["report"]["recovered"], 1);
     // A report of yesterday made during yesterday (by hand) saw part of the day only: the
@@ -575,7 +576,10 @@ async fn the_scheduled_job_reconciles_yesterday_once_and_a_run_by_hand_any_date(
     // Scheduled: yesterday, which had no trades, then nothing more to do.
     let scheduled = serde_json::json!({"detail-type": "Scheduled Event"});
     let trigger = Trigger::from_event(&scheduled).unwrap();
-    let out = job.run_event(&scheduled, trigger.clone(), None).await;
+    let out = job
+        .run_event(&scheduled, trigger.clone(), None)
+        .await
+        .unwrap();
     assert_eq!(out["outcome"], "reconciled", "{out}");
     let redone = f
         .ctx
@@ -586,16 +590,81 @@ async fn the_scheduled_job_reconciles_yesterday_once_and_a_run_by_hand_any_date(
         .unwrap();
     assert!(redone.created_at > during);
     assert_eq!(out["report"]["statement"], false);
-    let out = job.run_event(&scheduled, trigger, None).await;
+    let out = job.run_event(&scheduled, trigger, None).await.unwrap();
     assert_eq!(out["outcome"], "already_reconciled", "{out}");
-    let out = job
+    // A run that cannot reconcile ends in an error (the function's errors alarm), its summary
+    // carried by it.
+    let failed = job
         .run_event(
             &serde_json::json!({"bill_date": 20261206}),
             Trigger::Manual,
             None,
         )
-        .await;
-    assert_eq!(out["outcome"], "failed");
+        .await
+        .unwrap_err();
+    assert_eq!(failed.summary["outcome"], "failed");
+}
+
+/// Review finding: WeChat Pay's 400 for the date (older than the 3 months it keeps bills for)
+/// is the caller's date at fault: 422, never a 502; and a scheduled run that fails (here
+/// WeChat Pay down) ends the invocation in an error, not a JSON success.
+#[tokio::test]
+async fn a_date_wechat_pay_refuses_is_the_callers_and_a_failed_run_is_an_error() {
+    use shared::runtime::{ScheduledJob, Trigger};
+    let f = fixture("bill_date_refused").await;
+    let old = today() - time::Duration::days(200);
+    let err = reconcile_bill(&f.deps, old).await.unwrap_err();
+    assert!(
+        matches!(&err, ReconcileError::DateRefused { code, .. } if code == "PARAM_ERROR" || code == "INVALID_REQUEST"),
+        "{err:?}"
+    );
+    let handler = shared::http::merchant::MerchantApiHandler {
+        deps: f.deps.clone(),
+        auth: shared::config::MerchantAuth::Token(shared::config::Secret::new("m".repeat(40))),
+    };
+    let uri = format!(
+        "/merchant/bills/{}/reconcile",
+        shared::timefmt::date_string(old)
+    );
+    let (status, body, _) = call(&handler, "POST", &uri).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("INVALID_REQUEST")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("3 months"),
+        "{body}"
+    );
+    assert_eq!(f.ctx.store.get_bill_report(old).await.unwrap(), None);
+
+    let job = shared::reconciler::ReconcilerJob {
+        deps: f.deps.clone(),
+    };
+    let by_hand = serde_json::json!({"bill_date": shared::timefmt::date_string(old)});
+    let failed = job
+        .run_event(&by_hand, Trigger::Manual, None)
+        .await
+        .unwrap_err();
+    assert_eq!(failed.summary["outcome"], "failed", "{}", failed.summary);
+    f.sim
+        .inject_fault(Fault::new("/v3/bill/tradebill", 500, "SYSTEM_ERROR", 10))
+        .unwrap();
+    let scheduled = serde_json::json!({"detail-type": "Scheduled Event"});
+    let trigger = Trigger::from_event(&scheduled).unwrap();
+    let failed = job.run_event(&scheduled, trigger, None).await.unwrap_err();
+    assert_eq!(failed.summary["outcome"], "failed", "{}", failed.summary);
+    assert!(
+        failed.to_string().contains("SYSTEM_ERROR"),
+        "{}",
+        failed.summary
+    );
+    // A bill not ready yet is no failure: the next run asks again.
+    f.sim.clear_faults();
+    f.sim.inject_fault(Fault::bill_not_ready(1)).unwrap();
+    let day = serde_json::json!({"bill_date": shared::timefmt::date_string(today())});
+    let later = job.run_event(&day, Trigger::Manual, None).await.unwrap();
+    assert_eq!(later["outcome"], "not_ready", "{later}");
 }
 
 #[tokio::test]
