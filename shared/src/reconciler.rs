@@ -38,7 +38,7 @@ impl ScheduledJob for ReconcilerJob {
         &self,
         event: &Value,
         trigger: Trigger,
-        _deadline: Option<OffsetDateTime>,
+        deadline: Option<OffsetDateTime>,
     ) -> Result<Value, JobFailed> {
         let now = self.deps.now();
         let asked = match event.get("bill_date").map(|d| d.as_str().map(parse_date)) {
@@ -57,12 +57,15 @@ impl ScheduledJob for ReconcilerJob {
         };
         let date = asked.unwrap_or_else(|| previous_beijing_date(now));
         // The morning's schedule runs several times so a late bill is still caught; once a
-        // date is reported after it ended, the later runs have nothing to do. A report made
-        // during the day itself (by hand, or in the sandbox, whose simulator bills today) saw
-        // only part of it: the schedule reconciles that date again.
+        // date is reported whole after it ended, the later runs have nothing to do. A report
+        // made during the day itself (by hand, or in the sandbox, whose simulator bills today)
+        // saw only part of it, and an incomplete one stopped at its deadline: the schedule
+        // reconciles that date again.
         if asked.is_none() {
             match self.deps.store.get_bill_report(date).await {
-                Ok(Some(report)) if report.created_at.to_offset(CHINA).date() > date => {
+                Ok(Some(report))
+                    if report.complete && report.created_at.to_offset(CHINA).date() > date =>
+                {
                     tracing::info!(trigger = trigger.kind(), bill_date = %date_string(date), outcome = "already_reconciled", "the date is reconciled already");
                     return Ok(
                         json!({"outcome": "already_reconciled", "report": BillReportView::from(&report)}),
@@ -74,12 +77,16 @@ impl ScheduledJob for ReconcilerJob {
                 }
             }
         }
-        let result = match reconcile_bill(&self.deps, date).await {
+        let result = match reconcile_bill(&self.deps, date, deadline).await {
             Ok(ReconcileOutcome::Reconciled(report)) => {
                 return Ok(
                     json!({"outcome": "reconciled", "report": BillReportView::from(report.as_ref())}),
                 );
             }
+            // Not a failure: the next scheduled run goes on from where the table now stands.
+            Ok(ReconcileOutcome::Incomplete(report)) => Ok(
+                json!({"outcome": "incomplete", "report": BillReportView::from(report.as_ref())}),
+            ),
             Ok(ReconcileOutcome::NotReady) => {
                 Ok(json!({"outcome": "not_ready", "bill_date": date_string(date)}))
             }

@@ -194,7 +194,7 @@ async fn run(n: usize) {
     let before = peak_rss_kib();
     counter.reset();
     let started = Instant::now();
-    let outcome = reconcile_bill(&deps, date).await.expect("reconciled");
+    let outcome = reconcile_bill(&deps, date, None).await.expect("reconciled");
     let elapsed = started.elapsed();
     let peak = peak_rss_kib();
     let calls = counter.snapshot();

@@ -35,7 +35,8 @@ pub use query_order::{
     close_order, close_order_as_merchant, list_orders, query_order,
 };
 pub use reconcile::{
-    ReconcileError, ReconcileOutcome, bill_report, previous_beijing_date, reconcile_bill,
+    RECOVERIES_AT_ONCE, REPORT_MARGIN, ReconcileError, ReconcileOutcome, bill_report,
+    previous_beijing_date, reconcile_bill,
 };
 pub use refund::{
     RefundError, RefundInput, RefundReply, RefundSweepSummary, apply_result as apply_refund_result,

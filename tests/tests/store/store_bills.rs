@@ -274,6 +274,8 @@ async fn a_days_report_is_kept_and_a_rerun_replaces_it(ctx: StoreCtx) {
     assert_eq!(ctx.store.get_bill_report(day).await.unwrap(), None);
     let mut first = BillReport::empty(day, datetime!(2026-12-07 02:10:00.123 UTC));
     first.statement = true;
+    // A run stopped at its deadline: kept as incomplete.
+    first.complete = false;
     first.rows = 3;
     first.matched = 1;
     first.recovered = 1;
@@ -303,6 +305,7 @@ async fn a_days_report_is_kept_and_a_rerun_replaces_it(ctx: StoreCtx) {
         Some(&first)
     );
     let rerun = BillReport {
+        complete: true,
         matched: 3,
         recovered: 0,
         mismatch_count: 0,
