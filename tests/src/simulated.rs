@@ -71,7 +71,12 @@ pub async fn start_simulator(config: SimulatorConfig) -> SimulatorHandle {
 
 /// The real client of `sim` (public-key mode), sending `notify_url` with its orders and refunds.
 pub fn simulator_gateway(sim: &SimulatorHandle, notify_url: &str) -> HttpPayGateway {
-    HttpPayGateway::new(GatewaySettings {
+    HttpPayGateway::new(simulator_gateway_settings(sim, notify_url)).expect("WeChat Pay client")
+}
+
+/// The settings of [`simulator_gateway`], for a test that changes one.
+pub fn simulator_gateway_settings(sim: &SimulatorHandle, notify_url: &str) -> GatewaySettings {
+    GatewaySettings {
         api_base: sim.base_url(),
         appid: APPID.into(),
         mchid: MCHID.into(),
@@ -83,8 +88,7 @@ pub fn simulator_gateway(sim: &SimulatorHandle, notify_url: &str) -> HttpPayGate
         retry: Default::default(),
         certificate_refresh_interval: Duration::from_secs(60),
         certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
-    })
-    .expect("WeChat Pay client")
+    }
 }
 
 /// A gateway passing every call to `inner`, counting the queries (of payments and refunds)

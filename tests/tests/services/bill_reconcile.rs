@@ -64,6 +64,34 @@ async fn fixture(test: &str) -> Fixture {
     }
 }
 
+/// (rows, matched, recovered, mismatch_count) of a report.
+fn counts(report: &shared::domain::BillReport) -> (u64, u64, u64, u64) {
+    (
+        report.rows,
+        report.matched,
+        report.recovered,
+        report.mismatch_count,
+    )
+}
+
+/// The report's mismatches as (kind, out_trade_no), in out_trade_no order.
+fn kinds_by_order(report: &shared::domain::BillReport) -> Vec<(BillMismatchKind, Option<String>)> {
+    let mut kinds: Vec<_> = report
+        .mismatches
+        .iter()
+        .map(|m| (m.kind, m.out_trade_no.clone()))
+        .collect();
+    kinds.sort_by(|a, b| a.1.cmp(&b.1));
+    kinds
+}
+
+/// `kind` for each of `orders`, in out_trade_no order (as [`kinds_by_order`] answers).
+fn each(kind: BillMismatchKind, orders: &[&str]) -> Vec<(BillMismatchKind, Option<String>)> {
+    let mut kinds: Vec<_> = orders.iter().map(|o| (kind, Some(o.to_string()))).collect();
+    kinds.sort_by(|a, b| a.1.cmp(&b.1));
+    kinds
+}
+
 fn today() -> Date {
     OffsetDateTime::now_utc().to_offset(CHINA).date()
 }
@@ -100,13 +128,19 @@ impl Fixture {
     /// Paid at WeChat Pay, its notification lost: the table still has it PENDING.
     async fn paid_unnotified(&self, quantity: i64) -> Order {
         let o = self.placed(quantity).await;
+        self.pay_lost(o.out_trade_no.as_str());
+        o
+    }
+
+    /// Pays `out_trade_no` at WeChat Pay, every notification of it lost: its transaction_id.
+    fn pay_lost(&self, out_trade_no: &str) -> String {
         self.sim
             .pay(&PayRequest {
                 deliveries: 0,
-                ..PayRequest::new(o.out_trade_no.as_str())
+                ..PayRequest::new(out_trade_no)
             })
-            .unwrap();
-        o
+            .unwrap()
+            .transaction_id
     }
 
     /// Paid, and applied as a notification would apply it.
@@ -139,14 +173,8 @@ impl Fixture {
             })
             .await
             .unwrap();
-        let paid = self
-            .sim
-            .pay(&PayRequest {
-                deliveries: 0,
-                ..PayRequest::new(out_trade_no)
-            })
-            .unwrap();
-        (out_trade_no.to_owned(), paid.transaction_id)
+        let transaction_id = self.pay_lost(out_trade_no);
+        (out_trade_no.to_owned(), transaction_id)
     }
 
     /// A refund made at WeChat Pay outside this service (the merchant platform), of `fen`.
@@ -178,6 +206,39 @@ impl Fixture {
             .unwrap()
             .items()
             .len()
+    }
+
+    /// A refund of `fen` the merchant asks for through this service, without restock.
+    async fn refund_asked(&self, o: &Order, key: &str, fen: i64) -> shared::domain::Refund {
+        request_refund(
+            &self.deps,
+            &o.out_trade_no,
+            &IdempotencyKey::parse(key).unwrap(),
+            RefundInput {
+                amount: fen,
+                reason: None,
+                restock: Vec::new(),
+            },
+        )
+        .await
+        .unwrap()
+        .refund()
+        .clone()
+    }
+
+    /// With WeChat Pay failing `path` for now (a 5xx: asking again may work), the run fails
+    /// as a whole, to be run again; WeChat Pay recovers after.
+    async fn run_fails_while_down(&self, path: &str, status: u16) {
+        self.sim.clear_faults();
+        self.sim
+            .inject_fault(Fault::new(path, status, "SYSTEM_ERROR", 10))
+            .unwrap();
+        let failed = reconcile_bill(&self.deps, today(), None).await;
+        assert!(
+            matches!(failed, Err(ReconcileError::WeChat(_))),
+            "{failed:?}"
+        );
+        self.sim.clear_faults();
     }
 
     async fn order(&self, o: &Order) -> Order {
@@ -216,16 +277,7 @@ async fn a_payment_whose_notification_was_lost_is_recovered_and_a_rerun_applies_
     assert_eq!(f.order(&lost).await.status, OrderStatus::Pending);
 
     let report = f.reconcile(today()).await;
-    assert_eq!(
-        (
-            report.rows,
-            report.matched,
-            report.recovered,
-            report.mismatch_count
-        ),
-        (2, 1, 1, 0),
-        "{report:?}"
-    );
+    assert_eq!(counts(&report), (2, 1, 1, 0), "{report:?}");
     assert!(report.statement);
     assert_eq!(report.sums.paid, 3000);
     assert_eq!(report.sums.refunded, 0);
@@ -248,15 +300,7 @@ async fn a_payment_whose_notification_was_lost_is_recovered_and_a_rerun_applies_
     // Again: everything matches now, the report is replaced, nothing written twice.
     let events_before = f.ctx.counter.snapshot().calls_of("TransactWriteItems");
     let again = f.reconcile(today()).await;
-    assert_eq!(
-        (
-            again.rows,
-            again.matched,
-            again.recovered,
-            again.mismatch_count
-        ),
-        (2, 2, 0, 0)
-    );
+    assert_eq!(counts(&again), (2, 2, 0, 0));
     assert_eq!(
         f.ctx.counter.snapshot().calls_of("TransactWriteItems"),
         events_before
@@ -273,19 +317,7 @@ async fn a_payment_whose_notification_was_lost_is_recovered_and_a_rerun_applies_
 async fn a_refund_left_processing_is_settled_from_the_bill() {
     let f = fixture("bill_recovers_refund").await;
     let o = f.paid(2).await;
-    let reply = request_refund(
-        &f.deps,
-        &o.out_trade_no,
-        &IdempotencyKey::parse("bill-refund-1").unwrap(),
-        RefundInput {
-            amount: 500,
-            reason: None,
-            restock: Vec::new(),
-        },
-    )
-    .await
-    .unwrap();
-    let refund = reply.refund().clone();
+    let refund = f.refund_asked(&o, "bill-refund-1", 500).await;
     assert_eq!(refund.status, RefundStatus::Processing);
     // WeChat Pay pays it back; its notification never arrives.
     f.sim
@@ -293,16 +325,7 @@ async fn a_refund_left_processing_is_settled_from_the_bill() {
         .unwrap();
 
     let report = f.reconcile(today()).await;
-    assert_eq!(
-        (
-            report.rows,
-            report.matched,
-            report.recovered,
-            report.mismatch_count
-        ),
-        (2, 1, 1, 0),
-        "{report:?}"
-    );
+    assert_eq!(counts(&report), (2, 1, 1, 0), "{report:?}");
     assert_eq!(report.sums.refunded, 500);
     let settled = f
         .ctx
@@ -713,12 +736,7 @@ async fn a_billed_payment_the_payment_path_keeps_as_an_anomaly_is_reported_once_
         .close(&closed, "closed by a test", now_ms())
         .await
         .unwrap();
-    f.sim
-        .pay(&PayRequest {
-            deliveries: 0,
-            ..PayRequest::new(closed.out_trade_no.as_str())
-        })
-        .unwrap();
+    f.pay_lost(closed.out_trade_no.as_str());
     // An order of another system on the same merchant id.
     f.paid_elsewhere("OTHER-SYSTEM-0001", 300).await;
 
@@ -729,24 +747,13 @@ async fn a_billed_payment_the_payment_path_keeps_as_an_anomaly_is_reported_once_
             (2, 0, 0),
             "{report:?}"
         );
-        let mut kinds: Vec<(BillMismatchKind, Option<String>)> = report
-            .mismatches
-            .iter()
-            .map(|m| (m.kind, m.out_trade_no.clone()))
-            .collect();
-        kinds.sort_by(|a, b| a.1.cmp(&b.1));
-        let mut expected = vec![
-            (
+        assert_eq!(
+            kinds_by_order(&report),
+            each(
                 BillMismatchKind::PaymentAnomaly,
-                Some(closed.out_trade_no.to_string()),
-            ),
-            (
-                BillMismatchKind::PaymentAnomaly,
-                Some("OTHER-SYSTEM-0001".to_owned()),
-            ),
-        ];
-        expected.sort_by(|a, b| a.1.cmp(&b.1));
-        assert_eq!(kinds, expected);
+                &[closed.out_trade_no.as_str(), "OTHER-SYSTEM-0001"]
+            )
+        );
         assert!(
             report
                 .mismatches
@@ -782,14 +789,7 @@ async fn a_row_wechat_pay_refuses_to_confirm_is_reported_and_the_run_goes_on() {
     let refused = f.paid_unnotified(1).await;
     let lost = f.paid_unnotified(1).await;
     let prefix = format!("/v3/pay/transactions/out-trade-no/{}", refused.out_trade_no);
-    f.sim
-        .inject_fault(sandbox::Fault::new(prefix.clone(), 500, "SYSTEM_ERROR", 10))
-        .unwrap();
-    assert!(matches!(
-        reconcile_bill(&f.deps, today(), None).await,
-        Err(ReconcileError::WeChat(_))
-    ));
-    f.sim.clear_faults();
+    f.run_fails_while_down(&prefix, 500).await;
     f.sim
         .inject_fault(sandbox::Fault::new(prefix, 400, "PARAM_ERROR", 10))
         .unwrap();
@@ -828,12 +828,7 @@ async fn a_payment_held_as_amount_mismatch_is_reported_on_every_run() {
     let f = fixture("bill_amount_mismatch").await;
     // Held by its notification before any run.
     let notified = f.placed_for(1, Some(900)).await;
-    f.sim
-        .pay(&PayRequest {
-            deliveries: 0,
-            ..PayRequest::new(notified.out_trade_no.as_str())
-        })
-        .unwrap();
+    f.pay_lost(notified.out_trade_no.as_str());
     let txn = f
         .sim
         .wechat_transaction(notified.out_trade_no.as_str())
@@ -853,43 +848,19 @@ async fn a_payment_held_as_amount_mismatch_is_reported_on_every_run() {
     );
     // Its notification lost: held by the first run's recovery.
     let lost = f.placed_for(1, Some(1100)).await;
-    f.sim
-        .pay(&PayRequest {
-            deliveries: 0,
-            ..PayRequest::new(lost.out_trade_no.as_str())
-        })
-        .unwrap();
+    f.pay_lost(lost.out_trade_no.as_str());
 
     for run in 0..2 {
         let report = f.reconcile(today()).await;
+        assert_eq!(counts(&report), (2, 0, 0, 2), "run {run}: {report:?}");
         assert_eq!(
-            (
-                report.rows,
-                report.matched,
-                report.recovered,
-                report.mismatch_count
+            kinds_by_order(&report),
+            each(
+                BillMismatchKind::PaymentAnomaly,
+                &[notified.out_trade_no.as_str(), lost.out_trade_no.as_str()]
             ),
-            (2, 0, 0, 2),
-            "run {run}: {report:?}"
+            "run {run}"
         );
-        let mut reported: Vec<(BillMismatchKind, Option<String>)> = report
-            .mismatches
-            .iter()
-            .map(|m| (m.kind, m.out_trade_no.clone()))
-            .collect();
-        reported.sort_by(|a, b| a.1.cmp(&b.1));
-        let mut expected = vec![
-            (
-                BillMismatchKind::PaymentAnomaly,
-                Some(notified.out_trade_no.to_string()),
-            ),
-            (
-                BillMismatchKind::PaymentAnomaly,
-                Some(lost.out_trade_no.to_string()),
-            ),
-        ];
-        expected.sort_by(|a, b| a.1.cmp(&b.1));
-        assert_eq!(reported, expected, "run {run}");
         assert!(
             report
                 .mismatches
@@ -1026,14 +997,7 @@ async fn a_refund_the_table_lacks_is_confirmed_and_applied_through_the_refund_pa
     let other = f.paid(1).await;
     f.refunded_elsewhere(&other, "PLATFORM-REFUND-3", 100).await;
     let refused_query = "/v3/refund/domestic/refunds/PLATFORM-REFUND-3";
-    f.sim
-        .inject_fault(Fault::new(refused_query, 500, "SYSTEM_ERROR", 10))
-        .unwrap();
-    assert!(matches!(
-        reconcile_bill(&f.deps, today(), None).await,
-        Err(ReconcileError::WeChat(_))
-    ));
-    f.sim.clear_faults();
+    f.run_fails_while_down(refused_query, 500).await;
     f.sim
         .inject_fault(Fault::new(refused_query, 404, "RESOURCE_NOT_EXISTS", 10))
         .unwrap();
@@ -1106,19 +1070,10 @@ async fn a_refund_the_table_lacks_is_confirmed_and_applied_through_the_refund_pa
 async fn an_open_refund_wechat_pay_will_not_confirm_is_reported_and_left_as_it_is() {
     let f = fixture("bill_refund_sync_refused").await;
     let o = f.paid(2).await;
-    let reply = request_refund(
-        &f.deps,
-        &o.out_trade_no,
-        &IdempotencyKey::parse("bill-refund-refused").unwrap(),
-        RefundInput {
-            amount: 400,
-            reason: None,
-            restock: Vec::new(),
-        },
-    )
-    .await
-    .unwrap();
-    let no = reply.refund().out_refund_no.clone();
+    let no = f
+        .refund_asked(&o, "bill-refund-refused", 400)
+        .await
+        .out_refund_no;
     f.sim
         .settle_refund(no.as_str(), RefundState::Success, 0)
         .unwrap();
@@ -1144,15 +1099,7 @@ async fn an_open_refund_wechat_pay_will_not_confirm_is_reported_and_left_as_it_i
         assert_eq!(kept.status, RefundStatus::Processing);
         assert_eq!(f.order(&o).await.refund_pending_total, fen(400));
     }
-    f.sim.clear_faults();
-    f.sim
-        .inject_fault(Fault::new(query, 503, "SYSTEM_ERROR", 10))
-        .unwrap();
-    assert!(matches!(
-        reconcile_bill(&f.deps, today(), None).await,
-        Err(ReconcileError::WeChat(_))
-    ));
-    f.sim.clear_faults();
+    f.run_fails_while_down(&query, 503).await;
     let report = f.reconcile(today()).await;
     assert_eq!(
         (report.matched, report.recovered, report.mismatch_count),
