@@ -504,9 +504,10 @@ pub trait Store: Send + Sync {
 pub trait StoreSupport: Store {
     /// Seeds or replaces catalog entries (whole items, counters included).
     async fn put_products(&self, products: &[Product]) -> Result<(), StoreError>;
-    /// Seeds payment items as a PAID transition writes them (day index included), without
-    /// their orders: for benchmarks of what reads payments in bulk.
-    async fn put_payments(&self, payments: &[Payment]) -> Result<(), StoreError>;
+    /// Seeds paid orders (as given: PAID as `Order::plan_paid` leaves them) with their
+    /// payment items (day index included), no event and no stock moved: for benchmarks of
+    /// what reads a day's payments and their orders in bulk.
+    async fn put_paid_orders(&self, paid: &[(Order, Payment)]) -> Result<(), StoreError>;
     async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError>;
     async fn get_idempotency(
         &self,

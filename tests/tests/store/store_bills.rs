@@ -20,6 +20,7 @@ wxpay_tests::store_suite!(
     successful_refunds_are_listed_on_the_day_wechat_pay_accepted_them,
     payments_and_refunds_are_read_in_batches,
     a_days_report_is_kept_and_a_rerun_replaces_it,
+    paid_orders_are_seeded_with_their_payments_for_benchmarks,
 );
 
 async fn placed(ctx: &StoreCtx) -> Order {
@@ -322,4 +323,39 @@ async fn a_days_report_is_kept_and_a_rerun_replaces_it(ctx: StoreCtx) {
             .unwrap(),
         None
     );
+}
+
+/// `StoreSupport::put_paid_orders` (the reconciliation benchmark's seeding): the orders as given
+/// and their payments, in the day's partitions, read back as a real payment's would be.
+async fn paid_orders_are_seeded_with_their_payments_for_benchmarks(ctx: StoreCtx) {
+    let tea = product("tea", 100, None);
+    let at = datetime!(2026-12-06 04:00:00 UTC);
+    let paid: Vec<(Order, shared::domain::Payment)> = (0..30)
+        .map(|i| {
+            let placed = order_at("o_seeded", &[(&tea, 1 + i)], at);
+            let payment = payment_at(&placed, &format!("42000000002026120600000{i:05}"), at);
+            let order = placed
+                .plan_paid(&payment, at)
+                .unwrap()
+                .order()
+                .unwrap()
+                .clone();
+            (order, payment)
+        })
+        .collect();
+    ctx.store.put_paid_orders(&paid).await.unwrap();
+    let nos: Vec<OutTradeNo> = paid.iter().map(|(o, _)| o.out_trade_no.clone()).collect();
+    let orders = ctx.store.get_orders(&nos).await.unwrap();
+    let ids: Vec<String> = paid.iter().map(|(_, p)| p.transaction_id.clone()).collect();
+    let payments = ctx.store.get_payments(&ids).await.unwrap();
+    for (order, payment) in &paid {
+        assert_eq!(orders[&order.out_trade_no], *order);
+        assert_eq!(orders[&order.out_trade_no].status, OrderStatus::Paid);
+        assert_eq!(payments[&payment.transaction_id], *payment);
+    }
+    let mut listed = all_paid_on(&ctx, beijing_date(at), 7).await;
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
 }
