@@ -415,6 +415,8 @@ impl Run {
                 )));
             }
         }
+        // Once the stop time has come no recovery starts, so a refund is never judged
+        // against an order whose payment this run left for the next.
         for recoveries in [payment_recoveries, refund_recoveries] {
             for (i, verdict) in self.confirm(recoveries).await? {
                 verdicts[i] = Some(verdict);
