@@ -503,13 +503,28 @@ async fn call(
     method: &str,
     uri: &str,
 ) -> (u16, serde_json::Value, Option<String>) {
+    call_by(handler, method, uri, None).await
+}
+
+/// [`call`] in an invocation that ends at `deadline` (as Lambda and SCF set it).
+async fn call_by(
+    handler: &shared::http::merchant::MerchantApiHandler,
+    method: &str,
+    uri: &str,
+    deadline: Option<OffsetDateTime>,
+) -> (u16, serde_json::Value, Option<String>) {
     use shared::http::Handler;
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method(method)
         .uri(uri)
         .header("authorization", format!("Bearer {}", "m".repeat(40)))
         .body(shared::http::Bytes::new())
         .unwrap();
+    if let Some(deadline) = deadline {
+        request
+            .extensions_mut()
+            .insert(shared::http::InvocationDeadline(deadline));
+    }
     let r = handler.handle(request).await;
     let retry_after = r
         .headers()
@@ -544,8 +559,26 @@ async fn merchant_api_runs_a_reconciliation_and_answers_its_report() {
     );
     assert_eq!(retry_after.as_deref(), Some("1800"));
 
+    // merchant-api's invocation about to end: the run stops before it, incomplete.
+    let (status, report, _) = call_by(
+        &handler,
+        "POST",
+        &reconcile,
+        Some(OffsetDateTime::now_utc() + shared::service::REPORT_MARGIN),
+    )
+    .await;
+    assert_eq!(
+        (status, &report["complete"]),
+        (200, &serde_json::json!(false)),
+        "{report}"
+    );
+    assert_eq!(report["rows"], 1, "{report}");
+    assert_eq!(report["recovered"], 0, "{report}");
+    assert_eq!(f.order(&lost).await.status, OrderStatus::Pending);
+
     let (status, report, _) = call(&handler, "POST", &reconcile).await;
     assert_eq!(status, 200, "{report}");
+    assert_eq!(report["complete"], true, "{report}");
     assert_eq!(report["bill_date"], day.as_str());
     assert_eq!(report["statement"], true);
     assert_eq!(report["rows"], 1);
