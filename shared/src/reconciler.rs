@@ -1,7 +1,7 @@
 //! The bill-reconciler at the edge: a scheduled run reconciles the previous Beijing date
-//! (once: a date already reported is skipped), a run by hand the `bill_date` its event names;
-//! the result is logged, counted (EMF) and returned as the invocation's result, or as its
-//! error when the run failed (so the function's errors alarm fires).
+//! (once: a date already reported whole is skipped), a run by hand the `bill_date` its event
+//! names; the result is logged, counted (EMF) and returned as the invocation's result, or as
+//! its error when the run failed (so the function's errors alarm fires).
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
