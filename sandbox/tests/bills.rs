@@ -5,77 +5,26 @@
 
 use std::time::Duration;
 
-use sandbox::{Fault, PayRequest, Simulator, SimulatorConfig, SimulatorHandle};
+use sandbox::{Fault, PayRequest, SimulatorHandle};
 use shared::timefmt::{CHINA, parse_rfc3339, to_wechat};
 use shared::wechatpay::bill::{BillError, BillTradeState, TradeBillReader, check_download};
 use shared::wechatpay::{
-    ApiV3Key, GatewaySettings, HttpPayGateway, MerchantSigner, PayError, PayGateway, PrepayRequest,
-    RefundRequest, RsaPrivateKey, RsaPublicKey, nonce,
+    HttpPayGateway, MerchantSigner, PayError, PayGateway, PrepayRequest, RefundRequest, nonce,
 };
 use time::{Date, OffsetDateTime};
+use wxpay_tests::simulated::{
+    APPID, MCH_SERIAL, MCHID, merchant_key, simulator_config, simulator_gateway, start_simulator,
+};
 
-const APPID: &str = "wxd678efh567hg6787";
-const MCHID: &str = "1230000109";
-const MCH_SERIAL: &str = "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB";
-const PUB_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000012345678";
-const APIV3: &str = "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb";
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 
-fn pem(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/../testdata/keys/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-fn merchant_key() -> RsaPrivateKey {
-    RsaPrivateKey::from_pkcs8_pem(&pem("test_merchant_key.pem")).unwrap()
-}
-
 async fn simulator() -> SimulatorHandle {
-    Simulator::start(SimulatorConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        appid: APPID.into(),
-        mchid: MCHID.into(),
-        merchant_serial_no: MCH_SERIAL.into(),
-        merchant_public_key: merchant_key().public_key(),
-        platform_private_key: RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap(),
-        public_key_id: PUB_KEY_ID.into(),
-        apiv3_key: ApiV3Key::new(APIV3).unwrap(),
-        app_secret: "sandboxappsecret".into(),
-        retry_scale: 0.001,
-        min_time_expire_ahead: Duration::from_secs(60),
-        delivery_timeout: Duration::from_secs(1),
-        refund_delay: Duration::from_secs(3600),
-        refund_spacing: Duration::from_secs(60),
-        certificates: Vec::new(),
-        shipping_index_lag: Duration::ZERO,
-        push: None,
-    })
-    .await
-    .unwrap()
+    start_simulator(simulator_config()).await
 }
 
 fn gateway(sim: &SimulatorHandle) -> HttpPayGateway {
-    HttpPayGateway::new(GatewaySettings {
-        api_base: sim.base_url(),
-        appid: APPID.into(),
-        mchid: MCHID.into(),
-        mch_serial_no: MCH_SERIAL.into(),
-        mch_private_key: Some(merchant_key()),
-        apiv3_key: ApiV3Key::new(APIV3).unwrap(),
-        public_key: Some((
-            PUB_KEY_ID.into(),
-            RsaPublicKey::from_spki_pem(&pem("test_platform_public.pem")).unwrap(),
-        )),
-        // Nobody listens: the notifications are not what these tests look at.
-        notify_url: Some("http://127.0.0.1:9/notify/wechatpay".into()),
-        retry: Default::default(),
-        certificate_refresh_interval: Duration::from_secs(60),
-        certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
-    })
-    .unwrap()
+    // Nobody listens: the notifications are not what these tests look at.
+    simulator_gateway(sim, "http://127.0.0.1:9/notify/wechatpay")
 }
 
 fn today() -> Date {

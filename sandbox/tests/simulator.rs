@@ -17,74 +17,35 @@ use sandbox::{Fault, SandboxKeys, Simulator, SimulatorConfig, SimulatorHandle};
 use shared::timefmt::to_wechat;
 use shared::wechatpay::{
     ApiV3Key, GatewaySettings, HttpPayGateway, MerchantSigner, PayError, PayGateway, PrepayRequest,
-    RefundNotice, RefundRequest, RefundState, RsaPrivateKey, RsaPublicKey, TradeState, Transaction,
-    Verifier, WechatpayHeaders, nonce, verify_and_decrypt,
+    RefundNotice, RefundRequest, RefundState, RsaPrivateKey, TradeState, Transaction, Verifier,
+    WechatpayHeaders, nonce, verify_and_decrypt,
 };
 use time::OffsetDateTime;
+use wxpay_tests::simulated::{
+    APIV3, APPID, MCH_SERIAL, MCHID, PUB_KEY_ID, merchant_key, platform_public_key,
+    simulator_config, simulator_gateway_settings, start_simulator, test_pem,
+};
 
-const APPID: &str = "wxd678efh567hg6787";
-const MCHID: &str = "1230000109";
-const MCH_SERIAL: &str = "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB";
-const PUB_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000012345678";
-const APIV3: &str = "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb";
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 const DEADLINE: Duration = Duration::from_secs(10);
 
-fn pem(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/../testdata/keys/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-fn merchant_key() -> RsaPrivateKey {
-    RsaPrivateKey::from_pkcs8_pem(&pem("test_merchant_key.pem")).unwrap()
-}
-
-fn platform_public() -> RsaPublicKey {
-    RsaPublicKey::from_spki_pem(&pem("test_platform_public.pem")).unwrap()
-}
-
+/// Notifications are given 5 s, refunds settle after 2 s.
 fn config() -> SimulatorConfig {
     SimulatorConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        appid: APPID.into(),
-        mchid: MCHID.into(),
-        merchant_serial_no: MCH_SERIAL.into(),
-        merchant_public_key: merchant_key().public_key(),
-        platform_private_key: RsaPrivateKey::from_pkcs8_pem(&pem("test_platform_key.pem")).unwrap(),
-        public_key_id: PUB_KEY_ID.into(),
-        apiv3_key: ApiV3Key::new(APIV3).unwrap(),
-        app_secret: "sandboxappsecret".into(),
-        retry_scale: 0.001,
-        min_time_expire_ahead: Duration::from_secs(60),
         delivery_timeout: Duration::from_secs(5),
         refund_delay: Duration::from_secs(2),
-        refund_spacing: Duration::from_secs(60),
-        certificates: Vec::new(),
-        shipping_index_lag: Duration::ZERO,
-        push: None,
+        ..simulator_config()
     }
 }
 
 async fn simulator() -> SimulatorHandle {
-    Simulator::start(config()).await.unwrap()
+    start_simulator(config()).await
 }
 
 fn gateway_with(sim: &SimulatorHandle, notify_url: &str, key: RsaPrivateKey) -> HttpPayGateway {
     HttpPayGateway::new(GatewaySettings {
-        api_base: sim.base_url(),
-        appid: APPID.into(),
-        mchid: MCHID.into(),
-        mch_serial_no: MCH_SERIAL.into(),
         mch_private_key: Some(key),
-        apiv3_key: ApiV3Key::new(APIV3).unwrap(),
-        public_key: Some((PUB_KEY_ID.into(), platform_public())),
-        notify_url: Some(notify_url.into()),
-        retry: Default::default(),
-        certificate_refresh_interval: Duration::from_secs(60),
-        certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
+        ..simulator_gateway_settings(sim, notify_url)
     })
     .unwrap()
 }
@@ -209,7 +170,7 @@ fn code_of(body: &[u8]) -> String {
 
 fn verifier() -> Verifier {
     let mut verifier = Verifier::new();
-    verifier.add_public_key(PUB_KEY_ID, platform_public());
+    verifier.add_public_key(PUB_KEY_ID, platform_public_key());
     verifier
 }
 
@@ -615,7 +576,7 @@ async fn every_listed_route_reaches_its_handler() {
 #[tokio::test]
 async fn a_request_signed_with_another_key_is_refused_with_sign_error() {
     let sim = simulator().await;
-    let other = RsaPrivateKey::from_pkcs8_pem(&pem("test_other_key.pem")).unwrap();
+    let other = RsaPrivateKey::from_pkcs8_pem(&test_pem("test_other_key.pem")).unwrap();
     let client = gateway_with(&sim, "https://merchant.example.com/notify/wechatpay", other);
 
     let e = client
@@ -636,7 +597,7 @@ async fn a_request_signed_with_another_key_is_refused_with_sign_error() {
         "/v3/pay/transactions/out-trade-no/ORDER_X_1?mchid=1230000109",
         "",
     );
-    raw.key = RsaPrivateKey::from_pkcs8_pem(&pem("test_other_key.pem")).unwrap();
+    raw.key = RsaPrivateKey::from_pkcs8_pem(&test_pem("test_other_key.pem")).unwrap();
     let (status, _, body) = raw.send(&sim).await;
     assert_eq!(status, 401);
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -1340,23 +1301,18 @@ async fn shutdown_stops_the_server() {
 #[tokio::test]
 async fn certificate_mode_serves_sealed_certificates_and_rotates() {
     let sim = Simulator::start(SimulatorConfig {
-        certificates: vec![("9F3C5A2E7B1D40086C11".into(), pem("test_platform_cert.pem"))],
+        certificates: vec![(
+            "9F3C5A2E7B1D40086C11".into(),
+            test_pem("test_platform_cert.pem"),
+        )],
         ..config()
     })
     .await
     .unwrap();
     let mut settings = GatewaySettings {
-        api_base: sim.base_url(),
-        appid: APPID.into(),
-        mchid: MCHID.into(),
-        mch_serial_no: MCH_SERIAL.into(),
-        mch_private_key: Some(merchant_key()),
-        apiv3_key: ApiV3Key::new(APIV3).unwrap(),
         public_key: None,
-        notify_url: Some("http://127.0.0.1:9/notify".into()),
-        retry: Default::default(),
         certificate_refresh_interval: Duration::from_millis(100),
-        certificate_max_age: shared::wechatpay::client::CERTIFICATE_MAX_AGE,
+        ..simulator_gateway_settings(&sim, "http://127.0.0.1:9/notify")
     };
     settings.retry.total_budget = Duration::from_secs(5);
     let client = HttpPayGateway::new(settings).unwrap();
@@ -1371,7 +1327,7 @@ async fn certificate_mode_serves_sealed_certificates_and_rotates() {
 
     sim.rotate_certificate(
         "5EC0AD0CE27000000002",
-        &pem("test_platform_cert_rotated.pem"),
+        &test_pem("test_platform_cert_rotated.pem"),
     );
     tokio::time::sleep(Duration::from_millis(150)).await;
     client
@@ -1660,7 +1616,7 @@ async fn refunds_follow_wechat_pays_rules() {
     assert!(sim.refund("R-9").is_none());
     // An unsigned refund request is refused like any other.
     let (status, _, answer) = Raw {
-        key: RsaPrivateKey::from_pkcs8_pem(&pem("test_other_key.pem")).unwrap(),
+        key: RsaPrivateKey::from_pkcs8_pem(&test_pem("test_other_key.pem")).unwrap(),
         ..Raw::new("GET", "/v3/refund/domestic/refunds/R-1", "")
     }
     .send(&sim)

@@ -1,6 +1,7 @@
 //! The bill-reconciler at the edge: a scheduled run reconciles the previous Beijing date
-//! (once: a date already reported is skipped), a run by hand the `bill_date` its event names;
-//! the result is logged, counted (EMF) and returned as the invocation's result.
+//! (once: a date already reported whole is skipped), a run by hand the `bill_date` its event
+//! names; the result is logged, counted (EMF) and returned as the invocation's result, or as
+//! its error when the run failed (so the function's errors alarm fires).
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -8,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::{
     http::bills::BillReportView,
-    runtime::{ScheduledJob, Trigger},
+    runtime::{JobFailed, ScheduledJob, Trigger},
     service::{Deps, ReconcileOutcome, previous_beijing_date, reconcile_bill},
     telemetry::Metric,
     timefmt::{CHINA, date_string, parse_date},
@@ -25,15 +26,20 @@ pub struct ReconcilerJob {
 #[async_trait]
 impl ScheduledJob for ReconcilerJob {
     async fn run(&self, trigger: Trigger, deadline: Option<OffsetDateTime>) -> Value {
-        self.run_event(&Value::Null, trigger, deadline).await
+        match self.run_event(&Value::Null, trigger, deadline).await {
+            Ok(summary) | Err(JobFailed { summary }) => summary,
+        }
     }
 
+    /// A run that could not reconcile (WeChat Pay or the store failing, a bill refused, an
+    /// event that names no date) fails the invocation, so `BillReconcilerErrorsAlarm` fires;
+    /// a bill not ready yet is not a failure (the next run asks again).
     async fn run_event(
         &self,
         event: &Value,
         trigger: Trigger,
-        _deadline: Option<OffsetDateTime>,
-    ) -> Value {
+        deadline: Option<OffsetDateTime>,
+    ) -> Result<Value, JobFailed> {
         let now = self.deps.now();
         let asked = match event.get("bill_date").map(|d| d.as_str().map(parse_date)) {
             None => None,
@@ -44,19 +50,26 @@ impl ScheduledJob for ReconcilerJob {
                     outcome = "failed",
                     "the event's bill_date is not a yyyy-mm-dd date"
                 );
-                return json!({"outcome": "failed", "error": "bill_date must be yyyy-mm-dd"});
+                return Err(JobFailed {
+                    summary: json!({"outcome": "failed", "error": "bill_date must be yyyy-mm-dd"}),
+                });
             }
         };
         let date = asked.unwrap_or_else(|| previous_beijing_date(now));
         // The morning's schedule runs several times so a late bill is still caught; once a
-        // date is reported after it ended, the later runs have nothing to do. A report made
-        // during the day itself (by hand, or in the sandbox, whose simulator bills today) saw
-        // only part of it: the schedule reconciles that date again.
+        // date is reported whole after it ended, the later runs have nothing to do. A report
+        // made during the day itself (by hand, or in the sandbox, whose simulator bills today)
+        // saw only part of it, and an incomplete one stopped at its deadline: the schedule
+        // reconciles that date again.
         if asked.is_none() {
             match self.deps.store.get_bill_report(date).await {
-                Ok(Some(report)) if report.created_at.to_offset(CHINA).date() > date => {
+                Ok(Some(report))
+                    if report.complete && report.created_at.to_offset(CHINA).date() > date =>
+                {
                     tracing::info!(trigger = trigger.kind(), bill_date = %date_string(date), outcome = "already_reconciled", "the date is reconciled already");
-                    return json!({"outcome": "already_reconciled", "report": BillReportView::from(&report)});
+                    return Ok(
+                        json!({"outcome": "already_reconciled", "report": BillReportView::from(&report)}),
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -64,16 +77,24 @@ impl ScheduledJob for ReconcilerJob {
                 }
             }
         }
-        let result = match reconcile_bill(&self.deps, date).await {
+        let result = match reconcile_bill(&self.deps, date, deadline).await {
             Ok(ReconcileOutcome::Reconciled(report)) => {
-                return json!({"outcome": "reconciled", "report": BillReportView::from(report.as_ref())});
+                return Ok(
+                    json!({"outcome": "reconciled", "report": BillReportView::from(report.as_ref())}),
+                );
             }
+            // Not a failure: the next scheduled run goes on from where the table now stands.
+            Ok(ReconcileOutcome::Incomplete(report)) => Ok(
+                json!({"outcome": "incomplete", "report": BillReportView::from(report.as_ref())}),
+            ),
             Ok(ReconcileOutcome::NotReady) => {
-                json!({"outcome": "not_ready", "bill_date": date_string(date)})
+                Ok(json!({"outcome": "not_ready", "bill_date": date_string(date)}))
             }
             Err(e) => {
                 tracing::error!(trigger = trigger.kind(), bill_date = %date_string(date), error = %e, outcome = "failed", "bill reconciliation failed");
-                json!({"outcome": "failed", "bill_date": date_string(date), "error": e.to_string()})
+                Err(JobFailed {
+                    summary: json!({"outcome": "failed", "bill_date": date_string(date), "error": e.to_string()}),
+                })
             }
         };
         let beijing = now.to_offset(CHINA);

@@ -1,7 +1,7 @@
 //! The bill reconciliation (issue 16) over a 100,000-row trade bill against embedded Dynoxide:
 //! `reconcile_bill` as the bill-reconciler runs it, on a day whose every payment the table
-//! has (the common case: each row is read back and matched, the day's payments are listed to
-//! find any the bill lacks). One measured run, not a criterion loop: seeding 100,000 payments
+//! has (the common case: each row's payment and order are read back and matched, the day's
+//! payments are listed to find any the bill lacks). One measured run, not a criterion loop: seeding 100,000 payments
 //! per sample would measure the seeding.
 //!
 //! The bill is written by the simulator's own bill writer (`sandbox::bills`, WeChat Pay's ALL
@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use sandbox::bills::{BillEntry, EntryKind, gzip, render};
-use shared::domain::{Money, Openid, OutTradeNo, Payment};
+use shared::domain::{Order, Payment};
 use shared::service::{Deps, ReconcileOutcome, ServiceSettings, reconcile_bill, system_clock};
 use shared::store::embedded::Embedded;
 use shared::store::{CallCounter, DynamoStore, StoreSupport, with_interceptor};
@@ -31,6 +31,11 @@ use shared::wechatpay::{
     RefundResult, Transaction, VerifiedNotification, WechatpayHeaders,
 };
 use time::{Duration, OffsetDateTime, Time};
+use wxpay_tests::aws_sdk_dynamodb::{
+    self,
+    types::{StreamSpecification, StreamViewType},
+};
+use wxpay_tests::{order_at, payment_at, product};
 
 const APPID: &str = "wxd678efh567hg6787";
 const MCHID: &str = "1230000109";
@@ -101,6 +106,21 @@ fn main() {
     rt.block_on(run(rows));
 }
 
+/// Turns the table's stream (NEW_AND_OLD_IMAGES) on or off.
+async fn stream(client: &aws_sdk_dynamodb::Client, enabled: bool) {
+    let mut spec = StreamSpecification::builder().stream_enabled(enabled);
+    if enabled {
+        spec = spec.stream_view_type(StreamViewType::NewAndOldImages);
+    }
+    client
+        .update_table()
+        .table_name(TABLE)
+        .stream_specification(spec.build().expect("stream specification"))
+        .send()
+        .await
+        .expect("UpdateTable of the stream");
+}
+
 /// Peak resident set of this process so far, in KiB (`VmHWM`).
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -119,31 +139,39 @@ async fn run(n: usize) {
     let counter = CallCounter::new();
     let store = DynamoStore::new(with_interceptor(engine.client(), counter.clone()), TABLE);
 
-    // Yesterday in Beijing, its payments spread over the day.
+    // Yesterday in Beijing, its orders paid over the day, by 1,000 buyers.
     let date = (OffsetDateTime::now_utc().to_offset(CHINA) - Duration::days(1)).date();
     let midnight = date.with_time(Time::MIDNIGHT).assume_offset(CHINA);
     let step = Duration::seconds(86_000) / n as u32;
-    let payer = Openid::parse("o_bench_payer").expect("openid");
-    let payments: Vec<Payment> = (0..n)
+    let tea = product("tea", 100, None);
+    let paid: Vec<(Order, Payment)> = (0..n)
         .map(|i| {
-            let amount = Money::from_fen(100 + (i as i64 % 5_000)).expect("fen");
-            Payment {
-                transaction_id: format!("4200000{}{i:010}", date.year()),
-                out_trade_no: OutTradeNo::parse(&format!("B{i:025}")).expect("out_trade_no"),
-                amount,
-                payer_total: amount,
-                currency: "CNY".into(),
-                request_id: None,
-                payer: Some(payer.clone()),
-                success_time: midnight + step * i as u32,
-                notification_id: None,
-                notification: None,
-            }
+            let at = midnight + step * i as u32;
+            let placed = order_at(
+                &format!("o_bench_{}", i % 1_000),
+                &[(&tea, 1 + (i as i64 % 20))],
+                at - Duration::minutes(1),
+            );
+            let payment = payment_at(&placed, &format!("4200000{}{i:010}", date.year()), at);
+            let plan = placed.plan_paid(&payment, at).expect("payable");
+            let order = plan.order().expect("the paid order").clone();
+            (order, payment)
         })
         .collect();
-    println!("reconcile bench: seeding {n} payments of {date} ...");
+    // Dynoxide numbers each stream record from a MAX over all the table's records (a scan per
+    // write): seeding with the table's stream on is quadratic (20,000 payments took 52 s,
+    // 100,000 did not finish in 34 min). Off while seeding, on again for the run.
+    stream(engine.client(), false).await;
+    println!("reconcile bench: seeding {n} paid orders and their payments of {date} ...");
     let seeding = Instant::now();
-    store.put_payments(&payments).await.expect("seed payments");
+    store
+        .put_paid_orders(&paid)
+        .await
+        .expect("seed paid orders");
+    let seeded_in = seeding.elapsed();
+    stream(engine.client(), true).await;
+    let payments: Vec<Payment> = paid.into_iter().map(|(_, p)| p).collect();
+    let payer = "o_bench_payer";
     let entries: Vec<BillEntry> = payments
         .iter()
         .map(|p| BillEntry {
@@ -152,7 +180,7 @@ async fn run(n: usize) {
             mchid: MCHID.into(),
             transaction_id: p.transaction_id.clone(),
             out_trade_no: p.out_trade_no.to_string(),
-            openid: payer.to_string(),
+            openid: payer.to_owned(),
             description: "Milk tea".into(),
             attach: String::new(),
             kind: EntryKind::Payment {
@@ -170,8 +198,9 @@ async fn run(n: usize) {
         gzip: gzip(&text).expect("gzip"),
     };
     println!(
-        "reconcile bench: seeded in {:.1} s; bill {} rows, {:.1} MB of text, {:.1} MB gzip",
-        seeding.elapsed().as_secs_f64(),
+        "reconcile bench: seeded in {:.1} s ({:.0} items/s); bill {} rows, {:.1} MB of text, {:.1} MB gzip",
+        seeded_in.as_secs_f64(),
+        2.0 * n as f64 / seeded_in.as_secs_f64(),
         n,
         text.len() as f64 / 1e6,
         bill.gzip.len() as f64 / 1e6
@@ -195,7 +224,7 @@ async fn run(n: usize) {
     let before = peak_rss_kib();
     counter.reset();
     let started = Instant::now();
-    let outcome = reconcile_bill(&deps, date).await.expect("reconciled");
+    let outcome = reconcile_bill(&deps, date, None).await.expect("reconciled");
     let elapsed = started.elapsed();
     let peak = peak_rss_kib();
     let calls = counter.snapshot();
@@ -204,7 +233,10 @@ async fn run(n: usize) {
         panic!("the bill was ready");
     };
     assert_eq!(report.rows, n as u64, "{report:?}");
-    assert_eq!(report.matched, n as u64, "every row matched");
+    assert_eq!(
+        report.matched, n as u64,
+        "every row matched, its order paid by it"
+    );
     assert_eq!((report.recovered, report.mismatch_count), (0, 0));
     assert_eq!(calls.calls_of("TransactWriteItems"), 0, "nothing applied");
     assert_eq!(calls.calls_of("Scan"), 0);

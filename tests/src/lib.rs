@@ -19,6 +19,7 @@ use time::{Duration, OffsetDateTime};
 pub use aws_sdk_dynamodb;
 
 pub mod scripted;
+pub mod simulated;
 pub use scripted::{
     APPID, MCHID, SCRIPTED_REQUEST_ID, Scripted, api_error, refund_result, scripted_deps, txn,
 };

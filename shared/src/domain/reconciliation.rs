@@ -131,6 +131,10 @@ pub struct BillReport {
     pub sums: BillSums,
     /// Whether WeChat Pay had a bill for the date (`false`: no trades, `NO_STATEMENT_EXIST`).
     pub statement: bool,
+    /// `false`: the run reached its deadline first; the counts cover the rows it got to, the
+    /// table's own payments were not yet checked against the bill, and the next run (the
+    /// schedule's, or one by hand) does the date again, applying nothing twice.
+    pub complete: bool,
     pub created_at: OffsetDateTime,
 }
 
@@ -146,6 +150,7 @@ impl BillReport {
             mismatches: Vec::new(),
             sums: BillSums::default(),
             statement: false,
+            complete: true,
             created_at,
         }
     }

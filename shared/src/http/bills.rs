@@ -18,6 +18,8 @@ pub struct BillReportView<'a> {
     bill_date: String,
     /// `false`: WeChat Pay had no bill for the date (no trades).
     statement: bool,
+    /// `false`: the run stopped at its deadline; run the date again to finish it.
+    complete: bool,
     rows: u64,
     matched: u64,
     recovered: u64,
@@ -52,6 +54,7 @@ impl<'a> From<&'a BillReport> for BillReportView<'a> {
         BillReportView {
             bill_date: date_string(r.bill_date),
             statement: r.statement,
+            complete: r.complete,
             rows: r.rows,
             matched: r.matched,
             recovered: r.recovered,
@@ -109,7 +112,9 @@ impl From<ReconcileError> for ApiError {
     fn from(e: ReconcileError) -> ApiError {
         let message = e.to_string();
         match e {
-            ReconcileError::FutureDate(_) => ApiError::new(422, "INVALID_REQUEST", message),
+            ReconcileError::FutureDate(_) | ReconcileError::DateRefused { .. } => {
+                ApiError::new(422, "INVALID_REQUEST", message)
+            }
             ReconcileError::Bill { .. } => ApiError::new(502, "BILL_REFUSED", message),
             ReconcileError::WeChat(_) => ApiError::new(502, "PAYMENT_PROVIDER_ERROR", message),
             ReconcileError::Store(e) if e.retryable() => ApiError::new(
@@ -117,7 +122,7 @@ impl From<ReconcileError> for ApiError {
                 "STORE_UNAVAILABLE",
                 "the order store is busy or unavailable; run the reconciliation again (it applies nothing twice)",
             ),
-            ReconcileError::Store(_) | ReconcileError::Refund(_) => {
+            ReconcileError::Store(_) | ReconcileError::Refund(_) | ReconcileError::Aborted(_) => {
                 tracing::error!(error = %message, "reconciliation failed");
                 ApiError::new(500, "INTERNAL", "internal error")
             }

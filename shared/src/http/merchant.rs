@@ -507,12 +507,17 @@ impl MerchantApiHandler {
         Ok(json(200, &OrderBody::from(&order)))
     }
 
-    /// `POST /merchant/bills/{date}/reconcile`: the run's report (`200`), `409 BILL_NOT_READY`
-    /// with `Retry-After` when WeChat Pay has not generated the bill yet.
-    async fn reconcile(&self, date: &str) -> Result<Response, ApiError> {
+    /// `POST /merchant/bills/{date}/reconcile`: the run's report (`200`; `complete: false` if
+    /// the invocation's deadline came first), `409 BILL_NOT_READY` with `Retry-After` when
+    /// WeChat Pay has not generated the bill yet.
+    async fn reconcile(&self, request: &Request, date: &str) -> Result<Response, ApiError> {
         let date = parse_bill_date(date)?;
-        match reconcile_bill(&self.deps, date).await? {
-            ReconcileOutcome::Reconciled(report) => {
+        let deadline = request
+            .extensions()
+            .get::<super::InvocationDeadline>()
+            .map(|d| d.0);
+        match reconcile_bill(&self.deps, date, deadline).await? {
+            ReconcileOutcome::Reconciled(report) | ReconcileOutcome::Incomplete(report) => {
                 Ok(json(200, &BillReportView::from(report.as_ref())))
             }
             ReconcileOutcome::NotReady => Err(not_ready(date)),
@@ -563,7 +568,7 @@ impl MerchantApiHandler {
             }
             ["events", id, "redeliver"] if method == http::Method::POST => self.redeliver(id).await,
             ["bills", date, "reconcile"] if method == http::Method::POST => {
-                self.reconcile(date).await
+                self.reconcile(request, date).await
             }
             ["bills", date] if method == http::Method::GET => self.bill(date).await,
             ["orders"]

@@ -44,7 +44,7 @@ use crate::http::Handler;
 pub use http_server::{MAX_BODY_BYTES, serve_http, serve_http_until, shutdown_signal};
 pub use lambda::serve_lambda;
 pub use scf::{serve_scf, serve_scf_events};
-pub use schedule::{ScheduledJob, StreamRecord, Trigger, serve_schedule};
+pub use schedule::{JobFailed, ScheduledJob, StreamRecord, Trigger, serve_schedule};
 
 /// Port of the plain HTTP mode when `PORT` is unset; also what an SCF web function must use.
 pub const DEFAULT_PORT: u16 = 9000;
@@ -80,6 +80,9 @@ pub enum RuntimeError {
     },
     #[error("Lambda runtime stopped: {0}")]
     Lambda(String),
+    /// A scheduled job run once locally failed (its summary is printed).
+    #[error("the run failed")]
+    JobFailed,
 }
 
 /// An event that cannot be turned into a [`crate::http::Request`]. The runtime loops report it

@@ -123,21 +123,32 @@ impl Trigger {
     }
 }
 
+/// A run that failed as a whole: the invocation ends in an error carrying its summary, so the
+/// platform counts it (Lambda's `Errors`, a failed SCF invocation) and the function's errors
+/// alarm fires; locally the process exits non-zero after printing the summary.
+#[derive(Debug, thiserror::Error)]
+#[error("{summary}")]
+pub struct JobFailed {
+    pub summary: Value,
+}
+
 /// What every scheduled function implements: one run, returning its summary as JSON.
 #[async_trait]
 pub trait ScheduledJob: Send + Sync + 'static {
     async fn run(&self, trigger: Trigger, deadline: Option<OffsetDateTime>) -> Value;
 
     /// [`run`](Self::run) with the invocation's event as received, for a job whose event can
-    /// carry a parameter (the bill-reconciler's `bill_date`); the others ignore it.
+    /// carry a parameter (the bill-reconciler's `bill_date`) or whose run can fail as a whole
+    /// (the bill-reconciler's); the others ignore the event and report their failures by
+    /// their summaries' counts and metrics.
     async fn run_event(
         &self,
         event: &Value,
         trigger: Trigger,
         deadline: Option<OffsetDateTime>,
-    ) -> Value {
+    ) -> Result<Value, JobFailed> {
         let _ = event;
-        self.run(trigger, deadline).await
+        Ok(self.run(trigger, deadline).await)
     }
 }
 
@@ -151,9 +162,16 @@ pub async fn serve_schedule(job: Arc<dyn ScheduledJob>) -> Result<(), RuntimeErr
             let (event, rest) = local_event(std::env::args().skip(1))?;
             let deadline = local_deadline(rest.into_iter())?;
             tracing::info!(mode = "local", "ready");
-            let summary = job.run_event(&event, Trigger::Manual, deadline).await;
-            println!("{summary}");
-            Ok(())
+            match job.run_event(&event, Trigger::Manual, deadline).await {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(())
+                }
+                Err(failed) => {
+                    println!("{}", failed.summary);
+                    Err(RuntimeError::JobFailed)
+                }
+            }
         }
     }
 }
@@ -225,9 +243,9 @@ async fn serve_lambda_schedule(job: Arc<dyn ScheduledJob>) -> Result<(), Runtime
             let deadline = i64::try_from(event.context.deadline).ok().and_then(|ms| {
                 OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
             });
-            Ok::<Value, Box<dyn std::error::Error + Send + Sync>>(
-                job.run_event(&event.payload, trigger, deadline).await,
-            )
+            job.run_event(&event.payload, trigger, deadline)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         }
     });
     lambda_runtime::run(service)
@@ -245,7 +263,10 @@ async fn serve_scf_schedule(
             let event: Value = serde_json::from_slice(&invocation.event)
                 .map_err(|e| format!("event is not JSON: {e}"))?;
             let trigger = Trigger::from_event(&event).map_err(|e| e.to_string())?;
-            let summary = job.run_event(&event, trigger, invocation.deadline).await;
+            let summary = job
+                .run_event(&event, trigger, invocation.deadline)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok::<Bytes, String>(Bytes::from(summary.to_string()))
         }
     })

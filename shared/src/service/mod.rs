@@ -41,7 +41,8 @@ pub use query_order::{
 };
 pub use rebalance::{MAX_TRANSFERS_PER_SKU, RebalanceSummary, rebalance_stock};
 pub use reconcile::{
-    ReconcileError, ReconcileOutcome, bill_report, previous_beijing_date, reconcile_bill,
+    RECOVERIES_AT_ONCE, REPORT_MARGIN, ReconcileError, ReconcileOutcome, bill_report,
+    previous_beijing_date, reconcile_bill,
 };
 pub use refund::{
     RefundError, RefundInput, RefundReply, RefundSweepSummary, apply_result as apply_refund_result,

@@ -542,6 +542,12 @@ pub trait Store: Send + Sync {
         &self,
         transaction_ids: &[String],
     ) -> Result<HashMap<String, Payment>, StoreError>;
+    /// The orders of these numbers that exist (batched reads): what the reconciliation holds
+    /// a bill's payment rows to, besides their payment items.
+    async fn get_orders(
+        &self,
+        out_trade_nos: &[OutTradeNo],
+    ) -> Result<HashMap<OutTradeNo, Order>, StoreError>;
     /// The refunds of these numbers that exist (batched reads).
     async fn get_refunds(
         &self,
@@ -579,9 +585,10 @@ pub trait StoreSupport: Store {
     /// stock is staged once: its shard items (its `stock` split evenly) are created when
     /// absent and never overwritten, so a re-seed never loses a reservation.
     async fn put_products(&self, products: &[Product]) -> Result<(), StoreError>;
-    /// Seeds payment items as a PAID transition writes them (day index included), without
-    /// their orders: for benchmarks of what reads payments in bulk.
-    async fn put_payments(&self, payments: &[Payment]) -> Result<(), StoreError>;
+    /// Seeds paid orders (as given: PAID as `Order::plan_paid` leaves them) with their
+    /// payment items (day index included), no event and no stock moved: for benchmarks of
+    /// what reads a day's payments and their orders in bulk.
+    async fn put_paid_orders(&self, paid: &[(Order, Payment)]) -> Result<(), StoreError>;
     async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError>;
     async fn get_idempotency(
         &self,

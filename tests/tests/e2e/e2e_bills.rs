@@ -23,8 +23,16 @@ fn today() -> String {
     date_string(OffsetDateTime::now_utc().to_offset(CHINA).date())
 }
 
-/// Runs the BUILT bill-reconciler once, locally, with `event`: its result line.
+/// Runs the BUILT bill-reconciler once, locally, with `event`: its result line (the run
+/// must succeed).
 async fn run_reconciler(app: &TestApp, event: Value) -> Value {
+    let (success, result) = run_reconciler_once(app, event).await;
+    assert!(success, "bill-reconciler failed: {result}");
+    result
+}
+
+/// Runs the BUILT bill-reconciler once: whether it exited successfully, and its result line.
+async fn run_reconciler_once(app: &TestApp, event: Value) -> (bool, Value) {
     let env: Vec<(String, String)> = app
         .function_env(None)
         .into_iter()
@@ -42,14 +50,20 @@ async fn run_reconciler(app: &TestApp, event: Value) -> Value {
     .await
     .expect("reconciler thread");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bill-reconciler exited {:?}: {stdout} {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let last = stdout.lines().last().expect("a result line");
-    serde_json::from_str(last).expect("the result is JSON")
+    // The summary is the last line that is not a log line (a failure logs one after it).
+    let result = stdout
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("level").is_none())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result line; exited {:?}: {stdout} {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    (output.status.success(), result)
 }
 
 async fn start_merchant_api(app: &TestApp) -> (FunctionProcess, String) {
@@ -123,7 +137,9 @@ async fn lost_payments_and_refunds_are_recovered_from_the_bill_and_a_tampered_bi
 
     // A tampered download: refused, nothing applied, no report.
     app.sim.inject_fault(Fault::tampered_bill(1)).unwrap();
-    let refused = run_reconciler(&app, json!({"bill_date": day})).await;
+    // A failed run is the process's failure (the invocation's error on Lambda and SCF).
+    let (success, refused) = run_reconciler_once(&app, json!({"bill_date": day})).await;
+    assert!(!success, "{refused}");
     assert_eq!(refused["outcome"], "failed", "{refused}");
     assert!(
         refused["error"].as_str().unwrap().contains("SHA-1"),

@@ -1,11 +1,11 @@
 //! What the bill reconciliation reads and keeps, on both engines (DESIGN 11): a Beijing day's
 //! payments and successful refunds from their day partitions (written by the transaction that
-//! writes the payment or settles the refund, no extra call), batched reads by key, and the
-//! day's report, replaced by a re-run.
+//! writes the payment or settles the refund, no extra call), batched reads by key (payments,
+//! refunds, orders), and the day's report, replaced by a re-run.
 
 use shared::domain::{
-    BillMismatch, BillMismatchKind, BillReport, BillSums, DAY_SHARDS, Order, OutRefundNo,
-    RefundStatus,
+    BillMismatch, BillMismatchKind, BillReport, BillSums, DAY_SHARDS, Order, OrderStatus,
+    OutRefundNo, OutTradeNo, RefundStatus,
 };
 use shared::store::{
     MarkPaidOutcome, RefundMoveOutcome, RefundReserveOutcome, RefundSettleOutcome, Store,
@@ -20,6 +20,7 @@ wxpay_tests::store_suite!(
     successful_refunds_are_listed_on_the_day_wechat_pay_accepted_them,
     payments_and_refunds_are_read_in_batches,
     a_days_report_is_kept_and_a_rerun_replaces_it,
+    paid_orders_are_seeded_with_their_payments_for_benchmarks,
 );
 
 async fn placed(ctx: &StoreCtx) -> Order {
@@ -252,6 +253,21 @@ async fn payments_and_refunds_are_read_in_batches(ctx: StoreCtx) {
     assert_eq!(found.len(), 1);
     assert_eq!(found[&r.out_refund_no].status, RefundStatus::Requested);
     assert!(!found.contains_key(&missing));
+
+    // Orders too (what a payment row is held to besides its payment item): as they stand,
+    // 101 distinct keys in two BatchGetItem calls.
+    let mut nos: Vec<OutTradeNo> = (0..100).map(|_| OutTradeNo::generate(now_ms())).collect();
+    nos.push(o.out_trade_no.clone());
+    nos.push(o.out_trade_no.clone());
+    ctx.counter.reset();
+    let found = ctx.store.get_orders(&nos).await.unwrap();
+    assert_eq!(ctx.counter.snapshot().calls_of("BatchGetItem"), 2);
+    assert_eq!(found.len(), 1);
+    let kept = &found[&o.out_trade_no];
+    assert_eq!(kept.status, OrderStatus::Paid);
+    assert_eq!(kept.transaction_id.as_deref(), Some(txid));
+    assert_eq!(kept.refund_pending_total, fen(10));
+    assert!(ctx.store.get_orders(&[]).await.unwrap().is_empty());
 }
 
 async fn a_days_report_is_kept_and_a_rerun_replaces_it(ctx: StoreCtx) {
@@ -259,6 +275,8 @@ async fn a_days_report_is_kept_and_a_rerun_replaces_it(ctx: StoreCtx) {
     assert_eq!(ctx.store.get_bill_report(day).await.unwrap(), None);
     let mut first = BillReport::empty(day, datetime!(2026-12-07 02:10:00.123 UTC));
     first.statement = true;
+    // A run stopped at its deadline: kept as incomplete.
+    first.complete = false;
     first.rows = 3;
     first.matched = 1;
     first.recovered = 1;
@@ -288,6 +306,7 @@ async fn a_days_report_is_kept_and_a_rerun_replaces_it(ctx: StoreCtx) {
         Some(&first)
     );
     let rerun = BillReport {
+        complete: true,
         matched: 3,
         recovered: 0,
         mismatch_count: 0,
@@ -304,4 +323,39 @@ async fn a_days_report_is_kept_and_a_rerun_replaces_it(ctx: StoreCtx) {
             .unwrap(),
         None
     );
+}
+
+/// `StoreSupport::put_paid_orders` (the reconciliation benchmark's seeding): the orders as given
+/// and their payments, in the day's partitions, read back as a real payment's would be.
+async fn paid_orders_are_seeded_with_their_payments_for_benchmarks(ctx: StoreCtx) {
+    let tea = product("tea", 100, None);
+    let at = datetime!(2026-12-06 04:00:00 UTC);
+    let paid: Vec<(Order, shared::domain::Payment)> = (0..30)
+        .map(|i| {
+            let placed = order_at("o_seeded", &[(&tea, 1 + i)], at);
+            let payment = payment_at(&placed, &format!("42000000002026120600000{i:05}"), at);
+            let order = placed
+                .plan_paid(&payment, at)
+                .unwrap()
+                .order()
+                .unwrap()
+                .clone();
+            (order, payment)
+        })
+        .collect();
+    ctx.store.put_paid_orders(&paid).await.unwrap();
+    let nos: Vec<OutTradeNo> = paid.iter().map(|(o, _)| o.out_trade_no.clone()).collect();
+    let orders = ctx.store.get_orders(&nos).await.unwrap();
+    let ids: Vec<String> = paid.iter().map(|(_, p)| p.transaction_id.clone()).collect();
+    let payments = ctx.store.get_payments(&ids).await.unwrap();
+    for (order, payment) in &paid {
+        assert_eq!(orders[&order.out_trade_no], *order);
+        assert_eq!(orders[&order.out_trade_no].status, OrderStatus::Paid);
+        assert_eq!(payments[&payment.transaction_id], *payment);
+    }
+    let mut listed = all_paid_on(&ctx, beijing_date(at), 7).await;
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
 }

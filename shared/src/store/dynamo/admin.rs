@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use super::expr::{Expr, build_err, conditional};
 use super::items;
 use super::{BATCH_ROUNDS, BATCH_WRITE_MAX, DynamoStore, backoff, prepay_expression};
-use crate::domain::{MAX_STOCK_SHARDS, OutTradeNo, Product, SkuId};
+use crate::domain::{MAX_STOCK_SHARDS, Order, OutTradeNo, Product, SkuId};
 use crate::idempotency::{IdempotencyRecord, IdempotencyScope};
 use crate::store::error::from_sdk;
 use crate::store::{NotificationRecord, Payment, PrepayOutcome, StoreError, StoreSupport};
@@ -123,9 +123,18 @@ impl StoreSupport for DynamoStore {
         Ok(())
     }
 
-    async fn put_payments(&self, payments: &[Payment]) -> Result<(), StoreError> {
-        self.put_items(payments.iter().map(items::payment_item).collect())
-            .await
+    async fn put_paid_orders(&self, paid: &[(Order, Payment)]) -> Result<(), StoreError> {
+        self.put_items(
+            paid.iter()
+                .flat_map(|(order, payment)| {
+                    [
+                        items::order_item(order, self.shards),
+                        items::payment_item(payment),
+                    ]
+                })
+                .collect(),
+        )
+        .await
     }
 
     async fn get_product(&self, sku_id: &SkuId) -> Result<Option<Product>, StoreError> {

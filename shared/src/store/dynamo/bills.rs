@@ -1,6 +1,6 @@
 //! What the bill reconciliation reads and writes (DESIGN 11): a day's payments and successful
 //! refunds from their sparse `PAIDON#`/`REFUNDON#` partitions of `gsi2` (a page at a time),
-//! payments and refunds by key in batches, and the day's report item (`BILL#<date>`).
+//! payments, refunds and orders by key in batches, and the day's report item (`BILL#<date>`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::KeysAndAttributes;
 use super::expr::build_err;
 use super::items::{self, Item, attr};
 use super::{BATCH_GET_MAX, BATCH_ROUNDS, DynamoStore, backoff};
-use crate::domain::{BillReport, OutRefundNo, Payment, Refund};
+use crate::domain::{BillReport, Order, OutRefundNo, OutTradeNo, Payment, Refund};
 use crate::store::StoreError;
 use crate::store::error::from_sdk;
 
@@ -67,6 +67,20 @@ impl DynamoStore {
         Ok(found)
     }
 
+    /// The items of `keys` that exist, parsed and by their own key.
+    async fn batch_map<K: std::hash::Hash + Eq, T>(
+        &self,
+        keys: Vec<Item>,
+        parse: fn(&Item) -> Result<T, StoreError>,
+        key_of: fn(&T) -> K,
+    ) -> Result<HashMap<K, T>, StoreError> {
+        self.batch_get(keys)
+            .await?
+            .iter()
+            .map(|item| parse(item).map(|v| (key_of(&v), v)))
+            .collect()
+    }
+
     pub(super) async fn payments_by_id(
         &self,
         transaction_ids: &[String],
@@ -75,11 +89,17 @@ impl DynamoStore {
             .iter()
             .map(|id| items::payment_key(id))
             .collect();
-        self.batch_get(keys)
-            .await?
-            .iter()
-            .map(|item| items::payment_from_item(item).map(|p| (p.transaction_id.clone(), p)))
-            .collect()
+        self.batch_map(keys, items::payment_from_item, |p| p.transaction_id.clone())
+            .await
+    }
+
+    pub(super) async fn orders_by_no(
+        &self,
+        out_trade_nos: &[OutTradeNo],
+    ) -> Result<HashMap<OutTradeNo, Order>, StoreError> {
+        let keys = out_trade_nos.iter().map(items::order_key).collect();
+        self.batch_map(keys, items::order_from_item, |o| o.out_trade_no.clone())
+            .await
     }
 
     pub(super) async fn refunds_by_no(
@@ -87,11 +107,8 @@ impl DynamoStore {
         out_refund_nos: &[OutRefundNo],
     ) -> Result<HashMap<OutRefundNo, Refund>, StoreError> {
         let keys = out_refund_nos.iter().map(items::refund_key).collect();
-        self.batch_get(keys)
-            .await?
-            .iter()
-            .map(|item| items::refund_from_item(item).map(|r| (r.out_refund_no.clone(), r)))
-            .collect()
+        self.batch_map(keys, items::refund_from_item, |r| r.out_refund_no.clone())
+            .await
     }
 
     /// Replaces the day's report (a re-run's report is the one that stands).

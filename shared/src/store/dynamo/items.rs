@@ -141,6 +141,7 @@ pub(crate) mod attr {
     pub const MISMATCHES: &str = "mismatches";
     pub const SUMS: &str = "sums";
     pub const STATEMENT: &str = "statement";
+    pub const COMPLETE: &str = "complete";
 }
 
 use attr::*;
@@ -1295,6 +1296,7 @@ pub(crate) fn bill_report_item(r: &BillReport) -> Item {
             ])),
         ),
         (STATEMENT.to_owned(), AttributeValue::Bool(r.statement)),
+        (COMPLETE.to_owned(), AttributeValue::Bool(r.complete)),
         (CREATED_AT.to_owned(), t(r.created_at)),
     ]);
     item
@@ -1340,6 +1342,11 @@ pub(crate) fn bill_report_from_item(item: &Item) -> Result<BillReport, StoreErro
         mismatches,
         sums,
         statement: f.bool(STATEMENT)?,
+        // Reports stored before runs could stop at their deadline were all whole.
+        complete: match f.get(COMPLETE) {
+            None => true,
+            Some(_) => f.bool(COMPLETE)?,
+        },
         created_at: f.time(CREATED_AT)?,
     })
 }

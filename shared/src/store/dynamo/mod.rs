@@ -1385,6 +1385,13 @@ impl Store for DynamoStore {
         self.refunds_by_no(out_refund_nos).await
     }
 
+    async fn get_orders(
+        &self,
+        out_trade_nos: &[OutTradeNo],
+    ) -> Result<HashMap<OutTradeNo, Order>, StoreError> {
+        self.orders_by_no(out_trade_nos).await
+    }
+
     async fn put_bill_report(&self, report: &BillReport) -> Result<(), StoreError> {
         self.put_report(report).await
     }
