@@ -31,9 +31,10 @@ impl ScheduledJob for SweeperJob {
         // Refunds after orders, inside the same deadline margin.
         let refunds_deadline = deadline.map(|d| d - self.settings.deadline_margin);
         let refunds = sweep_refunds(&self.deps, refunds_deadline).await;
-        let uploads = sweep_uploads(&self.deps, &self.shipping, refunds_deadline).await;
         // Then the stock shards of flash-sale skus (issue 17), within the same margin.
         let stock = rebalance_stock(&self.deps, refunds_deadline).await;
+        // Shipments last: a flash sale's stock moves come first.
+        let uploads = sweep_uploads(&self.deps, &self.shipping, refunds_deadline).await;
         let elapsed_ms = (self.deps.now() - started).whole_milliseconds();
         let mut metrics = summary.metrics().to_vec();
         metrics.push((crate::telemetry::Metric::RefundStale, refunds.stale));

@@ -135,11 +135,12 @@ impl Shipment {
                     "{at}.item_desc must be 1-{MAX_ITEM_DESC_CHARS} characters"
                 ));
             }
+            // Stored, uploaded and sent in webhooks: never a whole phone number.
             if let Some(c) = &p.receiver_contact
-                && (c.is_empty() || c.len() > MAX_CONTACT_BYTES)
+                && (c.len() > MAX_CONTACT_BYTES || !is_masked_contact(c))
             {
                 return bad(format!(
-                    "{at}.receiver_contact must be 1-{MAX_CONTACT_BYTES} bytes"
+                    "{at}.receiver_contact must be masked but for its last 4 digits (e.g. 189****1234)"
                 ));
             }
             if logistics_type != LogisticsType::Express {
@@ -340,15 +341,21 @@ pub const SETTLE_CHECK_INTERVAL: Duration = Duration::days(1);
 impl Shipping {
     /// When the sweeper should look at this shipment of an order in `status` again: its
     /// upload to resend, or (SHIPPED, not settled) its settlement to ask about.
+    /// Only a SHIPPED order is looked at: once settled or refunded, WeChat would refuse an
+    /// upload (10060002, 10060004) and there is nothing left to settle.
     pub fn next_check_at(&self, status: OrderStatus) -> Option<OffsetDateTime> {
+        if status != OrderStatus::Shipped {
+            return None;
+        }
         let upload = self
             .upload
             .as_ref()
             .filter(|u| u.state == UploadState::Pending)
             .and_then(|u| u.next_attempt_at);
+        // Nothing uploaded (not under trade management): WeChat has nothing to settle.
         let settle = self
             .settle_check_at
-            .filter(|_| status == OrderStatus::Shipped && self.settled_at.is_none());
+            .filter(|_| self.upload.is_some() && self.settled_at.is_none());
         match (upload, settle) {
             (Some(u), Some(s)) => Some(u.min(s)),
             (u, s) => u.or(s),
@@ -526,6 +533,16 @@ impl Order {
             .as_mut()
             .ok_or_else(|| LifecycleError::NotShipped(self.out_trade_no.to_string()))?;
         shipping.settled_at = Some(settled_at);
+        // WeChat settled it: it holds the shipment, whatever our last attempt heard.
+        if let Some(upload) = shipping
+            .upload
+            .as_mut()
+            .filter(|u| u.state == UploadState::Pending)
+        {
+            upload.state = UploadState::Uploaded;
+            upload.uploaded_at = Some(at);
+            upload.next_attempt_at = None;
+        }
         let event = OrderEvent::of_order(EventType::OrderCompleted, &next, at);
         Ok(self.with_records(next, vec![Record::Event(Box::new(event))]))
     }
@@ -597,10 +614,15 @@ mod tests {
         assert!(refused("express", vec![no_company], true).contains("express_company"));
         assert!(refused("express", vec![express("SF", None)], true).contains("SF Express"));
         assert!(
-            refused("express", vec![express("SF", Some("18912341234"))], true)
-                .contains("SF Express")
+            refused("express", vec![express("SF", Some("18912341234"))], true).contains("masked")
         );
-        assert!(refused("express", vec![express("SF", Some("189****12**"))], true).contains("SF"));
+        assert!(
+            refused("express", vec![express("SF", Some("189****12**"))], true).contains("masked")
+        );
+        // Any contact is stored and sent on: never a whole number, whatever the carrier.
+        assert!(
+            refused("express", vec![express("YTO", Some("18912341234"))], true).contains("masked")
+        );
         let mut tracked_virtual = virtual_goods();
         tracked_virtual.tracking_no = Some("X1".into());
         assert!(refused("virtual", vec![tracked_virtual], true).contains("express shipments only"));

@@ -25,6 +25,10 @@ pub enum WxApiError {
     /// No certain answer: a network failure, timeout or 5xx (WeChat may have acted).
     #[error("WeChat is unavailable: {0}")]
     Unavailable(String),
+    /// No access token could be had (stable_token refused: an IP allow-list, a wrong
+    /// AppSecret, the day's quota): the call itself was never made.
+    #[error("no access token: {0}")]
+    Token(String),
 }
 
 /// WeChat's `get_order`, the part the sweeper reads: `order_state` 1 waiting for shipment,
@@ -122,6 +126,12 @@ pub fn upload_result(answer: Result<(), WxApiError>) -> UploadResult {
             error: e,
             ambiguous: true,
         },
+        // WeChat never saw the upload: retried as it is, nothing to ask first.
+        Err(WxApiError::Token(e)) => UploadResult::Retry {
+            errcode: None,
+            error: format!("no access token: {e}"),
+            ambiguous: false,
+        },
     }
 }
 
@@ -192,10 +202,17 @@ impl HttpMiniProgram {
         token.expires_at - TOKEN_MARGIN > now
     }
 
-    /// A token that lasts: memory, then the table, then `stable_token` (normal mode).
-    async fn token(&self, now: OffsetDateTime) -> Result<Secret<String>, WxApiError> {
+    /// A token that lasts: memory, then the table, then `stable_token` (normal mode). A
+    /// token WeChat just `rejected` is never taken from memory or the table again: normal
+    /// mode then answers the one WeChat holds now, which replaces it for every instance.
+    async fn token(
+        &self,
+        now: OffsetDateTime,
+        rejected: Option<&Secret<String>>,
+    ) -> Result<Secret<String>, WxApiError> {
+        let usable = |t: &AccessToken| Self::fresh(t, now) && Some(&t.token) != rejected;
         if let Some(t) = self.cached.lock().ok().and_then(|c| c.clone())
-            && Self::fresh(&t, now)
+            && usable(&t)
         {
             return Ok(t.token);
         }
@@ -203,13 +220,17 @@ impl HttpMiniProgram {
             .store
             .get_access_token(&self.appid)
             .await
-            .map_err(|e| WxApiError::Unavailable(format!("access token store: {e}")))?;
-        let token = match stored.filter(|t| Self::fresh(t, now)) {
+            .map_err(|e| WxApiError::Token(format!("access token store: {e}")))?;
+        let token = match stored.filter(|t| usable(t)) {
             Some(t) => t,
             None => {
-                let t = self.stable_token(now).await?;
+                let t = self.stable_token(now).await.map_err(|e| match e {
+                    WxApiError::Token(m) => WxApiError::Token(m),
+                    other => WxApiError::Token(format!("stable_token: {other}")),
+                })?;
                 // Another instance storing a longer-lived one first is fine: both are valid.
-                if let Err(e) = self.store.put_access_token(&self.appid, &t).await {
+                // A rejected one is replaced whatever its expiry said.
+                if let Err(e) = self.store.put_access_token(&self.appid, &t, rejected).await {
                     tracing::warn!(error = %e, outcome = "not_shared", "access token not stored; used anyway");
                 }
                 t
@@ -221,12 +242,6 @@ impl HttpMiniProgram {
         Ok(token.token)
     }
 
-    fn forget_token(&self) {
-        if let Ok(mut c) = self.cached.lock() {
-            *c = None;
-        }
-    }
-
     async fn stable_token(&self, now: OffsetDateTime) -> Result<AccessToken, WxApiError> {
         let body = serde_json::to_string(&StableTokenRequest {
             grant_type: "client_credential",
@@ -235,7 +250,7 @@ impl HttpMiniProgram {
             force_refresh: false,
         })
         .map_err(|e| WxApiError::Unavailable(e.to_string()))?;
-        let reply = self.post("/cgi-bin/stable_token", None, body).await?;
+        let reply = self.post("/cgi-bin/stable_token", None, body, true).await?;
         let token = reply
             .access_token
             .filter(|t| !t.is_empty())
@@ -254,27 +269,34 @@ impl HttpMiniProgram {
         })
     }
 
-    /// A call with the access token, retried once with a token read again when WeChat says
-    /// the one used is stale (40001, 42001, 40014).
-    async fn call(&self, path: &str, body: String) -> Result<Reply, WxApiError> {
+    /// A call with the access token, made once more with another token when WeChat says
+    /// the one used is stale (40001, 42001, 40014). `retry`: resend on no answer or 5xx
+    /// (never for an upload: a resend must ask `get_order` first, which the caller does).
+    async fn call(&self, path: &str, body: String, retry: bool) -> Result<Reply, WxApiError> {
+        let mut rejected: Option<Secret<String>> = None;
         for round in 0..2 {
-            let token = self.token(OffsetDateTime::now_utc()).await?;
-            match self.post(path, Some(&token), body.clone()).await {
+            let token = self
+                .token(OffsetDateTime::now_utc(), rejected.as_ref())
+                .await?;
+            match self.post(path, Some(&token), body.clone(), retry).await {
                 Err(WxApiError::Code {
                     errcode: 40001 | 42001 | 40014,
                     ..
                 }) if round == 0 => {
-                    self.forget_token();
+                    if let Ok(mut c) = self.cached.lock() {
+                        *c = None;
+                    }
                     tracing::warn!(
                         path,
                         outcome = "token_refresh",
-                        "WeChat refused the access token; reading it again"
+                        "WeChat refused the access token; getting the current one"
                     );
+                    rejected = Some(token);
                 }
                 other => return other,
             }
         }
-        Err(WxApiError::Unavailable("access token refused twice".into()))
+        Err(WxApiError::Token("access token refused twice".into()))
     }
 
     /// One POST, retried on no answer or 5xx within the policy. The URL carries the token
@@ -284,6 +306,7 @@ impl HttpMiniProgram {
         path: &str,
         token: Option<&Secret<String>>,
         body: String,
+        retry: bool,
     ) -> Result<Reply, WxApiError> {
         let mut url = reqwest::Url::parse(&format!("{}{path}", self.base))
             .map_err(|_| WxApiError::Unavailable("WX_API_BASE is not a URL".into()))?;
@@ -311,7 +334,10 @@ impl HttpMiniProgram {
                 Err(reason) => reason,
             };
             let delay = policy.backoff(attempt);
-            if attempt >= policy.max_attempts || started.elapsed() + delay >= policy.total_budget {
+            if !retry
+                || attempt >= policy.max_attempts
+                || started.elapsed() + delay >= policy.total_budget
+            {
                 return Err(WxApiError::Unavailable(format!(
                     "{reason} (after {attempt} attempts)"
                 )));
@@ -363,14 +389,18 @@ fn transport(e: &reqwest::Error) -> String {
 #[async_trait]
 impl MiniProgramApi for HttpMiniProgram {
     async fn upload_shipping_info(&self, body: &str) -> Result<(), WxApiError> {
-        self.call("/wxa/sec/order/upload_shipping_info", body.to_owned())
-            .await
-            .map(|_| ())
+        self.call(
+            "/wxa/sec/order/upload_shipping_info",
+            body.to_owned(),
+            false,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn get_order(&self, transaction_id: &str) -> Result<WxOrder, WxApiError> {
         let body = json!({ "transaction_id": transaction_id }).to_string();
-        let reply = self.call("/wxa/sec/order/get_order", body).await?;
+        let reply = self.call("/wxa/sec/order/get_order", body, true).await?;
         reply
             .order
             .ok_or_else(|| WxApiError::Unavailable("get_order answered no order".into()))
@@ -378,8 +408,12 @@ impl MiniProgramApi for HttpMiniProgram {
 
     async fn is_trade_managed(&self) -> Result<bool, WxApiError> {
         let body = json!({ "appid": self.appid }).to_string();
-        let reply = self.call("/wxa/sec/order/is_trade_managed", body).await?;
-        Ok(reply.is_trade_managed.unwrap_or(false))
+        let reply = self
+            .call("/wxa/sec/order/is_trade_managed", body, true)
+            .await?;
+        reply.is_trade_managed.ok_or_else(|| {
+            WxApiError::Unavailable("is_trade_managed answered no is_trade_managed".into())
+        })
     }
 }
 

@@ -207,7 +207,12 @@ pub async fn check_settlement(
     let wechat = match wx.get_order(&transaction_id).await {
         Ok(o) => o,
         Err(e) => {
-            tracing::warn!(out_trade_no = %order.out_trade_no, %transaction_id, error = %e, outcome = "retry", "get_order failed; asked again next sweep");
+            // Asked again with the next daily check, not every minute (a payment WeChat never
+            // indexes answers 10060001 for good).
+            tracing::warn!(out_trade_no = %order.out_trade_no, %transaction_id, error = %e, outcome = "retry", "get_order failed; asked again tomorrow");
+            let now = deps.now();
+            let plan = |o: &Order| o.plan_settle_check_later(now);
+            deps.store.transition(&order, &plan, now).await?;
             return Ok(false);
         }
     };

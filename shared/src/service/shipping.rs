@@ -20,6 +20,9 @@ use crate::{
     wechatpay::crypto::sha256_hex,
 };
 
+/// How long the merchant's request has to make the first upload before the sweeper may.
+const FIRST_ATTEMPT_LEASE: time::Duration = time::Duration::seconds(30);
+
 /// How long an `is_trade_managed` answer is trusted.
 const MANAGED_ANSWER_TTL: time::Duration = time::Duration::hours(24);
 
@@ -177,7 +180,9 @@ pub async fn record_shipment(
             last_errcode: None,
             last_error: None,
             ambiguous: false,
-            next_attempt_at: Some(now),
+            // The merchant's request makes the first attempt; the sweeper only after this
+            // lease, and then asks get_order first.
+            next_attempt_at: Some(now + FIRST_ATTEMPT_LEASE),
             uploaded_at: None,
         })
     } else {
@@ -213,7 +218,7 @@ pub async fn record_shipment(
     let Some(wx) = ports.wx.as_ref().filter(|_| uploads) else {
         return Ok(ShipmentReply::of(shipped));
     };
-    match attempt_upload(deps, wx.as_ref(), shipped.clone()).await {
+    match attempt_upload(deps, wx.as_ref(), shipped.clone(), true).await {
         Ok(order) => Ok(ShipmentReply::of(order)),
         // Recorded and waiting for its upload: the sweeper sends it.
         Err(e) => {
@@ -256,13 +261,15 @@ fn replay(
 }
 
 /// One upload attempt of a shipped order's pending upload and its result recorded: the
-/// order as it then stands. After an attempt that got no answer, WeChat's `get_order` is
-/// asked first: a shipment WeChat already shows is not sent again (a changed resend would
-/// spend the order's one re-ship).
+/// order as it then stands. Only the merchant's own request (`first`) sends without asking:
+/// every later attempt asks WeChat's `get_order` first (an earlier one may have been taken
+/// with its answer lost, or cut off before its result was recorded), so a shipment WeChat
+/// already shows is never sent again (a resend could spend the order's one re-ship).
 pub async fn attempt_upload(
     deps: &Deps,
     wx: &dyn MiniProgramApi,
     order: Order,
+    first: bool,
 ) -> Result<Order, StoreError> {
     let Some(upload) = order
         .shipping
@@ -274,7 +281,7 @@ pub async fn attempt_upload(
     };
     let transaction_id = order.transaction_id.clone().unwrap_or_default();
     let mut result = None;
-    if upload.ambiguous {
+    if !first || upload.ambiguous {
         match wx.get_order(&transaction_id).await {
             Ok(o) if o.order_state >= 2 && o.order_state != 5 => {
                 result = Some(UploadResult::Uploaded);
@@ -380,7 +387,7 @@ pub async fn sweep_uploads(
                 .and_then(|u| u.next_attempt_at)
                 .is_some_and(|at| at <= now);
             let order = if upload_due {
-                match attempt_upload(deps, wx.as_ref(), order).await {
+                match attempt_upload(deps, wx.as_ref(), order, false).await {
                     Ok(order) => {
                         match order
                             .shipping

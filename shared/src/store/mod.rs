@@ -424,8 +424,14 @@ pub trait Store: Send + Sync {
     ) -> Result<Page<Order>, StoreError>;
     /// The shared access token of `appid`, if one is stored (maybe expired).
     async fn get_access_token(&self, appid: &str) -> Result<Option<AccessToken>, StoreError>;
-    /// Stores `token` unless the one stored lasts at least as long; whether it was written.
-    async fn put_access_token(&self, appid: &str, token: &AccessToken) -> Result<bool, StoreError>;
+    /// Stores `token` unless the one stored lasts at least as long, or, with `replacing`,
+    /// when the one stored is that token (WeChat rejected it); whether it was written.
+    async fn put_access_token(
+        &self,
+        appid: &str,
+        token: &AccessToken,
+        replacing: Option<&crate::config::Secret<String>>,
+    ) -> Result<bool, StoreError>;
 
     /// The payment item of a WeChat Pay transaction (merchant-api's lookup by transaction_id).
     async fn get_payment(&self, transaction_id: &str) -> Result<Option<Payment>, StoreError>;

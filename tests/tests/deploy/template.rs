@@ -579,9 +579,13 @@ fn expected_dynamodb(binary: &str) -> (BTreeSet<&'static str>, Vec<&'static str>
             base.into_iter().chain(["dynamodb:Query"]).collect(),
             vec!["gsi1"],
         ),
+        // due_pending / due_shipments: gsi2; the stock rebalancer: the table's STOCK_SHARDED
+        // partition (Query) and its shards (BatchGetItem).
         "timeout-sweeper" => (
-            base.into_iter().chain(["dynamodb:Query"]).collect(),
-            vec!["gsi2"],
+            base.into_iter()
+                .chain(["dynamodb:Query", "dynamodb:BatchGetItem"])
+                .collect(),
+            vec![TABLE_QUERY, "gsi2"],
         ),
         // list_anomalies: Query of one order's anomaly partition, on the table itself;
         // recent_anomalies: gsi1's ANOMALIES partition; redeliver_event: GetItem + UpdateItem;

@@ -462,3 +462,82 @@ async fn a_settlement_push_completes_the_order_once_and_a_lost_one_is_found_by_t
     assert!(!logs.contains(&keys.push_aes_key()));
     assert!(logs.contains("settlement"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_wechat_rejects_is_replaced_for_every_instance_and_the_upload_goes_through() {
+    let app = spawn_app_with(|c| c.shipping_index_lag = Duration::ZERO).await;
+    let (_merchant, url) = start_merchant_api(&app).await;
+    let virtual_goods = json!({"logistics_type": "virtual",
+        "packages": [{"item_desc": "会员月卡*1"}]});
+    let mut shipped = Vec::new();
+    for i in 0..2 {
+        let (_, no) = app
+            .place("o_carol", &format!("token-e2e-{i}"), &[(SKU_LIMITED, 1)])
+            .await;
+        app.sim
+            .pay(&PayRequest {
+                deliveries: 1,
+                ..PayRequest::new(&no)
+            })
+            .expect("the user pays");
+        app.wait_acknowledged(&no).await;
+        shipped.push(no);
+    }
+    let first = ship(&app, &url, &shipped[0], "token-ship-0", &virtual_goods).await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    let before = app
+        .store
+        .get_access_token(APPID)
+        .await
+        .unwrap()
+        .expect("shared token");
+
+    // Someone force-refreshes the stable token (a leaked-token drill, another system):
+    // the token merchant-api holds in memory and the table is dead at once.
+    let forced: Value = serde_json::from_str(
+        &app.http
+            .post(format!("{}/cgi-bin/stable_token", app.sim.base_url()))
+            .body(
+                json!({"grant_type": "client_credential", "appid": APPID,
+                    "secret": app.keys.app_secret(), "force_refresh": true})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let current = forced["access_token"]
+        .as_str()
+        .expect("a new token")
+        .to_owned();
+    assert_ne!(current, before.token.expose().as_str());
+
+    // The next upload is refused 40001, then made with the token WeChat holds now, which
+    // replaces the dead one in the table for every instance.
+    let second = ship(&app, &url, &shipped[1], "token-ship-1", &virtual_goods).await;
+    assert_eq!(second.status, 201, "{}", second.text());
+    assert_eq!(
+        second.json()["shipping"]["upload_state"],
+        "UPLOADED",
+        "{}",
+        second.text()
+    );
+    let after = app
+        .store
+        .get_access_token(APPID)
+        .await
+        .unwrap()
+        .expect("shared token");
+    assert_eq!(
+        after.token.expose().as_str(),
+        current,
+        "the table holds the live token"
+    );
+    let tid = app.order(&shipped[1]).await.transaction_id.unwrap();
+    let wechat = sim_shipping(&app, &tid).await;
+    assert_eq!(wechat["force_refreshes"], 1, "never forced by us: {wechat}");
+}

@@ -193,6 +193,14 @@ async fn trade_management_off_records_the_shipment_and_uploads_nothing() {
     assert_eq!(order.status, OrderStatus::Shipped);
     assert!(order.shipping.as_ref().unwrap().upload.is_none());
     assert!(wx.calls().is_empty());
+    // Nothing uploaded, nothing for WeChat to settle: the sweeper never asks about it.
+    let later = now_ms() + time::Duration::days(30);
+    let deps_later = shared::service::Deps {
+        clock: Arc::new(move || later),
+        ..deps.clone()
+    };
+    assert_eq!(sweep_uploads(&deps_later, &off, None).await.checked, 0);
+    assert!(wx.calls().is_empty());
 
     // `auto` asks WeChat once per day and process; not managed uploads nothing.
     let auto = ShippingPorts::new(Some(wx.clone()), TradeManaged::Auto);
@@ -345,8 +353,9 @@ async fn the_sweepers_settlement_check_completes_reschedules_or_records_a_mismat
         clock: Arc::new(move || then),
         ..base.clone()
     };
-    // Not under trade management: nothing uploaded, only the settlement is watched.
-    let ports = ShippingPorts::new(None, TradeManaged::Off);
+    // Uploaded at once (the merchant's request); only the settlement is left to watch.
+    let answers: std::collections::HashMap<String, u8> = std::collections::HashMap::new();
+    let ports = ShippingPorts::new(Some(Arc::new(ByTransaction(answers))), TradeManaged::On);
     let mut orders = Vec::new();
     for i in 0..3 {
         let o = paid(&ctx).await;
@@ -370,7 +379,7 @@ async fn the_sweepers_settlement_check_completes_reschedules_or_records_a_mismat
         .collect();
     // The scripted get_order answers by transaction, whatever order the sweeper asks in.
     let by_tid = Arc::new(ByTransaction(answers));
-    let ports = ShippingPorts::new(Some(by_tid.clone()), TradeManaged::Off);
+    let ports = ShippingPorts::new(Some(by_tid.clone()), TradeManaged::On);
     let summary = sweep_uploads(&base, &ports, None).await;
     assert_eq!(
         (summary.checked, summary.completed, summary.errors),
@@ -404,13 +413,13 @@ async fn the_sweepers_settlement_check_completes_reschedules_or_records_a_mismat
     assert_eq!(sweep_uploads(&base, &ports, None).await.checked, 0);
 }
 
-/// get_order answers by transaction_id; nothing is uploaded.
+/// get_order answers by transaction_id; uploads are taken.
 struct ByTransaction(std::collections::HashMap<String, u8>);
 
 #[async_trait]
 impl MiniProgramApi for ByTransaction {
     async fn upload_shipping_info(&self, _: &str) -> Result<(), WxApiError> {
-        panic!("nothing is uploaded with TRADE_MANAGED off")
+        Ok(())
     }
     async fn get_order(&self, transaction_id: &str) -> Result<WxOrder, WxApiError> {
         let order_state = *self.0.get(transaction_id).expect("a known transaction");

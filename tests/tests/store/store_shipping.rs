@@ -465,19 +465,19 @@ async fn the_access_token_is_shared_and_replaced_only_by_a_longer_lived_one(ctx:
     };
     assert!(
         ctx.store
-            .put_access_token(appid, &token("A", 7200))
+            .put_access_token(appid, &token("A", 7200), None)
             .await
             .unwrap()
     );
     assert!(
         !ctx.store
-            .put_access_token(appid, &token("B", 3600))
+            .put_access_token(appid, &token("B", 3600), None)
             .await
             .unwrap()
     );
     assert!(
         !ctx.store
-            .put_access_token(appid, &token("B", 7200))
+            .put_access_token(appid, &token("B", 7200), None)
             .await
             .unwrap()
     );
@@ -487,7 +487,7 @@ async fn the_access_token_is_shared_and_replaced_only_by_a_longer_lived_one(ctx:
     );
     assert!(
         ctx.store
-            .put_access_token(appid, &token("tok-CCCC", 7300))
+            .put_access_token(appid, &token("tok-CCCC", 7300), None)
             .await
             .unwrap()
     );
@@ -496,5 +496,24 @@ async fn the_access_token_is_shared_and_replaced_only_by_a_longer_lived_one(ctx:
     assert!(
         !format!("{kept:?}").contains("tok-CCCC"),
         "Debug redacts the token"
+    );
+    // WeChat rejected the stored token: a shorter-lived one replaces it, and only it.
+    let rejected = Secret::new("tok-CCCC".to_owned());
+    let other = Secret::new("tok-XXXX".to_owned());
+    assert!(
+        !ctx.store
+            .put_access_token(appid, &token("D", 60), Some(&other))
+            .await
+            .unwrap()
+    );
+    assert!(
+        ctx.store
+            .put_access_token(appid, &token("D", 60), Some(&rejected))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        ctx.store.get_access_token(appid).await.unwrap(),
+        Some(token("D", 60))
     );
 }

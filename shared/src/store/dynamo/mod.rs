@@ -1149,14 +1149,22 @@ impl Store for DynamoStore {
         &self,
         appid: &str,
         token: &crate::store::AccessToken,
+        replacing: Option<&crate::config::Secret<String>>,
     ) -> Result<bool, StoreError> {
         let mut e = Expr::default();
-        let condition = format!(
+        let mut condition = format!(
             "attribute_not_exists({}) OR {} < {}",
             e.name(attr::PK),
             e.name(attr::EXPIRES_AT),
             e.value("expires_at", items::t(token.expires_at)),
         );
+        if let Some(rejected) = replacing {
+            condition.push_str(&format!(
+                " OR {} = {}",
+                e.name(attr::ACCESS_TOKEN),
+                e.value("rejected", items::s(rejected.expose().clone())),
+            ));
+        }
         let (names, values) = e.into_parts();
         let sent = self
             .client
