@@ -132,19 +132,28 @@ fn shipping(s: &Shared) -> std::sync::MutexGuard<'_, ShippingState> {
     s.shipping.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// WeChat's refusal of a token request's `grant_type`, `appid` and `secret` (the same
+/// checks for `stable_token`'s JSON body and `cgi-bin/token`'s query), if it refuses them.
+fn credentials_refused<'a>(s: &Shared, field: &dyn Fn(&str) -> &'a str) -> Option<Response> {
+    if field("grant_type") != "client_credential" {
+        return Some(error(40002, "invalid grant_type"));
+    }
+    if field("appid") != s.config.appid {
+        return Some(error(40013, "invalid appid"));
+    }
+    if field("secret") != s.config.app_secret {
+        return Some(error(40125, "invalid appsecret"));
+    }
+    None
+}
+
 async fn stable_token(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(47001, "data format error");
     };
     let field = |name: &str| request.get(name).and_then(Value::as_str).unwrap_or("");
-    if field("grant_type") != "client_credential" {
-        return error(40002, "invalid grant_type");
-    }
-    if field("appid") != s.config.appid {
-        return error(40013, "invalid appid");
-    }
-    if field("secret") != s.config.app_secret {
-        return error(40125, "invalid appsecret");
+    if let Some(refused) = credentials_refused(&s, &field) {
+        return refused;
     }
     let force = request
         .get("force_refresh")
@@ -178,14 +187,8 @@ async fn classic_token(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let param = |name: &str| q.get(name).map(String::as_str).unwrap_or_default();
-    if param("grant_type") != "client_credential" {
-        return error(40002, "invalid grant_type");
-    }
-    if param("appid") != s.config.appid {
-        return error(40013, "invalid appid");
-    }
-    if param("secret") != s.config.app_secret {
-        return error(40125, "invalid appsecret");
+    if let Some(refused) = credentials_refused(&s, &param) {
+        return refused;
     }
     let token = new_token();
     shipping(&s).classic = Some((token.clone(), now() + TOKEN_LIFETIME));
